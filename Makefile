@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned to the CPU build that lies on this machine's disk; plain `torch`
+# would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+export RAY_AUTH_MODE ?= disabled
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: env demo smoke test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[bundled,test]'
+	touch $@
+
+env: $(BIN)/.installed
+
+demo: env
+	$(BIN)/xqg-ray models
+	$(BIN)/xqg-ray run conf/demo.yaml
+
+smoke: env
+	$(BIN)/xqg-ray run conf/smoke.yaml
+
+test: env
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf out .pytest_cache

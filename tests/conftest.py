@@ -1,0 +1,49 @@
+"""Shared fixtures: one local Ray cluster per session, tiny models, the datasets path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("XQG_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    d = datasets_dir()
+    if not (d / "xquad" / "xquad.en.json").exists():
+        pytest.skip(f"shared datasets not found at {d} (set XQG_SHARED_DATASETS)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Paths of tiny random encoder / seq2seq / causal models, built once per session."""
+    from xqg_ray.models.tiny import TINY, materialize
+
+    cache = str(tmp_path_factory.mktemp("tiny-models"))
+    return {name: materialize(name, cache) for name in TINY}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One in-process Ray cluster for the whole session (~5 s to start)."""
+    import ray
+
+    from xqg_ray.config import RayConfig
+    from xqg_ray.pipeline import init_ray
+
+    init_ray(RayConfig(address="local", num_cpus=4))
+    yield ray
+    ray.shutdown()

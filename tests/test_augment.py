@@ -1,0 +1,57 @@
+"""The xQG augmentation formula on hand-made vectors."""
+
+import numpy as np
+import pytest
+
+from xqg_ray.augment import augment, check_counts, counts_equal
+
+
+def test_sum_formula_by_hand():
+    p = np.array([[1.0, 0.0], [0.0, 2.0]])
+    s = np.array([[3.0, 4.0], [0.0, 0.0]])
+    c = np.array([2, 0])
+    got = augment(p, s, c, alpha=0.25, aggregation="sum")
+    # (1 - .25) * [1, 0] + .25 * [3, 4] = [1.5, 1.0]; no queries: .75 * [0, 2]
+    np.testing.assert_allclose(got, [[1.5, 1.0], [0.0, 1.5]])
+    assert got.dtype == np.float32
+
+
+def test_mean_formula_by_hand_and_no_renormalisation():
+    p = np.array([[1.0, 0.0]])
+    s = np.array([[3.0, 4.0]])
+    got = augment(p, s, np.array([2]), alpha=0.5, aggregation="mean")
+    np.testing.assert_allclose(got, [[0.5 + 0.75, 1.0]])
+    assert not np.isclose(np.linalg.norm(got), 1.0)
+
+
+def test_alpha_zero_is_the_baseline_and_one_is_the_queries():
+    rng = np.random.default_rng(0)
+    p, s = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    c = np.full(5, 3)
+    np.testing.assert_allclose(augment(p, s, c, 0.0), p.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(augment(p, s, c, 1.0, "sum"), s.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(augment(p, s, c, 1.0, "mean"), (s / 3).astype(np.float32), rtol=1e-6)
+
+
+def test_sweep_from_stored_sums_equals_direct_computation():
+    """Any alpha from (E(p), sum E(q), count) equals the formula on the query vectors."""
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(3, 8))
+    queries = [rng.normal(size=(n, 8)) for n in (35, 35, 35)]
+    sums = np.stack([q.sum(0) for q in queries])
+    counts = np.array([len(q) for q in queries])
+    for alpha in (0.0, 0.01, 0.1, 0.5):
+        direct = np.stack([(1 - alpha) * p[i] + alpha * sum(queries[i]) for i in range(3)])
+        np.testing.assert_allclose(augment(p, sums, counts, alpha), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_shape_and_aggregation_errors():
+    with pytest.raises(ValueError, match="shape"):
+        augment(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros(2), 0.1)
+    with pytest.raises(ValueError, match="aggregation"):
+        augment(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2), 0.1, "max")
+
+
+def test_counts_summary():
+    assert check_counts(np.array([5, 5, 0])) == {"min": 0, "max": 5, "zero": 1, "passages": 3}
+    assert counts_equal(np.array([5, 5])) and not counts_equal(np.array([5, 4]))

@@ -1,0 +1,58 @@
+"""xQG passage-vector augmentation (Zhuang, Shou, Zuccon, SIGIR 2023).
+
+    e' = (1 - alpha) * E(p) + alpha * sum_{l,i} E(q_{l,i})        (aggregation="sum")
+    e' = (1 - alpha) * E(p) + alpha * mean_{l,i} E(q_{l,i})       (aggregation="mean")
+
+The reference uses the plain sum with no renormalisation.  Because the sum
+grows with the number of queries, it is only fair when every passage has the
+same count; :func:`check_counts` says when it does not.  Storing E(p), the sum
+and the count lets any alpha (or a sweep) be applied without re-encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+
+def augment(
+    p_vecs: np.ndarray,
+    q_sums: np.ndarray,
+    q_counts: np.ndarray,
+    alpha: float,
+    aggregation: str = "sum",
+) -> np.ndarray:
+    """Augmented passage vectors, float32, shape of ``p_vecs``.
+
+    ``q_sums[i]`` is the sum of the encoded generated queries of passage i and
+    ``q_counts[i]`` their number.  With ``mean``, a passage without queries
+    keeps ``(1 - alpha) * E(p)`` (the empty sum is the zero vector), the same
+    as with ``sum``, so both forms agree when a count is zero.
+    """
+    p = np.asarray(p_vecs, dtype=np.float64)
+    s = np.asarray(q_sums, dtype=np.float64)
+    c = np.asarray(q_counts, dtype=np.float64).reshape(-1, 1)
+    if p.shape != s.shape or c.shape[0] != p.shape[0]:
+        raise ValueError(f"shape mismatch: E(p) {p.shape}, sum E(q) {s.shape}, counts {c.shape}")
+    if aggregation == "sum":
+        q = s
+    elif aggregation == "mean":
+        q = np.divide(s, c, out=np.zeros_like(s), where=c > 0)
+    else:
+        raise ValueError(f"aggregation={aggregation!r}: use sum or mean")
+    # float64 accumulation, float32 result: the same bits whatever the batch split.
+    return ((1.0 - alpha) * p + alpha * q).astype(np.float32)
+
+
+def check_counts(q_counts: np.ndarray) -> Dict[str, int]:
+    """Summary of queries per passage: min, max, passages with zero queries."""
+    c = np.asarray(q_counts)
+    if c.size == 0:
+        return {"min": 0, "max": 0, "zero": 0, "passages": 0}
+    return {"min": int(c.min()), "max": int(c.max()), "zero": int((c == 0).sum()), "passages": int(c.size)}
+
+
+def counts_equal(q_counts: np.ndarray) -> bool:
+    c = np.asarray(q_counts)
+    return c.size == 0 or int(c.min()) == int(c.max())

@@ -1,0 +1,76 @@
+"""Command line: ``xqg-ray run CONFIG [key=value ...]`` and ``xqg-ray prepare KIND ...``.
+
+Thin by design: parse arguments, build the typed config, call one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .config import BenchmarkConfig, ConfigError, StorageConfig, load_config
+
+
+def _print_table(metrics: dict) -> None:
+    names = metrics["metric_names"]
+    width = max(len(s) for s in metrics["systems"]) + 2
+    print("\n" + "system".ljust(width) + "".join(n.rjust(11) for n in names))
+    for sysname, res in metrics["systems"].items():
+        vals = [res["macro"].get(n) for n in names]
+        print(sysname.ljust(width) + "".join(("–" if v is None else f"{100 * v:.1f}").rjust(11) for v in vals))
+    sig = [c for c in metrics["comparisons"] if c["lang"] == "all" and c["metric"] in ("R@2kt", "MRR@10")]
+    for c in sig:
+        print(f"  {c['system']} vs {c['baseline']} {c['metric']} (all languages): "
+              f"{100 * c['mean_diff']:+.1f} points, 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p={c['p_value']:.3g}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="xqg-ray", description="xQG cross-lingual dense retrieval on Ray")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the whole job for a config")
+    r.add_argument("config", help="YAML config (e.g. conf/demo.yaml)")
+    r.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. output_dir=out/x index.num_shards=4")
+    p = sub.add_parser("prepare", help="prepare a benchmark (corpus, queries, judgements)")
+    p.add_argument("kind", choices=["xquad", "xor-tydi", "files"])
+    p.add_argument("--out", required=True, help="output URI (directory)")
+    p.add_argument("--source", default="../shared/datasets", help="xquad: directory or URL root")
+    p.add_argument("--corpus", default="", help="xor-tydi/files: passages TSV/JSONL/Parquet")
+    p.add_argument("--queries", default="", help="xor-tydi/files: questions JSONL")
+    p.add_argument("--languages", default="", help="comma-separated query languages (default: all)")
+    p.add_argument("--heldout-fraction", type=float, default=0.0)
+    p.add_argument("--s3-endpoint", default="", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    m = sub.add_parser("models", help="materialise the bundled models into the local cache")
+    m.add_argument("names", nargs="*", default=["multilingual-e5-small", "gemma3-270m"])
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            from .pipeline import run
+
+            cfg = load_config(args.config, args.overrides)
+            metrics = run(cfg)
+            _print_table(metrics)
+            print(f"\noutputs: {cfg.output_dir} (report.md, metrics.json, runs/, index/)")
+        elif args.cmd == "prepare":
+            from .benchmark import prepare_benchmark
+            from .storage import Storage
+
+            b = BenchmarkConfig(kind=args.kind, source=args.source, corpus=args.corpus, queries=args.queries,
+                                languages=[x for x in args.languages.split(",") if x], heldout_fraction=args.heldout_fraction)
+            manifest = prepare_benchmark(b, args.out, Storage(StorageConfig(s3_endpoint=args.s3_endpoint)))
+            print(json.dumps({k: manifest[k] for k in ("kind", "counts", "corpus_hash") if k in manifest}, indent=2))
+        elif args.cmd == "models":
+            from .models.bundled import resolve
+
+            for n in args.names:
+                ref = resolve(f"bundled:{n}")
+                print(f"{n}: {ref.path}" + (f" (gguf_file={ref.gguf_file})" if ref.gguf_file else ""))
+    except ConfigError as e:
+        print(f"xqg-ray: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

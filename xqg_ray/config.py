@@ -1,0 +1,270 @@
+"""One typed configuration for every xqg-ray command.
+
+Dataclasses are turned into an OmegaConf structured config, merged with a YAML
+file and dotlist overrides.  Unknown keys are errors (structured configs are
+closed), and :func:`validate` checks the cross-field rules before any heavy
+work starts, with messages that say what to change.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Languages named in generator prompts ("Generate a {language} question ...").
+LANGUAGE_NAMES: Dict[str, str] = {
+    "ar": "Arabic",
+    "bn": "Bengali",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "hi": "Hindi",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "te": "Telugu",
+    "th": "Thai",
+    "tr": "Turkish",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
+}
+
+SECRET_KEYS = ("access_key", "secret_key", "session_token")
+
+
+@dataclass
+class StorageConfig:
+    """How URIs are opened.  Local paths need nothing; ``s3://`` uses these."""
+
+    s3_endpoint: str = ""  # e.g. http://127.0.0.1:9000 for MinIO/moto; empty = AWS
+    s3_region: str = "us-east-1"
+    # Empty = the usual AWS credential chain (env vars, instance profile).
+    access_key: str = ""
+    secret_key: str = ""
+    session_token: str = ""
+
+
+@dataclass
+class BenchmarkConfig:
+    """Which benchmark to prepare (written under ``{output_dir}/benchmark``)."""
+
+    kind: str = "xquad"  # xquad | xor-tydi | files
+    # xquad: a directory holding xquad/ and squad-v1.1-dev/ (or the public URL root).
+    source: str = "../shared/datasets"
+    # xor-tydi / files: the passage file (TSV/JSONL/Parquet) and the question file.
+    corpus: str = ""
+    queries: str = ""
+    # Query languages to evaluate; empty = every language present.
+    languages: List[str] = field(default_factory=list)
+    # 0 = all.  Keeps the first N questions per language in id order.
+    max_queries_per_language: int = 0
+    # 0 = whole corpus.  Otherwise every gold passage plus deterministic distractors.
+    corpus_limit: int = 0
+    # Fraction of XQuAD base questions held out as "provided" human queries
+    # (never evaluated on); 0 disables the held-out table.
+    heldout_fraction: float = 0.0
+    seed: int = 13
+
+
+@dataclass
+class EncoderConfig:
+    """The one shared encoder for passages, generated queries and test queries."""
+
+    model: str = "bundled:multilingual-e5-small"  # bundled:NAME, hub id or local path
+    pooling: str = "cls"  # cls | mean
+    normalize: bool = False
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    passage_template: str = "{title} {text}"
+    max_query_length: int = 64
+    max_passage_length: int = 256
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    batch_size: int = 32
+
+
+@dataclass
+class GeneratorConfig:
+    """A query source for augmentation."""
+
+    kind: str = "seq2seq"  # seq2seq | causal | provided
+    model: str = ""  # bundled:NAME, hub id or local path (seq2seq/causal)
+    gguf_file: str = ""  # GGUF weights inside `model` (transformers gguf_file=)
+    languages: List[str] = field(default_factory=lambda: ["ar", "bn", "fi", "ja", "ko", "ru", "te"])
+    n_per_language: int = 5
+    prompt: str = "Generate a {language} question for this passage: {title} {text}"
+    top_k: int = 10
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    max_input_length: int = 512
+    # causal: number of few-shot exemplars per language taken from the bundled set.
+    few_shot: int = 2
+    # provided: a table (Parquet/JSONL) with docid, lang, text.  "benchmark:provided"
+    # means the held-out human questions written by the benchmark stage.
+    path: str = ""
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class SystemConfig:
+    """One retrieval system: E(p) optionally augmented with a generator's queries."""
+
+    name: str = MISSING
+    generator: str = ""  # key in `generators`; empty = baseline E(p)
+    alpha: float = 0.01
+    aggregation: str = "sum"  # sum (the paper) | mean
+    # sum with unequal query counts per passage is unfair (see README); refuse by default.
+    allow_unequal_counts: bool = False
+
+
+@dataclass
+class IndexConfig:
+    num_shards: int = 2
+    factory: str = "Flat"  # any faiss index_factory string
+    metric: str = "ip"  # ip | l2
+
+
+@dataclass
+class SearchConfig:
+    top_k: int = 100
+    query_batch_size: int = 4096
+
+
+@dataclass
+class EvalConfig:
+    kt: List[int] = field(default_factory=lambda: [2, 5])
+    recall_k: List[int] = field(default_factory=lambda: [1, 5, 20])
+    mrr_k: int = 10
+    baseline: str = "baseline"
+    bootstrap_samples: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class RayConfig:
+    address: str = "local"  # "local" = in-process cluster; "auto" or ray://... to join one
+    num_cpus: Optional[int] = None  # logical CPUs of a local cluster (None = detect)
+    # Fractional CPUs keep read tasks schedulable next to the actor pools.
+    actor_num_cpus: float = 1.0
+    actor_num_gpus: float = 0.0
+    min_actors: int = 1
+    max_actors: int = 1
+    torch_threads: int = 0  # 0 = max(1, int(actor_num_cpus))
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = MISSING
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    generators: Dict[str, GeneratorConfig] = field(default_factory=dict)
+    systems: List[SystemConfig] = field(default_factory=list)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    # Reuse a stage's outputs when its manifest fingerprint matches.
+    resume: bool = True
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says what to change."""
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Schema <- YAML file <- dotlist overrides, validated.  Returns a typed RunConfig."""
+    cfg = OmegaConf.structured(RunConfig)
+    try:
+        if path:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except Exception as e:  # omegaconf raises several types; one message for the user
+        raise ConfigError(f"invalid configuration ({path or 'defaults'}): {e}") from e
+    obj: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(obj)
+    return obj
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that the schema cannot express."""
+    errs: List[str] = []
+    if cfg.benchmark.kind not in ("xquad", "xor-tydi", "files"):
+        errs.append(f"benchmark.kind={cfg.benchmark.kind!r}: use xquad, xor-tydi or files")
+    if cfg.benchmark.kind in ("xor-tydi", "files") and not (cfg.benchmark.corpus and cfg.benchmark.queries):
+        errs.append(f"benchmark.kind={cfg.benchmark.kind} needs benchmark.corpus and benchmark.queries")
+    if not 0.0 <= cfg.benchmark.heldout_fraction < 1.0:
+        errs.append("benchmark.heldout_fraction must be in [0, 1)")
+    if cfg.encoder.pooling not in ("cls", "mean"):
+        errs.append(f"encoder.pooling={cfg.encoder.pooling!r}: use cls or mean")
+    if cfg.encoder.dtype not in ("float32", "float16", "bfloat16"):
+        errs.append(f"encoder.dtype={cfg.encoder.dtype!r}: use float32, float16 or bfloat16")
+    for name, g in cfg.generators.items():
+        where = f"generators.{name}"
+        if g.kind not in ("seq2seq", "causal", "provided"):
+            errs.append(f"{where}.kind={g.kind!r}: use seq2seq, causal or provided")
+        if g.kind in ("seq2seq", "causal") and not g.model:
+            errs.append(f"{where}.model is empty: give bundled:NAME, a hub id or a local path")
+        if g.kind == "provided" and not g.path:
+            errs.append(f"{where}.path is empty: give a table with docid, lang, text")
+        if g.kind != "provided":
+            if g.n_per_language < 1:
+                errs.append(f"{where}.n_per_language must be >= 1")
+            if not g.languages:
+                errs.append(f"{where}.languages is empty")
+            bad = [lang for lang in g.languages if lang not in LANGUAGE_NAMES]
+            if bad:
+                errs.append(f"{where}.languages has unknown codes {bad}; known: {sorted(LANGUAGE_NAMES)}")
+            if g.top_k < 1 or g.max_new_tokens < 1:
+                errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
+    if not cfg.systems:
+        errs.append("systems is empty: add at least the baseline, e.g. {name: baseline}")
+    names = [s.name for s in cfg.systems]
+    if len(set(names)) != len(names):
+        errs.append(f"system names must be unique, got {names}")
+    for s in cfg.systems:
+        if s.generator and s.generator not in cfg.generators:
+            errs.append(f"system {s.name!r} uses generator {s.generator!r}, not in generators {sorted(cfg.generators)}")
+        if s.aggregation not in ("sum", "mean"):
+            errs.append(f"system {s.name!r}: aggregation must be sum or mean")
+        if s.generator and not 0.0 <= s.alpha <= 1.0:
+            errs.append(f"system {s.name!r}: alpha must be in [0, 1]")
+        if not s.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            errs.append(f"system name {s.name!r}: use letters, digits, '-', '_' and '.' (it names files)")
+    if cfg.eval.baseline not in names:
+        errs.append(f"eval.baseline={cfg.eval.baseline!r} is not a system name ({names})")
+    if cfg.index.num_shards < 1:
+        errs.append("index.num_shards must be >= 1")
+    if cfg.index.metric not in ("ip", "l2"):
+        errs.append("index.metric must be ip or l2")
+    if cfg.search.top_k < max([20, cfg.eval.mrr_k] + list(cfg.eval.recall_k)):
+        errs.append("search.top_k must cover eval.recall_k and eval.mrr_k (and 20 for Recall@20)")
+    if cfg.ray.actor_num_cpus <= 0 or cfg.ray.min_actors < 1 or cfg.ray.max_actors < cfg.ray.min_actors:
+        errs.append("ray: actor_num_cpus > 0 and 1 <= min_actors <= max_actors")
+    if errs:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errs))
+
+
+def to_yaml(cfg: RunConfig, redact: bool = True) -> str:
+    """The resolved config as YAML, with secrets replaced by '***'."""
+    c = copy.deepcopy(cfg)
+    if redact:
+        for k in SECRET_KEYS:
+            if getattr(c.storage, k):
+                setattr(c.storage, k, "***")
+    return OmegaConf.to_yaml(OmegaConf.structured(c))
+
+
+def section_dict(obj: Any) -> Any:
+    """A plain dict/list copy of a config section (for fingerprints and manifests)."""
+    if isinstance(obj, (DictConfig,)):
+        return OmegaConf.to_container(obj, resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)

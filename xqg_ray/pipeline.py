@@ -1,0 +1,491 @@
+"""The xQG job end to end on Ray: prepare, generate, encode, index, search, evaluate, compare.
+
+:func:`run` is the one library entry point that the CLI and ``jobs/*.py`` call.
+Model work runs in Ray Data actor pools; the math lives in pure modules
+(``augment``, ``topk``, ``metrics``, ``significance``).  Every stage commits a
+manifest last (see ``stagestore``), so a rerun resumes where inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from . import metrics as M
+from .arrow_utils import arrow_to_vectors, vectors_to_arrow
+from .augment import check_counts, counts_equal
+from .config import ConfigError, RayConfig, RunConfig, section_dict, to_yaml, validate
+from .progress import StageTimer
+from .stagestore import StageStore, fingerprint
+from .storage import Storage, join
+from .topk import merge_topk
+
+log = logging.getLogger("xqg_ray")
+
+# Bump when a stage's output format or semantics change, so old outputs are not reused.
+PIPELINE_VERSION = 1
+
+
+def init_ray(rc: RayConfig) -> None:
+    """Start (address="local") or join a Ray cluster once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if rc.address == "local":
+        # A private in-process cluster: no token auth needed on loopback.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=rc.address, logging_level=logging.WARNING)
+
+
+def _threads(rc: RayConfig) -> int:
+    return rc.torch_threads if rc.torch_threads > 0 else max(1, int(rc.actor_num_cpus))
+
+
+def _metric_names(cfg: RunConfig) -> List[str]:
+    return [f"R@{n}kt" for n in cfg.eval.kt] + [f"Recall@{k}" for k in cfg.eval.recall_k] + [f"MRR@{cfg.eval.mrr_k}"]
+
+
+class Job:
+    """State shared by the stages of one run."""
+
+    def __init__(self, cfg: RunConfig):
+        validate(cfg)
+        self.cfg = cfg
+        self.storage = Storage(cfg.storage)
+        self.out = cfg.output_dir
+        self.store = StageStore(self.storage, self.out, cfg.resume)
+        self.timer = StageTimer()
+        self.threads = _threads(cfg.ray)
+
+    # -- Ray Data plumbing -------------------------------------------------
+    def read(self, uri: str, columns: Optional[List[str]] = None):
+        import ray
+
+        fs, path = self.storage.resolve(uri)
+        return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+
+    def write(self, ds, uri: str) -> None:
+        from ray.data import SaveMode
+
+        fs, path = self.storage.resolve(uri)
+        ds.write_parquet(path, filesystem=fs, mode=SaveMode.OVERWRITE)
+
+    def actor_map(self, ds, cls, batch_size: int, **ctor):
+        from ray.data import ActorPoolStrategy
+
+        rc = self.cfg.ray
+        return ds.map_batches(
+            cls,
+            fn_constructor_kwargs={**ctor, "threads": self.threads},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(min_size=rc.min_actors, max_size=rc.max_actors),
+            num_cpus=rc.actor_num_cpus,
+            num_gpus=rc.actor_num_gpus,
+        )
+
+    # -- stages ------------------------------------------------------------
+    def benchmark(self) -> Dict:
+        from .benchmark import load_benchmark, prepare_benchmark
+
+        bdir = join(self.out, "benchmark")
+        want = section_dict(self.cfg.benchmark)
+        with self.timer.stage("benchmark") as s:
+            m = None
+            if self.cfg.resume and self.storage.exists(join(bdir, "manifest.json")):
+                m = self.storage.read_json(join(bdir, "manifest.json"))
+                if m.get("config") != want:
+                    m = None
+            if m is None:
+                m = prepare_benchmark(self.cfg.benchmark, bdir, self.storage)
+            else:
+                s["reused"] = True
+            self.bench_manifest = m
+            self.tables = load_benchmark(bdir, self.storage)
+            s["rows"] = self.tables["corpus"].num_rows + self.tables["queries"].num_rows
+        self.corpus_hash = m["corpus_hash"]
+        self.corpus_uri = join(bdir, "corpus.parquet")
+        self.queries_fp = fingerprint(self.tables["queries"].to_pylist())
+        if self.tables["queries"].num_rows == 0:
+            raise ConfigError("the benchmark has no queries: check benchmark.languages and the source")
+        return m
+
+    def generate(self, name: str) -> Tuple[str, Dict]:
+        """Queries for every passage from generator ``name``; returns (fingerprint, manifest)."""
+        g = self.cfg.generators[name]
+        stage = f"generated/{name}"
+        fp = fingerprint({"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "name": name, "gen": section_dict(g)})
+        with self.timer.stage(stage) as s:
+            m = self.store.reusable(stage, fp)
+            if m:
+                s.update(rows=m["rows"], reused=True)
+                return fp, m
+            data = self.store.data_uri(stage, fp)
+            extra: Dict = {}
+            if g.kind == "provided":
+                extra = self._provided(name, g.path, data)
+            else:
+                ds = self.read(self.corpus_uri, ["id", "docid", "title", "text"])
+                from .stages import GenerateQueries
+
+                self.write(self.actor_map(ds, GenerateQueries, g.batch_size, name=name, cfg=g), data)
+            t = self.storage.read_table(data, ["id", "failed"] if g.kind != "provided" else ["id"])
+            failed = int(np.asarray(t["failed"]).sum()) if "failed" in t.column_names else 0
+            if failed:
+                self.timer.event(stage, "warning", message=f"{failed} query slots stayed empty after retries; those passages have fewer queries")
+            s["rows"] = t.num_rows
+            m = self.store.commit(stage, fp, data=data, rows=t.num_rows, failed_slots=failed, generator=section_dict(g), **extra)
+            return fp, m
+
+    def _provided(self, name: str, path: str, data: str) -> Dict:
+        """Join a provided query table (docid, lang, text) onto the corpus by docid."""
+        uri = join(self.out, "benchmark", "provided.parquet") if path == "benchmark:provided" else path
+        if not self.storage.exists(uri):
+            raise ConfigError(f"generators.{name}.path: {uri} does not exist")
+        prov = self.storage.read_table(uri)
+        missing = {"docid", "lang", "text"} - set(prov.column_names)
+        if missing:
+            raise ConfigError(f"generators.{name}.path {uri}: missing columns {sorted(missing)}")
+        self._assert_not_evaluated(name, prov)
+        corpus = self.tables["corpus"]
+        by_doc: Dict[str, List[Dict[str, str]]] = {}
+        set_aside = []
+        known = set(corpus["docid"].to_pylist())
+        for i, (d, lang, text) in enumerate(zip(prov["docid"].to_pylist(), prov["lang"].to_pylist(), prov["text"].to_pylist())):
+            if d not in known:
+                set_aside.append({"line": i + 1, "docid": d, "reason": "docid not in corpus", "text": text})
+            elif not text or not text.strip():
+                set_aside.append({"line": i + 1, "docid": d, "reason": "empty query text", "text": text})
+            else:
+                by_doc.setdefault(d, []).append({"lang": lang, "text": text})
+        from .stages import QUERY_LIST_TYPE
+
+        table = pa.table(
+            {
+                "id": corpus["id"],
+                "docid": corpus["docid"],
+                "queries": pa.array([by_doc.get(d, []) for d in corpus["docid"].to_pylist()], type=QUERY_LIST_TYPE),
+            }
+        )
+        self.storage.write_table(join(data, "part-00000.parquet"), table)
+        if set_aside:
+            self.storage.write_table(join(self.out, "generated", name, "quarantine.parquet"), pa.Table.from_pylist(set_aside))
+            self.timer.event(f"generated/{name}", "warning", message=f"{len(set_aside)} provided queries set aside (see quarantine.parquet)")
+        return {"source": uri, "set_aside": len(set_aside)}
+
+    def _assert_not_evaluated(self, name: str, prov: pa.Table) -> None:
+        """Human queries used for augmentation must never be the evaluated ones."""
+        q = self.tables["queries"]
+        if "qid" in prov.column_names:
+            clash = set(prov["qid"].to_pylist()) & set(q["qid"].to_pylist())
+            if clash:
+                raise ConfigError(f"generators.{name}: {len(clash)} provided queries are evaluated queries (e.g. {sorted(clash)[:3]})")
+        clash_t = set(zip(prov["lang"].to_pylist(), prov["text"].to_pylist())) & set(zip(q["lang"].to_pylist(), q["text"].to_pylist()))
+        if clash_t:
+            raise ConfigError(f"generators.{name}: {len(clash_t)} provided query texts equal evaluated questions, e.g. {sorted(clash_t)[:2]}")
+
+    def encode_passages(self) -> Tuple[str, Dict]:
+        stage = "embeddings/passages"
+        fp = fingerprint({"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "encoder": section_dict(self.cfg.encoder)})
+        with self.timer.stage(stage) as s:
+            m = self.store.reusable(stage, fp)
+            if m:
+                s.update(rows=m["rows"], reused=True)
+                return fp, m
+            from .stages import EncodePassages
+
+            data = self.store.data_uri(stage, fp)
+            ds = self.read(self.corpus_uri, ["id", "title", "text"])
+            self.write(self.actor_map(ds, EncodePassages, self.cfg.encoder.batch_size, cfg=self.cfg.encoder), data)
+            t = self.storage.read_table(data, ["id"])
+            dim = self._dim(data)
+            s["rows"] = t.num_rows
+            return fp, self.store.commit(stage, fp, data=data, rows=t.num_rows, dim=dim, encoder=section_dict(self.cfg.encoder))
+
+    def encode_generated(self, name: str, gen_fp: str, gen_m: Dict) -> Tuple[str, Dict]:
+        stage = f"embeddings/{name}"
+        fp = fingerprint({"v": PIPELINE_VERSION, "gen": gen_fp, "encoder": section_dict(self.cfg.encoder)})
+        with self.timer.stage(stage) as s:
+            m = self.store.reusable(stage, fp)
+            if m:
+                s.update(rows=m["rows"], reused=True)
+                return fp, m
+            from .stages import EncodeQuerySums
+
+            data = self.store.data_uri(stage, fp)
+            ds = self.read(gen_m["data"], ["id", "queries"])
+            self.write(self.actor_map(ds, EncodeQuerySums, self.cfg.encoder.batch_size, cfg=self.cfg.encoder), data)
+            counts = self.storage.read_table(data, ["q_count"])["q_count"].to_numpy()
+            s["rows"] = int(counts.sum())  # queries encoded
+            return fp, self.store.commit(stage, fp, data=data, rows=int(counts.sum()), passages=len(counts), counts=check_counts(counts))
+
+    def encode_test_queries(self) -> pa.Table:
+        stage = "queries"
+        fp = fingerprint({"v": PIPELINE_VERSION, "queries": self.queries_fp, "encoder": section_dict(self.cfg.encoder)})
+        uri = join(self.out, "queries", "encoded.parquet")
+        with self.timer.stage("queries/encoded") as s:
+            m = self.store.reusable(stage, fp)
+            if m:
+                s.update(rows=m["rows"], reused=True)
+                return self.storage.read_table(uri)
+            import ray
+
+            from .stages import EncodeQueries
+
+            q = self.tables["queries"].select(["qid", "lang", "text"])
+            ds = ray.data.from_arrow(q)
+            enc = self.actor_map(ds, EncodeQueries, self.cfg.encoder.batch_size, cfg=self.cfg.encoder)
+            table = pa.concat_tables(list(enc.iter_batches(batch_format="pyarrow", batch_size=None)))
+            # Ray keeps order (preserve_order) but align on qid anyway: it is cheap and exact.
+            pos = {qid: i for i, qid in enumerate(table["qid"].to_pylist())}
+            table = table.take(pa.array([pos[x] for x in q["qid"].to_pylist()]))
+            self.storage.write_table(uri, table)
+            s["rows"] = table.num_rows
+            self.store.commit(stage, fp, rows=table.num_rows, file="encoded.parquet")
+            return table
+
+    def _dim(self, data_uri: str) -> int:
+        import pyarrow.parquet as pq
+
+        fs, path = self.storage.resolve(data_uri)
+        ds = pq.ParquetDataset(path, filesystem=fs)
+        for frag in ds.fragments:
+            t = frag.to_table(columns=["vector"]).slice(0, 1)
+            if t.num_rows:
+                return int(arrow_to_vectors(t["vector"]).shape[1])
+        raise ValueError(f"no vectors under {data_uri}")
+
+    def build_indexes(self, p_fp: str, p_m: Dict, gens: Dict[str, Tuple[str, Dict]]) -> Dict[str, Dict]:
+        """One FAISS shard set per system; all systems that need (re)building share one shuffle."""
+        cfg = self.cfg
+        dim = p_m["dim"]
+        todo, manifests, fps = [], {}, {}
+        for sysc in cfg.systems:
+            stage = f"index/{sysc.name}"
+            gfp = gens[sysc.generator][0] if sysc.generator else None
+            fps[sysc.name] = fingerprint({"v": PIPELINE_VERSION, "p": p_fp, "g": gfp, "sys": asdict(sysc), "index": section_dict(cfg.index)})
+            m = self.store.reusable(stage, fps[sysc.name])
+            if m:
+                manifests[sysc.name] = m
+            else:
+                todo.append(sysc)
+            if sysc.generator:
+                c = gens[sysc.generator][1]["counts"]
+                if sysc.aggregation == "sum" and c["min"] != c["max"]:
+                    msg = (
+                        f"system {sysc.name!r}: aggregation=sum with unequal query counts per passage "
+                        f"(min {c['min']}, max {c['max']}, {c['zero']} passages with none). The sum then "
+                        f"weights passages by how many queries they got; use aggregation=mean, or set "
+                        f"allow_unequal_counts=true to accept it."
+                    )
+                    if not sysc.allow_unequal_counts:
+                        raise ConfigError(msg)
+                    self.timer.event(stage, "warning", message="WARNING " + msg)
+        with self.timer.stage("index") as s:
+            if not todo:
+                s.update(rows=sum(m["ntotal"] for m in manifests.values()), reused=True)
+                return manifests
+            from .index import ShardBuilder, build_index, index_to_bytes, shard_uri
+            from .storage import sha256_bytes
+
+            S = cfg.index.num_shards
+
+            def tag(source: str, vec_col: str, count_col: Optional[str]):
+                def fn(b: pa.Table) -> pa.Table:
+                    ids = b["id"]
+                    n = b.num_rows
+                    cnt = b[count_col] if count_col else pa.array(np.ones(n, np.int32))
+                    vec = b[vec_col].combine_chunks() if isinstance(b[vec_col], pa.ChunkedArray) else b[vec_col]
+                    return pa.table(
+                        {
+                            "id": ids,
+                            "shard": pa.array(np.asarray(ids) % S, pa.int64()),
+                            "source": pa.array([source] * n, pa.string()),
+                            "vector": vec.cast(pa.list_(pa.float32(), dim)),
+                            "count": cnt.cast(pa.int32()),
+                        }
+                    )
+
+                return fn
+
+            parts = [self.read(p_m["data"], ["id", "vector"]).map_batches(tag("passages", "vector", None), batch_format="pyarrow")]
+            for g in sorted({x.generator for x in todo if x.generator}):
+                parts.append(self.read(gens[g][1]["data"], ["id", "q_sum", "q_count"]).map_batches(tag(g, "q_sum", "q_count"), batch_format="pyarrow"))
+            ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+            systems = [asdict(x) for x in todo]
+            index_dir = join(self.out, "index")
+
+            def build(group: pa.Table) -> pa.Table:
+                return ShardBuilder(systems, index_dir, dim, cfg.index.factory, cfg.index.metric, cfg.storage, self.threads)(group)
+
+            rows = ds.groupby("shard").map_groups(build, batch_format="pyarrow", num_cpus=cfg.ray.actor_num_cpus).take_all()
+            built: Dict[str, Dict[int, Dict]] = {x.name: {} for x in todo}
+            for r in rows:
+                built[r["system"]][int(r["shard"])] = r
+            total = 0
+            for sysc in todo:
+                shards = built[sysc.name]
+                for sh in range(S):
+                    if sh not in shards:  # no passage hashed to this shard: an empty index keeps S files
+                        data = index_to_bytes(build_index(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), dim, cfg.index.factory, cfg.index.metric))
+                        uri = shard_uri(index_dir, sysc.name, sh)
+                        self.storage.write_bytes(uri, data)
+                        shards[sh] = {"file": uri.rsplit("/", 1)[-1], "sha256": sha256_bytes(data), "ntotal": 0}
+                ntotal = sum(int(shards[i]["ntotal"]) for i in range(S))
+                if ntotal != p_m["rows"]:
+                    raise RuntimeError(f"index {sysc.name}: {ntotal} vectors in shards but {p_m['rows']} passages")
+                total += ntotal
+                manifests[sysc.name] = self.store.commit(
+                    f"index/{sysc.name}",
+                    fps[sysc.name],
+                    system=asdict(sysc),
+                    shards=[{"shard": i, "file": shards[i]["file"], "sha256": shards[i]["sha256"], "ntotal": int(shards[i]["ntotal"])} for i in range(S)],
+                    ntotal=ntotal,
+                    dim=dim,
+                    metric=cfg.index.metric,
+                    factory=cfg.index.factory,
+                    num_shards=S,
+                    encoder=cfg.encoder.model,
+                    alpha=sysc.alpha if sysc.generator else 0.0,
+                    aggregation=sysc.aggregation if sysc.generator else None,
+                    generator=sysc.generator or None,
+                    query_counts=gens[sysc.generator][1]["counts"] if sysc.generator else None,
+                    corpus_hash=self.corpus_hash,
+                )
+            s["rows"] = total
+        return manifests
+
+    def search(self, name: str, manifest: Dict, qvecs: np.ndarray) -> List[List[Tuple[int, float]]]:
+        import ray
+
+        from .index import ShardSearcher
+
+        cls = ray.remote(num_cpus=self.cfg.ray.actor_num_cpus)(ShardSearcher)
+        idir = join(self.out, "index", name)
+        actors = [cls.remote(join(idir, sh["file"]), sh["sha256"], self.cfg.storage, self.threads) for sh in manifest["shards"]]
+        try:
+            from .index import search_shards
+
+            k = self.cfg.search.top_k
+            d, i = search_shards(actors, qvecs, k, self.cfg.search.query_batch_size)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return merge_topk(d, i, k, self.docid_of, higher_is_better=self.cfg.index.metric == "ip")
+
+    def write_runs(self, name: str, ranked: List[List[Tuple[int, float]]]) -> Dict[str, List[str]]:
+        """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids."""
+        q = self.tables["queries"]
+        qids, langs = q["qid"].to_pylist(), q["lang"].to_pylist()
+        max_tokens = max(self.cfg.eval.kt) * 1000
+        lines, preds, rankings = [], [], {}
+        for qid, lang, hits in zip(qids, langs, ranked):
+            docids = [self.docid_of[pid] for pid, _ in hits]
+            rankings[qid] = docids
+            lines += [f"{qid} Q0 {self.docid_of[pid]} {r} {score:.6f} {name}" for r, (pid, score) in enumerate(hits, 1)]
+            # Only the passages the metric can read: word_tokenize never yields fewer
+            # tokens than whitespace splitting, so N*1000 whitespace tokens suffice.
+            ctxs, n = [], 0
+            for d in docids:
+                if n >= max_tokens:
+                    break
+                t = self.text_of[d]
+                ctxs.append(t)
+                n += len(t.split())
+            preds.append({"id": qid, "lang": lang, "ctxs": ctxs})
+        self.storage.write_text(join(self.out, "runs", f"{name}.trec"), "\n".join(lines) + "\n")
+        self.storage.write_json(join(self.out, "runs", f"{name}.xor.json"), preds)
+        return rankings
+
+    def evaluate(self, rankings: Dict[str, Dict[str, List[str]]]) -> Dict:
+        from .report import bar_chart_png, render_markdown
+        from .significance import compare
+
+        names = _metric_names(self.cfg)
+        q = self.tables["queries"]
+        queries = [
+            {"qid": a, "lang": b, "answers": c, "gold_docid": d}
+            for a, b, c, d in zip(q["qid"].to_pylist(), q["lang"].to_pylist(), q["answers"].to_pylist(), q["gold_docid"].to_pylist())
+        ]
+        per_query, systems = {}, {}
+        with self.timer.stage("evaluate") as s:
+            for name, ranks in rankings.items():
+                t = M.per_query_metrics(queries, ranks, self.text_of, kt=tuple(self.cfg.eval.kt), recall_ks=tuple(self.cfg.eval.recall_k), mrr_k=self.cfg.eval.mrr_k)
+                self.storage.write_table(join(self.out, "per_query", f"{name}.parquet"), t)
+                per_query[name] = t
+                systems[name] = M.aggregate(t, names)
+            s["rows"] = len(queries) * len(rankings)
+        with self.timer.stage("compare") as s:
+            comparisons = compare(per_query, self.cfg.eval.baseline, names, n_boot=self.cfg.eval.bootstrap_samples, seed=self.cfg.eval.seed)
+            s["rows"] = len(comparisons)
+        result = {
+            "benchmark": {
+                "kind": self.cfg.benchmark.kind,
+                "passages": self.tables["corpus"].num_rows,
+                "queries": q.num_rows,
+                "languages": sorted(set(q["lang"].to_pylist())),
+                "corpus_hash": self.corpus_hash,
+            },
+            "tokenizer": M.TOKENIZER,
+            "metric_names": names,
+            "systems": systems,
+            "comparisons": comparisons,
+            "indexes": {n: {k: m.get(k) for k in ("alpha", "aggregation", "generator", "query_counts", "num_shards", "factory", "metric", "dim")} for n, m in self.index_manifests.items()},
+            "stages": self.timer.stages,
+        }
+        charts = {}
+        for metric in [n for n in names if n.startswith("R@")] + [f"MRR@{self.cfg.eval.mrr_k}"]:
+            fname = f"plots/{metric.replace('@', '_at_')}.png"
+            self.storage.write_bytes(join(self.out, fname), bar_chart_png(result, metric))
+            charts[metric] = fname
+        self.storage.write_text(join(self.out, "report.md"), render_markdown(result, charts))
+        self.storage.write_json(join(self.out, "metrics.json"), result)
+        return result
+
+    # -- the whole job -----------------------------------------------------
+    def run(self) -> Dict:
+        from ray.data import DataContext
+
+        self.storage.write_text(join(self.out, "config.yaml"), to_yaml(self.cfg))
+        init_ray(self.cfg.ray)
+        ctx = DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # same batches, same outputs, every run
+        ctx.enable_progress_bars = self.cfg.ray.progress
+
+        self.benchmark()
+        corpus = self.tables["corpus"]
+        self.docid_of = dict(zip(corpus["id"].to_pylist(), corpus["docid"].to_pylist()))
+        self.text_of = dict(zip(corpus["docid"].to_pylist(), corpus["text"].to_pylist()))
+
+        gens: Dict[str, Tuple[str, Dict]] = {}
+        for name in dict.fromkeys(s.generator for s in self.cfg.systems if s.generator):
+            gfp, gm = self.generate(name)
+            gens[name] = self.encode_generated(name, gfp, gm)
+        p_fp, p_m = self.encode_passages()
+        qtable = self.encode_test_queries()
+        qvecs = arrow_to_vectors(qtable["vector"])
+        self.index_manifests = self.build_indexes(p_fp, p_m, gens)
+
+        rankings = {}
+        with self.timer.stage("search") as s:
+            for sysc in self.cfg.systems:
+                ranked = self.search(sysc.name, self.index_manifests[sysc.name], qvecs)
+                rankings[sysc.name] = self.write_runs(sysc.name, ranked)
+            s["rows"] = len(qvecs) * len(self.cfg.systems)
+        return self.evaluate(rankings)
+
+
+def run(cfg: RunConfig) -> Dict:
+    """Run the whole job for ``cfg``; returns the contents of metrics.json."""
+    return Job(cfg).run()
+
+
+__all__ = ["run", "Job", "init_ray", "vectors_to_arrow"]
