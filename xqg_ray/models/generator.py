@@ -25,7 +25,7 @@ class QueryGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from .bundled import resolve
+        from .loading import resolve_model as resolve
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -48,6 +48,9 @@ class QueryGenerator:
         else:
             raise ValueError(f"QueryGenerator does not handle kind={cfg.kind!r}")
         self.model.to(self.device).eval()
+        if cfg.kind == "causal":
+            # A long few-shot prompt must lose its oldest exemplar, never the passage at its end.
+            self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 

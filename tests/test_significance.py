@@ -1,0 +1,224 @@
+"""Tests for xqg_ray.significance: t-test, Holm, bootstrap CI and compare()."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from xqg_ray.significance import bootstrap_ci, compare, holm, paired_ttest
+
+
+# ---------------------------------------------------------------- paired t-test
+
+
+def test_paired_ttest_textbook():
+    a = [0.9, 0.4, 0.7, 1.0, 0.3, 0.8]
+    b = [0.5, 0.5, 0.2, 0.6, 0.1, 0.4]
+    d = np.array(a) - np.array(b)
+    n = len(d)
+    # Textbook: t = mean(d) / (s_d / sqrt(n)), df = n - 1, two-sided p.
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    t = mean / (sd / math.sqrt(n))
+    expected = 2 * stats.t.sf(abs(t), n - 1)
+    assert paired_ttest(a, b) == pytest.approx(expected, rel=1e-9)
+    # Symmetric in the order of the systems.
+    assert paired_ttest(b, a) == pytest.approx(expected, rel=1e-9)
+    assert 0.0 < expected < 0.05  # sanity: this example is significant
+
+
+def test_paired_ttest_degenerate_cases_never_nan():
+    assert paired_ttest([1.0, 0.0, 1.0], [1.0, 0.0, 1.0]) == 1.0  # identical
+    assert paired_ttest([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == 0.0  # constant shift
+    assert paired_ttest([0.3, 0.5], [0.1, 0.3]) == 0.0  # constant 0.2 (inexact floats)
+    assert paired_ttest([0.3, 0.5], [0.3, 0.5 + 1e-17]) == 1.0  # zero up to rounding
+    assert paired_ttest([1.0], [0.0]) == 1.0  # one pair
+    assert paired_ttest([], []) == 1.0  # no pairs
+    with pytest.raises(ValueError):
+        paired_ttest([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        paired_ttest([1.0, float("nan")], [1.0, 0.0])
+
+
+# ---------------------------------------------------------------- Holm
+
+
+def test_holm_known_example():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_holm_monotone_capped_and_ordered():
+    # Sorted: 0.01*2 = 0.02, then 0.04*1 = 0.04.
+    assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    # Sorted 0.001, 0.02, 0.03, 0.5 -> 0.001*4, 0.02*3, 0.03*2, 0.5*1.
+    assert holm([0.03, 0.001, 0.5, 0.02]) == pytest.approx([0.06, 0.004, 0.5, 0.06])
+    # Running max: 0.01*4 = 0.04, 0.02*3 = 0.06, 0.04*2 = 0.08, 0.045*1 -> 0.08 (not 0.045).
+    assert holm([0.045, 0.01, 0.04, 0.02]) == pytest.approx([0.08, 0.04, 0.08, 0.06])
+    assert holm([0.2]) == [0.2]
+    assert holm([]) == []
+    with pytest.raises(ValueError):
+        holm([0.1, float("nan")])
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_deterministic_and_contains_mean():
+    rng = np.random.default_rng(123)
+    diffs = rng.normal(0.1, 0.5, size=200)
+    ci1 = bootstrap_ci(diffs, n_boot=500, seed=7)
+    ci2 = bootstrap_ci(list(diffs), n_boot=500, seed=7)
+    assert ci1 == ci2
+    assert isinstance(ci1[0], float) and isinstance(ci1[1], float)
+    lo, hi = ci1
+    assert lo < float(np.mean(diffs)) < hi
+    assert bootstrap_ci(diffs, n_boot=500, seed=8) != ci1
+
+
+def test_bootstrap_is_percentile_of_resampled_means():
+    # Continuous values, so different quantile levels give different bounds.
+    diffs = np.array([0.0, 1.0, 0.3, -0.4, 0.75, 0.1, -0.2])
+    rng = np.random.default_rng(3)
+    means = diffs[rng.integers(0, diffs.size, size=(200, diffs.size))].mean(axis=1)
+    expected = tuple(np.quantile(means, [0.025, 0.975]))
+    assert bootstrap_ci(diffs, n_boot=200, seed=3) == pytest.approx(expected)
+
+
+def test_bootstrap_edge_cases():
+    assert bootstrap_ci([0.25, 0.25, 0.25], n_boot=100) == (0.25, 0.25)
+    assert bootstrap_ci([0.5], n_boot=10) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0], level=1.0)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def table(rows):
+    qids, langs, r2, mrr = zip(*rows)
+    return pa.table({
+        "qid": list(qids),
+        "lang": list(langs),
+        "R@2kt": pa.array(list(r2), type=pa.float64()),
+        "MRR@10": pa.array(list(mrr), type=pa.float64()),
+    })
+
+
+BASE_ROWS = [
+    ("f1", "fi", 0.0, 0.5),
+    ("f2", "fi", 1.0, 0.25),
+    ("f3", "fi", 0.0, 0.0),
+    ("j1", "ja", 1.0, 1.0),
+    ("j2", "ja", None, 0.5),  # yes/no-only question: R@2kt null
+    ("j3", "ja", 0.0, 0.0),
+]
+# System A: MRR is the baseline + 0.25 on every question (an exact constant
+# shift), R@2kt turns f1, f3 and j2 into hits.
+SYS_A_ROWS = [
+    ("f1", "fi", 1.0, 0.75),
+    ("f2", "fi", 1.0, 0.5),
+    ("f3", "fi", 1.0, 0.25),
+    ("j1", "ja", 1.0, 1.25),
+    ("j2", "ja", 1.0, 0.75),
+    ("j3", "ja", 0.0, 0.25),
+]
+
+
+def test_compare_structure_pairing_and_holm():
+    base = table(BASE_ROWS)
+    # Reverse the system's row order: compare must pair by qid, not by position.
+    sys_a = table(list(reversed(SYS_A_ROWS)))
+    sys_b = table(BASE_ROWS)
+    rows = compare({"base": base, "A": sys_a, "B": sys_b}, "base", ["R@2kt", "MRR@10"],
+                   n_boot=200, seed=0)
+
+    keys = {"baseline", "system", "metric", "lang", "n", "mean_baseline", "mean_system",
+            "mean_diff", "ci95", "p_value", "p_holm"}
+    assert all(set(r) == keys for r in rows)
+    assert [(r["system"], r["metric"], r["lang"]) for r in rows] == [
+        ("A", "R@2kt", "fi"), ("A", "R@2kt", "ja"), ("A", "R@2kt", "all"),
+        ("A", "MRR@10", "fi"), ("A", "MRR@10", "ja"), ("A", "MRR@10", "all"),
+        ("B", "R@2kt", "fi"), ("B", "R@2kt", "ja"), ("B", "R@2kt", "all"),
+        ("B", "MRR@10", "fi"), ("B", "MRR@10", "ja"), ("B", "MRR@10", "all"),
+    ]
+    json.dumps(rows, allow_nan=False)  # plain, JSON-safe values
+    by = {(r["system"], r["metric"], r["lang"]): r for r in rows}
+
+    # MRR: with correct pairing every difference is exactly +0.25 (zero
+    # variance -> p = 0); positional pairing of the reversed table would not be.
+    mrr_all = by[("A", "MRR@10", "all")]
+    assert mrr_all["n"] == 6
+    assert mrr_all["mean_diff"] == pytest.approx(0.25)
+    assert mrr_all["ci95"] == pytest.approx([0.25, 0.25])
+    assert mrr_all["p_value"] == 0.0
+    assert mrr_all["mean_baseline"] == pytest.approx(2.25 / 6)
+    assert mrr_all["mean_system"] == pytest.approx(3.75 / 6)
+
+    # R@2kt: the pair with a null baseline value (j2) is dropped.
+    r_fi, r_ja, r_all = (by[("A", "R@2kt", lang)] for lang in ("fi", "ja", "all"))
+    assert (r_fi["n"], r_ja["n"], r_all["n"]) == (3, 2, 5)
+    assert r_fi["mean_baseline"] == pytest.approx(1 / 3)
+    assert r_fi["mean_system"] == 1.0
+    assert r_fi["mean_diff"] == pytest.approx(2 / 3)
+    assert r_ja["mean_diff"] == 0.0 and r_ja["p_value"] == 1.0
+    assert r_all["mean_diff"] == pytest.approx(2 / 5)
+    expected_p = stats.ttest_rel([1, 1, 1, 1, 0], [0, 1, 0, 1, 0]).pvalue
+    assert r_all["p_value"] == pytest.approx(expected_p)
+    lo, hi = r_all["ci95"]
+    assert lo <= r_all["mean_diff"] <= hi
+
+    # Holm across the languages of one (system, metric); "all" keeps its own p.
+    adj = holm([r_fi["p_value"], r_ja["p_value"]])
+    assert [r_fi["p_holm"], r_ja["p_holm"]] == pytest.approx(adj)
+    assert r_all["p_holm"] == r_all["p_value"]
+
+    # Identical system: no differences anywhere.
+    for lang in ("fi", "ja", "all"):
+        r = by[("B", "R@2kt", lang)]
+        assert r["mean_diff"] == 0.0 and r["p_value"] == 1.0 and r["p_holm"] == 1.0
+
+
+def test_compare_is_deterministic():
+    tables = {"base": table(BASE_ROWS), "A": table(SYS_A_ROWS)}
+    first = compare(tables, "base", ["R@2kt"], n_boot=100, seed=5)
+    second = compare(tables, "base", ["R@2kt"], n_boot=100, seed=5)
+    assert first == second
+
+
+def test_compare_language_with_no_pairs():
+    base = table([("a", "fi", 1.0, 1.0), ("b", "fi", 0.0, 1.0), ("c", "te", None, 0.5)])
+    sys_a = table([("a", "fi", 1.0, 1.0), ("b", "fi", 1.0, 1.0), ("c", "te", None, 0.5)])
+    rows = compare({"base": base, "A": sys_a}, "base", ["R@2kt"], n_boot=50)
+    te = next(r for r in rows if r["lang"] == "te")
+    assert te["n"] == 0 and te["p_value"] is None and te["p_holm"] is None
+    assert te["mean_diff"] is None
+    fi = next(r for r in rows if r["lang"] == "fi")
+    # te is not part of the Holm family, so fi's p is not inflated.
+    assert fi["p_holm"] == fi["p_value"]
+    json.dumps(rows, allow_nan=False)
+
+
+def test_compare_rejects_mismatched_qids_and_unknown_baseline():
+    base = table(BASE_ROWS)
+    short = table(SYS_A_ROWS[:-1])
+    with pytest.raises(ValueError, match="qid"):
+        compare({"base": base, "A": short}, "base", ["R@2kt"])
+    with pytest.raises(ValueError):
+        compare({"base": base}, "nope", ["R@2kt"])
+    wrong_lang = table([(q, "xx" if q == "f1" else lang, r, m) for q, lang, r, m in SYS_A_ROWS])
+    with pytest.raises(ValueError, match="f1"):
+        compare({"base": base, "A": wrong_lang}, "base", ["R@2kt"])
+
+
+def test_compare_rejects_language_named_all():
+    base = table([("a", "all", 1.0, 1.0), ("b", "fi", 0.0, 1.0)])
+    with pytest.raises(ValueError, match="all"):
+        compare({"base": base, "A": base}, "base", ["R@2kt"])

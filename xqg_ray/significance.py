@@ -1,0 +1,290 @@
+"""Paired significance tests for comparing retrieval systems on the same queries.
+
+Every system is scored on the same questions, so comparisons are paired by qid:
+a paired t-test on per-query metric values, Holm-Bonferroni correction across
+the languages of one (system, metric) family, and a percentile-bootstrap 95%
+confidence interval for the mean per-query difference.
+
+All outputs are plain Python floats/ints/lists so they can go straight into
+metrics.json.  None is used (never NaN, which is not valid JSON) where a value
+does not exist, e.g. for a language with no comparable queries.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+# Upper bound on the number of resampled indices held in memory at once by
+# bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and
+# n_boot x n int64 indices would otherwise take hundreds of MB.
+_BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
+
+# lang value of the row that pools all languages' pairs.
+POOLED = "all"
+
+
+# Differences whose spread (max - min) is below this are treated as constant
+# by paired_ttest.  Metric values live in [0, 1], so 1e-12 is far above float
+# rounding noise (~1e-16) and far below any real per-query difference.
+_ZERO_VARIANCE_ATOL = 1e-12
+
+
+def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired arrays differ in length: {x.size} vs {y.size}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("paired arrays must be finite; drop null/NaN pairs first")
+    return x, y
+
+
+def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of a paired t-test (scipy.stats.ttest_rel) of a vs b; never NaN.
+
+    Degenerate cases, where scipy returns NaN (or relies on a division by zero):
+
+    * fewer than 2 pairs: there is no variance estimate, hence no evidence
+      against the null hypothesis, so we return 1.0 (the conservative choice:
+      it can never produce a "significant" marker).
+    * all differences identical (zero variance): the t statistic is 0/0 when the
+      common difference is 0 -> 1.0 (the systems agree on every query); when it
+      is non-zero the statistic is +-infinite -> 0.0 (every query moves by the
+      same amount, the limit of the test as the variance goes to 0).
+      Checked before calling scipy with a tiny tolerance (1e-12 on the spread
+      of the differences), because scipy reports a spurious p-value for data
+      that are identical up to float rounding.
+    """
+    x, y = _paired_arrays(a, b)
+    if x.size < 2:
+        return 1.0
+    diffs = x - y
+    # "Identical" up to rounding noise: metric values are fractions like 1/3, so
+    # conceptually equal differences can differ in the last bits (0.3 - 0.1 vs
+    # 0.5 - 0.3), for which scipy reports a meaningless p ~ 1e-17 or NaN.
+    if np.ptp(diffs) <= _ZERO_VARIANCE_ATOL:
+        return 1.0 if abs(float(diffs.mean())) <= _ZERO_VARIANCE_ATOL else 0.0
+    with warnings.catch_warnings():
+        # Precision-loss warnings on near-constant data are expected and handled.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel(x, y).pvalue)
+    # Belt and braces: a NaN must never reach metrics.json or the Holm step.
+    return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th smallest (0-based) p gets ``(m - i) * p``; a
+    running maximum keeps the adjusted values monotone in the sorted order, and
+    they are capped at 1.  Reject H_i at level alpha iff adjusted p_i <= alpha.
+    Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06].
+    """
+    p = [float(v) for v in pvalues]
+    if any(math.isnan(v) or v < 0 or v > 1 for v in p):
+        raise ValueError(f"p-values must lie in [0, 1]: {p}")
+    m = len(p)
+    # Stable sort so ties keep a deterministic order (their adjusted values are
+    # equal anyway because of the running maximum).
+    order = sorted(range(m), key=lambda i: p[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        adjusted[idx] = running
+    return adjusted
+
+
+def bootstrap_ci(
+    diffs: Sequence[float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval for the mean of ``diffs``.
+
+    Resamples the pairs with replacement ``n_boot`` times using
+    ``numpy.random.default_rng(seed)``, so the result is deterministic for a
+    given input, seed and n_boot.  Raises ValueError for empty input.
+    """
+    d = np.asarray(diffs, dtype=np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("bootstrap_ci needs finite values")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+    rng = np.random.default_rng(seed)
+    n = d.size
+    means = np.empty(n_boot, dtype=np.float64)
+    # Chunk the resamples to bound memory; the chunk size depends only on n, so
+    # the draws (and the CI) stay deterministic.
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = d[idx].mean(axis=1)
+    alpha = 1.0 - level
+    lo, hi = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(lo), float(hi)
+
+
+def _column(table: pa.Table, name: str, system: str) -> list[Any]:
+    if name not in table.column_names:
+        raise ValueError(f"system {system!r} has no column {name!r}")
+    return table.column(name).to_pylist()
+
+
+def _index_by_qid(table: pa.Table, system: str) -> dict[str, int]:
+    qids = _column(table, "qid", system)
+    index = {qid: i for i, qid in enumerate(qids)}
+    if len(index) != len(qids):
+        raise ValueError(f"system {system!r} has duplicate qids")
+    return index
+
+
+def _is_value(v: Any) -> bool:
+    # Nulls mark skipped queries (e.g. yes/no-only questions for R@kt); NaN is
+    # treated the same so it cannot poison the means.
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _comparison_row(
+    baseline: str,
+    system: str,
+    metric: str,
+    lang: str,
+    base_vals: list[float],
+    sys_vals: list[float],
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    n = len(base_vals)
+    row: dict[str, Any] = {
+        "baseline": baseline,
+        "system": system,
+        "metric": metric,
+        "lang": lang,
+        "n": n,
+    }
+    if n == 0:
+        # Nothing comparable (e.g. a language whose questions are all yes/no):
+        # keep the row so the report shows the gap, but with no statistics.
+        row.update(
+            mean_baseline=None, mean_system=None, mean_diff=None,
+            ci95=[None, None], p_value=None, p_holm=None,
+        )
+        return row
+    b = np.asarray(base_vals, dtype=np.float64)
+    s = np.asarray(sys_vals, dtype=np.float64)
+    diffs = s - b
+    lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    row.update(
+        mean_baseline=float(b.mean()),
+        mean_system=float(s.mean()),
+        mean_diff=float(diffs.mean()),
+        ci95=[lo, hi],
+        p_value=paired_ttest(s, b),
+        p_holm=None,
+    )
+    return row
+
+
+def compare(
+    per_query: Mapping[str, pa.Table],
+    baseline: str,
+    metric_names: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Compare every non-baseline system against ``baseline``, per metric and language.
+
+    ``per_query`` maps system name -> per-query table (qid, lang, metric
+    columns) as made by ``metrics.per_query_metrics``.  Rows are paired by qid,
+    so the tables may list queries in different orders, but they must hold the
+    same qids (ValueError otherwise: a silently dropped query would bias the
+    comparison) with the same language.  A pair is dropped when either value is
+    null.  mean_diff is system minus baseline.
+
+    Returns one dict per (system, metric, lang), with keys baseline, system,
+    metric, lang, n, mean_baseline, mean_system, mean_diff, ci95 ([lo, hi]),
+    p_value, p_holm.  Order: systems in mapping order, metrics in the given
+    order, languages sorted, then lang "all" (all languages' pairs pooled).
+
+    p_holm is Holm-adjusted across the languages of one (system, metric) family
+    (the per-language questions a reader asks together).  The pooled "all" row
+    is a separate single hypothesis, not one of those languages, so its p_holm
+    is its own p_value.  Rows with n == 0 have None statistics and are left out
+    of the Holm family.
+    """
+    if baseline not in per_query:
+        raise ValueError(f"baseline {baseline!r} not among systems {list(per_query)}")
+    base_table = per_query[baseline]
+    base_index = _index_by_qid(base_table, baseline)
+    base_qids = list(base_index)
+    base_langs = _column(base_table, "lang", baseline)
+    langs_sorted = sorted(set(base_langs))
+    if POOLED in langs_sorted:
+        # The pooled row would be indistinguishable from that language's row.
+        raise ValueError(f"a language may not be named {POOLED!r}")
+
+    results: list[dict[str, Any]] = []
+    for system, table in per_query.items():
+        if system == baseline:
+            continue
+        sys_index = _index_by_qid(table, system)
+        if set(sys_index) != set(base_index):
+            missing = sorted(set(base_index) - set(sys_index))[:5]
+            extra = sorted(set(sys_index) - set(base_index))[:5]
+            raise ValueError(
+                f"system {system!r} and baseline {baseline!r} have different qids "
+                f"(missing from system e.g. {missing}, extra e.g. {extra})"
+            )
+        # Row j of the system table that pairs with baseline row i.
+        perm = [sys_index[q] for q in base_qids]
+        sys_langs = _column(table, "lang", system)
+        for i, j in enumerate(perm):
+            if sys_langs[j] != base_langs[i]:
+                raise ValueError(
+                    f"qid {base_qids[i]!r} has lang {base_langs[i]!r} in {baseline!r} "
+                    f"but {sys_langs[j]!r} in {system!r}"
+                )
+
+        for metric in metric_names:
+            b_col = _column(base_table, metric, baseline)
+            s_col = _column(table, metric, system)
+            by_lang: dict[str, tuple[list[float], list[float]]] = {
+                lang: ([], []) for lang in langs_sorted
+            }
+            for i, j in enumerate(perm):
+                bv, sv = b_col[i], s_col[j]
+                if _is_value(bv) and _is_value(sv):
+                    by_lang[base_langs[i]][0].append(float(bv))
+                    by_lang[base_langs[i]][1].append(float(sv))
+
+            family = [
+                _comparison_row(baseline, system, metric, lang, bv, sv, n_boot, seed)
+                for lang, (bv, sv) in by_lang.items()
+            ]
+            tested = [r for r in family if r["p_value"] is not None]
+            for r, adj in zip(tested, holm([r["p_value"] for r in tested])):
+                r["p_holm"] = adj
+
+            pooled_b = [v for bv, _ in by_lang.values() for v in bv]
+            pooled_s = [v for _, sv in by_lang.values() for v in sv]
+            pooled = _comparison_row(
+                baseline, system, metric, POOLED, pooled_b, pooled_s, n_boot, seed
+            )
+            pooled["p_holm"] = pooled["p_value"]
+            results.extend(family)
+            results.append(pooled)
+    return results
