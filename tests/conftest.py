@@ -28,12 +28,13 @@ def shared_datasets() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict:
+def tiny_models() -> dict:
     """Paths of tiny random encoder / seq2seq / causal models, built once per session."""
-    from xqg_ray.models.tiny import TINY, materialize
+    from xqg_ray.models.loading import resolve_model
+    from xqg_ray.models.tiny import TINY
 
-    cache = str(tmp_path_factory.mktemp("tiny-models"))
-    return {name: materialize(name, cache) for name in TINY}
+    # The same cache the pipeline's `tiny:` specs resolve to, so it is built once.
+    return {name: resolve_model(f"tiny:{name}").path for name in TINY}
 
 
 @pytest.fixture(scope="session")

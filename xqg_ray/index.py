@@ -55,24 +55,31 @@ def index_from_bytes(data: bytes):
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
 
 
-def system_vectors(group: pa.Table, system: Mapping, dim: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of one system from a shard's rows.
+PASSAGE = "passage"
 
-    ``group`` has rows with ``source`` "passages" (id, vector) and one per
-    generator (id, vector = sum E(q), count).  The join on id is done here, in
-    memory, for one shard at a time.
+
+def gen_kind(generator: str) -> str:
+    return f"gen:{generator}"
+
+
+def system_vectors(group: pa.Table, system: Mapping, dim: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of one system from one shard's rows.
+
+    ``group`` has rows of kind "passage" (id, vector = E(p)) and "gen:NAME"
+    (id, vector = sum E(q), count).  The join on id happens here, in memory,
+    one shard at a time.
     """
-    src = group["source"].to_numpy(zero_copy_only=False)
+    kinds = group["kind"].to_numpy(zero_copy_only=False)
     ids = group["id"].to_numpy()
     vecs = arrow_to_vectors(group["vector"], dim)
-    p_mask = src == "passages"
+    p_mask = kinds == PASSAGE
     p_ids, p_vecs = ids[p_mask], vecs[p_mask]
     order = np.argsort(p_ids, kind="stable")
     p_ids, p_vecs = p_ids[order], p_vecs[order]
     gen = system.get("generator") or ""
     if not gen:
         return p_ids, np.ascontiguousarray(p_vecs, dtype=np.float32)
-    g_mask = src == gen
+    g_mask = kinds == gen_kind(gen)
     g_ids, g_vecs = ids[g_mask], vecs[g_mask]
     g_counts = group["count"].to_numpy()[g_mask]
     sums = np.zeros_like(p_vecs)
@@ -86,27 +93,64 @@ def system_vectors(group: pa.Table, system: Mapping, dim: int) -> Tuple[np.ndarr
     return p_ids, augment(p_vecs, sums, counts, float(system["alpha"]), system["aggregation"])
 
 
-class ShardBuilder:
-    """map_groups UDF: one shard's rows -> one FAISS file per system (rows describing them)."""
+def split_file(storage_cfg: StorageConfig, uri: str, kinds: Sequence[str], num_shards: int) -> List[pa.Table]:
+    """Map side of the shard shuffle: one embeddings file -> one table per shard (id % S)."""
+    import pyarrow.compute as pc
 
-    def __init__(self, systems: List[Dict], index_dir: str, dim: int, factory: str, metric: str, storage_cfg: StorageConfig, threads: int = 1):
-        import faiss
+    t = Storage(storage_cfg).read_table(uri, columns=["kind", "id", "vector", "count"])
+    t = t.filter(pc.is_in(t["kind"], pa.array(list(kinds), pa.string())))
+    shard = np.asarray(t["id"]) % num_shards
+    return [t.filter(pa.array(shard == s)) for s in range(num_shards)]
 
-        faiss.omp_set_num_threads(max(1, threads))
-        self.systems, self.index_dir, self.dim = systems, index_dir, dim
-        self.factory, self.metric = factory, metric
-        self.storage = Storage(storage_cfg)
 
-    def __call__(self, group: pa.Table) -> pa.Table:
-        shard = int(group["shard"][0].as_py())
-        rows = []
-        for system in self.systems:
-            ids, vecs = system_vectors(group, system, self.dim)
-            data = index_to_bytes(build_index(vecs, ids, self.dim, self.factory, self.metric))
-            uri = shard_uri(self.index_dir, system["name"], shard)
-            self.storage.write_bytes(uri, data)
-            rows.append({"system": system["name"], "shard": shard, "file": uri.rsplit("/", 1)[-1], "sha256": sha256_bytes(data), "ntotal": int(len(ids))})
-        return pa.Table.from_pylist(rows)
+def build_shard(
+    shard: int,
+    systems: List[Dict],
+    index_dir: str,
+    dim: int,
+    factory: str,
+    metric: str,
+    storage_cfg: StorageConfig,
+    threads: int,
+    *pieces: pa.Table,
+) -> List[Dict]:
+    """Reduce side: all rows of one shard -> one FAISS file per system; returns their descriptions."""
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, threads))
+    storage = Storage(storage_cfg)
+    group = pa.concat_tables(pieces) if pieces else None
+    out = []
+    for system in systems:
+        if group is None or group.num_rows == 0:
+            ids, vecs = np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        else:
+            ids, vecs = system_vectors(group, system, dim)
+        data = index_to_bytes(build_index(vecs, ids, dim, factory, metric))
+        uri = shard_uri(index_dir, system["name"], shard)
+        storage.write_bytes(uri, data)
+        out.append({"system": system["name"], "shard": shard, "file": uri.rsplit("/", 1)[-1], "sha256": sha256_bytes(data), "ntotal": int(len(ids))})
+    return out
+
+
+def build_shards(
+    files: Sequence[str], systems: List[Dict], index_dir: str, dim: int, factory: str, metric: str, num_shards: int, storage_cfg: StorageConfig, threads: int, num_cpus: float
+) -> List[Dict]:
+    """Shuffle embeddings files into shards with Ray tasks and build every system's shards.
+
+    Each file is read once (map: split by id % S, pieces stay in the object
+    store); each shard is built by one task from its pieces (reduce).
+    """
+    import ray
+
+    kinds = sorted({PASSAGE} | {gen_kind(s["generator"]) for s in systems if s.get("generator")})
+    split = ray.remote(num_cpus=num_cpus, num_returns=num_shards)(split_file)
+    build = ray.remote(num_cpus=num_cpus)(build_shard)
+    parts = [split.remote(storage_cfg, f, kinds, num_shards) for f in files]
+    if num_shards == 1:
+        parts = [[p] for p in parts]
+    refs = [build.remote(s, systems, index_dir, dim, factory, metric, storage_cfg, threads, *[p[s] for p in parts]) for s in range(num_shards)]
+    return [row for rows in ray.get(refs) for row in rows]
 
 
 def shard_uri(index_dir: str, system: str, shard: int) -> str:

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import metrics as M
-from .arrow_utils import arrow_to_vectors, vectors_to_arrow
-from .augment import check_counts, counts_equal
+from .arrow_utils import arrow_to_vectors
+from .augment import check_counts
 from .config import ConfigError, RayConfig, RunConfig, section_dict, to_yaml, validate
 from .progress import StageTimer
 from .stagestore import StageStore, fingerprint
@@ -192,93 +192,103 @@ class Job:
         if clash_t:
             raise ConfigError(f"generators.{name}: {len(clash_t)} provided query texts equal evaluated questions, e.g. {sorted(clash_t)[:2]}")
 
-    def encode_passages(self) -> Tuple[str, Dict]:
-        stage = "embeddings/passages"
-        fp = fingerprint({"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "encoder": section_dict(self.cfg.encoder)})
+    def encode(self, gens: Dict[str, Tuple[str, Dict]]) -> Tuple[str, Dict]:
+        """E(p) for every passage, E(q) for every test question, sum E(q) per passage and generator.
+
+        One Ray Data pass and one encoder actor pool for all three: the model
+        loads once per actor, not once per kind of text.
+        """
+        import ray
+
+        from .stages import ENCODE_INPUT_SCHEMA, EncodeTexts
+
+        stage = "embeddings"
+        enc = self.cfg.encoder
+        fp = fingerprint({"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "queries": self.queries_fp, "gens": {k: v[0] for k, v in sorted(gens.items())}, "encoder": section_dict(enc)})
         with self.timer.stage(stage) as s:
             m = self.store.reusable(stage, fp)
             if m:
                 s.update(rows=m["rows"], reused=True)
                 return fp, m
-            from .stages import EncodePassages
+            template = enc.passage_template
 
+            def passages(b: pa.Table) -> pa.Table:
+                from .models.encoder import format_passage
+
+                texts = [[format_passage(template, t, x)] for t, x in zip(b["title"].to_pylist(), b["text"].to_pylist())]
+                return pa.table({"kind": ["passage"] * b.num_rows, "id": b["id"], "qid": pa.nulls(b.num_rows, pa.string()), "texts": texts}, schema=ENCODE_INPUT_SCHEMA)
+
+            def generated(kind: str):
+                def fn(b: pa.Table) -> pa.Table:
+                    texts = [[q["text"] for q in qs] for qs in b["queries"].to_pylist()]
+                    return pa.table({"kind": [kind] * b.num_rows, "id": b["id"], "qid": pa.nulls(b.num_rows, pa.string()), "texts": texts}, schema=ENCODE_INPUT_SCHEMA)
+
+                return fn
+
+            q = self.tables["queries"]
+            test_q = pa.table({"kind": ["query"] * q.num_rows, "id": pa.array([-1] * q.num_rows, pa.int64()), "qid": q["qid"], "texts": [[t] for t in q["text"].to_pylist()]}, schema=ENCODE_INPUT_SCHEMA)
+            parts = [self.read(self.corpus_uri, ["id", "title", "text"]).map_batches(passages, batch_format="pyarrow"), ray.data.from_arrow(test_q)]
+            for name, (_, gm) in sorted(gens.items()):
+                parts.append(self.read(gm["data"], ["id", "queries"]).map_batches(generated(f"gen:{name}"), batch_format="pyarrow"))
+            ds = parts[0].union(*parts[1:])
             data = self.store.data_uri(stage, fp)
-            ds = self.read(self.corpus_uri, ["id", "title", "text"])
-            self.write(self.actor_map(ds, EncodePassages, self.cfg.encoder.batch_size, cfg=self.cfg.encoder), data)
-            t = self.storage.read_table(data, ["id"])
-            dim = self._dim(data)
-            s["rows"] = t.num_rows
-            return fp, self.store.commit(stage, fp, data=data, rows=t.num_rows, dim=dim, encoder=section_dict(self.cfg.encoder))
+            self.write(self.actor_map(ds, EncodeTexts, enc.batch_size, cfg=enc), data)
 
-    def encode_generated(self, name: str, gen_fp: str, gen_m: Dict) -> Tuple[str, Dict]:
-        stage = f"embeddings/{name}"
-        fp = fingerprint({"v": PIPELINE_VERSION, "gen": gen_fp, "encoder": section_dict(self.cfg.encoder)})
-        with self.timer.stage(stage) as s:
-            m = self.store.reusable(stage, fp)
-            if m:
-                s.update(rows=m["rows"], reused=True)
-                return fp, m
-            from .stages import EncodeQuerySums
+            t = self.storage.read_table(data, ["kind", "id", "count"])
+            kinds = np.asarray(t["kind"].to_pylist(), dtype=object)
+            counts = t["count"].to_numpy()
+            n_pass = int((kinds == "passage").sum())
+            if n_pass != self.tables["corpus"].num_rows or int((kinds == "query").sum()) != q.num_rows:
+                raise RuntimeError(f"embeddings: expected {self.tables['corpus'].num_rows} passages and {q.num_rows} queries, got {n_pass} and {int((kinds == 'query').sum())}")
+            per_gen = {name: check_counts(counts[kinds == f"gen:{name}"]) for name in gens}
+            for name, c in per_gen.items():
+                if c["passages"] != n_pass:
+                    raise RuntimeError(f"embeddings: generator {name} has rows for {c['passages']} of {n_pass} passages")
+            s["rows"] = int(counts.sum())  # texts encoded
+            files = self.storage.list_files(data, ".parquet")
+            m = self.store.commit(stage, fp, data=data, files=files, rows=int(counts.sum()), passages=n_pass, queries=q.num_rows, dim=self._dim(data), counts=per_gen, encoder=section_dict(enc))
+        return fp, m
 
-            data = self.store.data_uri(stage, fp)
-            ds = self.read(gen_m["data"], ["id", "queries"])
-            self.write(self.actor_map(ds, EncodeQuerySums, self.cfg.encoder.batch_size, cfg=self.cfg.encoder), data)
-            counts = self.storage.read_table(data, ["q_count"])["q_count"].to_numpy()
-            s["rows"] = int(counts.sum())  # queries encoded
-            return fp, self.store.commit(stage, fp, data=data, rows=int(counts.sum()), passages=len(counts), counts=check_counts(counts))
+    def test_query_vectors(self, emb: Dict) -> np.ndarray:
+        """The encoded test questions, in benchmark order; also written to queries/encoded.parquet."""
+        import pyarrow.compute as pc
 
-    def encode_test_queries(self) -> pa.Table:
-        stage = "queries"
-        fp = fingerprint({"v": PIPELINE_VERSION, "queries": self.queries_fp, "encoder": section_dict(self.cfg.encoder)})
-        uri = join(self.out, "queries", "encoded.parquet")
-        with self.timer.stage("queries/encoded") as s:
-            m = self.store.reusable(stage, fp)
-            if m:
-                s.update(rows=m["rows"], reused=True)
-                return self.storage.read_table(uri)
-            import ray
-
-            from .stages import EncodeQueries
-
-            q = self.tables["queries"].select(["qid", "lang", "text"])
-            ds = ray.data.from_arrow(q)
-            enc = self.actor_map(ds, EncodeQueries, self.cfg.encoder.batch_size, cfg=self.cfg.encoder)
-            table = pa.concat_tables(list(enc.iter_batches(batch_format="pyarrow", batch_size=None)))
-            # Ray keeps order (preserve_order) but align on qid anyway: it is cheap and exact.
-            pos = {qid: i for i, qid in enumerate(table["qid"].to_pylist())}
-            table = table.take(pa.array([pos[x] for x in q["qid"].to_pylist()]))
-            self.storage.write_table(uri, table)
-            s["rows"] = table.num_rows
-            self.store.commit(stage, fp, rows=table.num_rows, file="encoded.parquet")
-            return table
+        t = self.storage.read_table(emb["data"], ["kind", "qid", "vector"])
+        t = t.filter(pc.equal(t["kind"], "query"))
+        pos = {qid: i for i, qid in enumerate(t["qid"].to_pylist())}
+        q = self.tables["queries"]
+        t = t.take(pa.array([pos[x] for x in q["qid"].to_pylist()]))
+        table = pa.table({"qid": q["qid"], "lang": q["lang"], "vector": t["vector"]})
+        self.storage.write_table(join(self.out, "queries", "encoded.parquet"), table)
+        return arrow_to_vectors(table["vector"])
 
     def _dim(self, data_uri: str) -> int:
         import pyarrow.parquet as pq
 
         fs, path = self.storage.resolve(data_uri)
-        ds = pq.ParquetDataset(path, filesystem=fs)
-        for frag in ds.fragments:
+        for frag in pq.ParquetDataset(path, filesystem=fs).fragments:
             t = frag.to_table(columns=["vector"]).slice(0, 1)
             if t.num_rows:
                 return int(arrow_to_vectors(t["vector"]).shape[1])
         raise ValueError(f"no vectors under {data_uri}")
 
-    def build_indexes(self, p_fp: str, p_m: Dict, gens: Dict[str, Tuple[str, Dict]]) -> Dict[str, Dict]:
-        """One FAISS shard set per system; all systems that need (re)building share one shuffle."""
+    def build_indexes(self, emb_fp: str, emb: Dict) -> Dict[str, Dict]:
+        """One FAISS shard set per system; the systems that need (re)building share one shuffle."""
+        from .index import build_shards
+
         cfg = self.cfg
-        dim = p_m["dim"]
+        dim, S = emb["dim"], cfg.index.num_shards
         todo, manifests, fps = [], {}, {}
         for sysc in cfg.systems:
             stage = f"index/{sysc.name}"
-            gfp = gens[sysc.generator][0] if sysc.generator else None
-            fps[sysc.name] = fingerprint({"v": PIPELINE_VERSION, "p": p_fp, "g": gfp, "sys": asdict(sysc), "index": section_dict(cfg.index)})
+            fps[sysc.name] = fingerprint({"v": PIPELINE_VERSION, "emb": emb_fp, "sys": asdict(sysc), "index": section_dict(cfg.index)})
             m = self.store.reusable(stage, fps[sysc.name])
             if m:
                 manifests[sysc.name] = m
             else:
                 todo.append(sysc)
             if sysc.generator:
-                c = gens[sysc.generator][1]["counts"]
+                c = emb["counts"][sysc.generator]
                 if sysc.aggregation == "sum" and c["min"] != c["max"]:
                     msg = (
                         f"system {sysc.name!r}: aggregation=sum with unequal query counts per passage "
@@ -293,61 +303,20 @@ class Job:
             if not todo:
                 s.update(rows=sum(m["ntotal"] for m in manifests.values()), reused=True)
                 return manifests
-            from .index import ShardBuilder, build_index, index_to_bytes, shard_uri
-            from .storage import sha256_bytes
-
-            S = cfg.index.num_shards
-
-            def tag(source: str, vec_col: str, count_col: Optional[str]):
-                def fn(b: pa.Table) -> pa.Table:
-                    ids = b["id"]
-                    n = b.num_rows
-                    cnt = b[count_col] if count_col else pa.array(np.ones(n, np.int32))
-                    vec = b[vec_col].combine_chunks() if isinstance(b[vec_col], pa.ChunkedArray) else b[vec_col]
-                    return pa.table(
-                        {
-                            "id": ids,
-                            "shard": pa.array(np.asarray(ids) % S, pa.int64()),
-                            "source": pa.array([source] * n, pa.string()),
-                            "vector": vec.cast(pa.list_(pa.float32(), dim)),
-                            "count": cnt.cast(pa.int32()),
-                        }
-                    )
-
-                return fn
-
-            parts = [self.read(p_m["data"], ["id", "vector"]).map_batches(tag("passages", "vector", None), batch_format="pyarrow")]
-            for g in sorted({x.generator for x in todo if x.generator}):
-                parts.append(self.read(gens[g][1]["data"], ["id", "q_sum", "q_count"]).map_batches(tag(g, "q_sum", "q_count"), batch_format="pyarrow"))
-            ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-            systems = [asdict(x) for x in todo]
-            index_dir = join(self.out, "index")
-
-            def build(group: pa.Table) -> pa.Table:
-                return ShardBuilder(systems, index_dir, dim, cfg.index.factory, cfg.index.metric, cfg.storage, self.threads)(group)
-
-            rows = ds.groupby("shard").map_groups(build, batch_format="pyarrow", num_cpus=cfg.ray.actor_num_cpus).take_all()
+            rows = build_shards(emb["files"], [asdict(x) for x in todo], join(self.out, "index"), dim, cfg.index.factory, cfg.index.metric, S, cfg.storage, self.threads, cfg.ray.actor_num_cpus)
             built: Dict[str, Dict[int, Dict]] = {x.name: {} for x in todo}
             for r in rows:
                 built[r["system"]][int(r["shard"])] = r
-            total = 0
             for sysc in todo:
-                shards = built[sysc.name]
-                for sh in range(S):
-                    if sh not in shards:  # no passage hashed to this shard: an empty index keeps S files
-                        data = index_to_bytes(build_index(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), dim, cfg.index.factory, cfg.index.metric))
-                        uri = shard_uri(index_dir, sysc.name, sh)
-                        self.storage.write_bytes(uri, data)
-                        shards[sh] = {"file": uri.rsplit("/", 1)[-1], "sha256": sha256_bytes(data), "ntotal": 0}
-                ntotal = sum(int(shards[i]["ntotal"]) for i in range(S))
-                if ntotal != p_m["rows"]:
-                    raise RuntimeError(f"index {sysc.name}: {ntotal} vectors in shards but {p_m['rows']} passages")
-                total += ntotal
+                shards = [built[sysc.name][i] for i in range(S)]
+                ntotal = sum(int(sh["ntotal"]) for sh in shards)
+                if ntotal != emb["passages"]:
+                    raise RuntimeError(f"index {sysc.name}: {ntotal} vectors in shards but {emb['passages']} passages")
                 manifests[sysc.name] = self.store.commit(
                     f"index/{sysc.name}",
                     fps[sysc.name],
                     system=asdict(sysc),
-                    shards=[{"shard": i, "file": shards[i]["file"], "sha256": shards[i]["sha256"], "ntotal": int(shards[i]["ntotal"])} for i in range(S)],
+                    shards=[{k: sh[k] for k in ("shard", "file", "sha256", "ntotal")} for sh in shards],
                     ntotal=ntotal,
                     dim=dim,
                     metric=cfg.index.metric,
@@ -357,10 +326,10 @@ class Job:
                     alpha=sysc.alpha if sysc.generator else 0.0,
                     aggregation=sysc.aggregation if sysc.generator else None,
                     generator=sysc.generator or None,
-                    query_counts=gens[sysc.generator][1]["counts"] if sysc.generator else None,
+                    query_counts=emb["counts"][sysc.generator] if sysc.generator else None,
                     corpus_hash=self.corpus_hash,
                 )
-            s["rows"] = total
+            s["rows"] = sum(manifests[x.name]["ntotal"] for x in todo)
         return manifests
 
     def search(self, name: str, manifest: Dict, qvecs: np.ndarray) -> List[List[Tuple[int, float]]]:
@@ -467,12 +436,10 @@ class Job:
 
         gens: Dict[str, Tuple[str, Dict]] = {}
         for name in dict.fromkeys(s.generator for s in self.cfg.systems if s.generator):
-            gfp, gm = self.generate(name)
-            gens[name] = self.encode_generated(name, gfp, gm)
-        p_fp, p_m = self.encode_passages()
-        qtable = self.encode_test_queries()
-        qvecs = arrow_to_vectors(qtable["vector"])
-        self.index_manifests = self.build_indexes(p_fp, p_m, gens)
+            gens[name] = self.generate(name)
+        emb_fp, emb = self.encode(gens)
+        qvecs = self.test_query_vectors(emb)
+        self.index_manifests = self.build_indexes(emb_fp, emb)
 
         rankings = {}
         with self.timer.stage("search") as s:
@@ -488,4 +455,4 @@ def run(cfg: RunConfig) -> Dict:
     return Job(cfg).run()
 
 
-__all__ = ["run", "Job", "init_ray", "vectors_to_arrow"]
+__all__ = ["run", "Job", "init_ray"]

@@ -6,11 +6,12 @@ a pyarrow batch.  The math they call (pooling, sums) lives in pure functions.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from .arrow_utils import vectors_to_arrow
 from .config import EncoderConfig, GeneratorConfig
-from .models.encoder import Encoder, encode_sum, format_passage
+from .models.encoder import Encoder, encode_sum
 
 QUERY_LIST_TYPE = pa.list_(pa.struct([("lang", pa.string()), ("text", pa.string())]))
 
@@ -25,36 +26,19 @@ def _set_threads(n: int) -> None:
         faiss.omp_set_num_threads(n)
 
 
-class EncodePassages:
-    """(id, title, text) -> (id, vector)."""
-
-    def __init__(self, cfg: EncoderConfig, threads: int = 0):
-        _set_threads(threads)
-        self.cfg = cfg
-        self.encoder = Encoder(cfg, threads)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = [format_passage(self.cfg.passage_template, t, x) for t, x in zip(batch["title"].to_pylist(), batch["text"].to_pylist())]
-        vecs = self.encoder.encode(texts, "passage")
-        return pa.table({"id": batch["id"], "vector": vectors_to_arrow(vecs)})
+ENCODE_INPUT_SCHEMA = pa.schema(
+    [("kind", pa.string()), ("id", pa.int64()), ("qid", pa.string()), ("texts", pa.list_(pa.string()))]
+)
 
 
-class EncodeQueries:
-    """(qid, lang, text) -> (qid, lang, vector): the evaluation questions."""
+class EncodeTexts:
+    """(kind, id, qid, texts) -> (kind, id, qid, vector, count): every encoder job in one pool.
 
-    def __init__(self, cfg: EncoderConfig, threads: int = 0):
-        _set_threads(threads)
-        self.encoder = Encoder(cfg, threads)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        vecs = self.encoder.encode(batch["text"].to_pylist(), "query")
-        return pa.table({"qid": batch["qid"], "lang": batch["lang"], "vector": vectors_to_arrow(vecs)})
-
-
-class EncodeQuerySums:
-    """(id, queries) -> (id, q_sum, q_count): sum E(q) over a passage's queries.
-
-    One row holds all queries of its passage, so the sum never spans batches.
+    ``kind`` is "passage" (one formatted passage text), "query" (one test
+    question) or "gen:NAME" (all generated queries of one passage).  The
+    vector of a row is the sum of its texts' encodings -- for one text, its
+    encoding -- so one row per passage holds that passage's sum E(q) and the
+    sum never spans batches.  One model load serves all three.
     """
 
     def __init__(self, cfg: EncoderConfig, threads: int = 0):
@@ -62,9 +46,17 @@ class EncodeQuerySums:
         self.encoder = Encoder(cfg, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        groups = [[q["text"] for q in qs] for qs in batch["queries"].to_pylist()]
-        sums, counts = encode_sum(self.encoder, groups)
-        return pa.table({"id": batch["id"], "q_sum": vectors_to_arrow(sums), "q_count": pa.array(counts, pa.int32())})
+        kinds = batch["kind"].to_pylist()
+        texts = batch["texts"].to_pylist()
+        vecs = np.zeros((len(kinds), self.encoder.dim), dtype=np.float32)
+        counts = np.zeros(len(kinds), dtype=np.int32)
+        for mode, rows in (("passage", [i for i, k in enumerate(kinds) if k == "passage"]), ("query", [i for i, k in enumerate(kinds) if k != "passage"])):
+            if rows:
+                sums, c = encode_sum(self.encoder, [texts[i] for i in rows], mode)
+                vecs[rows], counts[rows] = sums, c
+        return pa.table(
+            {"kind": batch["kind"], "id": batch["id"], "qid": batch["qid"], "vector": vectors_to_arrow(vecs), "count": pa.array(counts, pa.int32())}
+        )
 
 
 class GenerateQueries:

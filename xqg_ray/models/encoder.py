@@ -40,7 +40,7 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from .bundled import resolve
+        from .loading import resolve_model as resolve
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -87,10 +87,10 @@ class Encoder:
         return out
 
 
-def encode_sum(encoder: Encoder, groups: List[List[str]]) -> tuple:
-    """Encode each group of queries and return (sums [G, H] float32, counts [G])."""
+def encode_sum(encoder: Encoder, groups: List[List[str]], kind: str = "query") -> tuple:
+    """Encode each group of texts and return (sums [G, H] float32, counts [G])."""
     flat = [q for g in groups for q in g]
-    vecs = encoder.encode(flat, "query") if flat else np.zeros((0, encoder.dim), np.float32)
+    vecs = encoder.encode(flat, kind) if flat else np.zeros((0, encoder.dim), np.float32)
     sums = np.zeros((len(groups), encoder.dim), dtype=np.float64)
     counts = np.array([len(g) for g in groups], dtype=np.int32)
     pos = 0

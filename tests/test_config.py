@@ -1,0 +1,68 @@
+"""Typed config: YAML + dotlist merge, unknown keys, validation messages, redaction."""
+
+import pytest
+
+from xqg_ray.config import ConfigError, load_config, to_yaml
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+BASE = """
+output_dir: out/x
+systems:
+  - {name: baseline}
+"""
+
+
+def test_merge_and_overrides(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE), ["index.num_shards=3", "encoder.pooling=mean"])
+    assert cfg.index.num_shards == 3 and cfg.encoder.pooling == "mean"
+    assert cfg.systems[0].name == "baseline" and cfg.systems[0].aggregation == "sum"
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="num_shard"):
+        load_config(_write(tmp_path, BASE + "index:\n  num_shard: 3\n"))
+    with pytest.raises(ConfigError):
+        load_config(_write(tmp_path, BASE), ["encoder.poolin=mean"])
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(ConfigError):
+        load_config(_write(tmp_path, BASE), ["index.num_shards=two"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("  - {name: x, generator: nope}\n", "generator 'nope'"),
+        ("  - {name: baseline}\n", "unique"),
+        ("  - {name: 'a b', generator: ''}\n", "names files"),
+    ],
+)
+def test_system_rules(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, BASE + extra))
+
+
+def test_generator_rules(tmp_path):
+    text = BASE + "generators:\n  g: {kind: seq2seq, model: '', languages: [xx]}\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text))
+    assert "generators.g.model is empty" in str(e.value) and "unknown codes ['xx']" in str(e.value)
+
+
+def test_secrets_are_redacted(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE), ["storage.secret_key=hunter2", "storage.access_key=AKIA"])
+    y = to_yaml(cfg)
+    assert "hunter2" not in y and "AKIA" not in y and "***" in y
+    assert cfg.storage.secret_key == "hunter2"  # only the saved copy is redacted
+
+
+def test_shipped_configs_validate():
+    for name in ("conf/smoke.yaml", "conf/demo.yaml"):
+        load_config(name)
