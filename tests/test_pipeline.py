@@ -49,12 +49,12 @@ def read_index_vectors(index_dir: Path):
     return np.concatenate(ids), np.concatenate(vecs), m
 
 
-def read_trec(path: Path):
+def read_trec(path: Path, scores: bool = False):
     runs = {}
     for line in path.read_text().splitlines():
         qid, _, docid, rank, score, _ = line.split()
         runs.setdefault(qid, []).append((int(rank), docid, float(score)))
-    return {q: [d for _, d, _ in sorted(v)] for q, v in runs.items()}
+    return {q: [(d, s) if scores else d for _, d, s in sorted(v)] for q, v in runs.items()}
 
 
 def test_output_contract(smoke):
@@ -91,7 +91,7 @@ def test_output_contract(smoke):
     c = saved["comparisons"][0]
     assert {"baseline", "system", "metric", "lang", "mean_diff", "ci95", "p_value", "p_holm"} <= set(c)
     assert {c["lang"] for c in saved["comparisons"]} == {"de", "zh", "all"}
-    for stage in ("benchmark", "embeddings/passages", "index", "search", "evaluate"):
+    for stage in ("benchmark", "generated/t5", "embeddings", "index", "search", "evaluate"):
         assert saved["stages"][stage]["seconds"] >= 0
     assert "R@2kt" in (out / "report.md").read_text()
     assert (out / "plots" / "R_at_2kt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,13 +103,23 @@ def test_sharded_search_equals_exact_flat_index(smoke):
     q = np.stack(enc["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
     corpus = pq.read_table(out / "benchmark" / "corpus.parquet")
     docid_of = dict(zip(corpus["id"].to_pylist(), corpus["docid"].to_pylist()))
+    exact_hits = total = 0
     for s in SYSTEMS:
         ids, vecs, m = read_index_vectors(out / "index" / s)
         assert m["num_shards"] == 2 and all(sh["ntotal"] > 0 for sh in m["shards"])
         exact = exact_topk(q, vecs, ids, 20, docid_of)
         got = read_trec(out / "runs" / f"{s}.trec")
-        for qid, ranked in zip(enc["qid"].to_pylist(), exact):
-            assert got[qid] == [docid_of[p] for p, _ in ranked], (s, qid)
+        row_of = {docid_of[int(i)]: r for r, i in enumerate(ids)}
+        for qi, (qid, ranked) in enumerate(zip(enc["qid"].to_pylist(), exact)):
+            want = [docid_of[p] for p, _ in ranked]
+            # The true score of what the sharded search put at each rank equals the
+            # exact search's score there; a different docid is only ever a float32
+            # near-tie (tiny random encoders make many), never a missed passage.
+            true_scores = vecs[[row_of[d] for d in got[qid]]] @ q[qi]
+            np.testing.assert_allclose(true_scores, [sc for _, sc in ranked], rtol=1e-5, atol=1e-5, err_msg=f"{s} {qid}")
+            exact_hits += sum(g == w for g, w in zip(got[qid], want))
+            total += len(want)
+    assert exact_hits / total > 0.5  # most ranks agree by docid too
 
 
 def test_stored_sums_equal_reencoding_for_every_alpha(smoke):
@@ -141,12 +151,12 @@ def test_rerun_resumes_and_second_run_is_identical(smoke, tmp_path, shared_datas
     out, metrics = smoke
     # 1. the same output_dir: every stage is reused, outputs unchanged
     again = run(smoke_cfg(out, shared_datasets))
-    for stage in ("benchmark", "generated/t5", "generated/gpt2", "embeddings/passages", "embeddings/t5", "index", "queries/encoded"):
+    for stage in ("benchmark", "generated/t5", "generated/gpt2", "embeddings", "index"):
         assert again["stages"][stage]["reused"], stage
     # 2. a fresh output_dir: everything recomputed, byte-identical runs and equal metrics
     other = tmp_path / "run2"
     second = run(smoke_cfg(other, shared_datasets))
-    assert not second["stages"]["embeddings/passages"]["reused"]
+    assert not second["stages"]["embeddings"]["reused"]
     for s in SYSTEMS:
         assert (out / "runs" / f"{s}.trec").read_bytes() == (other / "runs" / f"{s}.trec").read_bytes(), s
     assert second["systems"] == metrics["systems"]

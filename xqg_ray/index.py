@@ -160,22 +160,29 @@ def shard_uri(index_dir: str, system: str, shard: int) -> str:
 
 
 class ShardSearcher:
-    """A Ray actor holding one shard in memory; searches batches of queries."""
+    """A Ray actor holding shard ``s`` of several systems in memory.
 
-    def __init__(self, uri: str, sha256: str, storage_cfg: StorageConfig, threads: int = 1):
+    One actor per shard position (not per system and shard) keeps actor
+    start-up, the expensive part on small runs, at S per search stage.
+    """
+
+    def __init__(self, shards: Dict[str, Tuple[str, str]], storage_cfg: StorageConfig, threads: int = 1):
         import faiss
 
         faiss.omp_set_num_threads(max(1, threads))
-        data = Storage(storage_cfg).read_bytes(uri)
-        if sha256_bytes(data) != sha256:
-            raise ValueError(f"shard {uri} does not match its manifest sha256: rebuild the index")
-        self.index = index_from_bytes(data)
+        storage = Storage(storage_cfg)
+        self.indexes = {}
+        for system, (uri, sha256) in shards.items():
+            data = storage.read_bytes(uri)
+            if sha256_bytes(data) != sha256:
+                raise ValueError(f"shard {uri} does not match its manifest sha256: rebuild the index")
+            self.indexes[system] = index_from_bytes(data)
 
-    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    def search(self, system: str, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        return self.indexes[system].search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
-def search_shards(searchers: Sequence, queries: np.ndarray, k: int, batch_size: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+def search_shards(searchers: Sequence, system: str, queries: np.ndarray, k: int, batch_size: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """Fan every query batch out to every shard actor; gather per-shard (D, I)."""
     import ray
 
@@ -183,7 +190,7 @@ def search_shards(searchers: Sequence, queries: np.ndarray, k: int, batch_size: 
     per_shard_i: List[List[np.ndarray]] = [[] for _ in searchers]
     for start in range(0, len(queries), batch_size):
         qref = ray.put(queries[start : start + batch_size])
-        results = ray.get([s.search.remote(qref, k) for s in searchers])
+        results = ray.get([s.search.remote(system, qref, k) for s in searchers])
         for j, (d, i) in enumerate(results):
             per_shard_d[j].append(d)
             per_shard_i[j].append(i)

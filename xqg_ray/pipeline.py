@@ -332,23 +332,30 @@ class Job:
             s["rows"] = sum(manifests[x.name]["ntotal"] for x in todo)
         return manifests
 
-    def search(self, name: str, manifest: Dict, qvecs: np.ndarray) -> List[List[Tuple[int, float]]]:
+    def search_all(self, qvecs: np.ndarray) -> Dict[str, List[List[Tuple[int, float]]]]:
+        """Fan the test queries out over one searcher actor per shard and merge each system's top-k."""
         import ray
 
-        from .index import ShardSearcher
+        from .index import ShardSearcher, search_shards
 
         cls = ray.remote(num_cpus=self.cfg.ray.actor_num_cpus)(ShardSearcher)
-        idir = join(self.out, "index", name)
-        actors = [cls.remote(join(idir, sh["file"]), sh["sha256"], self.cfg.storage, self.threads) for sh in manifest["shards"]]
+        S, k = self.cfg.index.num_shards, self.cfg.search.top_k
+        actors = []
+        for s in range(S):
+            shards = {}
+            for name, m in self.index_manifests.items():
+                sh = m["shards"][s]
+                shards[name] = (join(self.out, "index", name, sh["file"]), sh["sha256"])
+            actors.append(cls.remote(shards, self.cfg.storage, self.threads))
         try:
-            from .index import search_shards
-
-            k = self.cfg.search.top_k
-            d, i = search_shards(actors, qvecs, k, self.cfg.search.query_batch_size)
+            out = {}
+            for sysc in self.cfg.systems:
+                d, i = search_shards(actors, sysc.name, qvecs, k, self.cfg.search.query_batch_size)
+                out[sysc.name] = merge_topk(d, i, k, self.docid_of, higher_is_better=self.cfg.index.metric == "ip")
+            return out
         finally:
             for a in actors:
                 ray.kill(a)
-        return merge_topk(d, i, k, self.docid_of, higher_is_better=self.cfg.index.metric == "ip")
 
     def write_runs(self, name: str, ranked: List[List[Tuple[int, float]]]) -> Dict[str, List[str]]:
         """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids."""
@@ -443,9 +450,8 @@ class Job:
 
         rankings = {}
         with self.timer.stage("search") as s:
-            for sysc in self.cfg.systems:
-                ranked = self.search(sysc.name, self.index_manifests[sysc.name], qvecs)
-                rankings[sysc.name] = self.write_runs(sysc.name, ranked)
+            for name, ranked in self.search_all(qvecs).items():
+                rankings[name] = self.write_runs(name, ranked)
             s["rows"] = len(qvecs) * len(self.cfg.systems)
         return self.evaluate(rankings)
 
