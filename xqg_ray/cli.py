@@ -10,7 +10,9 @@ import json
 import sys
 from typing import List, Optional
 
+from .benchmark import BenchmarkError
 from .config import BenchmarkConfig, ConfigError, StorageConfig, load_config
+from .corpus import CorpusError
 
 
 def _print_table(metrics: dict) -> None:
@@ -66,7 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for n in args.names:
                 ref = resolve(f"bundled:{n}")
                 print(f"{n}: {ref.path}" + (f" (gguf_file={ref.gguf_file})" if ref.gguf_file else ""))
-    except ConfigError as e:
+    except (ConfigError, BenchmarkError, CorpusError) as e:
+        # Problems the user fixes in the config or the data: a message, not a traceback.
         print(f"xqg-ray: {e}", file=sys.stderr)
         return 2
     return 0

@@ -431,12 +431,12 @@ class Job:
         from ray.data import DataContext
 
         self.storage.write_text(join(self.out, "config.yaml"), to_yaml(self.cfg))
+        self.benchmark()  # before Ray starts: bad data fails in a second, not after start-up
         init_ray(self.cfg.ray)
         ctx = DataContext.get_current()
         ctx.execution_options.preserve_order = True  # same batches, same outputs, every run
         ctx.enable_progress_bars = self.cfg.ray.progress
 
-        self.benchmark()
         corpus = self.tables["corpus"]
         self.docid_of = dict(zip(corpus["id"].to_pylist(), corpus["docid"].to_pylist()))
         self.text_of = dict(zip(corpus["docid"].to_pylist(), corpus["text"].to_pylist()))

@@ -156,6 +156,13 @@ def _facts_section(metrics: Mapping[str, Any]) -> list[str]:
             facts.append((key, val))
         elif isinstance(val, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in val):
             facts.append((key, ", ".join(str(v) for v in val)))
+        elif isinstance(val, Mapping):
+            # One level of nesting (e.g. the benchmark summary) reads as "key.sub".
+            for sub, v in val.items():
+                if isinstance(v, (str, int, float, bool)) or v is None:
+                    facts.append((f"{key}.{sub}", v))
+                elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+                    facts.append((f"{key}.{sub}", ", ".join(str(x) for x in v)))
     if not facts:
         return []
     lines = ["## Run", ""]
