@@ -16,6 +16,14 @@ def test_sum_formula_by_hand():
     assert got.dtype == np.float32
 
 
+def test_zero_queries_sum_scales_but_mean_keeps_the_passage():
+    p = np.array([[2.0, 0.0], [0.0, 2.0]])
+    s = np.array([[4.0, 4.0], [0.0, 0.0]])
+    c = np.array([2, 0])
+    np.testing.assert_allclose(augment(p, s, c, 0.5, "sum"), [[3.0, 2.0], [0.0, 1.0]])
+    np.testing.assert_allclose(augment(p, s, c, 0.5, "mean"), [[2.0, 1.0], [0.0, 2.0]])
+
+
 def test_mean_formula_by_hand_and_no_renormalisation():
     p = np.array([[1.0, 0.0]])
     s = np.array([[3.0, 4.0]])

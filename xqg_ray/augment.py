@@ -3,7 +3,11 @@
     e' = (1 - alpha) * E(p) + alpha * sum_{l,i} E(q_{l,i})        (aggregation="sum")
     e' = (1 - alpha) * E(p) + alpha * mean_{l,i} E(q_{l,i})       (aggregation="mean")
 
-The reference uses the plain sum with no renormalisation.  Because the sum
+The reference uses the plain sum with no renormalisation.  A passage with no
+queries keeps ``(1 - alpha) * E(p)`` under ``sum`` (the empty sum is zero, as
+the formula says) but keeps ``E(p)`` itself under ``mean``: the mean of no
+queries is undefined, and scaling such passages by ``1 - alpha`` would push
+exactly the passages without queries down every ranking.  Because the sum
 grows with the number of queries, it is only fair when every passage has the
 same count; :func:`check_counts` says when it does not.  Storing E(p), the sum
 and the count lets any alpha (or a sweep) be applied without re-encoding.
@@ -15,6 +19,8 @@ from typing import Dict
 
 import numpy as np
 
+# Part of the index fingerprint: bump when the formula's semantics change.
+AUGMENT_VERSION = 2
 
 def augment(
     p_vecs: np.ndarray,
@@ -27,8 +33,7 @@ def augment(
 
     ``q_sums[i]`` is the sum of the encoded generated queries of passage i and
     ``q_counts[i]`` their number.  With ``mean``, a passage without queries
-    keeps ``(1 - alpha) * E(p)`` (the empty sum is the zero vector), the same
-    as with ``sum``, so both forms agree when a count is zero.
+    is left as ``E(p)`` (see the module docstring).
     """
     p = np.asarray(p_vecs, dtype=np.float64)
     s = np.asarray(q_sums, dtype=np.float64)
@@ -42,7 +47,10 @@ def augment(
     else:
         raise ValueError(f"aggregation={aggregation!r}: use sum or mean")
     # float64 accumulation, float32 result: the same bits whatever the batch split.
-    return ((1.0 - alpha) * p + alpha * q).astype(np.float32)
+    out = (1.0 - alpha) * p + alpha * q
+    if aggregation == "mean":
+        out = np.where(c > 0, out, p)
+    return out.astype(np.float32)
 
 
 def check_counts(q_counts: np.ndarray) -> Dict[str, int]:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from . import metrics as M
 from .arrow_utils import arrow_to_vectors
-from .augment import check_counts
+from .augment import AUGMENT_VERSION, check_counts
 from .config import ConfigError, RayConfig, RunConfig, section_dict, to_yaml, validate
 from .progress import StageTimer
 from .stagestore import StageStore, fingerprint
@@ -82,6 +82,10 @@ class Job:
         from ray.data import ActorPoolStrategy
 
         rc = self.cfg.ray
+        # Ray Data hands whole blocks to actors: a one-file corpus is one block
+        # and would keep every actor but one idle.  Small blocks (a few batches)
+        # spread the work; strict=False only splits/merges, no shuffle.
+        ds = ds.repartition(target_num_rows_per_block=max(1, batch_size * 2))
         return ds.map_batches(
             cls,
             fn_constructor_kwargs={**ctor, "threads": self.threads},
@@ -281,7 +285,7 @@ class Job:
         todo, manifests, fps = [], {}, {}
         for sysc in cfg.systems:
             stage = f"index/{sysc.name}"
-            fps[sysc.name] = fingerprint({"v": PIPELINE_VERSION, "emb": emb_fp, "sys": asdict(sysc), "index": section_dict(cfg.index)})
+            fps[sysc.name] = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "emb": emb_fp, "sys": asdict(sysc), "index": section_dict(cfg.index)})
             m = self.store.reusable(stage, fps[sysc.name])
             if m:
                 manifests[sysc.name] = m

@@ -28,6 +28,6 @@ class StageTimer:
         yield rec
         secs = time.perf_counter() - t0
         rows = int(rec.get("rows", 0))
-        out = {"rows": rows, "seconds": round(secs, 3), "rows_per_s": round(rows / secs, 2) if secs > 0 else None, "reused": bool(rec.get("reused"))}
+        out = {"rows": rows, "seconds": round(secs, 3), "rows_per_s": round(rows / secs, 2) if secs > 0 and not rec.get("reused") else None, "reused": bool(rec.get("reused"))}
         self.stages[name] = out
         self.event(name, "done", **out)

@@ -53,6 +53,13 @@ class QueryGenerator:
             self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stop_ids = None
+        if cfg.kind == "causal":
+            from .prompts import newline_token_ids
+
+            # The question ends at its line's end: stopping there saves most of
+            # max_new_tokens per question (about 2x faster with Gemma 270M).
+            self.stop_ids = [self.tokenizer.eos_token_id, *newline_token_ids(self.tokenizer)]
 
     def prompt(self, title: str, text: str, lang: str) -> str:
         if self.cfg.kind == "seq2seq":
@@ -76,6 +83,7 @@ class QueryGenerator:
                 max_new_tokens=self.cfg.max_new_tokens,
                 num_return_sequences=n,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **({"eos_token_id": self.stop_ids} if self.stop_ids else {}),
             )
         if self.cfg.kind == "causal":
             out = out[:, enc["input_ids"].shape[1] :]  # only the continuation

@@ -7,32 +7,13 @@ else is a hub id or a local path, passed through unchanged.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Optional
+from .bundled import ModelRef, cache_root
+from .bundled import resolve as resolve_bundled
 
 
-@dataclass
-class LoadSpec:
-    """Where ``from_pretrained`` should look (duck-compatible with bundled.ModelRef)."""
-
-    path: str
-    gguf_file: Optional[str] = None
-    bundled: Optional[str] = None
-
-
-def cache_root() -> str:
-    return os.environ.get("XQG_RAY_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "xqg-ray"))
-
-
-def resolve_model(spec: str) -> LoadSpec:
+def resolve_model(spec: str) -> ModelRef:
     if spec.startswith("tiny:"):
         from .tiny import materialize
 
-        return LoadSpec(path=materialize(spec[len("tiny:"):], os.path.join(cache_root(), "models")), bundled=spec)
-    if spec.startswith("bundled:"):
-        from .bundled import resolve  # imported here: the bundled packages are optional
-
-        ref = resolve(spec)
-        return LoadSpec(path=ref.path, gguf_file=ref.gguf_file, bundled=spec)
-    return LoadSpec(path=spec)
+        return ModelRef(path=materialize(spec[len("tiny:"):], str(cache_root() / "models")), bundled=spec)
+    return resolve_bundled(spec)

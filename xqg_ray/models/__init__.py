@@ -1,0 +1,1 @@
+"""Model resolution (``bundled:NAME`` specs), the E5S1 dequantiser and generator prompts."""
