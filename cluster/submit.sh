@@ -7,6 +7,8 @@ set -euo pipefail
 config=${1:?usage: cluster/submit.sh CONFIG [key=value ...]}
 shift
 export RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
+# Dependencies come from the cluster's setup_commands; the working directory
+# (this checkout, without outputs and the local venv) carries the xqg_ray package.
 exec ray job submit --working-dir . \
-  --runtime-env-json '{"pip": ["xqg-ray-deps-installed-by-setup_commands"], "excludes": ["out/", ".venv/"]}' \
+  --runtime-env-json '{"excludes": ["out/", ".venv/", ".git/"]}' \
   -- python jobs/run_xqg.py "$config" ray.address=auto "$@"

@@ -1,5 +1,7 @@
 """Typed config: YAML + dotlist merge, unknown keys, validation messages, redaction."""
 
+from pathlib import Path
+
 import pytest
 
 from xqg_ray.config import ConfigError, load_config, to_yaml
@@ -64,5 +66,6 @@ def test_secrets_are_redacted(tmp_path):
 
 
 def test_shipped_configs_validate():
-    for name in ("conf/smoke.yaml", "conf/demo.yaml"):
-        load_config(name)
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for name in ("smoke.yaml", "demo.yaml"):
+        load_config(str(conf / name))

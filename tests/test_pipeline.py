@@ -167,17 +167,17 @@ def test_rerun_resumes_and_second_run_is_identical(smoke, tmp_path, shared_datas
 
 
 def test_sum_with_unequal_counts_is_refused(smoke, tmp_path, shared_datasets):
-    import pyarrow as pa
-
     out, _ = smoke
     work = tmp_path / "copy"
     shutil.copytree(out, work)
     corpus = pq.read_table(work / "benchmark" / "corpus.parquet")
     docids = corpus["docid"].to_pylist()
     # one query for the first passage, three for the second, none elsewhere
-    prov = pa.table({"docid": [docids[0]] + [docids[1]] * 3, "lang": ["de"] * 4, "text": ["eins", "zwei", "drei", "vier"]})
-    pq.write_table(prov, tmp_path / "prov.parquet")
-    extra = [f"generators.logs.kind=provided", f"generators.logs.path={tmp_path / 'prov.parquet'}"]
+    # a query log as JSONL: one query for the first passage, three for the second, none elsewhere
+    rows = [{"docid": d, "lang": "de", "text": t} for d, t in zip([docids[0]] + [docids[1]] * 3, ["eins", "zwei", "drei", "vier"])]
+    rows.append({"docid": "not-a-passage", "lang": "de", "text": "fünf"})
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    extra = ["generators.logs.kind=provided", f"generators.logs.path={tmp_path / 'log.jsonl'}"]
     cfg = smoke_cfg(work, shared_datasets, *extra)
     from xqg_ray.config import SystemConfig
 
@@ -187,3 +187,5 @@ def test_sum_with_unequal_counts_is_refused(smoke, tmp_path, shared_datasets):
     cfg.systems[-1].aggregation = "mean"
     metrics = run(cfg)
     assert metrics["indexes"]["logs"]["query_counts"] == {"min": 0, "max": 3, "zero": len(docids) - 2, "passages": len(docids)}
+    set_aside = pq.read_table(work / "generated" / "logs" / "quarantine.parquet").to_pylist()
+    assert [(r["docid"], r["reason"]) for r in set_aside] == [("not-a-passage", "docid not in corpus")]

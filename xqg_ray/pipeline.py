@@ -126,7 +126,11 @@ class Job:
         """Queries for every passage from generator ``name``; returns (fingerprint, manifest)."""
         g = self.cfg.generators[name]
         stage = f"generated/{name}"
-        fp = fingerprint({"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "name": name, "gen": section_dict(g)})
+        key = {"v": PIPELINE_VERSION, "corpus": self.corpus_hash, "name": name, "gen": section_dict(g)}
+        if g.kind == "provided":
+            # The table's content, not just its path: an edited query log is new input.
+            key["source_sha256"] = self._provided_sha(name, g.path)
+        fp = fingerprint(key)
         with self.timer.stage(stage) as s:
             m = self.store.reusable(stage, fp)
             if m:
@@ -149,12 +153,24 @@ class Job:
             m = self.store.commit(stage, fp, data=data, rows=t.num_rows, failed_slots=failed, generator=section_dict(g), **extra)
             return fp, m
 
-    def _provided(self, name: str, path: str, data: str) -> Dict:
-        """Join a provided query table (docid, lang, text) onto the corpus by docid."""
+    def _provided_uri(self, name: str, path: str) -> str:
         uri = join(self.out, "benchmark", "provided.parquet") if path == "benchmark:provided" else path
         if not self.storage.exists(uri):
-            raise ConfigError(f"generators.{name}.path: {uri} does not exist")
-        prov = self.storage.read_table(uri)
+            hint = " (set benchmark.heldout_fraction > 0 to hold out human questions)" if path == "benchmark:provided" else ""
+            raise ConfigError(f"generators.{name}.path: {uri} does not exist{hint}")
+        return uri
+
+    def _provided_sha(self, name: str, path: str) -> str:
+        from .storage import sha256_bytes
+
+        uri = self._provided_uri(name, path)
+        files = self.storage.list_files(uri) if self.storage.is_dir(uri) else [uri]
+        return fingerprint([sha256_bytes(self.storage.read_bytes(f)) for f in files])
+
+    def _provided(self, name: str, path: str, data: str) -> Dict:
+        """Join a provided query table (docid, lang, text) onto the corpus by docid."""
+        uri = self._provided_uri(name, path)
+        prov = self.storage.read_any_table(uri)
         missing = {"docid", "lang", "text"} - set(prov.column_names)
         if missing:
             raise ConfigError(f"generators.{name}.path {uri}: missing columns {sorted(missing)}")

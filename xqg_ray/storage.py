@@ -133,6 +133,23 @@ class Storage:
         fs, path = self.resolve(uri)
         return pq.read_table(path, filesystem=fs, columns=columns)
 
+    def read_any_table(self, uri: str) -> pa.Table:
+        """Parquet (file or directory), JSONL or TSV/CSV with a header, by extension."""
+        import gzip
+
+        base = uri[:-3] if uri.endswith(".gz") else uri
+        if not base.endswith((".jsonl", ".json", ".tsv", ".csv")):
+            return self.read_table(uri)
+        raw = self.read_bytes(uri)
+        data = io.BytesIO(gzip.decompress(raw) if uri.endswith(".gz") else raw)
+        if base.endswith((".jsonl", ".json")):
+            import pyarrow.json as pj
+
+            return pj.read_json(data)
+        import pyarrow.csv as pcsv
+
+        return pcsv.read_csv(data, parse_options=pcsv.ParseOptions(delimiter="\t" if base.endswith(".tsv") else ","))
+
     def write_table(self, uri: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
