@@ -121,3 +121,19 @@ def test_pipe_in_system_name_is_escaped():
     assert "a\\|b" in md
     with pytest.raises(StopIteration):
         next(line for line in md.splitlines() if "| a|b |" in line)
+
+
+def test_system_definitions_section():
+    from xqg_ray.report import render_markdown
+
+    metrics = {
+        "systems": {"baseline": {"per_language": {}, "macro": {}}},
+        "indexes": {
+            "baseline": {"generator": None, "aggregation": None, "alpha": 0.0, "query_counts": None},
+            "xqg": {"generator": "gemma", "aggregation": "sum", "alpha": 0.01, "query_counts": {"min": 3, "max": 3, "zero": 0, "passages": 9}},
+        },
+    }
+    md = render_markdown(metrics, {})
+    assert "## Systems" in md
+    assert "| xqg | gemma | sum | 0.01 | 3–3 | 0 |" in md
+    assert "| baseline | – (E(p) only) |" in md

@@ -30,7 +30,7 @@ PER_LANGUAGE_METRICS = ["R@2kt", "R@5kt", "MRR@10"]
 SIGNIFICANCE_ALPHA = 0.05
 
 # Top-level keys that are structured data, rendered in their own sections.
-_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title"}
+_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes"}
 
 
 def _is_missing(v: Any) -> bool:
@@ -243,6 +243,20 @@ def _stages_section(stages: Mapping[str, Any]) -> list[str]:
     return ["## Pipeline stages", ""] + _table(header, rows) + [""]
 
 
+def _definitions_section(indexes: Mapping[str, Any]) -> list[str]:
+    """What each system is: its generator, aggregation, alpha and queries per passage."""
+    header = ["System", "Generator", "Aggregation", "alpha", "Queries/passage (min–max)", "Passages without"]
+    rows = []
+    for name, ix in indexes.items():
+        ix = ix if isinstance(ix, Mapping) else {}
+        c = ix.get("query_counts") or {}
+        gen = ix.get("generator")
+        rows.append([name, gen or "– (E(p) only)", ix.get("aggregation") or MISSING,
+                     MISSING if not gen else f"{ix.get('alpha'):g}",
+                     f"{c['min']}–{c['max']}" if c else MISSING, _int(c.get("zero")) if c else MISSING])
+    return ["## Systems", ""] + _table(header, rows) + [""]
+
+
 def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str]) -> str:
     """report.md text for one run.
 
@@ -255,6 +269,10 @@ def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str]) 
     title = metrics.get("title") or "xqg-ray retrieval report"
     lines: list[str] = [f"# {title}", ""]
     lines += _facts_section(metrics)
+
+    indexes = metrics.get("indexes")
+    if isinstance(indexes, Mapping) and indexes:
+        lines += _definitions_section(indexes)
 
     systems = _systems(metrics)
     metric_names = _metric_names(systems)
