@@ -188,7 +188,7 @@ def _materialise(target: Path, build: Callable[[Path], None]) -> Path:
             if not _complete(target):
                 raise RuntimeError(
                     f"{target} exists but is incomplete (no {_MARKER}); delete it and retry"
-                )
+                ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
