@@ -60,7 +60,3 @@ def check_counts(q_counts: np.ndarray) -> Dict[str, int]:
         return {"min": 0, "max": 0, "zero": 0, "passages": 0}
     return {"min": int(c.min()), "max": int(c.max()), "zero": int((c == 0).sum()), "passages": int(c.size)}
 
-
-def counts_equal(q_counts: np.ndarray) -> bool:
-    c = np.asarray(q_counts)
-    return c.size == 0 or int(c.min()) == int(c.max())

@@ -8,7 +8,7 @@ machines and corpus updates (an id never depends on row order), and never -1.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, List
+from typing import Iterable
 
 import numpy as np
 
@@ -46,11 +46,3 @@ def shard_of(ids: np.ndarray, num_shards: int) -> np.ndarray:
     """Shard assignment by id: stable under incremental corpus updates."""
     return (np.asarray(ids, dtype=np.int64) % num_shards).astype(np.int64)
 
-
-def duplicates(values: List[str]) -> List[str]:
-    seen, dup = set(), []
-    for v in values:
-        if v in seen:
-            dup.append(v)
-        seen.add(v)
-    return dup

@@ -15,6 +15,7 @@ import pyarrow as pa
 from .arrow_utils import arrow_to_vectors
 from .augment import augment
 from .config import StorageConfig
+from .ids import shard_of
 from .storage import Storage, sha256_bytes
 
 
@@ -99,7 +100,7 @@ def split_file(storage_cfg: StorageConfig, uri: str, kinds: Sequence[str], num_s
 
     t = Storage(storage_cfg).read_table(uri, columns=["kind", "id", "vector", "count"])
     t = t.filter(pc.is_in(t["kind"], pa.array(list(kinds), pa.string())))
-    shard = np.asarray(t["id"]) % num_shards
+    shard = shard_of(np.asarray(t["id"]), num_shards)
     return [t.filter(pa.array(shard == s)) for s in range(num_shards)]
 
 

@@ -220,6 +220,7 @@ class Job:
         """
         import ray
 
+        from .index import gen_kind
         from .stages import ENCODE_INPUT_SCHEMA, EncodeTexts
 
         stage = "embeddings"
@@ -249,7 +250,7 @@ class Job:
             test_q = pa.table({"kind": ["query"] * q.num_rows, "id": pa.array([-1] * q.num_rows, pa.int64()), "qid": q["qid"], "texts": [[t] for t in q["text"].to_pylist()]}, schema=ENCODE_INPUT_SCHEMA)
             parts = [self.read(self.corpus_uri, ["id", "title", "text"]).map_batches(passages, batch_format="pyarrow"), ray.data.from_arrow(test_q)]
             for name, (_, gm) in sorted(gens.items()):
-                parts.append(self.read(gm["data"], ["id", "queries"]).map_batches(generated(f"gen:{name}"), batch_format="pyarrow"))
+                parts.append(self.read(gm["data"], ["id", "queries"]).map_batches(generated(gen_kind(name)), batch_format="pyarrow"))
             ds = parts[0].union(*parts[1:])
             data = self.store.data_uri(stage, fp)
             self.write(self.actor_map(ds, EncodeTexts, enc.batch_size, cfg=enc), data)
@@ -260,7 +261,7 @@ class Job:
             n_pass = int((kinds == "passage").sum())
             if n_pass != self.tables["corpus"].num_rows or int((kinds == "query").sum()) != q.num_rows:
                 raise RuntimeError(f"embeddings: expected {self.tables['corpus'].num_rows} passages and {q.num_rows} queries, got {n_pass} and {int((kinds == 'query').sum())}")
-            per_gen = {name: check_counts(counts[kinds == f"gen:{name}"]) for name in gens}
+            per_gen = {name: check_counts(counts[kinds == gen_kind(name)]) for name in gens}
             for name, c in per_gen.items():
                 if c["passages"] != n_pass:
                     raise RuntimeError(f"embeddings: generator {name} has rows for {c['passages']} of {n_pass} passages")
