@@ -38,7 +38,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -176,6 +176,11 @@ class _Collector:
         for col, v in zip(self._q, (self.sources[src], line, docid, reason, _truncate(raw))):
             col.append(v)
 
+    def reject(self, src: int, line: int, docid: Optional[str], reason: str, raw: Any) -> None:
+        """A row that was read but cannot become a passage (counted, then quarantined)."""
+        self.rows_read += 1
+        self.quarantine(src, line, docid, reason, raw)
+
     def add(self, src: int, line: int, docid: Any, title: Any, text: Any, raw: Any) -> None:
         """One data row: either appended to clean or quarantined with a reason."""
         self.rows_read += 1
@@ -307,29 +312,37 @@ def _docid_col(cols: Sequence[str]) -> str:
     return next(c for c in DOCID_COLUMNS if c in cols)
 
 
-def _read_jsonl(col: _Collector, storage: Storage, uri: str) -> None:
-    src = col.source(uri)
-    docid_key: Optional[str] = None
+def _decoded_lines(storage: Storage, uri: str) -> Iterator[Tuple[int, Optional[str], str, bytes]]:
+    """(line number, text or None, why it did not decode, raw bytes) per line; a leading BOM is dropped."""
     for line_no, offset, raw in iter_lines(storage, uri):
         if line_no == 1 and raw.startswith(_UTF8_BOM):
             raw, offset = raw[3:], offset + 3
         s, why = decode_line(raw, offset)
+        yield line_no, s, why, raw
+
+
+def _data_lines(col: _Collector, src: int, lines: Iterable[Tuple[int, Optional[str], str, bytes]]) -> Iterator[Tuple[int, str]]:
+    """The lines that decode and are not blank; undecodable ones are quarantined, blank ones counted."""
+    for line_no, s, why, raw in lines:
         if s is None:
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, why, raw)
-            continue
-        if not s.strip():
+            col.reject(src, line_no, None, why, raw)
+        elif not s.strip():
             col.blank_lines += 1
-            continue
+        else:
+            yield line_no, s
+
+
+def _read_jsonl(col: _Collector, storage: Storage, uri: str) -> None:
+    src = col.source(uri)
+    docid_key: Optional[str] = None
+    for line_no, s in _data_lines(col, src, _decoded_lines(storage, uri)):
         try:
             obj = json.loads(s)
         except json.JSONDecodeError as e:
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", s)
+            col.reject(src, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})", s)
             continue
         if not isinstance(obj, dict):
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, f"not a JSON object ({type(obj).__name__})", s)
+            col.reject(src, line_no, None, f"not a JSON object ({type(obj).__name__})", s)
             continue
         if docid_key is None:
             # JSONL has no header: the first object stands for the file's columns,
@@ -338,9 +351,8 @@ def _read_jsonl(col: _Collector, storage: Storage, uri: str) -> None:
             docid_key = _docid_col(list(obj))
         absent = [k for k in (docid_key, "title", "text") if k not in obj]
         if absent:
-            col.rows_read += 1
             docid = obj.get(docid_key)
-            col.quarantine(src, line_no, None if docid is None else str(docid), f"missing field {absent[0]!r}", s)
+            col.reject(src, line_no, None if docid is None else str(docid), f"missing field {absent[0]!r}", s)
             continue
         col.add(src, line_no, obj[docid_key], obj["title"], obj["text"], s)
 
@@ -353,41 +365,28 @@ def _split_tsv(s: str) -> List[str]:
 
 def _read_tsv(col: _Collector, storage: Storage, uri: str) -> None:
     src = col.source(uri)
-    header: Optional[List[str]] = None
-    idx: Tuple[int, int, int] = (0, 0, 0)
-    for line_no, offset, raw in iter_lines(storage, uri):
-        if line_no == 1 and raw.startswith(_UTF8_BOM):
-            raw, offset = raw[3:], offset + 3
-        s, why = decode_line(raw, offset)
-        if header is None:
-            if s is None:
-                raise CorpusError(f"{uri}: header line is not UTF-8 ({why})")
-            if not s.strip():
-                raise CorpusError(f"{uri}: a header row is required (e.g. id\\ttext\\ttitle); line 1 is blank")
-            header = [h.strip() for h in _split_tsv(s)]
-            _missing(uri, header)
-            idx = (header.index(_docid_col(header)), header.index("title"), header.index("text"))
-            continue
-        if s is None:
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, why, raw)
-            continue
-        if not s.strip():
-            col.blank_lines += 1
-            continue
+    lines = _decoded_lines(storage, uri)
+    first = next(lines, None)
+    if first is None:
+        raise CorpusError(f"{uri}: empty TSV file (a header row is required, e.g. id\\ttext\\ttitle)")
+    _, s, why, _ = first
+    if s is None:
+        raise CorpusError(f"{uri}: header line is not UTF-8 ({why})")
+    if not s.strip():
+        raise CorpusError(f"{uri}: a header row is required (e.g. id\\ttext\\ttitle); line 1 is blank")
+    header = [h.strip() for h in _split_tsv(s)]
+    _missing(uri, header)
+    idx = (header.index(_docid_col(header)), header.index("title"), header.index("text"))
+    for line_no, s in _data_lines(col, src, lines):
         try:
             fields = _split_tsv(s)
         except csv.Error as e:
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, f"invalid TSV quoting: {e}", s)
+            col.reject(src, line_no, None, f"invalid TSV quoting: {e}", s)
             continue
         if len(fields) != len(header):
-            col.rows_read += 1
-            col.quarantine(src, line_no, None, f"expected {len(header)} tab-separated fields, got {len(fields)}", s)
+            col.reject(src, line_no, None, f"expected {len(header)} tab-separated fields, got {len(fields)}", s)
             continue
         col.add(src, line_no, fields[idx[0]], fields[idx[1]], fields[idx[2]], s)
-    if header is None:
-        raise CorpusError(f"{uri}: empty TSV file (a header row is required, e.g. id\\ttext\\ttitle)")
 
 
 def _read_parquet(col: _Collector, storage: Storage, uri: str) -> None:
@@ -422,8 +421,7 @@ def _read_parquet(col: _Collector, storage: Storage, uri: str) -> None:
                     decoded.append(v)
                 rawrow = dict(zip(keys, values))
                 if bad:
-                    col.rows_read += 1
-                    col.quarantine(src, row, None, bad, rawrow)
+                    col.reject(src, row, None, bad, rawrow)
                     continue
                 col.add(src, row, decoded[0], decoded[1], decoded[2], rawrow)
 
