@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 # Languages named in generator prompts ("Generate a {language} question ...").
 LANGUAGE_NAMES: Dict[str, str] = {
@@ -265,6 +265,4 @@ def to_yaml(cfg: RunConfig, redact: bool = True) -> str:
 
 def section_dict(obj: Any) -> Any:
     """A plain dict/list copy of a config section (for fingerprints and manifests)."""
-    if isinstance(obj, (DictConfig,)):
-        return OmegaConf.to_container(obj, resolve=True)
     return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)

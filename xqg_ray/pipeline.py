@@ -112,7 +112,6 @@ class Job:
                 m = prepare_benchmark(self.cfg.benchmark, bdir, self.storage)
             else:
                 s["reused"] = True
-            self.bench_manifest = m
             self.tables = load_benchmark(bdir, self.storage)
             s["rows"] = self.tables["corpus"].num_rows + self.tables["queries"].num_rows
         self.corpus_hash = m["corpus_hash"]
@@ -221,7 +220,7 @@ class Job:
         import ray
 
         from .index import gen_kind
-        from .stages import ENCODE_INPUT_SCHEMA, EncodeTexts
+        from .stages import EncodeTexts, encode_rows
 
         stage = "embeddings"
         enc = self.cfg.encoder
@@ -237,17 +236,17 @@ class Job:
                 from .models.encoder import format_passage
 
                 texts = [[format_passage(template, t, x)] for t, x in zip(b["title"].to_pylist(), b["text"].to_pylist())]
-                return pa.table({"kind": ["passage"] * b.num_rows, "id": b["id"], "qid": pa.nulls(b.num_rows, pa.string()), "texts": texts}, schema=ENCODE_INPUT_SCHEMA)
+                return encode_rows("passage", texts, ids=b["id"])
 
             def generated(kind: str):
                 def fn(b: pa.Table) -> pa.Table:
                     texts = [[q["text"] for q in qs] for qs in b["queries"].to_pylist()]
-                    return pa.table({"kind": [kind] * b.num_rows, "id": b["id"], "qid": pa.nulls(b.num_rows, pa.string()), "texts": texts}, schema=ENCODE_INPUT_SCHEMA)
+                    return encode_rows(kind, texts, ids=b["id"])
 
                 return fn
 
             q = self.tables["queries"]
-            test_q = pa.table({"kind": ["query"] * q.num_rows, "id": pa.array([-1] * q.num_rows, pa.int64()), "qid": q["qid"], "texts": [[t] for t in q["text"].to_pylist()]}, schema=ENCODE_INPUT_SCHEMA)
+            test_q = encode_rows("query", [[t] for t in q["text"].to_pylist()], qids=q["qid"])
             parts = [self.read(self.corpus_uri, ["id", "title", "text"]).map_batches(passages, batch_format="pyarrow"), ray.data.from_arrow(test_q)]
             for name, (_, gm) in sorted(gens.items()):
                 parts.append(self.read(gm["data"], ["id", "queries"]).map_batches(generated(gen_kind(name)), batch_format="pyarrow"))

@@ -16,19 +16,24 @@ from .models.encoder import Encoder, encode_sum
 QUERY_LIST_TYPE = pa.list_(pa.struct([("lang", pa.string()), ("text", pa.string())]))
 
 
-def _set_threads(n: int) -> None:
-    # Torch and FAISS default to every core of the node; an actor owns only its share.
-    if n > 0:
-        import faiss
-        import torch
-
-        torch.set_num_threads(n)
-        faiss.omp_set_num_threads(n)
-
-
 ENCODE_INPUT_SCHEMA = pa.schema(
     [("kind", pa.string()), ("id", pa.int64()), ("qid", pa.string()), ("texts", pa.list_(pa.string()))]
 )
+
+
+def encode_rows(kind: str, texts: list, ids=None, qids=None) -> pa.Table:
+    """Input rows for :class:`EncodeTexts`: passages and generated queries carry
+    an int64 id, test questions a qid (and id -1)."""
+    n = len(texts)
+    return pa.table(
+        {
+            "kind": [kind] * n,
+            "id": ids if ids is not None else pa.array([-1] * n, pa.int64()),
+            "qid": qids if qids is not None else pa.nulls(n, pa.string()),
+            "texts": texts,
+        },
+        schema=ENCODE_INPUT_SCHEMA,
+    )
 
 
 class EncodeTexts:
@@ -42,7 +47,6 @@ class EncodeTexts:
     """
 
     def __init__(self, cfg: EncoderConfig, threads: int = 0):
-        _set_threads(threads)
         self.encoder = Encoder(cfg, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -63,7 +67,6 @@ class GenerateQueries:
     """(id, docid, title, text) -> (id, docid, queries, failed)."""
 
     def __init__(self, name: str, cfg: GeneratorConfig, threads: int = 0):
-        _set_threads(threads)
         from .models.generator import QueryGenerator
 
         self.gen = QueryGenerator(name, cfg, threads)
