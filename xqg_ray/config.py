@@ -73,6 +73,18 @@ class BenchmarkConfig:
 
 
 @dataclass
+class CorpusConfig:
+    """How the corpus is read and stored: the partition is the unit of work, output and rerun."""
+
+    # Passages are stored in `num_partitions` files by id % num_partitions.  Keep it
+    # fixed for the life of an output directory: per-partition reuse depends on it.
+    num_partitions: int = 32
+    # Uncompressed JSONL/TSV files are read in byte ranges of this size (one Ray Data block each).
+    read_chunk_mb: int = 64
+    format: str = "auto"  # auto (by extension) | jsonl | tsv | parquet
+
+
+@dataclass
 class EncoderConfig:
     """The one shared encoder for passages, generated queries and test queries."""
 
@@ -163,6 +175,7 @@ class RayConfig:
 class RunConfig:
     output_dir: str = MISSING
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     generators: Dict[str, GeneratorConfig] = field(default_factory=dict)
     systems: List[SystemConfig] = field(default_factory=list)
