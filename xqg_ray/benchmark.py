@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import BenchmarkConfig, section_dict
+from .errors import UserError
 from .corpus import (
     QUARANTINE_SCHEMA,
     CorpusRead,
@@ -76,7 +77,7 @@ CREATED_BY = "xqg_ray.benchmark"
 _XQUAD_NAME = re.compile(r"^xquad\.([A-Za-z]{2,3}(?:-[A-Za-z]+)?)\.json$")
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError):
     """The benchmark cannot be prepared or loaded; the message says why."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import MISSING, OmegaConf
 
+from .errors import UserError
+
 # Languages named in generator prompts ("Generate a {language} question ...").
 LANGUAGE_NAMES: Dict[str, str] = {
     "ar": "Arabic",
@@ -188,7 +190,7 @@ class RunConfig:
     resume: bool = True
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot run; the message says what to change."""
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
 from .ids import content_hash, passage_id
 from .storage import Storage
 
@@ -84,7 +85,7 @@ _FLUSH = 100_000  # rows buffered in Python lists before becoming Arrow arrays
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """The corpus input cannot be used as a whole; the message says why and where."""
 
 

@@ -23,12 +23,13 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
 from .storage import Storage, join
 
 SEAL = "seal"
 
 
-class IntegrityError(ValueError):
+class IntegrityError(UserError):
     """A committed file or manifest does not match its record; the message names it and says what to do."""
 
 
