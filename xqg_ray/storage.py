@@ -83,6 +83,13 @@ class Storage:
         prefix = uri[: len(uri) - len(path)] if uri.startswith("s3://") else ""
         return sorted(prefix + p if prefix else p for p in out)
 
+    def list_relative(self, uri: str) -> List[str]:
+        """Files below a directory URI (recursive), as sorted paths relative to it."""
+        fs, path = self.resolve(uri)
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        base = path.rstrip("/") + "/"
+        return sorted(i.path[len(base):] for i in infos if i.type == pafs.FileType.File and i.path.startswith(base))
+
     # -- bytes --------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:
         fs, path = self.resolve(uri)

@@ -1,0 +1,62 @@
+"""The job as an ordered list of stages: ``run(cfg)`` (build or update) and ``prepare(cfg)``.
+
+Each stage reads committed files and writes its own; only manifests and the
+test questions' top-k pass through here.  Rerunning the same command resumes
+(skips every committed unit) and, pointed at a new version of the corpus,
+updates incrementally: a new corpus snapshot with a parent, generation and
+encoding of the added and changed passages only, index shards updated in place
+of rebuilt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .arrow_utils import arrow_to_vectors
+from .config import RunConfig, to_yaml
+from .integrity import read_table_verified
+from .preflight import preflight, preflight_index
+from .progress import StageTimer
+from .raytools import init_ray, threads_for
+from .stages.context import Context
+from .stages.encode import run_encode
+from .stages.evaluate import evaluate
+from .stages.generate import run_generate
+from .stages.index import run_index
+from .stages.prepare import load_queries, run_benchmark
+from .stages.search import run_search
+from .storage import Storage, join
+
+
+def _context(cfg: RunConfig) -> Context:
+    preflight(cfg)  # every value that can fail late, before any work
+    storage = Storage(cfg.storage)
+    storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+    init_ray(cfg.ray)
+    return Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
+
+
+def prepare(cfg: RunConfig) -> Dict[str, Any]:
+    """Only the benchmark stage (questions + corpus snapshot); returns the benchmark manifest."""
+    ctx = _context(cfg)
+    ctx.bench, ctx.snapshot = run_benchmark(ctx)
+    return ctx.bench
+
+
+def run(cfg: RunConfig) -> Dict[str, Any]:
+    """Run (or resume, or update) the whole job for ``cfg``; returns the contents of metrics.json."""
+    ctx = _context(cfg)
+    ctx.bench, ctx.snapshot = run_benchmark(ctx)
+    preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
+    gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
+    emb, qm = run_encode(ctx, gens)
+    queries = load_queries(ctx)
+    qvecs = arrow_to_vectors(read_table_verified(ctx.storage, ctx.root, qm, ["vector"], where="the queries manifest")["vector"])
+    indexes = run_index(ctx, emb)
+    with ctx.timer.stage("search") as s:
+        results = run_search(ctx, indexes, qvecs)
+        s["rows"] = len(qvecs) * len(cfg.systems)
+    return evaluate(ctx, queries, results, indexes)
+
+
+__all__ = ["run", "prepare"]

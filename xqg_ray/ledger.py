@@ -1,0 +1,119 @@
+"""Per-(stage, partition) commits and versioned stage manifests: what makes work resumable.
+
+A stage's unit of work is a partition (a corpus partition, an index shard, the
+test questions).  Each unit has a *key*: the fingerprint of everything its
+output depends on (the stage's settings and the digests of its inputs).  A unit
+writes its data files under deterministic names that carry the key, then its
+commit record ``STAGE/commits/LABEL-KEY16.json`` (sealed) -- data first, commit
+last, so a record always names complete, checksummed files.  A rerun skips every
+unit whose commit record for the same key exists; a run killed halfway redoes
+only the rest.
+
+When every unit has committed, the stage publishes a manifest
+``STAGE/manifests/FP16.json`` (sealed; it lists the units' records) and then the
+pointer ``STAGE/current.json``.  Nothing committed is overwritten: a new version
+only adds files, and files that no current manifest names (an older version, an
+abandoned attempt) are deleted after the pointer moves, so a kill at any moment
+leaves either the old or the new version whole.  All paths are relative to the
+run's output_dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+from .integrity import IntegrityError, read_sealed, write_sealed
+from .storage import Storage, join
+
+CURRENT = "current.json"
+
+
+def fingerprint(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Ledger:
+    """Commit records and manifests of one stage (``generated/t5``, ``embeddings``, ``index/xqg`` ...)."""
+
+    def __init__(self, storage: Storage, root: str, stage: str):
+        self.storage, self.root, self.stage = storage, root, stage
+
+    # -- names ---------------------------------------------------------------
+    def data_rel(self, label: str, key: str, suffix: str = ".parquet") -> str:
+        return f"{self.stage}/data/{label}-{key[:16]}{suffix}"
+
+    def commit_rel(self, label: str, key: str) -> str:
+        return f"{self.stage}/commits/{label}-{key[:16]}.json"
+
+    # -- units -----------------------------------------------------------------
+    def committed(self, label: str, key: str) -> Optional[Dict[str, Any]]:
+        """The commit record of unit ``label`` for ``key``, verified, or None if it never committed."""
+        rel = self.commit_rel(label, key)
+        if not self.storage.exists(join(self.root, rel)):
+            return None
+        rec = read_sealed(self.storage, self.root, rel)
+        if rec.get("key") != key:
+            raise IntegrityError(f"{join(self.root, rel)} names key {rec.get('key')!r}, not {key!r}: delete it and rerun")
+        return rec
+
+    def commit(self, label: str, key: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Write the unit's commit record (after its data files)."""
+        return write_sealed(self.storage, self.root, self.commit_rel(label, key), {"stage": self.stage, "unit": label, "key": key, "created": now(), **record})
+
+    # -- versions ----------------------------------------------------------------
+    def current(self) -> Optional[Dict[str, Any]]:
+        """The published manifest named by ``current.json`` (verified), or None."""
+        ptr = join(self.root, self.stage, CURRENT)
+        if not self.storage.exists(ptr):
+            return None
+        p = read_sealed(self.storage, self.root, f"{self.stage}/{CURRENT}")
+        return read_sealed(self.storage, self.root, p["manifest"])
+
+    def published(self, fp: str) -> Optional[Dict[str, Any]]:
+        """The current manifest if it was made from inputs with fingerprint ``fp``."""
+        m = self.current()
+        return m if m is not None and m.get("fingerprint") == fp else None
+
+    def publish(self, fp: str, manifest: Dict[str, Any], keep: Iterable[str] = ()) -> Dict[str, Any]:
+        """Write the stage manifest, move the pointer to it, then delete what it does not name.
+
+        ``keep``: relative paths under this stage that stay even though the
+        manifest does not list them (none by default).
+        """
+        rel = f"{self.stage}/manifests/{fp[:16]}.json"
+        m = write_sealed(self.storage, self.root, rel, {"stage": self.stage, "fingerprint": fp, "created": now(), **manifest})
+        write_sealed(self.storage, self.root, f"{self.stage}/{CURRENT}", {"manifest": rel, "fingerprint": fp})
+        self.gc(m, [rel, *keep])
+        return m
+
+    def gc(self, manifest: Dict[str, Any], keep: Iterable[str] = ()) -> List[str]:
+        """Delete files under this stage that neither ``manifest`` nor ``keep`` names."""
+        named = set(_files_named(manifest)) | set(keep) | {f"{self.stage}/{CURRENT}"}
+        removed = []
+        for sub in self.storage.list_relative(join(self.root, self.stage)):
+            rel = f"{self.stage}/{sub}"
+            if rel not in named:
+                self.storage.delete(join(self.root, rel))
+                removed.append(rel)
+        return removed
+
+
+def _files_named(obj: Any) -> Iterable[str]:
+    """Every ``file`` and ``commit`` path inside a manifest (nested dicts and lists)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("file", "commit") and isinstance(v, str):
+                yield v
+            else:
+                yield from _files_named(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _files_named(v)

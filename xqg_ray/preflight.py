@@ -1,0 +1,98 @@
+"""Checks of every setting that would otherwise fail late, run before any work starts.
+
+A model spec that cannot be loaded, an index factory FAISS cannot build or
+train on the data, a zero batch size: each is a one-line :class:`ConfigError`
+naming the key to change, in seconds, instead of a traceback from a Ray actor
+minutes into the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List
+
+from .config import ConfigError, RunConfig
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def model_problem(spec: str) -> str:
+    """Why ``spec`` cannot be loaded here, or "" if it can."""
+    from .models.bundled import BUNDLED, PREFIX
+    from .models.tiny import TINY
+
+    if spec.startswith("tiny:"):
+        return "" if spec[5:] in TINY else f"unknown tiny model {spec!r}; known: {', '.join('tiny:' + t for t in TINY)}"
+    if spec.startswith(PREFIX):
+        return "" if spec[len(PREFIX):] in BUNDLED else f"unknown bundled model {spec!r}; known: {', '.join(PREFIX + b for b in BUNDLED)}"
+    if os.path.exists(spec):
+        return "" if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else f"{spec} is not a model directory (no config.json)"
+    if not _HUB_ID.match(spec):
+        return f"{spec!r} is neither a local model directory nor a Hugging Face hub id"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return ""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return f"{spec!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: download it first or give a local path"
+    try:
+        from huggingface_hub import model_info
+
+        model_info(spec, timeout=15)
+    except Exception as e:  # not found, gated, or no network: all mean "cannot load"
+        return f"{spec!r} cannot be found on the Hugging Face hub ({type(e).__name__}); check the id or give a local path"
+    return ""
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Model specs and the index factory, checked before Ray starts."""
+    errs: List[str] = []
+    specs = [("encoder.model", cfg.encoder.model)] + [(f"generators.{n}.model", g.model) for n, g in cfg.generators.items() if g.kind != "provided"]
+    for where, spec in specs:
+        why = model_problem(spec)
+        if why:
+            errs.append(f"{where}: {why}")
+    try:
+        import faiss
+
+        from .index import metric_type
+
+        faiss.index_factory(64, cfg.index.factory, metric_type(cfg.index.metric))
+    except Exception as e:  # faiss raises RuntimeError with a C++ message
+        errs.append(f"index.factory={cfg.index.factory!r} is not a FAISS index_factory string ({str(e).splitlines()[0][:120]})")
+    if errs:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errs))
+
+
+def preflight_index(ctx) -> None:
+    """The index factory can be built for the encoder's dimension and trained on the smallest shard."""
+    import faiss
+    import numpy as np
+
+    from .index import build_index
+    from .stages.index import shard_partitions
+
+    cfg = ctx.cfg
+    rows = {p["partition"]: p["rows"] for p in ctx.snapshot["partitions"]}
+    smallest = min(sum(rows[p] for p in parts) for parts in shard_partitions(ctx.snapshot["num_partitions"], cfg.index.num_shards))
+    dim = encoder_dim(cfg)
+    n = min(smallest, 20_000)
+    x = np.random.default_rng(0).normal(size=(n, dim)).astype("float32")
+    try:
+        faiss.index_factory(dim, cfg.index.factory)
+        build_index(x, np.arange(n, dtype=np.int64), dim, cfg.index.factory, cfg.index.metric)
+    except Exception as e:
+        raise ConfigError(
+            f"index.factory={cfg.index.factory!r} cannot be built or trained on the smallest shard ({smallest} passages, dim {dim}): "
+            f"{str(e).splitlines()[0][:160]}; use fewer index.num_shards, a smaller nlist, or Flat"
+        ) from None
+
+
+def encoder_dim(cfg: RunConfig) -> int:
+    """The encoder's output dimension from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from .models.loading import resolve_model
+
+    return int(AutoConfig.from_pretrained(resolve_model(cfg.encoder.model).path).hidden_size)

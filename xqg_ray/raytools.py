@@ -1,0 +1,122 @@
+"""Ray plumbing shared by the stages: starting Ray, and running units of work on an actor pool.
+
+A *unit* is a small JSON-able plan (which partition, which committed input files,
+where to write); the driver builds the list of units that have not committed
+yet and hands it to :func:`run_units`.  Ray Data streams the units through a
+pool of actors of a callable class that loads its model once; each call does
+one unit end to end (read inputs, compute, write data, commit) and returns a
+one-line summary.  Only plans and summaries pass through the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pyarrow as pa
+
+from .config import RayConfig
+from .errors import reraise_user_error
+
+
+def init_ray(rc: RayConfig) -> None:
+    """Start (address="local") or join a Ray cluster once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if rc.address == "local":
+        # A private in-process cluster: no token auth needed on loopback.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=rc.address, logging_level=logging.WARNING)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = rc.progress
+
+
+def threads_for(rc: RayConfig) -> int:
+    return rc.torch_threads if rc.torch_threads > 0 else max(1, int(rc.actor_num_cpus))
+
+
+class UnitRunner:
+    """Base of the callable classes: decode each unit, call :meth:`run_unit`, encode its summary."""
+
+    def run_unit(self, unit: Dict[str, Any]) -> Dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = [json.dumps(self.run_unit(json.loads(u))) for u in batch["unit"].to_pylist()]
+        return pa.table({"summary": pa.array(out, pa.string())})
+
+
+def run_units(
+    units: List[Dict[str, Any]],
+    cls: type,
+    ctor: Dict[str, Any],
+    rc: RayConfig,
+    on_done: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> List[Dict[str, Any]]:
+    """Run ``units`` through an actor pool of ``cls(**ctor)``; returns their summaries in unit order.
+
+    The pool is sized to the work (never more actors than units) and starts
+    at full size: an actor that starts late on a small run is pure waiting.
+    """
+    if not units:
+        return []
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    n = len(units)
+    size = max(1, min(rc.max_actors, n))
+    ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=n)
+    ds = ds.map_batches(
+        cls,
+        fn_constructor_kwargs=ctor,
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=min(size, max(1, rc.min_actors)), max_size=size),
+        num_cpus=rc.actor_num_cpus,
+        num_gpus=rc.actor_num_gpus,
+    )
+    out: List[Dict[str, Any]] = []
+    try:
+        for row in ds.iter_rows():
+            s = json.loads(row["summary"])
+            out.append(s)
+            if on_done:
+                on_done(s)
+    except Exception as e:  # a data or config problem inside a worker: its one-line message
+        reraise_user_error(e)
+        raise
+    return out
+
+
+def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any]:
+    """``fn(*args)`` for each args tuple as Ray tasks; results in order, user errors unwrapped."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus)(fn)
+    try:
+        return ray.get([remote.remote(*a) for a in args_list])
+    except Exception as e:
+        reraise_user_error(e)
+        raise
+
+
+def iter_progress(total: int, stage: str, event: Callable[..., None]) -> Callable[[Dict[str, Any]], None]:
+    """An ``on_done`` callback that prints ``k/total`` units done for ``stage``."""
+    done = {"n": 0}
+
+    def cb(summary: Dict[str, Any]) -> None:
+        done["n"] += 1
+        event(stage, "unit", done=done["n"], of=total, unit=summary.get("unit"), computed=summary.get("computed"), reused=summary.get("reused"))
+
+    return cb
+
+
+__all__ = ["init_ray", "threads_for", "UnitRunner", "run_units", "run_tasks", "iter_progress", "Iterator"]

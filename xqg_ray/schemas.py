@@ -1,0 +1,47 @@
+"""Every Arrow schema the stages write, in one place (the corpus schemas live with the readers)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# One generated (or provided) query of a passage.
+QUERY_LIST_TYPE = pa.list_(pa.struct([("lang", pa.string()), ("text", pa.string())]))
+
+# generated/NAME/data/p-*.parquet: the queries of every passage of one partition, sorted by id.
+GENERATED_SCHEMA = pa.schema(
+    [("id", pa.int64()), ("content_hash", pa.string()), ("queries", QUERY_LIST_TYPE), ("failed", pa.int32())]
+)
+
+# generated/NAME/data/quarantine-*.parquet: provided queries set aside, with the reason.
+SET_ASIDE_SCHEMA = pa.schema([("line", pa.int64()), ("docid", pa.string()), ("reason", pa.string()), ("text", pa.string())])
+
+# Kinds of embedding rows: E(p) of a passage, or the sum of E(q) over a generator's queries of it.
+PASSAGE = "passage"
+
+
+def gen_kind(generator: str) -> str:
+    return f"gen:{generator}"
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """embeddings/data/p-*.parquet: one row per (kind, passage); ``src`` = the generator's fingerprint
+    (empty for passages), so a row is reused only for the same passage content and generator settings."""
+    return pa.schema(
+        [
+            ("kind", pa.string()),
+            ("src", pa.string()),
+            ("id", pa.int64()),
+            ("content_hash", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("count", pa.int32()),
+        ]
+    )
+
+
+def query_vectors_schema(dim: int) -> pa.Schema:
+    """queries/data/*.parquet: the encoded test questions in benchmark order."""
+    return pa.schema([("qid", pa.string()), ("lang", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+
+
+# index/SYSTEM/data/shard-*.ids.parquet: which passage version each vector of a shard is.
+SHARD_IDS_SCHEMA = pa.schema([("id", pa.int64()), ("content_hash", pa.string())])

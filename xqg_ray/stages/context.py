@@ -1,0 +1,34 @@
+"""What every stage of one run shares: config, storage, output root, timer and the inputs' manifests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from ..config import RunConfig
+from ..progress import StageTimer
+from ..storage import Storage
+
+# Bump when a stage's output format or semantics change, so old outputs are not reused.
+PIPELINE_VERSION = 2
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    storage: Storage
+    root: str
+    timer: StageTimer
+    threads: int
+    # The benchmark manifest (queries, provided, snapshot); set by the benchmark stage.
+    bench: Dict[str, Any] = field(default_factory=dict)
+    # The corpus snapshot manifest the run works on.
+    snapshot: Dict[str, Any] = field(default_factory=dict)
+    dim: Optional[int] = None
+
+    @property
+    def resume(self) -> bool:
+        return self.cfg.resume
+
+    def partition_label(self, p: int) -> str:
+        return f"p-{p:05d}"

@@ -1,0 +1,123 @@
+"""Evaluate stage: run files, per-query metrics, paired comparisons, metrics.json and the report.
+
+The driver reads the texts of the retrieved passages only: the ids in the
+test questions' top-k are looked up in their corpus partitions by Ray tasks,
+one per partition that holds any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import metrics as M
+from ..config import StorageConfig
+from ..integrity import read_table_verified
+from ..raytools import run_tasks
+from ..storage import Storage, join
+from .context import Context
+
+
+def metric_names(ctx: Context) -> List[str]:
+    e = ctx.cfg.eval
+    return [f"R@{n}kt" for n in e.kt] + [f"Recall@{k}" for k in e.recall_k] + [f"MRR@{e.mrr_k}"]
+
+
+def _lookup(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:
+    """Ray task: (id, docid, text) of ``ids`` from one corpus partition."""
+    t = read_table_verified(Storage(storage_cfg), root, rec, ["id", "docid", "text"], where="the corpus snapshot")
+    return t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
+
+
+def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]:
+    """id -> (docid, text) for the given (retrieved) passage ids only."""
+    ids = np.unique(ids[ids >= 0])
+    P = ctx.snapshot["num_partitions"]
+    parts = ids % P
+    args = [(ctx.root, ctx.cfg.storage, ctx.snapshot["partitions"][p], ids[parts == p]) for p in np.unique(parts).tolist()]
+    out: Dict[int, Tuple[str, str]] = {}
+    for t in run_tasks(_lookup, args, 0.25):
+        out.update(zip(t["id"].to_pylist(), zip(t["docid"].to_pylist(), t["text"].to_pylist())))
+    missing = set(ids.tolist()) - set(out)
+    if missing:
+        raise RuntimeError(f"{len(missing)} retrieved ids are not in the corpus snapshot, e.g. {sorted(missing)[:3]}")
+    return out
+
+
+def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]]) -> Dict[str, List[str]]:
+    """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids."""
+    max_tokens = max(ctx.cfg.eval.kt) * 1000
+    lines, preds, rankings = [], [], {}
+    for qid, lang, row_d, row_i in zip(queries["qid"].to_pylist(), queries["lang"].to_pylist(), d, i):
+        hits = [(int(p), float(s)) for s, p in zip(row_d, row_i) if p >= 0]
+        docids = [docs[p][0] for p, _ in hits]
+        rankings[qid] = docids
+        lines += [f"{qid} Q0 {docids[r - 1]} {r} {score:.6f} {name}" for r, (_, score) in enumerate(hits, 1)]
+        # Only the passages the metric can read: word_tokenize never yields fewer
+        # tokens than whitespace splitting, so N*1000 whitespace tokens suffice.
+        ctxs, n = [], 0
+        for p, _ in hits:
+            if n >= max_tokens:
+                break
+            ctxs.append(docs[p][1])
+            n += len(docs[p][1].split())
+        preds.append({"id": qid, "lang": lang, "ctxs": ctxs})
+    ctx.storage.write_text(join(ctx.root, "runs", f"{name}.trec"), "\n".join(lines) + "\n")
+    ctx.storage.write_json(join(ctx.root, "runs", f"{name}.xor.json"), preds)
+    return rankings
+
+
+def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Tuple[np.ndarray, np.ndarray]], index_manifests: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Runs, per-query metrics, comparisons, metrics.json, report.md and plots; returns metrics.json's content."""
+    from ..report import bar_chart_png, render_markdown
+    from ..significance import compare
+
+    names = metric_names(ctx)
+    with ctx.timer.stage("evaluate") as s:
+        docs = lookup_passages(ctx, np.concatenate([i.reshape(-1) for _, i in results.values()]))
+        text_of = {docid: text for docid, text in docs.values()}
+        rankings = {name: write_runs(ctx, name, queries, d, i, docs) for name, (d, i) in results.items()}
+        qrows = [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
+            queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
+        per_query, systems = {}, {}
+        e = ctx.cfg.eval
+        for name, ranks in rankings.items():
+            t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+            ctx.storage.write_table(join(ctx.root, "per_query", f"{name}.parquet"), t)
+            per_query[name] = t
+            systems[name] = M.aggregate(t, names)
+        s["rows"] = len(qrows) * len(rankings)
+    with ctx.timer.stage("compare") as s:
+        comparisons = compare(per_query, e.baseline, names, n_boot=e.bootstrap_samples, seed=e.seed)
+        s["rows"] = len(comparisons)
+    # Facts about the systems come from the sealed index manifests, not from the config.
+    facts = ("alpha", "aggregation", "generator", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
+    result = {
+        "benchmark": {
+            "kind": ctx.cfg.benchmark.kind,
+            "passages": ctx.snapshot["rows"]["kept"],
+            "queries": queries.num_rows,
+            "languages": sorted(set(queries["lang"].to_pylist())),
+            "corpus_hash": ctx.snapshot["corpus_hash"],
+            "snapshot": ctx.snapshot["snapshot"],
+            "parent_snapshot": ctx.snapshot.get("parent"),
+            "changes": ctx.snapshot.get("changes"),
+        },
+        "tokenizer": M.TOKENIZER,
+        "metric_names": names,
+        "systems": systems,
+        "comparisons": comparisons,
+        "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
+        "stages": ctx.timer.stages,
+    }
+    charts = {}
+    for metric in [n for n in names if n.startswith("R@")] + [f"MRR@{e.mrr_k}"]:
+        fname = f"plots/{metric.replace('@', '_at_')}.png"
+        ctx.storage.write_bytes(join(ctx.root, fname), bar_chart_png(result, metric))
+        charts[metric] = fname
+    ctx.storage.write_text(join(ctx.root, "report.md"), render_markdown(result, charts))
+    ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
+    return result

@@ -1,0 +1,161 @@
+"""Generate stage: queries for every passage, one corpus partition per unit, reused per passage.
+
+A unit's key is (generator settings, the partition's digest): an unchanged
+partition is skipped outright.  A changed partition reuses the earlier output
+rows whose (id, content_hash) still exist and generates only added and changed
+passages; removed passages simply are not carried over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import GeneratorConfig, StorageConfig, section_dict
+from ..integrity import read_table_verified, write_table_committed
+from ..ledger import Ledger, fingerprint
+from ..raytools import UnitRunner, iter_progress, run_units
+from ..reuse import split_reuse
+from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
+from ..storage import Storage
+from .context import PIPELINE_VERSION, Context
+from .provided import ProvidedQueries, provided_source
+
+
+def generator_fingerprint(ctx: Context, name: str) -> str:
+    """Everything a passage's queries depend on besides the passage itself."""
+    g = ctx.cfg.generators[name]
+    key: Dict[str, Any] = {"v": PIPELINE_VERSION, "name": name, "gen": section_dict(g)}
+    if g.kind == "provided":
+        # The table's content, not just its path: an edited query log is new input.
+        key["source"] = provided_source(ctx, name)["sha256"]
+    return fingerprint(key)
+
+
+def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
+    """Queries from generator ``name`` for the snapshot's passages; returns the stage manifest."""
+    g = ctx.cfg.generators[name]
+    stage = f"generated/{name}"
+    led = Ledger(ctx.storage, ctx.root, stage)
+    gfp = generator_fingerprint(ctx, name)
+    fp = fingerprint({"gen": gfp, "corpus": ctx.snapshot["corpus_hash"]})
+    with ctx.timer.stage(stage) as s:
+        m = led.published(fp) if ctx.resume else None
+        if m:
+            s.update(rows=m["rows"]["total"], reused=True)
+            return m
+        prior = led.current()
+        prior_units = {u["partition"]: u for u in prior["units"]} if prior and prior.get("gen_fp") == gfp else {}
+        records: Dict[int, Dict[str, Any]] = {}
+        units: List[Dict[str, Any]] = []
+        for part in ctx.snapshot["partitions"]:
+            p, label = part["partition"], ctx.partition_label(part["partition"])
+            key = fingerprint({"gen": gfp, "digest": part["digest"]})
+            rec = led.committed(label, key) if ctx.resume else None
+            if rec is not None:
+                records[p] = {**rec, "resumed": True}
+                continue
+            pu = prior_units.get(p)
+            units.append({"partition": p, "unit": label, "key": key, "corpus": _file(part),
+                          "prior": _file(pu) if pu else None, "out": led.data_rel(label, key)})
+        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": stage, "name": name, "cfg": g,
+                "threads": ctx.threads, "num_partitions": ctx.snapshot["num_partitions"]}
+        if g.kind == "provided":
+            ctor["provided"] = provided_source(ctx, name)
+            ctor["evaluated"] = ctx.bench["evaluated_texts"]
+        for summary in run_units(units, GeneratePartition, ctor, ctx.cfg.ray, iter_progress(len(units), stage, ctx.timer.event)):
+            records[summary["partition"]] = summary
+        ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
+        rows = _row_counts(ordered)
+        failed = sum(r["failed_slots"] for r in ordered)
+        set_aside = sum(r.get("set_aside", 0) for r in ordered)
+        if failed:
+            ctx.timer.event(stage, "warning", message=f"{failed} query slots stayed empty after retries; those passages have fewer queries")
+        if set_aside:
+            ctx.timer.event(stage, "warning", message=f"{set_aside} provided queries set aside (see {stage}/data/quarantine-*.parquet)")
+        s["rows"] = rows["computed"]
+        manifest = {
+            "gen_fp": gfp,
+            "generator": section_dict(g),
+            "snapshot": ctx.snapshot["snapshot"],
+            "passages": ctx.snapshot.get("changes", {}),
+            "rows": rows,
+            "unit_counts": {"total": len(ordered), "computed": len(units), "resumed": len(ordered) - len(units)},
+            "failed_slots": failed,
+            "set_aside": set_aside,
+            "units": [_unit_entry(r) for r in ordered],
+        }
+        return led.publish(fp, manifest)
+
+
+def _file(rec: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: rec[k] for k in ("file", "sha256", "bytes")}
+
+
+def _unit_entry(r: Dict[str, Any]) -> Dict[str, Any]:
+    keep = ("partition", "key", "file", "sha256", "bytes", "rows", "computed", "reused", "failed_slots", "set_aside", "quarantine", "commit")
+    return {k: r[k] for k in keep if k in r}
+
+
+def _row_counts(records: List[Dict[str, Any]]) -> Dict[str, int]:
+    """Rows computed in this run, reused from an earlier version, and resumed from an earlier attempt."""
+    computed = sum(r["computed"] for r in records if not r.get("resumed"))
+    reused = sum(r["reused"] for r in records if not r.get("resumed"))
+    resumed = sum(r["rows"] for r in records if r.get("resumed"))
+    return {"total": sum(r["rows"] for r in records), "computed": computed, "reused": reused, "resumed": resumed}
+
+
+class GeneratePartition(UnitRunner):
+    """Actor: loads the generator once; each call generates the missing passages of one partition."""
+
+    def __init__(self, root: str, storage_cfg: StorageConfig, stage: str, name: str, cfg: GeneratorConfig, threads: int,
+                 num_partitions: int, provided: Optional[Dict[str, Any]] = None, evaluated: Optional[Dict[str, Any]] = None):
+        self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
+        self.ledger = Ledger(self.storage, root, stage)
+        if cfg.kind == "provided":
+            self.provided = ProvidedQueries(self.storage, root, name, provided or {}, evaluated or {}, num_partitions)
+        else:
+            from ..models.generator import QueryGenerator
+
+            self.gen = QueryGenerator(name, cfg, threads)
+
+    def run_unit(self, u: Dict[str, Any]) -> Dict[str, Any]:
+        cols = ["id", "docid", "title", "text", "content_hash"]
+        corpus = read_table_verified(self.storage, self.root, u["corpus"], cols, where="the corpus snapshot")
+        prior = read_table_verified(self.storage, self.root, u["prior"], where="the previous generated manifest") if u["prior"] else None
+        record: Dict[str, Any] = {"partition": u["partition"], "unit": u["unit"]}
+        if self.cfg.kind == "provided":
+            # Joining a table is cheap: always from scratch, never partly reused.
+            computed, set_aside = self.provided.for_partition(u["partition"], corpus)
+            reused = computed.slice(0, 0)
+            todo_rows = computed.num_rows
+            if set_aside.num_rows:
+                qrel = u["out"].replace("/data/", "/data/quarantine-")
+                record["quarantine"] = write_table_committed(self.storage, self.root, qrel, set_aside.cast(SET_ASIDE_SCHEMA))
+            record["set_aside"] = set_aside.num_rows
+        else:
+            reused, todo = split_reuse(corpus, prior)
+            computed = self._generate(todo)
+            todo_rows = todo.num_rows
+            reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
+        parts = [t for t in (reused, computed) if t is not None and t.num_rows]
+        out = pa.concat_tables(parts).sort_by("id") if parts else GENERATED_SCHEMA.empty_table()
+        rec = write_table_committed(self.storage, self.root, u["out"], out)
+        failed = int(pc.sum(out["failed"]).as_py() or 0)
+        record.update(rec, computed=todo_rows, reused=0 if reused is None else reused.num_rows, failed_slots=failed)
+        committed = self.ledger.commit(u["unit"], u["key"], record)
+        return {**record, "key": u["key"], "commit": self.ledger.commit_rel(u["unit"], u["key"]), "created": committed["created"]}
+
+    def _generate(self, todo: pa.Table) -> pa.Table:
+        rows, failed = [], []
+        for pid, title, text in zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist()):
+            qs, f = self.gen.generate(pid, title, text)
+            rows.append(qs)
+            failed.append(f)
+        return pa.table(
+            {"id": todo["id"], "content_hash": todo["content_hash"], "queries": pa.array(rows, type=QUERY_LIST_TYPE), "failed": pa.array(failed, pa.int32())},
+            schema=GENERATED_SCHEMA,
+        )
+

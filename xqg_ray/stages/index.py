@@ -1,0 +1,157 @@
+"""Index stage: one FAISS file per (system, shard), built once and then updated, never overwritten.
+
+Shard ``s`` holds the corpus partitions ``p`` with ``p % num_shards == s``.  A
+shard's key is the system's settings plus the keys of its partitions'
+embeddings; an unchanged shard is skipped.  A changed shard is *updated* from
+its previous version when the settings are the same and the index type can
+remove ids: passages removed or changed leave it, added or changed ones are
+added, a trained IVF quantizer is kept.  Each version is written under a new
+name with a sidecar of (id, content_hash) saying which passage version each
+vector is, so the next update can diff without the old embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from ..augment import AUGMENT_VERSION
+from ..config import ConfigError, StorageConfig, section_dict
+from ..integrity import read_table_verified, read_verified, write_committed, write_table_committed
+from ..ledger import Ledger, fingerprint
+from ..raytools import run_tasks
+from ..reuse import diff_versions
+from ..schemas import SHARD_IDS_SCHEMA
+from ..storage import Storage
+from .context import PIPELINE_VERSION, Context
+from .generate import _file
+
+
+def shard_partitions(num_partitions: int, num_shards: int) -> List[List[int]]:
+    """Which partitions each shard holds (``p % num_shards``): shard membership never depends on row order."""
+    return [[p for p in range(num_partitions) if p % num_shards == s] for s in range(num_shards)]
+
+
+def _unequal_counts_policy(ctx: Context, sysc, counts: Dict[str, int]) -> None:
+    """sum with unequal query counts weights passages by how many queries they got: refuse unless allowed."""
+    if sysc.aggregation != "sum" or counts["min"] == counts["max"]:
+        return
+    msg = (f"system {sysc.name!r}: aggregation=sum with unequal query counts per passage "
+           f"(min {counts['min']}, max {counts['max']}, {counts['zero']} passages with none). The sum then "
+           f"weights passages by how many queries they got; use aggregation=mean, or set "
+           f"allow_unequal_counts=true to accept it.")
+    if not sysc.allow_unequal_counts:
+        raise ConfigError(msg)
+    ctx.timer.event(f"index/{sysc.name}", "warning", message="WARNING " + msg)
+
+
+def run_index(ctx: Context, emb: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Every system's index manifest, building or updating only the shards whose inputs changed."""
+    cfg = ctx.cfg
+    S, P, dim = cfg.index.num_shards, ctx.snapshot["num_partitions"], emb["dim"]
+    emb_units = {u["partition"]: u for u in emb["units"]}
+    groups = shard_partitions(P, S)
+    manifests: Dict[str, Dict[str, Any]] = {}
+    todo: Dict[int, List[Dict[str, Any]]] = {}
+    pending: Dict[str, Dict[str, Any]] = {}
+    with ctx.timer.stage("index") as st:
+        for sysc in cfg.systems:
+            led = Ledger(ctx.storage, ctx.root, f"index/{sysc.name}")
+            gen_fp = emb["generators"].get(sysc.generator) if sysc.generator else None
+            if sysc.generator:
+                _unequal_counts_policy(ctx, sysc, emb["counts"][sysc.generator])
+            config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": asdict(sysc), "index": section_dict(cfg.index),
+                                      "partitions": P, "enc": emb["enc_fp"], "gen": gen_fp})
+            fp = fingerprint({"config": config_key, "emb": emb["fingerprint"]})
+            m = led.published(fp) if ctx.resume else None
+            if m:
+                manifests[sysc.name] = m
+                continue
+            prior = led.current()
+            prior_shards = {sh["shard"]: sh for sh in prior["shards"]} if prior and prior.get("config_key") == config_key else {}
+            shards: Dict[int, Dict[str, Any]] = {}
+            for s, parts in enumerate(groups):
+                label = f"s-{s:05d}"
+                key = fingerprint({"config": config_key, "parts": [emb_units[p]["key"] for p in parts]})
+                rec = led.committed(label, key) if ctx.resume else None
+                if rec is not None:
+                    shards[s] = {**rec, "mode": "resumed"}
+                    continue
+                ps = prior_shards.get(s)
+                todo.setdefault(s, []).append({
+                    "name": sysc.name, "generator": sysc.generator, "alpha": sysc.alpha, "aggregation": sysc.aggregation,
+                    "stage": f"index/{sysc.name}", "label": label, "key": key,
+                    "out": led.data_rel(label, key, ".faiss"), "ids_out": led.data_rel(label, key, ".ids.parquet"),
+                    "prior": {"index": _file(ps), "ids": ps["ids"]} if ps else None,
+                })
+            pending[sysc.name] = {"led": led, "fp": fp, "config_key": config_key, "sys": sysc, "shards": shards}
+        args = [(ctx.root, ctx.cfg.storage, s, [_file(emb_units[p]) for p in groups[s]], systems, dim, cfg.index.factory, cfg.index.metric, ctx.threads)
+                for s, systems in sorted(todo.items())]
+        for rows in run_tasks(build_shard, args, cfg.ray.actor_num_cpus):
+            for r in rows:
+                pending[r["system"]]["shards"][r["shard"]] = r
+        for name, pend in pending.items():
+            sysc = pend["sys"]
+            shards = [pend["shards"][s] for s in range(S)]
+            ntotal = sum(int(sh["ntotal"]) for sh in shards)
+            if ntotal != ctx.snapshot["rows"]["kept"]:
+                raise RuntimeError(f"index {name}: {ntotal} vectors in shards, the corpus snapshot holds {ctx.snapshot['rows']['kept']} passages")
+            manifests[name] = pend["led"].publish(pend["fp"], {
+                "config_key": pend["config_key"], "system": asdict(sysc), "num_shards": S, "num_partitions": P, "dim": dim,
+                "metric": cfg.index.metric, "factory": cfg.index.factory, "encoder": cfg.encoder.model,
+                "alpha": sysc.alpha if sysc.generator else 0.0, "aggregation": sysc.aggregation if sysc.generator else None,
+                "generator": sysc.generator or None, "query_counts": emb["counts"][sysc.generator] if sysc.generator else None,
+                "corpus_hash": ctx.snapshot["corpus_hash"], "snapshot": ctx.snapshot["snapshot"], "ntotal": ntotal,
+                "changes": {k: sum(int(sh.get(k, 0)) for sh in shards if sh.get("mode") != "resumed") for k in ("added", "removed")},
+                "modes": sorted({sh.get("mode", "") for sh in shards}),
+                "shards": [{k: sh[k] for k in ("shard", "key", "file", "sha256", "bytes", "ntotal", "ids", "commit", "mode") if k in sh} for sh in shards],
+            })
+        st["rows"] = sum(sum(int(sh.get("added", 0)) for sh in p["shards"].values() if sh.get("mode") != "resumed") for p in pending.values())
+        st["reused"] = not todo
+    return manifests
+
+
+def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: List[Dict[str, Any]], systems: List[Dict[str, Any]],
+                dim: int, factory: str, metric: str, threads: int) -> List[Dict[str, Any]]:
+    """Ray task: one shard of every listed system, built from scratch or updated from its prior version."""
+    import faiss
+
+    from ..index import build_index, index_from_bytes, index_to_bytes, system_vectors, update_index
+
+    faiss.omp_set_num_threads(max(1, threads))
+    storage = Storage(storage_cfg)
+    cols = ["kind", "id", "content_hash", "vector", "count"]
+    tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in emb_files]
+    group = pa.concat_tables(tables) if tables else None
+    out = []
+    for system in systems:
+        if group is None or group.num_rows == 0:
+            ids, hashes, vecs = np.zeros(0, np.int64), pa.array([], pa.string()), np.zeros((0, dim), np.float32)
+        else:
+            ids, hashes, vecs = system_vectors(group, system, dim)
+        new = pa.table({"id": pa.array(ids, pa.int64()), "content_hash": hashes}, schema=SHARD_IDS_SCHEMA)
+        index: Optional[Any] = None
+        mode, added, removed = "built", len(ids), 0
+        prior = system["prior"]
+        if prior is not None:
+            old = read_table_verified(storage, root, prior["ids"], where=f"the {system['stage']} manifest")
+            remove, add = diff_versions(old, new)
+            index = index_from_bytes(read_verified(storage, root, prior["index"], where=f"the {system['stage']} manifest"))
+            if update_index(index, remove, vecs[add], ids[add]):
+                mode, added, removed = "updated", int(add.sum()), int(len(remove))
+            else:
+                index = None  # this index type cannot remove ids: rebuild
+        if index is None:
+            index = build_index(vecs, ids, dim, factory, metric)
+        if index.ntotal != len(ids):
+            raise RuntimeError(f"shard {shard} of {system['name']}: index holds {index.ntotal} vectors, expected {len(ids)}")
+        rec = write_committed(storage, root, system["out"], index_to_bytes(index))
+        rec["ids"] = write_table_committed(storage, root, system["ids_out"], new)
+        rec.update(system=system["name"], shard=shard, ntotal=int(len(ids)), added=added, removed=removed, mode=mode)
+        led = Ledger(storage, root, system["stage"])
+        led.commit(system["label"], system["key"], rec)
+        out.append({**rec, "key": system["key"], "commit": led.commit_rel(system["label"], system["key"])})
+    return out
