@@ -158,6 +158,8 @@ def count_lines(data: bytes) -> int:
 
 def iter_range_lines(data: bytes, first_offset: int, first_line_no: int) -> Iterator[Tuple[int, int, bytes]]:
     """The (line number, offset, bytes) triples of :func:`range_bytes` output."""
+    if not data:
+        return  # no line starts in this range
     parts = data.split(b"\n")
     if data.endswith(b"\n"):
         parts.pop()
