@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -80,7 +81,8 @@ def build_corpus(d: Path) -> None:
 def ingest(root: Path, d: Path, **kw: Any) -> Dict[str, Any]:
     kw.setdefault("num_partitions", P)
     kw.setdefault("chunk_bytes", CHUNK)
-    return ingest_corpus(CFG, str(root), str(d), **kw)
+    kw.setdefault("num_cpus", 1.0)  # fewer worker processes to start on a small test machine
+    return ingest_corpus(kw.pop("storage_cfg", CFG), str(root), str(d), **kw)
 
 
 def parts_table(root: Path, m: Dict[str, Any]) -> pa.Table:
@@ -232,7 +234,43 @@ def test_keep_spec_matches_plain_rule(base, tmp_path: Path) -> None:
 
 def test_fingerprint_sources(base) -> None:
     d, _, _ = base
-    files = [str(d / "c.tsv"), str(d / "a.jsonl")]
+    files = [str(d / "c.tsv"), str(d / "b.jsonl.gz"), str(d / "a.jsonl")]
     got = fingerprint_sources(CFG, files)
     assert got == [{"uri": f, "bytes": Path(f).stat().st_size, "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()}
                    for f in files]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="xqg-ingest")
+    yield endpoint
+    server.stop()
+
+
+def test_s3_inputs_and_root(base, s3_endpoint) -> None:
+    d, _, m_local = base
+    cfg = StorageConfig(s3_endpoint=s3_endpoint, access_key="testing", secret_key="testing")
+    s3 = Storage(cfg)
+    client = pytest.importorskip("boto3").client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    for f in sorted(d.iterdir()):
+        # boto3, not Storage.write_bytes: pyarrow's output stream would gzip a ".gz" name a second time
+        client.put_object(Bucket="xqg-ingest", Key=f"corpus/{f.name}", Body=f.read_bytes())
+    root = "s3://xqg-ingest/runs/r1"
+    m = ingest(root, "s3://xqg-ingest/corpus", storage_cfg=cfg)
+    assert [r["digest"] for r in m["partitions"]] == [r["digest"] for r in m_local["partitions"]]
+    assert m["corpus_hash"] == m_local["corpus_hash"] and m["rows"] == m_local["rows"]
+    assert all(not r["file"].startswith("s3://") for r in m["partitions"] + m["quarantine"])
+    assert read_sealed(s3, root, f"corpus/snapshots/{m['snapshot']}.json") == m
+    assert pq.read_table(pa.BufferReader(s3.read_bytes(f"{root}/{m['partitions'][0]['file']}"))).num_rows == m["partitions"][0]["rows"]
+    assert not s3.list_files(f"{root}/corpus/staging")

@@ -45,7 +45,8 @@ class KeepSpec:
 def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
     fs, path = Storage(storage_cfg).resolve(uri)
     h, n = hashlib.sha256(), 0
-    with fs.open_input_stream(path) as f:
+    # compression=None: the default "detect" would hash the *decompressed* bytes of a .gz file.
+    with fs.open_input_stream(path, compression=None) as f:
         while True:
             block = f.read(8 << 20)  # streamed: a multi-GB file never sits in memory
             if not block:
