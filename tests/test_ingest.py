@@ -274,3 +274,14 @@ def test_s3_inputs_and_root(base, s3_endpoint) -> None:
     assert read_sealed(s3, root, f"corpus/snapshots/{m['snapshot']}.json") == m
     assert pq.read_table(pa.BufferReader(s3.read_bytes(f"{root}/{m['partitions'][0]['file']}"))).num_rows == m["partitions"][0]["rows"]
     assert not s3.list_files(f"{root}/corpus/staging")
+
+
+def test_worker_error_reaches_caller_as_one_line(ray_local, tmp_path: Path) -> None:
+    """A .gz JSONL file is parsed whole in a Ray Data worker, which finds the missing column."""
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "x.jsonl.gz").write_bytes(gzip.compress(b'{"docid": "a", "title": "t", "body": "x"}\n'))
+    with pytest.raises(CorpusError) as e:
+        ingest(tmp_path / "out", d)
+    assert type(e.value) is CorpusError
+    assert str(e.value) == f"{d / 'x.jsonl.gz'}: missing required column(s) text; columns found: ['docid', 'title', 'body']"

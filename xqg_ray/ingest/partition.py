@@ -42,7 +42,7 @@ from .readers import (
     read_parquet,
     read_tsv,
 )
-from .sources import iter_lines, iter_range_lines, range_bytes
+from .sources import CorpusError, iter_lines, iter_range_lines, range_bytes
 
 
 def staged_clean(staging: str, chunk: int) -> str:
@@ -90,10 +90,18 @@ def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str,
                 num_partitions: int) -> Dict[str, Any]:
     """Ray Data UDF: parse the chunk(s) in ``batch``, stage the rows, return small per-chunk stats."""
     storage = Storage(storage_cfg)
-    out: Dict[str, List[Any]] = {"chunk": [], "rows_read": [], "blank_lines": [], "quarantined": [], "counts": []}
+    out: Dict[str, List[Any]] = {"chunk": [], "rows_read": [], "blank_lines": [], "quarantined": [], "counts": [],
+                                 "error": []}
     for spec in batch["spec"]:
         c = json.loads(spec)
-        col = parse_chunk(storage, c)
+        try:
+            col = parse_chunk(storage, c)
+        except CorpusError as e:
+            # Returned as data: Ray Data would wrap the exception and append retry advice to its message.
+            for k, v in (("chunk", c["chunk"]), ("rows_read", 0), ("blank_lines", 0), ("quarantined", 0),
+                         ("counts", "[]"), ("error", str(e))):
+                out[k].append(v)
+            continue
         clean = col.clean_table()
         part = clean.column("id").to_numpy() % num_partitions if clean.num_rows else np.zeros(0, np.int64)
         counts = np.bincount(part, minlength=num_partitions)
@@ -107,7 +115,7 @@ def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str,
         if q.num_rows:
             storage.write_bytes(join(root, staged_quarantine(staging, c["chunk"])), _ipc_file([q], STAGED_Q_SCHEMA))
         for k, v in (("chunk", c["chunk"]), ("rows_read", col.rows_read), ("blank_lines", col.blank_lines),
-                     ("quarantined", q.num_rows), ("counts", json.dumps(counts.tolist()))):
+                     ("quarantined", q.num_rows), ("counts", json.dumps(counts.tolist())), ("error", "")):
             out[k].append(v)
     return out
 

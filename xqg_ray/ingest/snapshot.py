@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
 from ..config import StorageConfig
-from ..errors import reraise_user_error
+from ..errors import UserError, reraise_user_error
 from ..integrity import write_sealed
 from ..storage import Storage, join
 from .partition import parse_batch, reduce_partition
@@ -42,6 +42,25 @@ class KeepSpec:
     seed: int
 
 
+def _reraise_original(exc: BaseException) -> None:
+    """Inside ``except``: re-raise the worker's own one-line user error, if ``exc`` carries one.
+
+    Ray raises ``RayTaskError(CorpusError)``, a class that *is* a CorpusError but
+    whose message holds the remote traceback, so :func:`reraise_user_error` would
+    hand back that wrapper itself; the original, from our modules, is in ``.cause``.
+    """
+    e: Optional[BaseException] = exc
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, UserError) and type(e).__module__.startswith("xqg_ray"):
+            if e is not exc:
+                raise e.with_traceback(None) from None
+            return
+        e = getattr(e, "cause", None) or e.__cause__
+    reraise_user_error(exc)
+
+
 def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
     fs, path = Storage(storage_cfg).resolve(uri)
     h, n = hashlib.sha256(), 0
@@ -56,6 +75,15 @@ def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
     return {"uri": uri, "bytes": n, "sha256": h.hexdigest()}
 
 
+def _get_all(refs: list) -> list:
+    """ray.get after *every* task finished: staging is only removed once no task can still read it."""
+    import ray
+
+    if refs:
+        ray.wait(refs, num_returns=len(refs))
+    return ray.get(refs)
+
+
 def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: float = 0.5) -> List[Dict[str, Any]]:
     """``[{"uri", "bytes", "sha256"}]`` of ``files``, one Ray task per file, in input order."""
     import ray
@@ -64,7 +92,7 @@ def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: 
     try:
         return ray.get([task.remote(storage_cfg, f) for f in files])
     except Exception as e:
-        reraise_user_error(e)
+        _reraise_original(e)
         raise
 
 
@@ -78,6 +106,9 @@ def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dic
         fn_kwargs={"storage_cfg": storage_cfg, "root": root, "staging": staging, "num_partitions": num_partitions},
     )
     stats = sorted(ds.take_all(), key=lambda r: int(r["chunk"]))
+    errors = [r["error"] for r in stats if r["error"]]
+    if errors:
+        raise CorpusError(errors[0])  # the first bad chunk in input order, as the single-process reader
     return [{"chunk": int(r["chunk"]), "rows_read": int(r["rows_read"]), "blank_lines": int(r["blank_lines"]),
              "quarantined": int(r["quarantined"]), "counts": json.loads(r["counts"])} for r in stats]
 
@@ -95,7 +126,7 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
         return _ingest(storage_cfg, root, inputs, num_partitions=num_partitions, fmt=fmt, chunk_bytes=chunk_bytes,
                        parent=parent, keep=keep, sources=sources, num_cpus=num_cpus)
     except Exception as e:
-        reraise_user_error(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
+        _reraise_original(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
         raise
 
 
@@ -145,14 +176,14 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
     keep_all, cut, n_extra = True, None, 0
     if keep is not None:
         n_extra = max(0, keep.limit - len(set(keep.golds)))
-        sel = ray.get([task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], [], select=n_extra, **common)
+        sel = _get_all([task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], [], select=n_extra, **common)
                        for p in range(P)])
         if sum(r["nongold"] for r in sel) > n_extra:
             keep_all = False
             best = heapq.nsmallest(n_extra, (k for r in sel for k in r["keys"]))
             cut = tuple(best[-1]) if best else None  # None with keep_all=False: no non-gold row is kept
 
-    results = ray.get([
+    results = _get_all([
         task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], q_chunks[p], parent_rec=parents.get(p),
                     parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
         for p in range(P)
