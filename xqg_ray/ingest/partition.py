@@ -1,0 +1,246 @@
+"""Map (parse one chunk) and reduce (one partition) of the distributed ingest.
+
+Map, run as Ray Data tasks: a chunk of the plan is parsed with the shared row
+rules into clean candidates and quarantine rows.  Clean candidates are cut by
+partition ``id % P`` and staged as one Arrow IPC *file* per chunk holding
+exactly P record batches (batch p = partition p), so the reducer of p reads
+just its batch (random access: on S3 only those bytes) -- no Ray Data hash
+shuffle, which was measured slow here, and one staging object per chunk
+rather than one per (chunk, partition).  Quarantine rows of chunk c are staged
+beside it and merged by reducer ``c % P``.
+
+Reduce, one Ray task per partition: applies the duplicate rule across files
+and chunks (the smallest (file index, line) wins, as in the single-process
+reader), checks int64 id collisions, applies the corpus limit, sorts by id,
+compares with the parent snapshot's partition (read *verified*) and writes
+the partition file, or reuses the parent's when the digest is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import StorageConfig
+from ..ids import seed_for
+from ..integrity import read_table_verified, sha256_bytes, table_bytes, write_committed
+from ..storage import Storage, join
+from .readers import (
+    CLEAN_SCHEMA,
+    QUARANTINE_SCHEMA,
+    STAGED_Q_SCHEMA,
+    STAGED_SCHEMA,
+    Collector,
+    check_id_collisions,
+    read_jsonl,
+    read_parquet,
+    read_tsv,
+)
+from .sources import CorpusError, iter_lines, iter_range_lines, range_bytes
+
+
+def staged_clean(staging: str, chunk: int) -> str:
+    return f"{staging}/c{chunk:06d}.arrow"
+
+
+def staged_quarantine(staging: str, chunk: int) -> str:
+    return f"{staging}/q{chunk:06d}.arrow"
+
+
+def parse_chunk(storage: Storage, c: Dict[str, Any]) -> Collector:
+    """Every row of chunk ``c`` through the shared rules (no duplicate rule: that needs all chunks)."""
+    col = Collector(staged=True)
+    uri = c["uri"]
+    src = col.source(uri, c["file_idx"])
+    if c["kind"] == "parquet":
+        read_parquet(col, src, storage, uri, c["row_groups"], c["first_row"])
+        return col
+    if c["kind"] == "range":
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as f:
+            data, first = range_bytes(f, c["start"], c["end"], c["size"])
+        lines = iter_range_lines(data, first, c["first_line"])
+    else:
+        lines = iter_lines(storage, uri)
+    if c["fmt"] == "jsonl":
+        read_jsonl(col, src, uri, lines, c["docid_key"])
+    else:
+        read_tsv(col, src, lines, c["header"])
+    return col
+
+
+def _ipc_file(groups: List[pa.Table], schema: pa.Schema) -> bytes:
+    """An Arrow IPC file with exactly one record batch per table in ``groups`` (empty ones too)."""
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, schema) as w:
+        for t in groups:
+            batches = t.combine_chunks().to_batches()
+            w.write_batch(batches[0] if batches else
+                          pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema))
+    return sink.getvalue()
+
+
+def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str, staging: str,
+                num_partitions: int) -> Dict[str, Any]:
+    """Ray Data UDF: parse the chunk(s) in ``batch``, stage the rows, return small per-chunk stats."""
+    storage = Storage(storage_cfg)
+    out: Dict[str, List[Any]] = {"chunk": [], "rows_read": [], "blank_lines": [], "quarantined": [], "counts": [],
+                                 "error": []}
+    for spec in batch["spec"]:
+        c = json.loads(spec)
+        try:
+            col = parse_chunk(storage, c)
+        except CorpusError as e:
+            # Returned as data: Ray Data would wrap the exception and append retry advice to its message.
+            for k, v in (("chunk", c["chunk"]), ("rows_read", 0), ("blank_lines", 0), ("quarantined", 0),
+                         ("counts", "[]"), ("error", str(e))):
+                out[k].append(v)
+            continue
+        clean = col.clean_table()
+        part = clean.column("id").to_numpy() % num_partitions if clean.num_rows else np.zeros(0, np.int64)
+        counts = np.bincount(part, minlength=num_partitions)
+        if clean.num_rows:
+            order = np.argsort(part, kind="stable")  # keeps line order inside each partition
+            grouped = clean.take(pa.array(order))
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            groups = [grouped.slice(bounds[p], counts[p]) for p in range(num_partitions)]
+            storage.write_bytes(join(root, staged_clean(staging, c["chunk"])), _ipc_file(groups, STAGED_SCHEMA))
+        q = col.quarantine_table(with_file_idx=True)
+        if q.num_rows:
+            storage.write_bytes(join(root, staged_quarantine(staging, c["chunk"])), _ipc_file([q], STAGED_Q_SCHEMA))
+        for k, v in (("chunk", c["chunk"]), ("rows_read", col.rows_read), ("blank_lines", col.blank_lines),
+                     ("quarantined", q.num_rows), ("counts", json.dumps(counts.tolist())), ("error", "")):
+            out[k].append(v)
+    return out
+
+
+def _read_ipc(storage: Storage, uri: str, batch: Optional[int] = None) -> pa.Table:
+    fs, path = storage.resolve(uri)
+    with fs.open_input_file(path) as f:
+        r = pa.ipc.open_file(f)
+        if batch is not None:
+            return pa.Table.from_batches([r.get_batch(batch)])
+        return r.read_all()
+
+
+def dedup(staged: pa.Table, files: List[str]) -> Tuple[pa.Table, pa.Table]:
+    """(winners, losers as quarantine rows): per docid the row with the smallest (file index, line) wins."""
+    if staged.num_rows == 0:
+        return staged, STAGED_Q_SCHEMA.empty_table()
+    t = staged.sort_by([("docid", "ascending"), ("file_idx", "ascending"), ("line", "ascending")])
+    docids = t.column("docid")
+    first = np.ones(t.num_rows, dtype=bool)
+    if t.num_rows > 1:
+        first[1:] = pc.not_equal(docids.slice(1), docids.slice(0, t.num_rows - 1)).to_numpy(zero_copy_only=False)
+    winners = t.filter(pa.array(first))
+    if winners.num_rows == t.num_rows:
+        return winners, STAGED_Q_SCHEMA.empty_table()
+    starts = np.flatnonzero(first)
+    win_of = starts[np.cumsum(first) - 1]  # index of each row's group winner
+    lose = np.flatnonzero(~first)
+    fi = t.column("file_idx").to_numpy()
+    line = t.column("line").to_numpy()
+    reasons = [f"duplicate docid (first at {files[fi[win_of[i]]]}:{line[win_of[i]]})" for i in lose]
+    losers = t.take(pa.array(lose))
+    q = pa.table({
+        "source": pa.array([files[i] for i in losers.column("file_idx").to_pylist()], pa.string()),
+        "line": losers.column("line"),
+        "docid": losers.column("docid"),
+        "reason": pa.array(reasons, pa.string()),
+        "raw": losers.column("raw"),
+        "file_idx": losers.column("file_idx"),
+    }, schema=STAGED_Q_SCHEMA)
+    return winners, q
+
+
+def _limit_keys(table: pa.Table, golds: pa.Array, seed: int) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+    """(non-gold mask, (seed_for(seed, docid), docid) of the non-gold rows)."""
+    nongold = pc.invert(pc.is_in(table.column("docid"), value_set=golds)).to_numpy(zero_copy_only=False)
+    docids = table.column("docid").to_pylist()
+    return nongold, [(seed_for(seed, d), d) for d, ng in zip(docids, nongold) if ng]
+
+
+def partition_digest(table: pa.Table) -> str:
+    """sha256 over ``f"{id}:{content_hash}\\n"`` of the rows sorted by id."""
+    h = hashlib.sha256()
+    for pid, ch in zip(table.column("id").to_pylist(), table.column("content_hash").to_pylist()):
+        h.update(f"{pid}:{ch}\n".encode())
+    return h.hexdigest()
+
+
+def _changes(new: pa.Table, old: Optional[pa.Table]) -> Dict[str, int]:
+    if old is None:
+        return {"added": new.num_rows, "changed": 0, "removed": 0, "unchanged": 0}
+    new_ids, old_ids = new.column("id").to_numpy(), old.column("id").to_numpy()
+    _, ni, oi = np.intersect1d(new_ids, old_ids, assume_unique=True, return_indices=True)
+    same = pc.equal(new.column("content_hash").take(pa.array(ni)), old.column("content_hash").take(pa.array(oi)))
+    unchanged = int(pc.sum(same).as_py() or 0)
+    return {"added": len(new_ids) - len(ni), "changed": len(ni) - unchanged,
+            "removed": len(old_ids) - len(oi), "unchanged": unchanged}
+
+
+def reduce_partition(storage_cfg: StorageConfig, root: str, staging: str, p: int, files: List[str],
+                     clean_chunks: List[int], q_chunks: List[int], *, parent_rec: Optional[Dict[str, Any]] = None,
+                     parent_where: str = "", golds: Optional[List[str]] = None, seed: int = 0,
+                     select: int = -1, cut: Optional[Tuple[int, str]] = None, keep_all: bool = True,
+                     write_parts: bool = True) -> Dict[str, Any]:
+    """One partition: duplicates, collisions, limit, sort, diff with the parent, write.
+
+    ``select >= 0`` only reports the ``select`` smallest limit keys of the
+    non-gold rows (first pass of the corpus limit) and writes nothing.  In the
+    final pass, non-gold rows are kept if ``keep_all`` or their key <= ``cut``.
+    """
+    storage = Storage(storage_cfg)
+    parts = [_read_ipc(storage, join(root, staged_clean(staging, c)), p) for c in clean_chunks]
+    staged = pa.concat_tables(parts) if parts else STAGED_SCHEMA.empty_table()
+    winners, dups = dedup(staged, files)
+    check_id_collisions(winners)
+    gold_arr = pa.array(golds or [], pa.string())
+    if select >= 0:
+        nongold, keys = _limit_keys(winners, gold_arr, seed)
+        golds_found = int(len(nongold) - nongold.sum())
+        import heapq
+
+        return {"partition": p, "keys": heapq.nsmallest(select, keys), "nongold": len(keys), "golds_found": golds_found}
+    limited_out = 0
+    golds_found = 0
+    if golds is not None:
+        nongold, keys = _limit_keys(winners, gold_arr, seed)
+        golds_found = int(len(nongold) - nongold.sum())
+        if not keep_all:
+            ok = iter([cut is not None and k <= cut for k in keys])
+            mask = np.array([next(ok) if ng else True for ng in nongold], dtype=bool)
+            limited_out = int((~mask).sum())
+            winners = winners.filter(pa.array(mask))
+    clean = winners.select(CLEAN_SCHEMA.names).sort_by("id").cast(CLEAN_SCHEMA)
+    digest = partition_digest(clean)
+
+    old = None
+    if parent_rec is not None:
+        # Always read (and so verify) the parent's file: a reused record must point at intact bytes.
+        old = read_table_verified(storage, root, parent_rec, columns=["id", "content_hash"], where=parent_where)
+    changes = _changes(clean, old)
+    rec: Optional[Dict[str, Any]] = None
+    if write_parts:
+        if parent_rec is not None and parent_rec.get("digest") == digest:
+            rec = dict(parent_rec)
+        else:
+            rel = f"corpus/parts/p-{p:05d}-{digest[:16]}.parquet"
+            rec = {"partition": p, **write_committed(storage, root, rel, table_bytes(clean)),
+                   "rows": clean.num_rows, "digest": digest}
+
+    qparts = [_read_ipc(storage, join(root, staged_quarantine(staging, c))) for c in q_chunks] + [dups]
+    q = pa.concat_tables(qparts).sort_by([("file_idx", "ascending"), ("line", "ascending")])
+    qrec = None
+    if q.num_rows:
+        data = table_bytes(q.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
+        rel = f"corpus/quarantine/q-{p:05d}-{sha256_bytes(data)[:16]}.parquet"
+        qrec = {**write_committed(storage, root, rel, data), "rows": q.num_rows}
+    return {"partition": p, "record": rec, "digest": digest, "rows": clean.num_rows, "changes": changes,
+            "duplicates": dups.num_rows, "limited_out": limited_out, "golds_found": golds_found, "quarantine": qrec}

@@ -1,0 +1,226 @@
+"""``ingest_corpus``: a corpus read in parallel into P id-partitioned files plus a sealed snapshot manifest.
+
+Flow (the driver only holds the plan, small per-chunk stats and the manifest):
+
+1. plan (:mod:`.plan`): chunks from file metadata; a parallel line-count pass;
+2. map (Ray Data, :func:`.partition.parse_batch`): each chunk parsed and
+   validated in a worker, its clean rows staged per partition under
+   ``corpus/staging/<plan digest>/``;
+3. corpus limit, if any: every partition reports its ``limit`` smallest keys,
+   the driver picks the threshold (bounded data);
+4. reduce (one Ray task per partition): duplicates, collisions, limit, sort,
+   diff with the parent snapshot, partition file written (or reused);
+5. manifest sealed at ``corpus/snapshots/<snapshot>.json``; staging removed.
+
+Every path in the manifest is relative to ``root`` (the run's output_dir).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Union
+
+from ..config import StorageConfig
+from ..errors import UserError, reraise_user_error
+from ..integrity import write_sealed
+from ..storage import Storage, join
+from .partition import parse_batch, reduce_partition
+from .plan import make_plan
+from .sources import CorpusError, list_corpus_files
+
+
+@dataclass
+class KeepSpec:
+    """benchmark.corpus_limit: every gold passage + the ``limit - len(golds)`` non-gold
+    rows with the smallest ``(seed_for(seed, docid), docid)``."""
+
+    golds: List[str]
+    limit: int
+    seed: int
+
+
+def _reraise_original(exc: BaseException) -> None:
+    """Inside ``except``: re-raise the worker's own one-line user error, if ``exc`` carries one.
+
+    Ray raises ``RayTaskError(CorpusError)``, a class that *is* a CorpusError but
+    whose message holds the remote traceback, so :func:`reraise_user_error` would
+    hand back that wrapper itself; the original, from our modules, is in ``.cause``.
+    """
+    e: Optional[BaseException] = exc
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, UserError) and type(e).__module__.startswith("xqg_ray"):
+            if e is not exc:
+                raise e.with_traceback(None) from None
+            return
+        e = getattr(e, "cause", None) or e.__cause__
+    reraise_user_error(exc)
+
+
+def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
+    fs, path = Storage(storage_cfg).resolve(uri)
+    h, n = hashlib.sha256(), 0
+    # compression=None: the default "detect" would hash the *decompressed* bytes of a .gz file.
+    with fs.open_input_stream(path, compression=None) as f:
+        while True:
+            block = f.read(8 << 20)  # streamed: a multi-GB file never sits in memory
+            if not block:
+                break
+            h.update(block)
+            n += len(block)
+    return {"uri": uri, "bytes": n, "sha256": h.hexdigest()}
+
+
+def _get_all(refs: list) -> list:
+    """ray.get after *every* task finished: staging is only removed once no task can still read it."""
+    import ray
+
+    if refs:
+        ray.wait(refs, num_returns=len(refs))
+    return ray.get(refs)
+
+
+def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: float = 0.5) -> List[Dict[str, Any]]:
+    """``[{"uri", "bytes", "sha256"}]`` of ``files``, one Ray task per file, in input order."""
+    import ray
+
+    task = ray.remote(_sha256_file).options(num_cpus=num_cpus)
+    try:
+        return ray.get([task.remote(storage_cfg, f) for f in files])
+    except Exception as e:
+        _reraise_original(e)
+        raise
+
+
+def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dict[str, Any]],
+             num_partitions: int, num_cpus: float) -> List[Dict[str, Any]]:
+    import ray
+
+    items = [{"chunk": c["chunk"], "spec": json.dumps(c)} for c in plan]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        parse_batch, batch_size=1, num_cpus=num_cpus, batch_format="default",
+        fn_kwargs={"storage_cfg": storage_cfg, "root": root, "staging": staging, "num_partitions": num_partitions},
+    )
+    stats = sorted(ds.take_all(), key=lambda r: int(r["chunk"]))
+    errors = [r["error"] for r in stats if r["error"]]
+    if errors:
+        raise CorpusError(errors[0])  # the first bad chunk in input order, as the single-process reader
+    return [{"chunk": int(r["chunk"]), "rows_read": int(r["rows_read"]), "blank_lines": int(r["blank_lines"]),
+             "quarantined": int(r["quarantined"]), "counts": json.loads(r["counts"])} for r in stats]
+
+
+def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
+                  fmt: str = "auto", chunk_bytes: int = 64 << 20, parent: Optional[Dict[str, Any]] = None,
+                  keep: Optional[KeepSpec] = None, sources: Optional[list] = None, num_cpus: float = 0.5) -> Dict[str, Any]:
+    """Read ``inputs`` with Ray Data into ``num_partitions`` partition files under ``root``; returns the manifest.
+
+    Requires Ray to be initialised.  Raises :class:`CorpusError` (bad input,
+    id collision, nothing usable) or :class:`~xqg_ray.integrity.IntegrityError`
+    (a parent partition file changed), as one-line errors even when a worker found them.
+    """
+    try:
+        return _ingest(storage_cfg, root, inputs, num_partitions=num_partitions, fmt=fmt, chunk_bytes=chunk_bytes,
+                       parent=parent, keep=keep, sources=sources, num_cpus=num_cpus)
+    except Exception as e:
+        _reraise_original(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
+        raise
+
+
+def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
+            fmt: str, chunk_bytes: int, parent: Optional[Dict[str, Any]], keep: Optional[KeepSpec],
+            sources: Optional[list], num_cpus: float) -> Dict[str, Any]:
+    import ray
+
+    if num_partitions < 1:
+        raise CorpusError(f"num_partitions must be >= 1, got {num_partitions}")
+    if parent is not None and parent.get("num_partitions") != num_partitions:
+        raise CorpusError(
+            f"parent snapshot {parent.get('snapshot')} has {parent.get('num_partitions')} partitions, "
+            f"this ingest asks for {num_partitions}: use the same number or ingest without a parent"
+        )
+    if keep is not None and keep.limit <= 0:
+        keep = None  # corpus_limit <= 0 means "no limit"
+    storage = Storage(storage_cfg)
+    files = list_corpus_files(storage, inputs, fmt)
+    plan = make_plan(storage_cfg, files, fmt, chunk_bytes, num_cpus)
+    token = hashlib.sha256(json.dumps([plan, num_partitions], sort_keys=True).encode()).hexdigest()[:16]
+    staging = f"corpus/staging/{token}"  # deterministic: a rerun of the same plan overwrites the same names
+    try:
+        return _map_reduce(storage_cfg, storage, root, files, plan, staging, num_partitions, parent, keep,
+                           sources, num_cpus, ray)
+    finally:
+        storage.delete(join(root, staging))
+        if not storage.list_files(join(root, "corpus/staging")):
+            storage.delete(join(root, "corpus/staging"))  # no other ingest is staging here
+
+
+def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, keep, sources, num_cpus, ray):
+    stats = _run_map(storage_cfg, root, staging, plan, P, num_cpus) if plan else []
+    read = sum(s["rows_read"] for s in stats)
+    blank = sum(s["blank_lines"] for s in stats)
+    if read == 0:
+        raise CorpusError(f"the corpus is empty: 0 rows read from {len(files)} file(s) "
+                          f"({blank} blank line(s)): {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}")
+    candidates = sum(sum(s["counts"]) for s in stats)
+    clean_chunks = [[s["chunk"] for s in stats if s["counts"][p]] for p in range(P)]
+    q_chunks = [[s["chunk"] for s in stats if s["quarantined"] and s["chunk"] % P == p] for p in range(P)]
+    parents = {r["partition"]: r for r in parent["partitions"]} if parent is not None else {}
+    where = f"corpus snapshot {parent['snapshot']}" if parent is not None else ""
+    task = ray.remote(reduce_partition).options(num_cpus=num_cpus)
+    common = dict(golds=list(keep.golds) if keep else None, seed=keep.seed if keep else 0)
+
+    keep_all, cut, n_extra = True, None, 0
+    if keep is not None:
+        n_extra = max(0, keep.limit - len(set(keep.golds)))
+        sel = _get_all([task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], [], select=n_extra, **common)
+                       for p in range(P)])
+        if sum(r["nongold"] for r in sel) > n_extra:
+            keep_all = False
+            best = heapq.nsmallest(n_extra, (k for r in sel for k in r["keys"]))
+            cut = tuple(best[-1]) if best else None  # None with keep_all=False: no non-gold row is kept
+
+    results = _get_all([
+        task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], q_chunks[p], parent_rec=parents.get(p),
+                    parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
+        for p in range(P)
+    ])
+    quarantine = [r["quarantine"] for r in results if r["quarantine"]]
+    n_quarantined = sum(s["quarantined"] for s in stats) + sum(r["duplicates"] for r in results)
+    kept = sum(r["rows"] for r in results)
+    limited_out = sum(r["limited_out"] for r in results)
+    if kept == 0:
+        raise CorpusError(
+            f"no usable passages: {read} row(s) read, {n_quarantined} quarantined "
+            f"(see {join(root, 'corpus/quarantine')}: {', '.join(q['file'] for q in quarantine[:3])})"
+        )
+    if read != kept + n_quarantined + limited_out:  # every row is accounted for exactly once
+        raise AssertionError(f"ingest lost rows: read {read} != kept {kept} + quarantined {n_quarantined} "
+                             f"+ limited_out {limited_out}")
+    corpus_hash = hashlib.sha256("".join(f"{r['partition']}:{r['digest']}\n" for r in results).encode()).hexdigest()
+    parent_id = parent["snapshot"] if parent is not None else None
+    snapshot = hashlib.sha256((corpus_hash + (parent_id or "")).encode()).hexdigest()[:16]
+    changes = {k: sum(r["changes"][k] for r in results) for k in ("added", "changed", "removed", "unchanged")}
+    limit = None
+    if keep is not None:
+        limit = {"requested": keep.limit, "golds": len(set(keep.golds)),
+                 "golds_found": sum(r["golds_found"] for r in results),
+                 "exceeded_by_golds": len(set(keep.golds)) > keep.limit}
+    manifest = {
+        "kind": "corpus-snapshot",
+        "snapshot": snapshot,
+        "parent": parent_id,
+        "num_partitions": P,
+        "partitions": [r["record"] for r in results],
+        "rows": {"read": read, "kept": kept, "quarantined": n_quarantined, "blank_lines": blank,
+                 "limited_out": limited_out},
+        "quarantine": quarantine,
+        "changes": changes,
+        "corpus_hash": corpus_hash,
+        "sources": sources,
+        "limit": limit,
+    }
+    return write_sealed(storage, root, f"corpus/snapshots/{snapshot}.json", manifest)
