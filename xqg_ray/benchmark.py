@@ -33,20 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .config import BenchmarkConfig, section_dict
+from .config import BenchmarkConfig
 from .errors import UserError
 from .corpus import (
     QUARANTINE_SCHEMA,
-    CorpusRead,
     collect_passages,
     decode_line,
     iter_lines,
-    read_corpus,
 )
-from .ids import corpus_hash, passage_id, seed_for
-from .storage import Storage, join, sha256_bytes
+from .ids import passage_id, seed_for
+from .storage import Storage, join
 
 QUERIES_SCHEMA = pa.schema(
     [
@@ -71,9 +68,6 @@ PROVIDED_SCHEMA = pa.schema(
 XQUAD_LANGUAGES: Tuple[str, ...] = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
 XQUAD_URL_ROOT = "https://github.com/google-deepmind/xquad/raw/master"
 SQUAD_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
-TABLE_FILES = ("corpus", "queries", "quarantine", "provided")
-MANIFEST = "manifest.json"
-CREATED_BY = "xqg_ray.benchmark"
 _XQUAD_NAME = re.compile(r"^xquad\.([A-Za-z]{2,3}(?:-[A-Za-z]+)?)\.json$")
 
 

@@ -21,7 +21,9 @@ def user_error(exc: BaseException) -> Optional[BaseException]:
     e: Optional[BaseException] = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, UserError):
+        # Ray's RayTaskError(CorpusError) *is* a CorpusError whose message is the
+        # remote traceback: keep digging for the original, raised by our code.
+        if isinstance(e, UserError) and type(e).__module__.startswith("xqg_ray"):
             return e
         # ray.exceptions.RayTaskError keeps the worker's exception in .cause
         e = getattr(e, "cause", None) or e.__cause__

@@ -19,6 +19,11 @@ class StageTimer:
     def event(self, stage: str, event: str, **fields) -> None:
         print(json.dumps({"xqg": stage, "event": event, **fields}, ensure_ascii=False), file=self.stream, flush=True)
 
+    def record(self, name: str, rows: int, seconds: float, reused: bool) -> None:
+        """A stage that ran inside another one's pass (e.g. test questions inside the encode pass)."""
+        self.stages[name] = {"rows": int(rows), "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 2) if seconds > 0 and not reused else None, "reused": reused}
+        self.event(name, "done", **self.stages[name])
+
     @contextmanager
     def stage(self, name: str) -> Iterator[Dict]:
         """``with timer.stage("encode") as s: ...; s["rows"] = n``."""

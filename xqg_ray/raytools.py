@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pyarrow as pa
 
 from .config import RayConfig
-from .errors import reraise_user_error
+from .errors import UserError, reraise_user_error
 
 
 def init_ray(rc: RayConfig) -> None:
@@ -50,7 +50,14 @@ class UnitRunner:
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = [json.dumps(self.run_unit(json.loads(u))) for u in batch["unit"].to_pylist()]
+        out = []
+        for u in batch["unit"].to_pylist():
+            try:
+                out.append(json.dumps(self.run_unit(json.loads(u))))
+            except UserError as e:
+                # Ray Data wraps a worker's exception beyond recovery: hand the user's
+                # one-line message back as data, and the driver raises it.
+                out.append(json.dumps({"error": str(e), "error_type": type(e).__name__}))
         return pa.table({"summary": pa.array(out, pa.string())})
 
 
@@ -87,6 +94,8 @@ def run_units(
     try:
         for row in ds.iter_rows():
             s = json.loads(row["summary"])
+            if "error" in s:
+                raise _user_error_class(s["error_type"])(s["error"])
             out.append(s)
             if on_done:
                 on_done(s)
@@ -94,6 +103,15 @@ def run_units(
         reraise_user_error(e)
         raise
     return out
+
+
+def _user_error_class(name: str) -> type:
+    from .benchmark import BenchmarkError
+    from .config import ConfigError
+    from .corpus import CorpusError
+    from .integrity import IntegrityError
+
+    return {c.__name__: c for c in (BenchmarkError, ConfigError, CorpusError, IntegrityError)}.get(name, UserError)
 
 
 def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
 from ..config import StorageConfig
-from ..errors import UserError, reraise_user_error
+from ..errors import reraise_user_error
 from ..integrity import write_sealed
 from ..storage import Storage, join
 from .partition import parse_batch, reduce_partition
@@ -40,25 +40,6 @@ class KeepSpec:
     golds: List[str]
     limit: int
     seed: int
-
-
-def _reraise_original(exc: BaseException) -> None:
-    """Inside ``except``: re-raise the worker's own one-line user error, if ``exc`` carries one.
-
-    Ray raises ``RayTaskError(CorpusError)``, a class that *is* a CorpusError but
-    whose message holds the remote traceback, so :func:`reraise_user_error` would
-    hand back that wrapper itself; the original, from our modules, is in ``.cause``.
-    """
-    e: Optional[BaseException] = exc
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, UserError) and type(e).__module__.startswith("xqg_ray"):
-            if e is not exc:
-                raise e.with_traceback(None) from None
-            return
-        e = getattr(e, "cause", None) or e.__cause__
-    reraise_user_error(exc)
 
 
 def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
@@ -92,7 +73,7 @@ def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: 
     try:
         return ray.get([task.remote(storage_cfg, f) for f in files])
     except Exception as e:
-        _reraise_original(e)
+        reraise_user_error(e)
         raise
 
 
@@ -126,7 +107,7 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
         return _ingest(storage_cfg, root, inputs, num_partitions=num_partitions, fmt=fmt, chunk_bytes=chunk_bytes,
                        parent=parent, keep=keep, sources=sources, num_cpus=num_cpus)
     except Exception as e:
-        _reraise_original(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
+        reraise_user_error(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
         raise
 
 

@@ -93,8 +93,10 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
             qm = qled.publish(qfp, {"enc_fp": efp, "queries_sha256": qrec["sha256"], "rows": qrec_done["rows"],
                                     "computed": 0 if qrec_done.get("resumed") else qrec_done["rows"], "dim": qrec_done["dim"],
                                     "file": qrec_done["file"], "sha256": qrec_done["sha256"], "bytes": qrec_done["bytes"], "commit": qled.commit_rel("questions", qfp)})
-        s["rows"] = m["rows"]["computed"] + (0 if qsummary is None else qsummary["rows"])
-        s["reused"] = not units
+        s["rows"] = m["rows"]["computed"]
+        s["reused"] = not any(u["kind"] == "partition" for u in units)
+    # The test questions: their own ledger, so metrics.json says whether they were encoded again.
+    ctx.timer.record(QUERIES, rows=0 if qsummary is None else qsummary["rows"], seconds=ctx.timer.stages[EMB]["seconds"], reused=qsummary is None)
     return m, qm
 
 
