@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from procs import kill_all_using, pids_using
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,21 +94,6 @@ def fake_cluster_config(gcs_address: str) -> dict:
     }
 
 
-def _pids_using(marker: str) -> list:
-    """Processes whose command line names ``marker`` (this test's private temp dir)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmd and int(p.name) != os.getpid():
-            pids.append(int(p.name))
-    return pids
-
-
 @pytest.fixture
 def fake_autoscaling_cluster(tmp_path):
     if not (BIN / "ray").exists():
@@ -146,13 +133,9 @@ def fake_autoscaling_cluster(tmp_path):
         # Fake worker nodes are started by the autoscaler; anything of this cluster still
         # alive (it names our private temp dir) is ended by pid.
         deadline = time.time() + 15
-        while (left := _pids_using(temp)) and time.time() < deadline:
+        while pids_using(temp) and time.time() < deadline:
             time.sleep(0.5)
-        for pid in _pids_using(temp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all_using(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from procs import kill_all_using, kill_session
 from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec, write_queries, write_version
 from xqg_ray.config import load_config
 from xqg_ray.pipeline import run
@@ -82,14 +83,18 @@ def test_update_equals_rebuild(data, ref_v1, tmp_path):
     assert on_disk == named
 
 
-def _spawn(out: Path, cfg_args) -> subprocess.Popen:
-    # Its own session, so the test can SIGKILL the driver and everything it started.
+def _spawn(cfg_args, ray_tmp: str) -> subprocess.Popen:
+    # Its own session and Ray temp dir, so the test can SIGKILL the driver and then
+    # every Ray process it started (Ray's workers leave the driver's process group).
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     return subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *cfg_args], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _kill_when(proc: subprocess.Popen, commits: Path, timeout: float = 240.0) -> int:
-    """SIGKILL the process group as soon as one unit under ``commits`` has committed; returns how many had."""
+def _kill_when(cfg_args, commits: Path, timeout: float = 240.0) -> int:
+    """Start a run, SIGKILL its driver once a unit under ``commits`` committed; returns how many had, all processes gone."""
+    ray_tmp = tempfile.mkdtemp(prefix="xk", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    proc = _spawn(cfg_args, ray_tmp)
     t0 = time.time()
     try:
         while time.time() - t0 < timeout:
@@ -99,9 +104,11 @@ def _kill_when(proc: subprocess.Popen, commits: Path, timeout: float = 240.0) ->
                 pytest.fail(f"the run ended (rc {proc.returncode}) before a unit under {commits} committed")
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()  # SIGKILL the driver
         proc.wait()
-    time.sleep(0.5)
+        kill_session(proc.pid)  # raylet, GCS, workers: all in the driver's session
+        kill_all_using(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     return len(list(commits.glob("*.json")))
 
 
@@ -110,10 +117,10 @@ def test_kill_during_generation_and_encoding_then_resume(data, ref_v1, tmp_path)
     out = tmp_path / "killed"
     args = files_overrides(data["v1"], data["queries"], out) + ["corpus.num_partitions=6", "ray.max_actors=1", "ray.min_actors=1"]
     P = 6
-    gen_done = _kill_when(_spawn(out, args), out / "generated" / "t5" / "commits")
+    gen_done = _kill_when(args, out / "generated" / "t5" / "commits")
     assert 1 <= gen_done < P, gen_done
     assert not (out / "generated" / "t5" / "current.json").exists()
-    emb_done = _kill_when(_spawn(out, args), out / "embeddings" / "commits")
+    emb_done = _kill_when(args, out / "embeddings" / "commits")
     assert 1 <= emb_done < P, emb_done
     t5 = current(out, "generated/t5")
     assert t5["unit_counts"] == {"total": P, "computed": P - gen_done, "resumed": gen_done}

@@ -23,7 +23,7 @@ import pytest
 
 from xqg_ray.config import StorageConfig
 from xqg_ray.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA, CorpusError, read_corpus
-from xqg_ray.ids import content_hash, passage_id, seed_for
+from xqg_ray.ids import passage_id, seed_for
 from xqg_ray.ingest import KeepSpec, fingerprint_sources, ingest_corpus
 from xqg_ray.integrity import IntegrityError, read_sealed
 from xqg_ray.storage import Storage
