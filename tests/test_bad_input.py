@@ -1,6 +1,7 @@
-"""Bad input through the job's benchmark stage: a clear error, or a quarantine file with reasons.
+"""Bad input found in real use: each gets a one-line error before any work, or a quarantine reason.
 
-No row may disappear unreported: clean + quarantined == lines read.
+No row may disappear unreported: rows read == rows kept + rows quarantined,
+for passages and for questions.
 """
 
 from __future__ import annotations
@@ -8,66 +9,112 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
+from prepared import prepare_tables
 from xqg_ray.benchmark import BenchmarkError
-from xqg_ray.config import load_config
+from xqg_ray.config import BenchmarkConfig, ConfigError, load_config
 from xqg_ray.corpus import CorpusError
-from xqg_ray.pipeline import Job
+from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "conf" / "smoke.yaml")
 
 
-def _queries(path: Path, gold: str) -> str:
-    path.write_text(json.dumps({"qid": "q1", "lang": "de", "text": "Wer?", "answers": ["Ada"], "gold_docid": gold}) + "\n")
+def _queries(path: Path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
 
-def _job(tmp_path: Path, corpus: Path, queries: str) -> Job:
-    cfg = load_config(
-        str(REPO / "conf" / "smoke.yaml"),
-        [f"output_dir={tmp_path / 'out'}", "benchmark.kind=files", f"benchmark.corpus={corpus}", f"benchmark.queries={queries}", "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]"],
-    )
-    return Job(cfg)
+def _q(qid="q1", lang="de", text="Wer?", answers=("Ada",), gold="a"):
+    return {"qid": qid, "lang": lang, "text": text, "answers": list(answers) if isinstance(answers, tuple) else answers, "gold_docid": gold}
 
 
-def test_bad_rows_are_quarantined_with_reasons(tmp_path):
+def _files(corpus: Path, queries: str) -> BenchmarkConfig:
+    return BenchmarkConfig(kind="files", corpus=str(corpus), queries=queries)
+
+
+def test_bad_rows_are_quarantined_with_reasons(tmp_path, ray_local):
     corpus = tmp_path / "corpus.jsonl"
     good = [{"docid": "a", "title": "A", "text": "Ada wrote the first program."}, {"docid": "b", "title": "B", "text": "Bees make honey."}]
     lines = [json.dumps(r).encode() for r in good]
-    lines.append(json.dumps({"docid": "c", "title": "C", "text": "   "}).encode())  # empty text
-    lines.append(json.dumps({"docid": "a", "title": "A2", "text": "again"}).encode())  # duplicated docid
-    lines.append(b'{"docid": "d", "title": "D", "text": "bad \xff\xfe bytes"}')  # invalid UTF-8
-    lines.append(b'{"docid": "e", "title": "E", "text": ')  # not JSON
+    lines.append(json.dumps({"docid": "c", "title": "C", "text": "   "}).encode())  # 3: empty text
+    lines.append(json.dumps({"docid": "a", "title": "A2", "text": "again"}).encode())  # 4: duplicated docid
+    lines.append(b'{"docid": "d", "title": "D", "text": "bad \xff\xfe bytes"}')  # 5: invalid UTF-8
+    lines.append(b'{"docid": "e", "title": "E", "text": ')  # 6: not JSON
+    lines.append(json.dumps({"docid": "f\tg", "title": "F", "text": "a tab in the docid"}).encode())  # 7
+    lines.append(json.dumps({"docid": "h\ni", "title": "H", "text": "a newline in the docid"}).encode())  # 8
+    lines.append(json.dumps({"docid": "j", "title": "J", "text": ["not", "a", "string"]}).encode())  # 9
     corpus.write_bytes(b"\n".join(lines) + b"\n")
-    job = _job(tmp_path, corpus, _queries(tmp_path / "q.jsonl", "a"))
-    job.benchmark()
-    out = tmp_path / "out" / "benchmark"
-    clean = pq.read_table(out / "corpus.parquet")
-    quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
-    assert clean["docid"].to_pylist() == ["a", "b"]
-    reasons = {r["line"]: r["reason"] for r in quarantine}
-    assert reasons[3] == "empty text"
-    assert reasons[4].startswith("duplicate docid (first at") and ":1)" in reasons[4]
-    assert reasons[5].startswith("invalid UTF-8")
-    assert reasons[6].startswith("invalid JSON")
-    assert clean.num_rows + len(quarantine) == len(lines)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["quarantined"] == 4
+    qs = [_q(), _q("q2", "xx", "Was?"), _q("q3", "ger", "Wie?"), _q("q4", "de", "Wo?", answers=7), _q("q5", "zh", "谁?", answers=["Ada", 3])]
+    m, t = prepare_tables(_files(corpus, _queries(tmp_path / "q.jsonl", qs)), tmp_path / "out")
+    assert t["corpus"]["docid"].to_pylist() == ["a", "b"]
+    reasons = {(r["line"], r["reason"].split(" (")[0]) for r in t["quarantine"].to_pylist() if r["source"] == str(corpus)}
+    assert reasons == {(3, "empty text"), (4, "duplicate docid"), (5, "invalid UTF-8 at byte 42 of the line"), (6, "invalid JSON: Expecting value"),
+                       (7, "docid contains whitespace or control characters"), (8, "docid contains whitespace or control characters"),
+                       (9, "text is not a string")}, reasons
+    snap = json.loads((tmp_path / "out" / m["snapshot_file"]).read_text())
+    assert snap["rows"]["read"] == len(lines) == snap["rows"]["kept"] + snap["rows"]["quarantined"] == 2 + 7
+    q_reasons = [(r["line"], r["reason"]) for r in t["quarantine"].to_pylist() if r["source"].endswith("q.jsonl")]
+    assert q_reasons == [
+        (2, "unknown language code 'xx' (use ISO 639-1, e.g. de, zh, ar)"),
+        (3, "unknown language code 'ger' (use ISO 639-1, e.g. de, zh, ar)"),
+        (4, "answers is not a list of strings (int)"),
+        (5, "answers is not a list of strings (list)"),
+    ]
+    assert t["queries"]["qid"].to_pylist() == ["q1"] and len(qs) == t["queries"].num_rows + len(q_reasons)
+    assert m["counts"]["quarantined"] == 7 + 4 and m["languages"] == ["de"]
 
 
-def test_missing_column_is_a_clear_error(tmp_path):
+def test_missing_column_is_a_clear_error(tmp_path, ray_local):
     corpus = tmp_path / "corpus.tsv"
     corpus.write_text("id\ttext\nx1\tsome text\n")  # no title column
-    job = _job(tmp_path, corpus, _queries(tmp_path / "q.jsonl", "x1"))
-    with pytest.raises(CorpusError, match="title"):
-        job.benchmark()
+    with pytest.raises(CorpusError, match=r"corpus.tsv: missing required column\(s\) title; columns found: \['id', 'text'\]"):
+        prepare_tables(_files(corpus, _queries(tmp_path / "q.jsonl", [_q(gold="x1")])), tmp_path / "out")
 
 
-def test_gold_docid_missing_from_corpus_is_an_error(tmp_path):
+def test_gold_docid_missing_from_corpus_is_an_error(tmp_path, ray_local):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"docid": "a", "title": "A", "text": "t"}) + "\n")
-    job = _job(tmp_path, corpus, _queries(tmp_path / "q.jsonl", "zzz"))
-    with pytest.raises(BenchmarkError, match="zzz"):
-        job.benchmark()
+    with pytest.raises(BenchmarkError, match=r"1 gold_docid\(s\) in .* are not in the clean corpus .*\['zzz'\]"):
+        prepare_tables(_files(corpus, _queries(tmp_path / "q.jsonl", [_q(gold="zzz")])), tmp_path / "out")
+
+
+def test_empty_and_fully_quarantined_corpora_stop_before_any_stage(tmp_path, ray_local):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(CorpusError, match=r"the corpus is empty: 0 rows read from 1 file"):
+        prepare_tables(_files(empty, _queries(tmp_path / "q.jsonl", [_q(gold=None)])), tmp_path / "out1")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"docid": "a", "title": "A", "text": ""}) + "\n" + json.dumps({"docid": "b c", "title": "B", "text": "x"}) + "\n")
+    with pytest.raises(CorpusError, match=r"no usable passages: 2 row\(s\) read, 2 quarantined"):
+        prepare_tables(_files(bad, _queries(tmp_path / "q.jsonl", [_q(gold=None)])), tmp_path / "out2")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("search.query_batch_size=0", "search.query_batch_size=0: must be >= 1"),
+    ("encoder.batch_size=0", "encoder.batch_size=0: must be >= 1"),
+    ("generators.t5.batch_size=0", "generators.t5.batch_size=0: must be >= 1"),
+    ("corpus.num_partitions=0", "corpus.num_partitions=0: must be >= 1"),
+])
+def test_zero_sizes_are_refused_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SMOKE, [override])
+
+
+def test_unknown_models_and_bad_factories_fail_before_any_work(tmp_path, ray_local, shared_datasets, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = [f"benchmark.source={shared_datasets}", "ray.progress=false"]
+    for override, message in [
+        ("encoder.model=no-such-org/no-such-model", "encoder.model: 'no-such-org/no-such-model' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+        ("generators.t5.model=tiny:tiny-nothing", "generators.t5.model: unknown tiny model 'tiny:tiny-nothing'"),
+        ("index.factory=NoSuchIndex", "index.factory='NoSuchIndex' is not a FAISS index_factory string"),
+    ]:
+        out = tmp_path / override.split("=")[0]
+        with pytest.raises(ConfigError, match=message):
+            run(load_config(SMOKE, [*base, f"output_dir={out}", override]))
+        assert not (out / "benchmark").exists(), override  # nothing ran
+    out = tmp_path / "ivf"
+    with pytest.raises(ConfigError, match=r"index.factory='IVF64,Flat' cannot be built or trained on the smallest shard \(\d+ passages, dim 32\)"):
+        run(load_config(SMOKE, [*base, f"output_dir={out}", "index.factory=IVF64,Flat"]))
+    assert (out / "benchmark" / "current.json").exists() and not (out / "generated").exists()  # before generation

@@ -22,20 +22,17 @@ from xqg_ray.benchmark import (
     XQUAD_URL_ROOT,
     BenchmarkError,
     build_xquad,
-    load_benchmark,
-    prepare_benchmark,
     read_xquad_source,
     xquad_files,
 )
 from xqg_ray.config import BenchmarkConfig
 from xqg_ray.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA
-from xqg_ray.ids import corpus_hash, passage_id, seed_for
+from xqg_ray.ids import passage_id, seed_for
+from xqg_ray.integrity import IntegrityError, read_table_verified
 from xqg_ray.storage import Storage, sha256_bytes
 
-try:  # works whether or not tests/ is a package
-    from tests.helpers_data import shared_datasets, squad_json, write_lines, write_parquet
-except ImportError:  # pragma: no cover
-    from helpers_data import shared_datasets, squad_json, write_lines, write_parquet
+from helpers_data import shared_datasets, squad_json, write_lines, write_parquet
+from prepared import prepare_tables
 
 S = Storage()
 DATA = shared_datasets()
@@ -74,11 +71,11 @@ def src():
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory):
+def prepared(tmp_path_factory: pytest.TempPathFactory, ray_local):
     assert DATA is not None
     out = tmp_path_factory.mktemp("bench")
-    manifest = prepare_benchmark(BenchmarkConfig(source=str(DATA)), str(out), S)
-    return out, manifest, load_benchmark(str(out), S)
+    manifest, tables = prepare_tables(BenchmarkConfig(source=str(DATA)), out)
+    return out, manifest, tables
 
 
 # -- the real XQuAD benchmark ---------------------------------------------------
@@ -99,19 +96,25 @@ def test_xquad_counts_and_schemas(prepared) -> None:
     qids = t["queries"].column("qid").to_pylist()
     assert len(set(qids)) == len(qids)
     c = t["corpus"].to_pylist()
-    assert c[0]["docid"] == "Super_Bowl_50#0" and c[0]["title"] == "Super Bowl 50"
+    assert [r["title"] for r in c if r["docid"] == "Super_Bowl_50#0"] == ["Super Bowl 50"]
     assert all(r["id"] == passage_id(r["docid"]) for r in c)
 
 
 @needs_data
 def test_manifest_hashes(prepared) -> None:
     out, manifest, t = prepared
-    assert manifest["created_by"] == "xqg_ray.benchmark" and manifest["kind"] == "xquad"
-    assert manifest["config"]["seed"] == 13
+    import hashlib
+
+    assert manifest["kind"] == "xquad" and manifest["config"]["seed"] == 13
     for name, meta in manifest["files"].items():
-        assert sha256_bytes((out / name).read_bytes()) == meta["sha256"]
-    c = t["corpus"]
-    assert manifest["corpus_hash"] == corpus_hash(zip(c.column("id").to_pylist(), c.column("content_hash").to_pylist()))
+        assert sha256_bytes((out / meta["file"]).read_bytes()) == meta["sha256"], name
+    snap = json.loads((out / manifest["snapshot_file"]).read_text())
+    for p in snap["partitions"]:
+        part = pa.parquet.read_table(out / p["file"])
+        digest = hashlib.sha256("".join(f"{i}:{h}\n" for i, h in zip(part["id"].to_pylist(), part["content_hash"].to_pylist())).encode()).hexdigest()
+        assert p["digest"] == digest and sha256_bytes((out / p["file"]).read_bytes()) == p["sha256"]
+    expected = hashlib.sha256("".join(f"{p['partition']}:{p['digest']}\n" for p in snap["partitions"]).encode()).hexdigest()
+    assert manifest["corpus_hash"] == snap["corpus_hash"] == expected
 
 
 @needs_data
@@ -213,17 +216,13 @@ def test_heldout_split(src) -> None:
 
 
 @needs_data
-def test_prepare_is_deterministic_and_loads(prepared, tmp_path: Path) -> None:
-    out, manifest, _ = prepared
-    again = prepare_benchmark(BenchmarkConfig(source=str(DATA)), str(tmp_path / "b2"), S)
-    assert (tmp_path / "b2" / "queries.parquet").read_bytes() == (out / "queries.parquet").read_bytes()
+def test_prepare_is_deterministic(prepared, tmp_path: Path) -> None:
+    out, manifest, tables = prepared
+    again, t2 = prepare_tables(BenchmarkConfig(source=str(DATA)), tmp_path / "b2")
+    for name in ("queries", "quarantine"):
+        assert (tmp_path / "b2" / again["files"][name]["file"]).read_bytes() == (out / manifest["files"][name]["file"]).read_bytes()
     assert again["files"] == manifest["files"] and again["corpus_hash"] == manifest["corpus_hash"]
-
-
-# -- loading ---------------------------------------------------------------------
-def test_load_without_manifest_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(BenchmarkError, match=r"benchmark at .* is incomplete \(no manifest.json\); rerun prepare"):
-        load_benchmark(str(tmp_path), S)
+    assert t2["corpus"].equals(tables["corpus"])
 
 
 # -- xquad from a small synthetic source (edge cases the real data lacks) --------
@@ -253,10 +252,9 @@ def small_xquad(root: Path, dup_id: bool = False, single_dev: bool = False) -> P
     return root
 
 
-def test_small_xquad_empty_question_quarantined(tmp_path: Path) -> None:
+def test_small_xquad_empty_question_quarantined(tmp_path: Path, ray_local) -> None:
     root = small_xquad(tmp_path / "src")
-    m = prepare_benchmark(BenchmarkConfig(source=str(root)), str(tmp_path / "out"), S)
-    t = load_benchmark(str(tmp_path / "out"), S)
+    m, t = prepare_tables(BenchmarkConfig(source=str(root)), tmp_path / "out")
     assert t["corpus"].column("docid").to_pylist() == ["Alpha_One#0", "Alpha_One#1", "Gamma#0"]
     assert t["queries"].to_pylist() == [
         {"qid": "q1-de", "lang": "de", "text": "Was ist zuerst?", "answers": ["Alpha"], "gold_docid": "Alpha_One#0"}
@@ -265,26 +263,26 @@ def test_small_xquad_empty_question_quarantined(tmp_path: Path) -> None:
     assert len(quarantine) == 1 and quarantine[0]["reason"] == "empty query text"
     assert quarantine[0]["source"].endswith("xquad.de.json") and quarantine[0]["docid"] == "Alpha_One#1"
     assert m["counts"]["quarantined"] == 1
-    # a later prepare without provided must not leave a stale provided.parquet behind
-    prepare_benchmark(BenchmarkConfig(source=str(root), heldout_fraction=0.5), str(tmp_path / "out"), S)
-    assert (tmp_path / "out" / "provided.parquet").exists()
-    prepare_benchmark(BenchmarkConfig(source=str(root)), str(tmp_path / "out"), S)
-    assert not (tmp_path / "out" / "provided.parquet").exists()
-    assert set(load_benchmark(str(tmp_path / "out"), S)) == {"corpus", "queries", "quarantine"}
+    # a later prepare without provided must not leave a stale provided table behind
+    m2, t2 = prepare_tables(BenchmarkConfig(source=str(root), heldout_fraction=0.5), tmp_path / "out")
+    assert "provided" in t2 and (tmp_path / "out" / m2["files"]["provided"]["file"]).exists()
+    m3, t3 = prepare_tables(BenchmarkConfig(source=str(root)), tmp_path / "out")
+    assert set(t3) == {"corpus", "queries", "quarantine"} and not list((tmp_path / "out" / "benchmark").rglob("provided*"))
 
 
-def test_small_xquad_id_in_two_paragraphs_raises(tmp_path: Path) -> None:
+def test_small_xquad_id_in_two_paragraphs_raises(tmp_path: Path, ray_local) -> None:
     root = small_xquad(tmp_path / "src", dup_id=True, single_dev=True)
     with pytest.raises(BenchmarkError, match="do not map to exactly one SQuAD paragraph"):
-        prepare_benchmark(BenchmarkConfig(source=str(root)), str(tmp_path / "out"), S)
+        prepare_tables(BenchmarkConfig(source=str(root)), tmp_path / "out")
 
 
-def test_tampered_file_is_detected(tmp_path: Path) -> None:
+def test_tampered_file_is_detected(tmp_path: Path, ray_local) -> None:
     root = small_xquad(tmp_path / "src")
-    prepare_benchmark(BenchmarkConfig(source=str(root)), str(tmp_path / "out"), S)
-    S.write_table(str(tmp_path / "out" / "queries.parquet"), pa.table({"qid": ["x"]}))
-    with pytest.raises(BenchmarkError, match="sha256 mismatch"):
-        load_benchmark(str(tmp_path / "out"), S)
+    m, _ = prepare_tables(BenchmarkConfig(source=str(root)), tmp_path / "out")
+    rec = m["files"]["queries"]
+    S.write_table(str(tmp_path / "out" / rec["file"]), pa.table({"qid": ["x"]}))
+    with pytest.raises(IntegrityError, match="queries.parquet does not match its sha256"):
+        read_table_verified(S, str(tmp_path / "out"), rec)
 
 
 def test_xquad_url_mapping() -> None:
@@ -318,11 +316,10 @@ def write_xor(root: Path) -> Dict[str, str]:
     return {"corpus": str(tsv), "queries": str(dev)}
 
 
-def test_xor_tydi(tmp_path: Path) -> None:
+def test_xor_tydi(tmp_path: Path, ray_local) -> None:
     files = write_xor(tmp_path)
     cfg = BenchmarkConfig(kind="xor-tydi", **files, languages=["ja", "fi"], max_queries_per_language=1)
-    m = prepare_benchmark(cfg, str(tmp_path / "out"), S)
-    t = load_benchmark(str(tmp_path / "out"), S)
+    m, t = prepare_tables(cfg, tmp_path / "out")
     assert t["corpus"].column("docid").to_pylist() == ["1", "2", "3"]
     assert t["corpus"].column("text")[0].as_py() == 'Aaron is the brother of "Moses"'
     # first query per language by qid sorted as strings (ja: "-020" < "-100"; fi: "-010" is
@@ -337,15 +334,15 @@ def test_xor_tydi(tmp_path: Path) -> None:
                            "quarantined": 2, "provided": 0}
 
 
-def test_xor_tydi_duplicate_qid(tmp_path: Path) -> None:
+def test_xor_tydi_duplicate_qid(tmp_path: Path, ray_local) -> None:
     files = write_xor(tmp_path)
     with open(files["queries"], "a", encoding="utf-8") as f:
         f.write(json.dumps({"id": "-100", "lang": "ja", "question": "again", "answers": []}) + "\n")
     with pytest.raises(BenchmarkError, match=r"duplicated qid.*'-100'"):
-        prepare_benchmark(BenchmarkConfig(kind="xor-tydi", **files), str(tmp_path / "out"), S)
+        prepare_tables(BenchmarkConfig(kind="xor-tydi", **files), tmp_path / "out")
 
 
-def test_files_kind(tmp_path: Path) -> None:
+def test_files_kind(tmp_path: Path, ray_local) -> None:
     corpus = write_lines(tmp_path / "c.jsonl", [
         {"docid": f"p{i}", "title": f"T{i}", "text": f"passage number {i}"} for i in range(10)
     ])
@@ -354,8 +351,7 @@ def test_files_kind(tmp_path: Path) -> None:
         "answers": [["1"], [], ["3"]], "gold_docid": ["p3", "p7", None],
     })
     cfg = BenchmarkConfig(kind="files", corpus=str(corpus), queries=str(queries), corpus_limit=4)
-    prepare_benchmark(cfg, str(tmp_path / "out"), S)
-    t = load_benchmark(str(tmp_path / "out"), S)
+    _, t = prepare_tables(cfg, tmp_path / "out")
     docids: Set[str] = set(t["corpus"].column("docid").to_pylist())
     assert len(docids) == 4 and {"p3", "p7"} <= docids
     assert t["queries"].column("gold_docid").to_pylist() == ["p3", "p7", None]
@@ -367,5 +363,5 @@ def test_files_kind(tmp_path: Path) -> None:
     ])
     cfg = BenchmarkConfig(kind="files", corpus=str(corpus), queries=str(bad))
     with pytest.raises(BenchmarkError, match=r"2 gold_docid\(s\).*\['nope1', 'nope2'\]"):
-        prepare_benchmark(cfg, str(tmp_path / "out2"), S)
-    assert not (tmp_path / "out2" / "manifest.json").exists()
+        prepare_tables(cfg, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "benchmark" / "current.json").exists()
