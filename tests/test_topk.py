@@ -5,7 +5,7 @@ import pytest
 
 from xqg_ray.ids import passage_ids, shard_of
 from xqg_ray.index import build_index, index_from_bytes, index_to_bytes
-from xqg_ray.topk import exact_topk, merge_topk
+from xqg_ray.topk import exact_topk, merge_topk, ranked
 
 
 def _data(n=500, d=16, nq=40, seed=0):
@@ -17,7 +17,7 @@ def _data(n=500, d=16, nq=40, seed=0):
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3, 7])
 def test_sharded_equals_exact(num_shards):
-    x, ids, q, docid_of = _data()
+    x, ids, q, _ = _data()
     k = 20
     sh = shard_of(ids, num_shards)
     ds, is_ = [], []
@@ -28,24 +28,34 @@ def test_sharded_equals_exact(num_shards):
         d, i = index.search(q, k)
         ds.append(d)
         is_.append(i)
-    merged = merge_topk(ds, is_, k, docid_of)
-    exact = exact_topk(q, x, ids, k, docid_of)
-    assert [[p for p, _ in r] for r in merged] == [[p for p, _ in r] for r in exact]
-    np.testing.assert_allclose([[s for _, s in r] for r in merged], [[s for _, s in r] for r in exact], rtol=1e-5)
+    md, mi = merge_topk(ds, is_, k)
+    ed, ei = exact_topk(q, x, ids, k)
+    np.testing.assert_array_equal(mi, ei)
+    np.testing.assert_allclose(md, ed, rtol=1e-5)
+    # and against a plain numpy ranking: score descending, then id ascending
+    scores = q @ x.T
+    for row in range(len(q)):
+        order = sorted(range(len(ids)), key=lambda j: (-scores[row, j], ids[j]))[:k]
+        assert mi[row].tolist() == [int(ids[j]) for j in order]
 
 
-def test_ties_break_by_docid_and_padding_is_dropped():
-    docid_of = {10: "b", 11: "a", 12: "c", 13: "d"}
+def test_ties_break_by_id_and_padding_sorts_last():
     d = [np.array([[1.0, 0.5, -3.4e38]]), np.array([[1.0, 0.9, -3.4e38]])]
-    i = [np.array([[10, 12, -1]]), np.array([[11, 13, -1]])]
-    out = merge_topk(d, i, 3, docid_of)
-    assert [p for p, _ in out[0]] == [11, 10, 13]  # tie at 1.0: "a" before "b"; -1 padding dropped
+    i = [np.array([[11, 12, -1]]), np.array([[10, 13, -1]])]
+    md, mi = merge_topk(d, i, 5)
+    assert mi.tolist() == [[10, 11, 13, 12, -1]]  # tie at 1.0: id 10 before 11; -1 padding last
+    assert md[0, :4].tolist() == [1.0, 1.0, np.float32(0.9), 0.5] and md[0, 4] == -np.inf
+    assert ranked(md, mi) == [[(10, 1.0), (11, 1.0), (13, float(np.float32(0.9))), (12, 0.5)]]
+
+
+def test_fewer_candidates_than_k_are_padded():
+    md, mi = merge_topk([np.array([[0.3]])], [np.array([[7]])], 3)
+    assert mi.tolist() == [[7, -1, -1]] and md[0, 0] == np.float32(0.3)
 
 
 def test_l2_orders_ascending():
-    docid_of = {1: "x", 2: "y"}
-    out = merge_topk([np.array([[0.5, 0.1]])], [np.array([[1, 2]])], 2, docid_of, higher_is_better=False)
-    assert [p for p, _ in out[0]] == [2, 1]
+    _, mi = merge_topk([np.array([[0.5, 0.1]])], [np.array([[1, 2]])], 2, higher_is_better=False)
+    assert mi.tolist() == [[2, 1]]
 
 
 def test_factory_index_keeps_ids():

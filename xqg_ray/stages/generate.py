@@ -64,7 +64,7 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
                 "threads": ctx.threads, "num_partitions": ctx.snapshot["num_partitions"]}
         if g.kind == "provided":
             ctor["provided"] = provided_source(ctx, name)
-            ctor["evaluated"] = ctx.bench["evaluated_texts"]
+            ctor["evaluated"] = ctx.bench["evaluated"]
         for summary in run_units(units, GeneratePartition, ctor, ctx.cfg.ray, iter_progress(len(units), stage, ctx.timer.event)):
             records[summary["partition"]] = summary
         ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
