@@ -8,13 +8,17 @@ from xqg_ray.cli import main
 SMOKE = str(Path(__file__).resolve().parents[1] / "conf" / "smoke.yaml")
 
 
-def test_prepare_xquad(tmp_path, shared_datasets, capsys):
+def test_prepare_xquad(tmp_path, shared_datasets, ray_local, capsys):
     out = tmp_path / "bench"
-    assert main(["prepare", "xquad", "--source", str(shared_datasets), "--out", str(out), "--languages", "de,zh"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["passages"] == 2067
-    assert manifest["counts"]["queries"] == {"de": 1190, "zh": 1190}
-    assert '"corpus_hash"' in capsys.readouterr().out
+    args = ["prepare", SMOKE, f"output_dir={out}", f"benchmark.source={shared_datasets}", "benchmark.corpus_limit=0",
+            "benchmark.max_queries_per_language=0", "ray.progress=false"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["counts"]["passages"] == 2067
+    assert printed["counts"]["queries"] == {"de": 1190, "zh": 1190}
+    assert printed["changes"] == {"added": 2067, "changed": 0, "removed": 0, "unchanged": 0} and printed["parent_snapshot"] is None
+    ptr = json.loads((out / "benchmark" / "current.json").read_text())
+    assert json.loads((out / ptr["manifest"]).read_text())["snapshot"] == printed["snapshot"]
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):
