@@ -48,3 +48,27 @@ def ray_local():
     init_ray(RayConfig(address="local", num_cpus=4))
     yield ray
     ray.shutdown()
+
+
+S3_BUCKETS = ("xqg-test", "xqg-ingest")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible moto server on 127.0.0.1 for the session (buckets in S3_BUCKETS), stopped after."""
+    import socket
+
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    for bucket in S3_BUCKETS:
+        client.create_bucket(Bucket=bucket)
+    yield endpoint
+    server.stop()

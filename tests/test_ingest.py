@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -238,23 +237,6 @@ def test_fingerprint_sources(base) -> None:
     got = fingerprint_sources(CFG, files)
     assert got == [{"uri": f, "bytes": Path(f).stat().st_size, "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()}
                    for f in files]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket="xqg-ingest")
-    yield endpoint
-    server.stop()
 
 
 def test_s3_inputs_and_root(base, s3_endpoint) -> None:

@@ -5,7 +5,6 @@ An S3-compatible moto server runs on 127.0.0.1 for this module and is stopped af
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +15,6 @@ from xqg_ray.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "xqg-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
 
 
 @pytest.fixture
@@ -58,36 +37,89 @@ def test_storage_roundtrip(storage):
     assert not storage.exists(f"{base}/a/m.json")
 
 
+def _s3_overrides(s3_endpoint, out):
+    return [f"output_dir={out}", f"storage.s3_endpoint={s3_endpoint}", "storage.access_key=testing", "storage.secret_key=testing", "ray.progress=false"]
+
+
 def test_whole_run_on_s3(s3_endpoint, storage, ray_local, shared_datasets, tiny_models):
     """conf/smoke.yaml with output_dir on S3: same artifacts, readable, and a rerun resumes."""
     import faiss
 
+    from xqg_ray.integrity import read_sealed
     from xqg_ray.pipeline import run
 
     out = f"s3://{BUCKET}/runs/smoke"
-    overrides = [
-        f"output_dir={out}",
-        f"benchmark.source={shared_datasets}",
-        f"storage.s3_endpoint={s3_endpoint}",
-        "storage.access_key=testing",
-        "storage.secret_key=testing",
-        "benchmark.max_queries_per_language=6",
-        "benchmark.corpus_limit=24",
-    ]
+    overrides = _s3_overrides(s3_endpoint, out) + [f"benchmark.source={shared_datasets}", "benchmark.max_queries_per_language=6", "benchmark.corpus_limit=24"]
     cfg = load_config(str(REPO / "conf" / "smoke.yaml"), overrides)
     cfg.systems = [s for s in cfg.systems if s.name in ("baseline", "xqg")]
     metrics = run(cfg)
     assert set(metrics["systems"]) == {"baseline", "xqg"}
-    for rel in ("config.yaml", "metrics.json", "report.md", "runs/xqg.trec", "runs/xqg.xor.json", "per_query/xqg.parquet", "queries/encoded.parquet"):
+    for rel in ("config.yaml", "metrics.json", "report.md", "runs/xqg.trec", "runs/xqg.xor.json", "per_query/xqg.parquet", "queries/current.json"):
         assert storage.exists(f"{out}/{rel}"), rel
     assert "testing" not in storage.read_text(f"{out}/config.yaml")  # secrets redacted
-    m = storage.read_json(f"{out}/index/xqg/manifest.json")
+    ptr = read_sealed(storage, out, "index/xqg/current.json")
+    m = read_sealed(storage, out, ptr["manifest"])
     total = 0
     for sh in m["shards"]:
-        data = storage.read_bytes(f"{out}/index/xqg/{sh['file']}")
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        assert not sh["file"].startswith("s3://")  # relative to output_dir
+        index = faiss.deserialize_index(np.frombuffer(storage.read_bytes(f"{out}/{sh['file']}"), dtype=np.uint8))
         total += index.ntotal
     assert total == 24
     again = run(cfg)
     assert again["stages"]["embeddings"]["reused"] and again["stages"]["index"]["reused"]
     assert again["systems"] == metrics["systems"]
+
+
+def test_update_flow_on_s3(s3_endpoint, storage, ray_local, shared_datasets, tiny_models, tmp_path):
+    """Corpus versions in a bucket: an update on S3 computes only the change and equals a rebuild."""
+    import boto3
+
+    from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, write_queries, write_version
+    from xqg_ray.integrity import read_sealed
+    from xqg_ray.pipeline import run
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+
+    def upload(version: int) -> None:
+        local = tmp_path / f"v{version}"
+        write_version(shared_datasets, local, version)
+        for obj in client.list_objects_v2(Bucket=BUCKET, Prefix="corpus/").get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        for f in sorted(local.iterdir()):
+            client.put_object(Bucket=BUCKET, Key=f"corpus/{f.name}", Body=f.read_bytes())
+
+    queries = write_queries(shared_datasets, tmp_path / "queries.parquet")
+    client.put_object(Bucket=BUCKET, Key="queries.parquet", Body=queries.read_bytes())
+    files = ["benchmark.kind=files", f"benchmark.corpus=s3://{BUCKET}/corpus", f"benchmark.queries=s3://{BUCKET}/queries.parquet",
+             "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0"]
+
+    def cfg(out):
+        c = load_config(str(REPO / "conf" / "smoke.yaml"), _s3_overrides(s3_endpoint, out) + files)
+        c.systems = [s for s in c.systems if s.name in ("baseline", "xqg")]
+        c.generators = {"t5": c.generators["t5"]}
+        return c
+
+    out = f"s3://{BUCKET}/runs/update"
+    upload(1)
+    run(cfg(out))
+    upload(2)
+    updated = run(cfg(out))
+    scratch = f"s3://{BUCKET}/runs/scratch"
+    rebuilt = run(cfg(scratch))
+
+    def current(root, stage):
+        return read_sealed(storage, root, read_sealed(storage, root, f"{stage}/current.json")["manifest"])
+
+    delta = len(ADDED) + len(CHANGED)
+    assert current(out, "benchmark")["changes"] == {"added": 3, "changed": 2, "removed": 2, "unchanged": 56}
+    assert current(out, "generated/t5")["rows"] == {"total": 61, "computed": delta, "reused": 61 - delta, "resumed": 0}
+    assert current(out, "embeddings")["computed_by_kind"] == {"passage": delta, "gen:t5": delta}
+    assert updated["stages"]["queries"]["reused"] and updated["stages"]["queries"]["rows"] == 0
+    assert current(out, "index/xqg")["modes"] == ["updated"]
+    for s in ("baseline", "xqg"):
+        a, b = tmp_path / f"{s}-update.trec", tmp_path / f"{s}-scratch.trec"
+        a.write_bytes(storage.read_bytes(f"{out}/runs/{s}.trec"))
+        b.write_bytes(storage.read_bytes(f"{scratch}/runs/{s}.trec"))
+        assert_same_runs(a, b)
+        assert not {line.split()[2] for line in a.read_text().splitlines()} & set(REMOVED)
+    assert updated["systems"] == rebuilt["systems"]

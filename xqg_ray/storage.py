@@ -93,7 +93,8 @@ class Storage:
     # -- bytes --------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:
         fs, path = self.resolve(uri)
-        with fs.open_input_stream(path) as f:
+        # compression=None: the default "detect" would hand back a .gz file decompressed.
+        with fs.open_input_stream(path, compression=None) as f:
             return f.read()
 
     def write_bytes(self, uri: str, data: bytes) -> None:
@@ -111,7 +112,7 @@ class Storage:
         parent = posixpath.dirname(path)
         if parent:
             fs.create_dir(parent, recursive=True)
-        with fs.open_output_stream(path) as f:  # one PUT: atomic per object
+        with fs.open_output_stream(path, compression=None) as f:  # one PUT: atomic per object; no gzip of .gz names
             f.write(data)
 
     def delete(self, uri: str) -> None:
