@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..config import StorageConfig
-from ..errors import reraise_user_error
+from ..errors import UserError, reraise_user_error
 from ..integrity import read_verified
 from ..storage import Storage
 from ..topk import merge_topk
@@ -29,9 +29,17 @@ class ShardSearcher:
 
         faiss.omp_set_num_threads(max(1, threads))
         storage = Storage(storage_cfg)
-        self.indexes = {name: index_from_bytes(read_verified(storage, root, rec, where=f"the index/{name} manifest")) for name, rec in shards.items()}
+        self.error: UserError | None = None
+        try:
+            self.indexes = {name: index_from_bytes(read_verified(storage, root, rec, where=f"the index/{name} manifest")) for name, rec in shards.items()}
+        except UserError as e:
+            # An error in an actor's constructor reaches the driver as ActorDiedError,
+            # without the message; raised from a method call it arrives intact.
+            self.error = e
 
     def search(self, system: str, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        if self.error is not None:
+            raise self.error
         return self.indexes[system].search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
