@@ -72,3 +72,25 @@ def s3_endpoint():
         client.create_bucket(Bucket=bucket)
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def versions(tmp_path_factory, shared_datasets, tiny_models):
+    """Two versions of a small files-kind corpus and its questions (see corpus_versions)."""
+    from corpus_versions import write_queries, write_version
+
+    root = tmp_path_factory.mktemp("versions")
+    write_version(shared_datasets, root / "v1", 1)
+    write_version(shared_datasets, root / "v2", 2)
+    return {"root": root, "v1": root / "v1", "v2": root / "v2", "queries": write_queries(shared_datasets, root / "queries.parquet")}
+
+
+@pytest.fixture(scope="session")
+def scratch_v2(versions, ray_local):
+    """conf/smoke.yaml built from scratch on version 2: what every incremental update must equal."""
+    from corpus_versions import files_overrides
+    from xqg_ray.config import load_config
+    from xqg_ray.pipeline import run
+
+    out = versions["root"] / "scratch_v2"
+    return out, run(load_config(str(REPO / "conf" / "smoke.yaml"), files_overrides(versions["v2"], versions["queries"], out)))

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from procs import kill_all_using, kill_session
-from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec, write_queries, write_version
+from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec
 from xqg_ray.config import load_config
 from xqg_ray.pipeline import run
 
@@ -29,11 +29,8 @@ SYSTEMS = ["baseline", "xqg", "xqg-a0.3", "causal-mean"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_datasets, tiny_models):
-    root = tmp_path_factory.mktemp("versions")
-    write_version(shared_datasets, root / "v1", 1)
-    write_version(shared_datasets, root / "v2", 2)
-    return {"root": root, "v1": root / "v1", "v2": root / "v2", "queries": write_queries(shared_datasets, root / "queries.parquet")}
+def data(versions):
+    return versions
 
 
 def _cfg(data, version: str, out: Path, *extra: str):
@@ -46,13 +43,12 @@ def ref_v1(data, ray_local):
     return out, run(_cfg(data, "v1", out))
 
 
-def test_update_equals_rebuild(data, ref_v1, tmp_path):
+def test_update_equals_rebuild(data, ref_v1, scratch_v2, tmp_path):
     ref, _ = ref_v1
     inc = tmp_path / "inc"
     shutil.copytree(ref, inc)
     updated = run(_cfg(data, "v2", inc))
-    scratch = tmp_path / "scratch"
-    rebuilt = run(_cfg(data, "v2", scratch))
+    scratch, rebuilt = scratch_v2
     for s in SYSTEMS:
         assert_same_runs(inc / "runs" / f"{s}.trec", scratch / "runs" / f"{s}.trec")
         assert pq.read_table(inc / "per_query" / f"{s}.parquet").equals(pq.read_table(scratch / "per_query" / f"{s}.parquet"))

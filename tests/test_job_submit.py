@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import kill_all_using
+from procs import kill_session
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,12 +37,14 @@ def _free_port() -> int:
 def ray_head(tmp_path):
     if not (BIN / "ray").exists():
         pytest.skip("the ray CLI is not installed beside this Python")
-    port, dash = _free_port(), _free_port()
+    port, dash, agent = _free_port(), _free_port(), _free_port()
     # Ray's unix sockets live under --temp-dir and must fit in 107 bytes: keep it short.
     temp = tempfile.mkdtemp(prefix="xr", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=4",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+           # its own job-agent port: the session's local cluster already holds Ray's default one
+           f"--dashboard-agent-listen-port={agent}", "--num-cpus=4",
            "--disable-usage-stats", f"--temp-dir={temp}"]
     log = open(tmp_path / "head.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -59,17 +61,15 @@ def ray_head(tmp_path):
                 time.sleep(1)
         yield address, env
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                break
-            except ProcessLookupError:  # already gone
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        # SIGKILL at once: a graceful stop of a --block head waits out a 30 s timeout
+        # here, and nothing of this test's cluster needs to outlive it.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
         log.close()
-        kill_all_using(temp)  # workers leave the head's process group but name its temp dir
+        kill_session(proc.pid)  # workers and agents leave the head's process group, not its session
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -148,22 +148,16 @@ def test_stored_sums_equal_reencoding_for_every_alpha(smoke):
     np.testing.assert_allclose(np.stack([row[i] for i in sample["id"].to_pylist()]), p, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_resumes_and_second_run_is_identical(smoke, tmp_path, shared_datasets):
+def test_rerun_resumes_and_reuses_every_stage(smoke, shared_datasets):
     out, metrics = smoke
-    # 1. the same output_dir: every stage is reused, outputs unchanged
+    # the same output_dir: every stage is reused, outputs unchanged
+    before = {s: (out / "runs" / f"{s}.trec").read_bytes() for s in SYSTEMS}
     again = run(smoke_cfg(out, shared_datasets))
     assert [k for k in ("benchmark", "generated/t5", "generated/gpt2", "embeddings", "queries", "index") if not again["stages"][k]["reused"]] == []
-    # 2. a fresh output_dir: everything recomputed, byte-identical runs and equal metrics
-    other = tmp_path / "run2"
-    second = run(smoke_cfg(other, shared_datasets))
-    assert not second["stages"]["embeddings"]["reused"]
-    for s in SYSTEMS:
-        assert (out / "runs" / f"{s}.trec").read_bytes() == (other / "runs" / f"{s}.trec").read_bytes(), s
-    assert second["systems"] == metrics["systems"]
-    assert second["comparisons"] == metrics["comparisons"]
-    for stage in ("generated/t5", "generated/gpt2", "embeddings"):
-        a, b = current(out, stage), current(other, stage)
-        assert [(u["file"], u["sha256"]) for u in a["units"]] == [(u["file"], u["sha256"]) for u in b["units"]], stage
+    assert {s: (out / "runs" / f"{s}.trec").read_bytes() for s in SYSTEMS} == before
+    assert again["systems"] == metrics["systems"] and again["comparisons"] == metrics["comparisons"]
+    # A fresh output directory gives identical outputs too: tests/test_incremental.py
+    # compares a killed-and-resumed run in another directory with an uninterrupted one.
 
 
 def test_sum_with_unequal_counts_is_refused(smoke, tmp_path, shared_datasets):
