@@ -1,4 +1,4 @@
-"""Ray job entry point for benchmark preparation: ``python jobs/prepare_benchmark.py xquad --source DIR --out URI``."""
+"""Ray job entry point for the benchmark stage alone (ingest or incremental update): ``python jobs/prepare_benchmark.py CONFIG key=value ...``."""
 
 import sys
 

@@ -6,7 +6,8 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import List
+import subprocess
+from typing import Callable, List
 
 
 def pids_using(marker: str) -> List[int]:
@@ -41,11 +42,10 @@ def pids_in_session(sid: int) -> List[int]:
     return pids
 
 
-def kill_session(sid: int, timeout: float = 15.0) -> None:
-    """SIGKILL every process of session ``sid`` until none is left (or ``timeout``)."""
+def _kill_until_gone(find: Callable[[], List[int]], timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        left = pids_in_session(sid)
+        left = find()
         if not left:
             return
         for pid in left:
@@ -54,18 +54,30 @@ def kill_session(sid: int, timeout: float = 15.0) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
+
+
+def kill_session(sid: int, timeout: float = 15.0) -> None:
+    """SIGKILL every process of session ``sid`` until none is left (or ``timeout``)."""
+    _kill_until_gone(lambda: pids_in_session(sid), timeout)
 
 
 def kill_all_using(marker: str, timeout: float = 15.0) -> None:
     """SIGKILL every process naming ``marker`` until none is left (or ``timeout``)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        left = pids_using(marker)
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+    _kill_until_gone(lambda: pids_using(marker), timeout)
+
+
+def stop_ray_head(proc: subprocess.Popen, temp: str) -> None:
+    """End a ``ray start --head --block`` started with ``start_new_session``, and all it started.
+
+    SIGKILL at once: a graceful stop waits out a 30 s timeout here, and nothing of a
+    test's cluster needs to outlive it.  Agents and workers rename themselves
+    (``ray::DashboardAgent``) and leave the process group but stay in the head's
+    session; fake nodes started by an autoscaler name the private temp dir.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    kill_session(proc.pid)
+    kill_all_using(temp)

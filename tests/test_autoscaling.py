@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import kill_all_using, kill_session
+from procs import stop_ray_head
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,18 +118,8 @@ def fake_autoscaling_cluster(tmp_path):
     try:
         yield gcs, env
     finally:
-        # SIGKILL at once: a graceful stop of a --block head waits out a 30 s timeout
-        # here, and nothing of this test's cluster needs to outlive it.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        stop_ray_head(proc, temp)
         log.close()
-        # Agents and workers rename themselves (ray::DashboardAgent) but stay in the head's
-        # session; fake worker nodes started by the autoscaler name our private temp dir.
-        kill_session(proc.pid)
-        kill_all_using(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 

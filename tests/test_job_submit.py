@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import kill_session
+from procs import stop_ray_head
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,15 +60,8 @@ def ray_head(tmp_path):
                 time.sleep(1)
         yield address, env
     finally:
-        # SIGKILL at once: a graceful stop of a --block head waits out a 30 s timeout
-        # here, and nothing of this test's cluster needs to outlive it.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        stop_ray_head(proc, temp)
         log.close()
-        kill_session(proc.pid)  # workers and agents leave the head's process group, not its session
         shutil.rmtree(temp, ignore_errors=True)
 
 
