@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, Path(a.work))))
+        print("RESULT " + json.dumps(one(a.one, Path(a.work))), flush=True)
         return
     rows = []
     for n in (a.n, a.n * a.factor):
@@ -61,7 +61,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", d], env=env, capture_output=True, text=True, cwd=REPO)
             if out.returncode:
                 sys.exit(out.stderr[-3000:])
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]))
             print(json.dumps(rows[-1]), flush=True)
     ratio = rows[1]["driver_peak_rss_mb"] / rows[0]["driver_peak_rss_mb"]
     print(f"driver peak RSS: {rows[0]['driver_peak_rss_mb']} MB at {rows[0]['passages']} passages, "

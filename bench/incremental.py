@@ -43,7 +43,7 @@ def main() -> None:
             f"output_dir={work / 'out'}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
             "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]",
             f"corpus.num_partitions={a.partitions}", f"index.factory={a.factory}", "ray.progress=false", "ray.max_actors=2",
-            "generators.t5.languages=[de,zh]", "generators.t5.n_per_language=2", "generators.t5.max_new_tokens=8",
+            "generators.t5.languages=[de]", "generators.t5.n_per_language=2", "generators.t5.max_new_tokens=6",
         ])
         cfg.systems = [s for s in cfg.systems if s.name in ("baseline", "xqg")]
         cfg.generators = {"t5": cfg.generators["t5"]}
