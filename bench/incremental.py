@@ -1,6 +1,6 @@
 """What an incremental update costs against the full build, on one synthetic corpus, in one run.
 
-    .venv/bin/python bench/incremental.py --n 20000 --factory IVF16,Flat
+    .venv/bin/python bench/incremental.py --n 20000 --languages de,zh
 
 Builds the whole job on N passages (tiny models, one generator), then adds
 0.1%, 1% and 10% of N as new files and reruns the same command after each.
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--factory", default="IVF16,Flat")
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--steps", default="0.001,0.01,0.1")
+    ap.add_argument("--languages", default="de,zh", help="generated languages (2 queries each, 6 new tokens)")
     a = ap.parse_args()
     from synth import write_corpus, write_queries
 
@@ -43,7 +44,7 @@ def main() -> None:
             f"output_dir={work / 'out'}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
             "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]",
             f"corpus.num_partitions={a.partitions}", f"index.factory={a.factory}", "ray.progress=false", "ray.max_actors=2",
-            "generators.t5.languages=[de]", "generators.t5.n_per_language=2", "generators.t5.max_new_tokens=6",
+            f"generators.t5.languages=[{a.languages}]", "generators.t5.n_per_language=2", "generators.t5.max_new_tokens=6",
         ])
         cfg.systems = [s for s in cfg.systems if s.name in ("baseline", "xqg")]
         cfg.generators = {"t5": cfg.generators["t5"]}

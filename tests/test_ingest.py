@@ -156,7 +156,8 @@ def test_partition_files(base) -> None:
         assert digest == r["digest"] and r["file"] == f"corpus/parts/p-{r['partition']:05d}-{digest[:16]}.parquet"
         h.update(f"{r['partition']}:{digest}\n".encode())
     assert m["corpus_hash"] == h.hexdigest()
-    assert m["snapshot"] == hashlib.sha256(m["corpus_hash"].encode()).hexdigest()[:16]
+    ident = [m["corpus_hash"], None, [q["sha256"] for q in m["quarantine"]], m["sources"], m["rows"], m["limit"]]
+    assert m["snapshot"] == hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def test_incremental_update(base, tmp_path: Path) -> None:

@@ -183,21 +183,24 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
                              f"+ limited_out {limited_out}")
     corpus_hash = hashlib.sha256("".join(f"{r['partition']}:{r['digest']}\n" for r in results).encode()).hexdigest()
     parent_id = parent["snapshot"] if parent is not None else None
-    snapshot = hashlib.sha256((corpus_hash + (parent_id or "")).encode()).hexdigest()[:16]
     changes = {k: sum(r["changes"][k] for r in results) for k in ("added", "changed", "removed", "unchanged")}
     limit = None
     if keep is not None:
         limit = {"requested": keep.limit, "golds": len(set(keep.golds)),
                  "golds_found": sum(r["golds_found"] for r in results),
                  "exceeded_by_golds": len(set(keep.golds)) > keep.limit}
+    rows = {"read": read, "kept": kept, "quarantined": n_quarantined, "blank_lines": blank, "limited_out": limited_out}
+    # The id covers everything the manifest says, so two snapshots never share a file:
+    # the same clean rows with another quarantine or other sources are another snapshot.
+    snapshot = hashlib.sha256(json.dumps([corpus_hash, parent_id, [q["sha256"] for q in quarantine], sources, rows, limit],
+                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
     manifest = {
         "kind": "corpus-snapshot",
         "snapshot": snapshot,
         "parent": parent_id,
         "num_partitions": P,
         "partitions": [r["record"] for r in results],
-        "rows": {"read": read, "kept": kept, "quarantined": n_quarantined, "blank_lines": blank,
-                 "limited_out": limited_out},
+        "rows": rows,
         "quarantine": quarantine,
         "changes": changes,
         "corpus_hash": corpus_hash,
