@@ -40,6 +40,19 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def file_record(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a commit record a reader needs: relative file, sha256, size."""
+    return {k: rec[k] for k in ("file", "sha256", "bytes")}
+
+
+def row_counts(records: List[Dict[str, Any]]) -> Dict[str, int]:
+    """Rows computed in this run, reused from an earlier version, and resumed from an earlier attempt."""
+    computed = sum(r["computed"] for r in records if not r.get("resumed"))
+    reused = sum(r["reused"] for r in records if not r.get("resumed"))
+    resumed = sum(r["rows"] for r in records if r.get("resumed"))
+    return {"total": sum(r["rows"] for r in records), "computed": computed, "reused": reused, "resumed": resumed}
+
+
 class Ledger:
     """Commit records and manifests of one stage (``generated/t5``, ``embeddings``, ``index/xqg`` ...)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pyarrow as pa
 
@@ -137,4 +137,4 @@ def iter_progress(total: int, stage: str, event: Callable[..., None]) -> Callabl
     return cb
 
 
-__all__ = ["init_ray", "threads_for", "UnitRunner", "run_units", "run_tasks", "iter_progress", "Iterator"]
+__all__ = ["init_ray", "threads_for", "UnitRunner", "run_units", "run_tasks", "iter_progress"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from ..config import RunConfig
 from ..progress import StageTimer
@@ -24,7 +24,6 @@ class Context:
     bench: Dict[str, Any] = field(default_factory=dict)
     # The corpus snapshot manifest the run works on.
     snapshot: Dict[str, Any] = field(default_factory=dict)
-    dim: Optional[int] = None
 
     @property
     def resume(self) -> bool:

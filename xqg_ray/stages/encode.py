@@ -19,13 +19,12 @@ from ..arrow_utils import vectors_to_arrow
 from ..augment import check_counts
 from ..config import EncoderConfig, StorageConfig, section_dict
 from ..integrity import read_table_verified, write_table_committed
-from ..ledger import Ledger, fingerprint
+from ..ledger import Ledger, file_record, fingerprint, row_counts
 from ..raytools import UnitRunner, iter_progress, run_units
 from ..reuse import split_reuse
 from ..schemas import PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..storage import Storage
 from .context import PIPELINE_VERSION, Context
-from .generate import _file, _row_counts
 
 EMB, QUERIES = "embeddings", "queries"
 
@@ -52,15 +51,15 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
             gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
             for part in ctx.snapshot["partitions"]:
                 p, label = part["partition"], ctx.partition_label(part["partition"])
-                gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **_file(gen_units[n][p])} for n, gm in sorted(gens.items())}
+                gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
                 key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
                 rec = led.committed(label, key) if ctx.resume else None
                 if rec is not None:
                     records[p] = {**rec, "resumed": True}
                     continue
                 pu = prior_units.get(p)
-                units.append({"kind": "partition", "stage": EMB, "partition": p, "unit": label, "key": key, "corpus": _file(part),
-                              "gens": gin, "prior": _file(pu) if pu else None, "out": led.data_rel(label, key)})
+                units.append({"kind": "partition", "stage": EMB, "partition": p, "unit": label, "key": key, "corpus": file_record(part),
+                              "gens": gin, "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
         q_done = qm is not None or (ctx.resume and qled.committed("questions", qfp) is not None)
         if not q_done:
             units.append({"kind": "queries", "stage": QUERIES, "unit": "questions", "key": qfp, "queries": qrec, "out": qled.data_rel("questions", qfp)})
@@ -80,7 +79,7 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
                 "encoder": section_dict(ctx.cfg.encoder),
                 "snapshot": ctx.snapshot["snapshot"],
                 "passages": ctx.snapshot.get("changes", {}),
-                "rows": _row_counts(ordered),
+                "rows": row_counts(ordered),
                 "computed_by_kind": _sum_dicts([r["computed_by_kind"] for r in ordered if not r.get("resumed")]),
                 "unit_counts": {"total": len(ordered), "computed": len(ordered) - sum(1 for r in ordered if r.get("resumed")), "resumed": sum(1 for r in ordered if r.get("resumed"))},
                 "dim": dims.pop() if dims else None,

@@ -26,7 +26,7 @@ def metric_names(ctx: Context) -> List[str]:
     return [f"R@{n}kt" for n in e.kt] + [f"Recall@{k}" for k in e.recall_k] + [f"MRR@{e.mrr_k}"]
 
 
-def _lookup(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:
+def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:
     """Ray task: (id, docid, text) of ``ids`` from one corpus partition."""
     t = read_table_verified(Storage(storage_cfg), root, rec, ["id", "docid", "text"], where="the corpus snapshot")
     return t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
@@ -39,7 +39,7 @@ def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]
     parts = ids % P
     args = [(ctx.root, ctx.cfg.storage, ctx.snapshot["partitions"][p], ids[parts == p]) for p in np.unique(parts).tolist()]
     out: Dict[int, Tuple[str, str]] = {}
-    for t in run_tasks(_lookup, args, 0.25):
+    for t in run_tasks(partition_rows, args, 0.25):
         out.update(zip(t["id"].to_pylist(), zip(t["docid"].to_pylist(), t["text"].to_pylist())))
     missing = set(ids.tolist()) - set(out)
     if missing:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from ..config import GeneratorConfig, StorageConfig, section_dict
 from ..integrity import read_table_verified, write_table_committed
-from ..ledger import Ledger, fingerprint
+from ..ledger import Ledger, file_record, fingerprint, row_counts
 from ..raytools import UnitRunner, iter_progress, run_units
 from ..reuse import split_reuse
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
@@ -58,8 +58,8 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
                 records[p] = {**rec, "resumed": True}
                 continue
             pu = prior_units.get(p)
-            units.append({"partition": p, "unit": label, "key": key, "corpus": _file(part),
-                          "prior": _file(pu) if pu else None, "out": led.data_rel(label, key)})
+            units.append({"partition": p, "unit": label, "key": key, "corpus": file_record(part),
+                          "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
         ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": stage, "name": name, "cfg": g,
                 "threads": ctx.threads, "num_partitions": ctx.snapshot["num_partitions"]}
         if g.kind == "provided":
@@ -68,7 +68,7 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
         for summary in run_units(units, GeneratePartition, ctor, ctx.cfg.ray, iter_progress(len(units), stage, ctx.timer.event)):
             records[summary["partition"]] = summary
         ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
-        rows = _row_counts(ordered)
+        rows = row_counts(ordered)
         failed = sum(r["failed_slots"] for r in ordered)
         set_aside = sum(r.get("set_aside", 0) for r in ordered)
         if failed:
@@ -90,21 +90,9 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
         return led.publish(fp, manifest)
 
 
-def _file(rec: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: rec[k] for k in ("file", "sha256", "bytes")}
-
-
 def _unit_entry(r: Dict[str, Any]) -> Dict[str, Any]:
     keep = ("partition", "key", "file", "sha256", "bytes", "rows", "computed", "reused", "failed_slots", "set_aside", "quarantine", "commit")
     return {k: r[k] for k in keep if k in r}
-
-
-def _row_counts(records: List[Dict[str, Any]]) -> Dict[str, int]:
-    """Rows computed in this run, reused from an earlier version, and resumed from an earlier attempt."""
-    computed = sum(r["computed"] for r in records if not r.get("resumed"))
-    reused = sum(r["reused"] for r in records if not r.get("resumed"))
-    resumed = sum(r["rows"] for r in records if r.get("resumed"))
-    return {"total": sum(r["rows"] for r in records), "computed": computed, "reused": reused, "resumed": resumed}
 
 
 class GeneratePartition(UnitRunner):

@@ -20,14 +20,18 @@ import pyarrow as pa
 
 from ..augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
-from ..integrity import read_table_verified, read_verified, write_committed, write_table_committed
-from ..ledger import Ledger, fingerprint
+from ..integrity import (
+    read_table_verified,
+    read_verified,
+    write_committed,
+    write_table_committed,
+)
+from ..ledger import Ledger, file_record, fingerprint
 from ..raytools import run_tasks
 from ..reuse import diff_versions
 from ..schemas import SHARD_IDS_SCHEMA
 from ..storage import Storage
 from .context import PIPELINE_VERSION, Context
-from .generate import _file
 
 
 def shard_partitions(num_partitions: int, num_shards: int) -> List[List[int]]:
@@ -85,10 +89,10 @@ def run_index(ctx: Context, emb: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
                     "name": sysc.name, "generator": sysc.generator, "alpha": sysc.alpha, "aggregation": sysc.aggregation,
                     "stage": f"index/{sysc.name}", "label": label, "key": key,
                     "out": led.data_rel(label, key, ".faiss"), "ids_out": led.data_rel(label, key, ".ids.parquet"),
-                    "prior": {"index": _file(ps), "ids": ps["ids"]} if ps else None,
+                    "prior": {"index": file_record(ps), "ids": ps["ids"]} if ps else None,
                 })
             pending[sysc.name] = {"led": led, "fp": fp, "config_key": config_key, "sys": sysc, "shards": shards}
-        args = [(ctx.root, ctx.cfg.storage, s, [_file(emb_units[p]) for p in groups[s]], systems, dim, cfg.index.factory, cfg.index.metric, ctx.threads)
+        args = [(ctx.root, ctx.cfg.storage, s, [file_record(emb_units[p]) for p in groups[s]], systems, dim, cfg.index.factory, cfg.index.metric, ctx.threads)
                 for s, systems in sorted(todo.items())]
         for rows in run_tasks(build_shard, args, cfg.ray.actor_num_cpus):
             for r in rows:
@@ -119,7 +123,13 @@ def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: Li
     """Ray task: one shard of every listed system, built from scratch or updated from its prior version."""
     import faiss
 
-    from ..index import build_index, index_from_bytes, index_to_bytes, system_vectors, update_index
+    from ..index import (
+        build_index,
+        index_from_bytes,
+        index_to_bytes,
+        system_vectors,
+        update_index,
+    )
 
     faiss.omp_set_num_threads(max(1, threads))
     storage = Storage(storage_cfg)

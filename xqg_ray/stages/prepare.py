@@ -106,13 +106,13 @@ def _check_golds(ctx: Context, snap: Dict[str, Any], golds: List[str], where: st
         return
     import numpy as np
 
-    from .evaluate import _lookup
+    from .evaluate import partition_rows
 
     P = snap["num_partitions"]
     ids = np.array([passage_id(g) for g in golds], np.int64)
     found: set = set()
     args = [(ctx.root, ctx.cfg.storage, snap["partitions"][p], ids[ids % P == p]) for p in sorted(set((ids % P).tolist()))]
-    for t in run_tasks(_lookup, args, 0.25):
+    for t in run_tasks(partition_rows, args, 0.25):
         found |= set(t["docid"].to_pylist())
     missing = sorted(set(golds) - found)
     if missing:
