@@ -69,3 +69,21 @@ def test_shipped_configs_validate():
     conf = Path(__file__).resolve().parents[1] / "conf"
     for name in ("smoke.yaml", "demo.yaml"):
         load_config(str(conf / name))
+
+
+def test_stage_pools_inherit_and_override():
+    from xqg_ray.config import stage_pool
+
+    cfg = load_config("conf/smoke.yaml", ["ray.actor_num_gpus=1", "ray.max_actors=3", "ray.encode.num_gpus=0.5",
+                                          "ray.generate.max_actors=5", "ray.generate.num_cpus=2"])
+    gen, enc, srch = (stage_pool(cfg.ray, s) for s in ("generate", "encode", "search"))
+    assert (gen.num_gpus, gen.max_actors, gen.num_cpus, gen.torch_threads) == (1.0, 5, 2.0, 1)
+    assert (enc.num_gpus, enc.max_actors, enc.num_cpus) == (0.5, 3, 1.0)
+    assert srch.num_gpus == 0.0  # faiss-cpu: no GPU unless ray.search.num_gpus says so
+
+
+def test_bad_stage_pool_and_dtype_are_refused():
+    with pytest.raises(ConfigError) as e:
+        load_config("conf/smoke.yaml", ["ray.encode.num_gpus=1.5", "ray.generate.min_actors=3", "encoder.dtype=float8"])
+    msg = str(e.value)
+    assert "ray.encode.num_gpus=1.5" in msg and "ray.generate (or ray.actor_*)" in msg and "encoder.dtype='float8'" in msg

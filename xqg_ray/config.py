@@ -37,6 +37,8 @@ LANGUAGE_NAMES: Dict[str, str] = {
     "zh": "Chinese",
 }
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
 SECRET_KEYS = ("access_key", "secret_key", "session_token")
 
 
@@ -98,7 +100,8 @@ class EncoderConfig:
     passage_template: str = "{title} {text}"
     max_query_length: int = 64
     max_passage_length: int = 256
-    dtype: str = "float32"  # float32 | float16 | bfloat16
+    # auto = bfloat16 on CUDA, float32 on CPU (where half-precision matmuls are slow or missing).
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     batch_size: int = 32
 
 
@@ -122,6 +125,7 @@ class GeneratorConfig:
     # means the held-out human questions written by the benchmark stage.
     path: str = ""
     batch_size: int = 8
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16 (as encoder.dtype)
     seed: int = 0
 
 
@@ -161,16 +165,63 @@ class EvalConfig:
 
 
 @dataclass
+class PoolConfig:
+    """One stage's actors; an unset (null) value takes the ``ray.actor_*`` default."""
+
+    num_cpus: Optional[float] = None
+    num_gpus: Optional[float] = None  # fractional allowed: 0.5 = two actors per GPU
+    min_actors: Optional[int] = None
+    max_actors: Optional[int] = None
+    torch_threads: Optional[int] = None
+
+
+# The stages that run actors, each with its own `ray.<stage>` section.
+POOL_STAGES = ("generate", "encode", "search")
+
+
+@dataclass
 class RayConfig:
     address: str = "local"  # "local" = in-process cluster; "auto" or ray://... to join one
     num_cpus: Optional[int] = None  # logical CPUs of a local cluster (None = detect)
-    # Fractional CPUs keep read tasks schedulable next to the actor pools.
+    # Defaults for every stage's actors.  Fractional CPUs keep read tasks
+    # schedulable next to the actor pools on a small machine; a GPU cluster sets
+    # actor_num_gpus: 1 (one GPU per generation/encoding actor, conf/xor-tydi.yaml).
     actor_num_cpus: float = 1.0
     actor_num_gpus: float = 0.0
     min_actors: int = 1
     max_actors: int = 1
-    torch_threads: int = 0  # 0 = max(1, int(actor_num_cpus))
+    torch_threads: int = 0  # 0 = max(1, int(num_cpus of the stage))
+    # Per-stage overrides, e.g. ray.search.num_gpus=0 while generation uses GPUs.
+    generate: PoolConfig = field(default_factory=PoolConfig)
+    encode: PoolConfig = field(default_factory=PoolConfig)
+    search: PoolConfig = field(default_factory=PoolConfig)
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A stage's resolved actor resources (see :func:`stage_pool`)."""
+
+    num_cpus: float
+    num_gpus: float
+    min_actors: int
+    max_actors: int
+    torch_threads: int
+
+
+def stage_pool(rc: "RayConfig", stage: str) -> Pool:
+    """``ray.<stage>`` with unset values taken from the ``ray.actor_*`` defaults."""
+    o: PoolConfig = getattr(rc, stage)
+
+    def pick(v: Any, default: Any) -> Any:
+        return default if v is None else v
+
+    cpus = float(pick(o.num_cpus, rc.actor_num_cpus))
+    threads = int(pick(o.torch_threads, rc.torch_threads))
+    # faiss-cpu searches on CPU: the search actors take a GPU only when told to.
+    gpus = float(pick(o.num_gpus, 0.0 if stage == "search" else rc.actor_num_gpus))
+    return Pool(num_cpus=cpus, num_gpus=gpus, min_actors=int(pick(o.min_actors, rc.min_actors)),
+                max_actors=int(pick(o.max_actors, rc.max_actors)), torch_threads=threads if threads > 0 else max(1, int(cpus)))
 
 
 @dataclass
@@ -220,8 +271,9 @@ def validate(cfg: RunConfig) -> None:
         errs.append("benchmark.heldout_fraction must be in [0, 1)")
     if cfg.encoder.pooling not in ("cls", "mean"):
         errs.append(f"encoder.pooling={cfg.encoder.pooling!r}: use cls or mean")
-    if cfg.encoder.dtype not in ("float32", "float16", "bfloat16"):
-        errs.append(f"encoder.dtype={cfg.encoder.dtype!r}: use float32, float16 or bfloat16")
+    for where, dt in (("encoder", cfg.encoder.dtype), *((f"generators.{n}", g.dtype) for n, g in cfg.generators.items())):
+        if dt not in DTYPES:
+            errs.append(f"{where}.dtype={dt!r}: use one of {', '.join(DTYPES)}")
     for name, g in cfg.generators.items():
         where = f"generators.{name}"
         if g.kind not in ("seq2seq", "causal", "provided"):
@@ -269,8 +321,12 @@ def validate(cfg: RunConfig) -> None:
         errs.append("index.metric must be ip or l2")
     if cfg.search.top_k < max([20, cfg.eval.mrr_k] + list(cfg.eval.recall_k)):
         errs.append("search.top_k must cover eval.recall_k and eval.mrr_k (and 20 for Recall@20)")
-    if cfg.ray.actor_num_cpus <= 0 or cfg.ray.min_actors < 1 or cfg.ray.max_actors < cfg.ray.min_actors:
-        errs.append("ray: actor_num_cpus > 0 and 1 <= min_actors <= max_actors")
+    for stage in POOL_STAGES:
+        pl = stage_pool(cfg.ray, stage)
+        if pl.num_cpus <= 0 or pl.num_gpus < 0 or pl.min_actors < 1 or pl.max_actors < pl.min_actors:
+            errs.append(f"ray.{stage} (or ray.actor_*): num_cpus > 0, num_gpus >= 0 and 1 <= min_actors <= max_actors")
+        if pl.num_gpus > 1 and pl.num_gpus != int(pl.num_gpus):
+            errs.append(f"ray.{stage}.num_gpus={pl.num_gpus}: fractions are for sharing one GPU; use a whole number above 1")
     if errs:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errs))
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pyarrow as pa
 
-from .config import RayConfig
+from .config import Pool, RayConfig, stage_pool
 from .errors import UserError, reraise_user_error
 
 
@@ -39,8 +39,9 @@ def init_ray(rc: RayConfig) -> None:
     ctx.enable_progress_bars = rc.progress
 
 
-def threads_for(rc: RayConfig) -> int:
-    return rc.torch_threads if rc.torch_threads > 0 else max(1, int(rc.actor_num_cpus))
+def threads_for(rc: RayConfig, stage: str = "encode") -> int:
+    """Torch/FAISS threads for one actor of ``stage``."""
+    return stage_pool(rc, stage).torch_threads
 
 
 class UnitRunner:
@@ -65,7 +66,7 @@ def run_units(
     units: List[Dict[str, Any]],
     cls: type,
     ctor: Dict[str, Any],
-    rc: RayConfig,
+    pool: Pool,
     on_done: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> List[Dict[str, Any]]:
     """Run ``units`` through an actor pool of ``cls(**ctor)``; returns their summaries in unit order.
@@ -79,16 +80,16 @@ def run_units(
     from ray.data import ActorPoolStrategy
 
     n = len(units)
-    size = max(1, min(rc.max_actors, n))
+    size = max(1, min(pool.max_actors, n))
     ds = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=n)
     ds = ds.map_batches(
         cls,
         fn_constructor_kwargs=ctor,
         batch_size=1,
         batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=min(size, max(1, rc.min_actors)), max_size=size),
-        num_cpus=rc.actor_num_cpus,
-        num_gpus=rc.actor_num_gpus,
+        compute=ActorPoolStrategy(min_size=min(size, max(1, pool.min_actors)), max_size=size),
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
     )
     out: List[Dict[str, Any]] = []
     try:

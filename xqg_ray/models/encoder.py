@@ -40,17 +40,15 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from .loading import device_name, torch_dtype
         from .loading import resolve_model as resolve
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self.cfg = cfg
         ref = resolve(cfg.model)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = getattr(torch, cfg.dtype)
-        # fp16 matmuls are slow or missing on many CPUs: keep float32 there.
-        if self.device == "cpu" and cfg.dtype == "float16":
-            dtype = torch.float32
+        self.device = device_name()
+        dtype = torch_dtype(cfg.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
         self.model = AutoModel.from_pretrained(ref.path, dtype=dtype).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)

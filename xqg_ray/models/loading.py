@@ -17,3 +17,24 @@ def resolve_model(spec: str) -> ModelRef:
 
         return ModelRef(path=materialize(spec[len("tiny:"):], str(cache_root() / "models")), bundled=spec)
     return resolve_bundled(spec)
+
+
+def torch_dtype(name: str, device: str):
+    """The torch dtype for a config's ``dtype`` on ``device``.
+
+    ``auto`` is bfloat16 on CUDA (same range as float32, tensor-core speed) and
+    float32 on CPU; half precision is never used on CPU, where its matmuls are
+    slow or missing.
+    """
+    import torch
+
+    if device != "cuda" or name == "float32" or (name == "auto" and device != "cuda"):
+        return torch.float32
+    return torch.bfloat16 if name == "auto" else getattr(torch, name)
+
+
+def device_name() -> str:
+    """``cuda`` when this process sees a GPU (Ray sets CUDA_VISIBLE_DEVICES per actor), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-from ..config import RunConfig
+from ..config import Pool, RunConfig, stage_pool
 from ..progress import StageTimer
 from ..storage import Storage
 
@@ -28,6 +28,10 @@ class Context:
     @property
     def resume(self) -> bool:
         return self.cfg.resume
+
+    def pool(self, stage: str) -> Pool:
+        """The actor resources of ``stage`` (generate, encode or search)."""
+        return stage_pool(self.cfg.ray, stage)
 
     def partition_label(self, p: int) -> str:
         return f"p-{p:05d}"

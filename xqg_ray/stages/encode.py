@@ -63,9 +63,9 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
         q_done = qm is not None or (ctx.resume and qled.committed("questions", qfp) is not None)
         if not q_done:
             units.append({"kind": "queries", "stage": QUERIES, "unit": "questions", "key": qfp, "queries": qrec, "out": qled.data_rel("questions", qfp)})
-        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": ctx.cfg.encoder, "threads": ctx.threads}
+        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": ctx.cfg.encoder, "threads": ctx.pool("encode").torch_threads}
         qsummary: Optional[Dict[str, Any]] = None
-        for summary in run_units(units, EncodePartition, ctor, ctx.cfg.ray, iter_progress(len(units), EMB, ctx.timer.event)):
+        for summary in run_units(units, EncodePartition, ctor, ctx.pool("encode"), iter_progress(len(units), EMB, ctx.timer.event)):
             if summary["unit"] == "questions":
                 qsummary = summary
             else:

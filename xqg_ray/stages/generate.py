@@ -61,11 +61,11 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
             units.append({"partition": p, "unit": label, "key": key, "corpus": file_record(part),
                           "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
         ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": stage, "name": name, "cfg": g,
-                "threads": ctx.threads, "num_partitions": ctx.snapshot["num_partitions"]}
+                "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"]}
         if g.kind == "provided":
             ctor["provided"] = provided_source(ctx, name)
             ctor["evaluated"] = ctx.bench["evaluated"]
-        for summary in run_units(units, GeneratePartition, ctor, ctx.cfg.ray, iter_progress(len(units), stage, ctx.timer.event)):
+        for summary in run_units(units, GeneratePartition, ctor, ctx.pool("generate"), iter_progress(len(units), stage, ctx.timer.event)):
             records[summary["partition"]] = summary
         ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
         rows = row_counts(ordered)

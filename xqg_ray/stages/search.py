@@ -65,9 +65,10 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]], qvecs: np.nda
     """Per system, the merged ``(D, I)`` top-k of every test question."""
     import ray
 
-    cls = ray.remote(num_cpus=ctx.cfg.ray.actor_num_cpus)(ShardSearcher)
+    pool = ctx.pool("search")
+    cls = ray.remote(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)(ShardSearcher)
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
-    actors = [cls.remote(ctx.root, ctx.cfg.storage, {name: m["shards"][s] for name, m in manifests.items()}, ctx.threads) for s in range(S)]
+    actors = [cls.remote(ctx.root, ctx.cfg.storage, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(S)]
     try:
         out = {}
         for sysc in ctx.cfg.systems:
