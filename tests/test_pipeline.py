@@ -45,7 +45,7 @@ def corpus_table(out: Path) -> pa.Table:
 
 
 def query_vectors(out: Path) -> pa.Table:
-    return pq.read_table(out / current(out, "queries")["file"])
+    return pq.read_table(out / current(out, "queries")["sets"]["clean"]["file"])
 
 
 def read_index_vectors(out: Path, system: str):

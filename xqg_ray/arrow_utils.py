@@ -26,3 +26,23 @@ def arrow_to_vectors(col: pa.Array | pa.ChunkedArray, dim: int | None = None) ->
         return np.zeros((0, dim or 0), dtype=np.float32)
     flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return flat.reshape(n, -1)
+
+
+def slots_to_dense(slots: pa.Array | pa.ChunkedArray, counts: pa.Array | pa.ChunkedArray, dim: int) -> tuple:
+    """``list<list<float32, dim>>`` per-slot sums and ``list<int32>`` counts -> ``[n, S, dim]`` float64
+    and ``[n, S]`` int64, zero-padded to the longest row (rows may hold different numbers of slots)."""
+    if isinstance(slots, pa.ChunkedArray):
+        slots = slots.combine_chunks() if slots.num_chunks else pa.array([], type=pa.list_(pa.list_(pa.float32(), dim)))
+    if isinstance(counts, pa.ChunkedArray):
+        counts = counts.combine_chunks() if counts.num_chunks else pa.array([], type=pa.list_(pa.int32()))
+    n = len(slots)
+    lengths = slots.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) if n else np.zeros(0, np.int64)
+    k = int(lengths.max()) if n else 0
+    sums = np.zeros((n, k, dim), np.float64)
+    cnt = np.zeros((n, k), np.int64)
+    if k:
+        row = np.repeat(np.arange(n), lengths)
+        col = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        sums[row, col] = arrow_to_vectors(slots.flatten(), dim)
+        cnt[row, col] = counts.flatten().to_numpy(zero_copy_only=False)
+    return sums, cnt

@@ -15,7 +15,7 @@ and the count lets any alpha (or a sweep) be applied without re-encoding.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -60,3 +60,34 @@ def check_counts(q_counts: np.ndarray) -> Dict[str, int]:
         return {"min": 0, "max": 0, "zero": 0, "passages": 0}
     return {"min": int(c.min()), "max": int(c.max()), "zero": int((c == 0).sum()), "passages": int(c.size)}
 
+
+
+def slot_positions(langs: Sequence[Sequence[str]]) -> Tuple[np.ndarray, np.ndarray]:
+    """(group, slot) of every query in the flattened groups: a query's slot is its
+    position among the queries of its language in that group (0-based)."""
+    group: List[int] = []
+    slot: List[int] = []
+    for g, ls in enumerate(langs):
+        seen: Dict[str, int] = {}
+        for lang in ls:
+            group.append(g)
+            slot.append(seen.get(lang, 0))
+            seen[lang] = seen.get(lang, 0) + 1
+    return np.asarray(group, np.int64), np.asarray(slot, np.int64)
+
+
+def slot_sums(vecs: np.ndarray, group: np.ndarray, slot: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per (group, slot) sums of ``vecs`` in float64 and counts: shapes [G, S, H] and [G, S]."""
+    n_slots = int(slot.max()) + 1 if len(slot) else 0
+    sums = np.zeros((n_groups, n_slots, vecs.shape[1] if vecs.ndim == 2 else 0), np.float64)
+    counts = np.zeros((n_groups, n_slots), np.int64)
+    if len(slot):
+        np.add.at(sums, (group, slot), vecs.astype(np.float64))
+        np.add.at(counts, (group, slot), 1)
+    return sums, counts
+
+
+def first_slots(slots: np.ndarray, counts: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The sum and count over slots ``0..n-1`` (``n`` queries per language; 0 = all)."""
+    k = slots.shape[1] if n <= 0 else min(n, slots.shape[1])
+    return slots[:, :k].sum(axis=1), counts[:, :k].sum(axis=1)

@@ -130,15 +130,51 @@ class GeneratorConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Values to sweep one at a time, the system's other settings held fixed.
+
+    Every point is built from the stored encodings (E(p) and per-slot query
+    sums): no query is generated or encoded again for a sweep.
+    """
+
+    alpha: List[float] = field(default_factory=list)
+    n: List[int] = field(default_factory=list)  # generated queries per language used: slots 1..n
+    aggregation: List[str] = field(default_factory=list)
+
+
+SWEEP_PARAMS = ("alpha", "n", "aggregation")
+
+
+@dataclass
 class SystemConfig:
     """One retrieval system: E(p) optionally augmented with a generator's queries."""
 
     name: str = MISSING
     generator: str = ""  # key in `generators`; empty = baseline E(p)
+    encoder: str = ""  # key in `encoders`; empty = the `encoder` section
     alpha: float = 0.01
     aggregation: str = "sum"  # sum (the paper) | mean
+    # Use only the first n queries per language (0 = all): the "more queries?" question.
+    n: int = 0
     # sum with unequal query counts per passage is unfair (see README); refuse by default.
     allow_unequal_counts: bool = False
+    # Compared against this system (empty = eval.baseline, or the first baseline of its encoder).
+    baseline: str = ""
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Set on the systems a sweep expands to: the swept system and parameter.
+    sweep_of: str = ""
+    sweep_param: str = ""
+
+
+@dataclass
+class PerturbationConfig:
+    """A seeded perturbation of the test questions: its own query set, encoded once, run on every system."""
+
+    name: str = MISSING
+    # swap | drop | insert | keyboard | char (a mix of the four) | word_order | word_drop
+    kind: str = "char"
+    rate: float = 0.1  # fraction of characters (or words) edited, exact on long inputs
+    seed: int = 0
 
 
 @dataclass
@@ -161,7 +197,13 @@ class EvalConfig:
     mrr_k: int = 10
     baseline: str = "baseline"
     bootstrap_samples: int = 1000
+    permutation_samples: int = 10000
     seed: int = 0
+    # Per-language tables and plots: languages in this order (empty = by the
+    # encoder's pretraining resource level, most to least, see languages.py) ...
+    language_order: List[str] = field(default_factory=list)
+    # ... and, optionally, pooled groups, e.g. {high: [de, es], low: [te, bn]}.
+    language_groups: Dict[str, List[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -230,8 +272,12 @@ class RunConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # More encoders to compare (e.g. a contrastive mE5 vs an xDR-style mBERT); a
+    # system picks one with `encoder: NAME`.  Each gets its own embeddings.
+    encoders: Dict[str, EncoderConfig] = field(default_factory=dict)
     generators: Dict[str, GeneratorConfig] = field(default_factory=dict)
     systems: List[SystemConfig] = field(default_factory=list)
+    perturbations: List[PerturbationConfig] = field(default_factory=list)
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -257,7 +303,9 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
         raise ConfigError(f"invalid configuration ({path or 'defaults'}): {e}") from e
     obj: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(obj)
-    return obj
+    from .systems import expand_sweeps
+
+    return expand_sweeps(obj)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -292,22 +340,9 @@ def validate(cfg: RunConfig) -> None:
                 errs.append(f"{where}.languages has unknown codes {bad}; known: {sorted(LANGUAGE_NAMES)}")
             if g.top_k < 1 or g.max_new_tokens < 1:
                 errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
-    if not cfg.systems:
-        errs.append("systems is empty: add at least the baseline, e.g. {name: baseline}")
-    names = [s.name for s in cfg.systems]
-    if len(set(names)) != len(names):
-        errs.append(f"system names must be unique, got {names}")
-    for s in cfg.systems:
-        if s.generator and s.generator not in cfg.generators:
-            errs.append(f"system {s.name!r} uses generator {s.generator!r}, not in generators {sorted(cfg.generators)}")
-        if s.aggregation not in ("sum", "mean"):
-            errs.append(f"system {s.name!r}: aggregation must be sum or mean")
-        if s.generator and not 0.0 <= s.alpha <= 1.0:
-            errs.append(f"system {s.name!r}: alpha must be in [0, 1]")
-        if not s.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            errs.append(f"system name {s.name!r}: use letters, digits, '-', '_' and '.' (it names files)")
-    if cfg.eval.baseline not in names:
-        errs.append(f"eval.baseline={cfg.eval.baseline!r} is not a system name ({names})")
+    from .systems import validate_experiments
+
+    errs += validate_experiments(cfg)
     for key, v in (("encoder.batch_size", cfg.encoder.batch_size), ("search.query_batch_size", cfg.search.query_batch_size),
                    ("corpus.num_partitions", cfg.corpus.num_partitions), ("corpus.read_chunk_mb", cfg.corpus.read_chunk_mb),
                    *((f"generators.{n}.batch_size", g.batch_size) for n, g in cfg.generators.items())):

@@ -26,6 +26,7 @@ from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
 from .stages.search import run_search
 from .storage import Storage, join
+from .systems import encoders_used
 
 
 def _context(cfg: RunConfig) -> Context:
@@ -49,13 +50,24 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
     ctx.bench, ctx.snapshot = run_benchmark(ctx)
     preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
     gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
-    emb, qm = run_encode(ctx, gens)
+    embs, qms = {}, {}
+    for enc in encoders_used(cfg):  # one pool per encoder; every encoder reads the same generated queries
+        embs[enc], qms[enc] = run_encode(ctx, gens, enc)
     queries = load_queries(ctx)
-    qvecs = arrow_to_vectors(read_table_verified(ctx.storage, ctx.root, qm, ["vector"], where="the queries manifest")["vector"])
-    indexes = run_index(ctx, emb)
+    indexes = run_index(ctx, embs)
+    results: Dict[str, Dict[str, Any]] = {}
     with ctx.timer.stage("search") as s:
-        results = run_search(ctx, indexes, qvecs)
-        s["rows"] = len(qvecs) * len(cfg.systems)
+        s["rows"] = 0
+        for enc, qm in qms.items():
+            mine = {sc.name: indexes[sc.name] for sc in cfg.systems if sc.encoder == enc}
+            for qset, rec in qm["sets"].items():
+                # Every query set (clean, each perturbation) on every system of this encoder.
+                qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
+                if qt["qid"].to_pylist() != queries["qid"].to_pylist():
+                    raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
+                qvecs = arrow_to_vectors(qt["vector"])
+                results.setdefault(qset, {}).update(run_search(ctx, mine, qvecs))
+                s["rows"] += len(qvecs) * len(mine)
     return evaluate(ctx, queries, results, indexes)
 
 

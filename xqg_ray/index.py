@@ -12,8 +12,8 @@ from typing import Mapping, Tuple
 import numpy as np
 import pyarrow as pa
 
-from .arrow_utils import arrow_to_vectors
-from .augment import augment
+from .arrow_utils import arrow_to_vectors, slots_to_dense
+from .augment import augment, first_slots
 from .schemas import PASSAGE, gen_kind
 
 
@@ -76,8 +76,9 @@ def update_index(index, remove_ids: np.ndarray, add_vectors: np.ndarray, add_ids
 def system_vectors(group: pa.Table, system: Mapping, dim: int) -> Tuple[np.ndarray, pa.Array, np.ndarray]:
     """(ids, content hashes, vectors) of one system from one shard's embedding rows, sorted by id.
 
-    ``group`` has rows of kind "passage" (E(p)) and "gen:NAME" (sum E(q), count).
-    The join on id happens here, in memory, one shard at a time.
+    ``group`` has rows of kind "passage" (E(p)) and "gen:NAME" (sum E(q), count, and
+    the per-slot sums a system with ``n`` > 0 queries per language uses).  The
+    join on id happens here, in memory, one shard at a time.
     """
     import pyarrow.compute as pc
 
@@ -88,6 +89,8 @@ def system_vectors(group: pa.Table, system: Mapping, dim: int) -> Tuple[np.ndarr
         return p_ids, p["content_hash"], np.ascontiguousarray(p_vecs, dtype=np.float32)
     g = group.filter(pc.equal(group["kind"], gen_kind(gen)))
     g_ids, g_vecs, g_counts = g["id"].to_numpy(), arrow_to_vectors(g["vector"], dim), g["count"].to_numpy()
+    if int(system.get("n") or 0) > 0:
+        g_vecs, g_counts = first_slots(*slots_to_dense(g["slots"], g["slot_counts"], dim), int(system["n"]))
     sums = np.zeros_like(p_vecs)
     counts = np.zeros(len(p_ids), dtype=np.int64)
     pos = np.searchsorted(p_ids, g_ids)

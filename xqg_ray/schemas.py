@@ -34,13 +34,22 @@ def embeddings_schema(dim: int) -> pa.Schema:
             ("content_hash", pa.string()),
             ("vector", pa.list_(pa.float32(), dim)),
             ("count", pa.int32()),
+            # Generator rows: sum over languages of E(q) of each slot (the i-th query of
+            # every language), so a system using only n queries per language (and a
+            # sweep over n) needs no new encoding.  Null for passage rows.
+            ("slots", pa.list_(pa.list_(pa.float32(), dim))),
+            ("slot_counts", pa.list_(pa.int32())),
         ]
     )
 
 
 def query_vectors_schema(dim: int) -> pa.Schema:
-    """queries/data/*.parquet: the encoded test questions in benchmark order."""
-    return pa.schema([("qid", pa.string()), ("lang", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+    """queries/data/*.parquet: one encoded query set (clean or perturbed), in benchmark order, with its text."""
+    return pa.schema([("qid", pa.string()), ("lang", pa.string()), ("text", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+
+
+# The unperturbed test questions' query set.
+CLEAN = "clean"
 
 
 # index/SYSTEM/data/shard-*.ids.parquet: which passage version each vector of a shard is.

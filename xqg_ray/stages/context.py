@@ -10,7 +10,7 @@ from ..progress import StageTimer
 from ..storage import Storage
 
 # Bump when a stage's output format or semantics change, so old outputs are not reused.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""Encode stage: E(p) per passage and sum E(q) per (passage, generator), per partition; and the test questions.
+"""Encode stage, per encoder: E(p) per passage and per-slot sums of E(q) per (passage, generator); and the test questions.
 
 One encoder actor pool serves both ledgers in one Ray Data pass, so the model
 loads once per actor: ``embeddings`` (a unit per corpus partition, keyed by the
 partition digest and the generators' unit keys, reused per passage by
-(id, content_hash) and generator fingerprint) and ``queries`` (one unit keyed by
-the encoder and the test questions' content only, never by the corpus).
+(id, content_hash) and generator fingerprint) and ``queries`` (one unit per
+query set -- the clean test questions and each configured perturbation of
+them -- keyed by the encoder, the questions' content and the perturbation,
+never by the corpus).  Every encoder of the run has its own pair of ledgers.
 """
 
 from __future__ import annotations
@@ -16,31 +18,48 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..arrow_utils import vectors_to_arrow
-from ..augment import check_counts
-from ..config import EncoderConfig, StorageConfig, section_dict
+from ..augment import check_counts, slot_positions, slot_sums
+from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
 from ..integrity import read_table_verified, write_table_committed
 from ..ledger import Ledger, file_record, fingerprint, row_counts
 from ..raytools import UnitRunner, iter_progress, run_units
 from ..reuse import split_reuse
-from ..schemas import PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
+from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..storage import Storage
+from ..systems import DEFAULT_ENCODER, encoder_cfg
 from .context import PIPELINE_VERSION, Context
 
 EMB, QUERIES = "embeddings", "queries"
 
 
-def encoder_fingerprint(ctx: Context) -> str:
-    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(ctx.cfg.encoder)})
+def ledger_names(enc: str) -> Tuple[str, str]:
+    """(embeddings, queries) stage directories of encoder ``enc``; the default keeps the short names."""
+    return (EMB, QUERIES) if enc == DEFAULT_ENCODER else (f"encoders/{enc}/{EMB}", f"encoders/{enc}/{QUERIES}")
 
 
-def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(embeddings manifest, queries manifest) for the snapshot, the generators' outputs and the test questions."""
-    efp = encoder_fingerprint(ctx)
-    led, qled = Ledger(ctx.storage, ctx.root, EMB), Ledger(ctx.storage, ctx.root, QUERIES)
+def encoder_fingerprint(ctx: Context, enc: str = DEFAULT_ENCODER) -> str:
+    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(encoder_cfg(ctx.cfg, enc))})
+
+
+def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """name -> (key, perturbation) of every query set: the clean questions and each perturbation."""
+    sets = {CLEAN: {"key": fingerprint({"enc": efp, "queries": qrec["sha256"]}), "perturbation": None}}
+    for p in ctx.cfg.perturbations:
+        spec = section_dict(p)
+        sets[p.name] = {"key": fingerprint({"enc": efp, "queries": qrec["sha256"], "perturbation": spec}), "perturbation": spec}
+    return sets
+
+
+def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT_ENCODER) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(embeddings manifest, queries manifest) of encoder ``enc`` for the snapshot, the generators' outputs and the query sets."""
+    efp = encoder_fingerprint(ctx, enc)
+    emb_stage, q_stage = ledger_names(enc)
+    led, qled = Ledger(ctx.storage, ctx.root, emb_stage), Ledger(ctx.storage, ctx.root, q_stage)
     fp = fingerprint({"enc": efp, "corpus": ctx.snapshot["corpus_hash"], "gens": {n: m["fingerprint"] for n, m in sorted(gens.items())}})
     qrec = ctx.bench["files"]["queries"]
-    qfp = fingerprint({"enc": efp, "queries": qrec["sha256"]})
-    with ctx.timer.stage(EMB) as s:
+    qsets = query_set_units(ctx, efp, qrec)
+    qfp = fingerprint({"enc": efp, "queries": qrec["sha256"], "sets": {n: q["key"] for n, q in qsets.items()}})
+    with ctx.timer.stage(emb_stage) as s:
         m = led.published(fp) if ctx.resume else None
         qm = qled.published(qfp) if ctx.resume else None
         units: List[Dict[str, Any]] = []
@@ -58,16 +77,21 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
                     records[p] = {**rec, "resumed": True}
                     continue
                 pu = prior_units.get(p)
-                units.append({"kind": "partition", "stage": EMB, "partition": p, "unit": label, "key": key, "corpus": file_record(part),
+                units.append({"kind": "partition", "stage": emb_stage, "partition": p, "unit": label, "key": key, "corpus": file_record(part),
                               "gens": gin, "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
-        q_done = qm is not None or (ctx.resume and qled.committed("questions", qfp) is not None)
-        if not q_done:
-            units.append({"kind": "queries", "stage": QUERIES, "unit": "questions", "key": qfp, "queries": qrec, "out": qled.data_rel("questions", qfp)})
-        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": ctx.cfg.encoder, "threads": ctx.pool("encode").torch_threads}
-        qsummary: Optional[Dict[str, Any]] = None
-        for summary in run_units(units, EncodePartition, ctor, ctx.pool("encode"), iter_progress(len(units), EMB, ctx.timer.event)):
-            if summary["unit"] == "questions":
-                qsummary = summary
+        qrecords: Dict[str, Dict[str, Any]] = {}
+        for name, q in qsets.items() if qm is None else ():
+            label = _qlabel(name)
+            rec = qled.committed(label, q["key"]) if ctx.resume else None
+            if rec is not None:
+                qrecords[name] = {**rec, "resumed": True}
+                continue
+            units.append({"kind": "queries", "stage": q_stage, "unit": label, "set": name, "key": q["key"], "queries": qrec,
+                          "perturbation": q["perturbation"], "out": qled.data_rel(label, q["key"])})
+        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": encoder_cfg(ctx.cfg, enc), "threads": ctx.pool("encode").torch_threads}
+        for summary in run_units(units, EncodePartition, ctor, ctx.pool("encode"), iter_progress(len(units), emb_stage, ctx.timer.event)):
+            if "set" in summary:
+                qrecords[summary["set"]] = summary
             else:
                 records[summary["partition"]] = summary
         if m is None:
@@ -76,7 +100,8 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
             counts = {n: _merge_counts([r["counts"][n] for r in ordered]) for n in gens}
             m = led.publish(fp, {
                 "enc_fp": efp,
-                "encoder": section_dict(ctx.cfg.encoder),
+                "encoder_name": enc,
+                "encoder": section_dict(encoder_cfg(ctx.cfg, enc)),
                 "snapshot": ctx.snapshot["snapshot"],
                 "passages": ctx.snapshot.get("changes", {}),
                 "rows": row_counts(ordered),
@@ -87,16 +112,22 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
                 "generators": {n: gm["gen_fp"] for n, gm in gens.items()},
                 "units": [{k: r[k] for k in ("partition", "key", "file", "sha256", "bytes", "rows", "computed", "reused", "commit") if k in r} for r in ordered],
             })
+        computed_q = sum(r["rows"] for r in qrecords.values() if not r.get("resumed"))
         if qm is None:
-            qrec_done = qsummary or {**qled.committed("questions", qfp), "resumed": True}
-            qm = qled.publish(qfp, {"enc_fp": efp, "queries_sha256": qrec["sha256"], "rows": qrec_done["rows"],
-                                    "computed": 0 if qrec_done.get("resumed") else qrec_done["rows"], "dim": qrec_done["dim"],
-                                    "file": qrec_done["file"], "sha256": qrec_done["sha256"], "bytes": qrec_done["bytes"], "commit": qled.commit_rel("questions", qfp)})
+            qm = qled.publish(qfp, {"enc_fp": efp, "encoder_name": enc, "queries_sha256": qrec["sha256"], "computed": computed_q,
+                                    "sets": {n: {**{k: r[k] for k in ("file", "sha256", "bytes", "rows", "dim")},
+                                                 "perturbation": qsets[n]["perturbation"], "commit": qled.commit_rel(_qlabel(n), qsets[n]["key"])}
+                                             for n, r in qrecords.items()}})
         s["rows"] = m["rows"]["computed"]
         s["reused"] = not any(u["kind"] == "partition" for u in units)
     # The test questions: their own ledger, so metrics.json says whether they were encoded again.
-    ctx.timer.record(QUERIES, rows=0 if qsummary is None else qsummary["rows"], seconds=ctx.timer.stages[EMB]["seconds"], reused=qsummary is None)
+    ctx.timer.record(q_stage, rows=computed_q, seconds=ctx.timer.stages[emb_stage]["seconds"], reused=computed_q == 0)
     return m, qm
+
+
+def _qlabel(name: str) -> str:
+    """The unit label of a query set: ``questions`` (clean, as before) or ``questions-NAME``."""
+    return "questions" if name == CLEAN else f"questions-{name}"
 
 
 def _sum_dicts(ds: List[Dict[str, int]]) -> Dict[str, int]:
@@ -135,17 +166,44 @@ class EncodePartition(UnitRunner):
 
     def _queries(self, u: Dict[str, Any]) -> Dict[str, Any]:
         q = read_table_verified(self.storage, self.root, u["queries"], ["qid", "lang", "text"], where="the benchmark manifest")
-        vecs = self.encoder.encode(q["text"].to_pylist(), "query")
-        t = pa.table({"qid": q["qid"], "lang": q["lang"], "vector": vectors_to_arrow(vecs)}, schema=query_vectors_schema(self.encoder.dim))
-        return write_table_committed(self.storage, self.root, u["out"], t)
+        if u["perturbation"] is not None:
+            from ..perturb import perturb_table
 
-    def _rows(self, kind: str, src: str, ids: pa.Array, hashes: pa.Array, vecs: np.ndarray, counts: np.ndarray) -> pa.Table:
-        n = len(ids)
+            q = perturb_table(q, PerturbationConfig(**u["perturbation"]))
+        vecs = self.encoder.encode(q["text"].to_pylist(), "query")
+        t = pa.table({"qid": q["qid"], "lang": q["lang"], "text": q["text"], "vector": vectors_to_arrow(vecs)}, schema=query_vectors_schema(self.encoder.dim))
+        rec = write_table_committed(self.storage, self.root, u["out"], t)
+        rec["set"] = u["set"]
+        return rec
+
+    def _rows(self, kind: str, src: str, ids: pa.Array, hashes: pa.Array, vecs: np.ndarray, counts: np.ndarray,
+              slots: Optional[np.ndarray] = None, slot_counts: Optional[np.ndarray] = None) -> pa.Table:
+        n, dim = len(ids), self.encoder.dim
+        if slots is None:
+            slot_col = pa.nulls(n, self.schema.field("slots").type)
+            count_col = pa.nulls(n, self.schema.field("slot_counts").type)
+        else:
+            k = slots.shape[1]
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+            slot_col = pa.ListArray.from_arrays(offsets, vectors_to_arrow(slots.reshape(n * k, dim).astype(np.float32)))
+            count_col = pa.ListArray.from_arrays(offsets, pa.array(slot_counts.reshape(-1).astype(np.int32), pa.int32()))
         return pa.table({"kind": pa.array([kind] * n, pa.string()), "src": pa.array([src] * n, pa.string()), "id": ids, "content_hash": hashes,
-                         "vector": vectors_to_arrow(vecs.reshape(n, self.encoder.dim)), "count": pa.array(counts, pa.int32())}, schema=self.schema)
+                         "vector": vectors_to_arrow(vecs.reshape(n, dim)), "count": pa.array(counts, pa.int32()),
+                         "slots": slot_col, "slot_counts": count_col}, schema=self.schema)
+
+    def _query_sums(self, groups: List[List[Dict[str, str]]]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(total sums, counts, per-slot sums, per-slot counts) of each passage's encoded queries."""
+        flat = [q["text"] for g in groups for q in g]
+        vecs = self.encoder.encode(flat, "query") if flat else np.zeros((0, self.encoder.dim), np.float32)
+        group, slot = slot_positions([[q["lang"] for q in g] for g in groups])
+        sums, counts = slot_sums(vecs, group, slot, len(groups))
+        if sums.shape[2] == 0:
+            sums = np.zeros((len(groups), sums.shape[1], self.encoder.dim))
+        # float64 sums: the same total regardless of how queries were batched.
+        return sums.sum(axis=1).astype(np.float32), counts.sum(axis=1), sums, counts
 
     def _partition(self, u: Dict[str, Any]) -> Dict[str, Any]:
-        from ..models.encoder import encode_sum, format_passage
+        from ..models.encoder import format_passage
 
         corpus = read_table_verified(self.storage, self.root, u["corpus"], ["id", "title", "text", "content_hash"], where="the corpus snapshot")
         prior = read_table_verified(self.storage, self.root, u["prior"], where="the previous embeddings manifest") if u["prior"] else None
@@ -165,8 +223,8 @@ class EncodePartition(UnitRunner):
             kind = gen_kind(name)
             gt = read_table_verified(self.storage, self.root, g, ["id", "content_hash", "queries"], where=f"the generated/{name} manifest")
             old, todo = split_reuse(gt, prior_of(kind, g["src"]))
-            sums, c = encode_sum(self.encoder, [[q["text"] for q in qs] for qs in todo["queries"].to_pylist()], "query")
-            pieces += [old, self._rows(kind, g["src"], todo["id"], todo["content_hash"], sums, c)]
+            sums, c, slots, slot_counts = self._query_sums(todo["queries"].to_pylist())
+            pieces += [old, self._rows(kind, g["src"], todo["id"], todo["content_hash"], sums, c, slots, slot_counts)]
             computed[kind], reused[kind] = todo.num_rows, 0 if old is None else old.num_rows
             all_counts = np.concatenate([np.asarray(c, np.int64), np.zeros(0, np.int64) if old is None else old["count"].to_numpy().astype(np.int64)])
             counts[name] = check_counts(all_counts)

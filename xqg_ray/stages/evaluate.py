@@ -18,6 +18,7 @@ from ..config import StorageConfig
 from ..integrity import read_table_verified
 from ..raytools import run_tasks
 from ..storage import Storage, join
+from ..schemas import CLEAN
 from .context import Context
 
 
@@ -47,7 +48,7 @@ def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]
     return out
 
 
-def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]]) -> Dict[str, List[str]]:
+def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]], where: str = "runs") -> Dict[str, List[str]]:
     """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids."""
     max_tokens = max(ctx.cfg.eval.kt) * 1000
     lines, preds, rankings = [], [], {}
@@ -65,36 +66,57 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
             ctxs.append(docs[p][1])
             n += len(docs[p][1].split())
         preds.append({"id": qid, "lang": lang, "ctxs": ctxs})
-    ctx.storage.write_text(join(ctx.root, "runs", f"{name}.trec"), "\n".join(lines) + "\n")
-    ctx.storage.write_json(join(ctx.root, "runs", f"{name}.xor.json"), preds)
+    ctx.storage.write_text(join(ctx.root, where, f"{name}.trec"), "\n".join(lines) + "\n")
+    ctx.storage.write_json(join(ctx.root, where, f"{name}.xor.json"), preds)
     return rankings
 
 
-def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Tuple[np.ndarray, np.ndarray]], index_manifests: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    """Runs, per-query metrics, comparisons, metrics.json, report.md and plots; returns metrics.json's content."""
+def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
+             index_manifests: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
+
+    ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
+    Returns metrics.json's content.
+    """
+    from .. import experiments as X
     from ..report import bar_chart_png, render_markdown
     from ..significance import compare
+    from ..systems import comparisons as pairs
 
     names = metric_names(ctx)
+    e = ctx.cfg.eval
     with ctx.timer.stage("evaluate") as s:
-        docs = lookup_passages(ctx, np.concatenate([i.reshape(-1) for _, i in results.values()]))
+        docs = lookup_passages(ctx, np.concatenate([i.reshape(-1) for res in results.values() for _, i in res.values()]))
         text_of = {docid: text for docid, text in docs.values()}
-        rankings = {name: write_runs(ctx, name, queries, d, i, docs) for name, (d, i) in results.items()}
         qrows = [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
             queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
-        per_query, systems = {}, {}
-        e = ctx.cfg.eval
-        for name, ranks in rankings.items():
-            t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
-            ctx.storage.write_table(join(ctx.root, "per_query", f"{name}.parquet"), t)
-            per_query[name] = t
-            systems[name] = M.aggregate(t, names)
-        s["rows"] = len(qrows) * len(rankings)
+        per_query_sets: Dict[str, Dict[str, pa.Table]] = {}
+        for qset, res in results.items():
+            # The clean questions keep the plain paths; a perturbation gets its own directory.
+            sub = "" if qset == CLEAN else f"perturbed/{qset}/"
+            per_query_sets[qset] = {}
+            for name, (d, i) in res.items():
+                ranks = write_runs(ctx, name, queries, d, i, docs, where=f"runs/{sub}".rstrip("/"))
+                t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+                ctx.storage.write_table(join(ctx.root, f"per_query/{sub}{name}.parquet"), t)
+                per_query_sets[qset][name] = t
+        per_query = per_query_sets[CLEAN]
+        systems = {name: M.aggregate(t, names) for name, t in per_query.items()}
+        s["rows"] = len(qrows) * sum(len(r) for r in results.values())
     with ctx.timer.stage("compare") as s:
-        comparisons = compare(per_query, e.baseline, names, n_boot=e.bootstrap_samples, seed=e.seed)
+        cmp_kw = {"n_boot": e.bootstrap_samples, "seed": e.seed}  # MERGE-TODO n_perm
+        comparisons = []
+        for pr in pairs(ctx.cfg):
+            rows = compare({pr["baseline"]: per_query[pr["baseline"]], pr["system"]: per_query[pr["system"]]}, pr["baseline"], names, **cmp_kw)
+            comparisons += [{**r, "scope": pr["scope"]} for r in rows]
+        experiments = {
+            "sweeps": X.sweeps(ctx.cfg, per_query, comparisons, names, e.bootstrap_samples, e.seed),
+            "robustness": X.robustness(per_query_sets, names, compare, e.bootstrap_samples, e.seed, e.permutation_samples),
+            "languages": X.languages(ctx.cfg, per_query, names, e.bootstrap_samples, e.seed),
+        }
         s["rows"] = len(comparisons)
     # Facts about the systems come from the sealed index manifests, not from the config.
-    facts = ("alpha", "aggregation", "generator", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
+    facts = ("alpha", "aggregation", "n", "generator", "encoder", "encoder_name", "embeddings", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
     result = {
         "benchmark": {
             "kind": ctx.cfg.benchmark.kind,
@@ -110,6 +132,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Tuple[np.ndarra
         "metric_names": names,
         "systems": systems,
         "comparisons": comparisons,
+        "experiments": experiments,
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }

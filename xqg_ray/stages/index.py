@@ -13,7 +13,7 @@ vector is, so the next update can diff without the old embeddings.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ from ..raytools import run_tasks
 from ..reuse import diff_versions
 from ..schemas import SHARD_IDS_SCHEMA
 from ..storage import Storage
+from ..systems import encoder_label
 from .context import PIPELINE_VERSION, Context
 
 
@@ -52,22 +53,33 @@ def _unequal_counts_policy(ctx: Context, sysc, counts: Dict[str, int]) -> None:
     ctx.timer.event(f"index/{sysc.name}", "warning", message="WARNING " + msg)
 
 
-def run_index(ctx: Context, emb: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """Every system's index manifest, building or updating only the shards whose inputs changed."""
+def index_settings(sysc) -> Dict[str, Any]:
+    """What a system's vectors depend on (not its name, sweep list or baseline: renaming or
+    extending a sweep rebuilds nothing)."""
+    keep = ("generator", "encoder", "alpha", "aggregation", "n", "allow_unequal_counts")
+    return {k: v for k, v in asdict(sysc).items() if k in keep}
+
+
+def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Every system's index manifest, building or updating only the shards whose inputs changed.
+
+    ``embs``: encoder name -> its embeddings manifest; each system is built from its own encoder's.
+    """
     cfg = ctx.cfg
-    S, P, dim = cfg.index.num_shards, ctx.snapshot["num_partitions"], emb["dim"]
-    emb_units = {u["partition"]: u for u in emb["units"]}
+    S, P = cfg.index.num_shards, ctx.snapshot["num_partitions"]
     groups = shard_partitions(P, S)
     manifests: Dict[str, Dict[str, Any]] = {}
-    todo: Dict[int, List[Dict[str, Any]]] = {}
+    todo: Dict[Tuple[int, str], List[Dict[str, Any]]] = {}
     pending: Dict[str, Dict[str, Any]] = {}
     with ctx.timer.stage("index") as st:
         for sysc in cfg.systems:
+            emb = embs[sysc.encoder]
+            emb_units = {u["partition"]: u for u in emb["units"]}
             led = Ledger(ctx.storage, ctx.root, f"index/{sysc.name}")
             gen_fp = emb["generators"].get(sysc.generator) if sysc.generator else None
             if sysc.generator:
                 _unequal_counts_policy(ctx, sysc, emb["counts"][sysc.generator])
-            config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": asdict(sysc), "index": section_dict(cfg.index),
+            config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": index_settings(sysc), "index": section_dict(cfg.index),
                                       "partitions": P, "enc": emb["enc_fp"], "gen": gen_fp})
             fp = fingerprint({"config": config_key, "emb": emb["fingerprint"]})
             m = led.published(fp) if ctx.resume else None
@@ -85,15 +97,18 @@ def run_index(ctx: Context, emb: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
                     shards[s] = {**rec, "mode": "resumed"}
                     continue
                 ps = prior_shards.get(s)
-                todo.setdefault(s, []).append({
-                    "name": sysc.name, "generator": sysc.generator, "alpha": sysc.alpha, "aggregation": sysc.aggregation,
+                todo.setdefault((s, sysc.encoder), []).append({
+                    "name": sysc.name, "generator": sysc.generator, "alpha": sysc.alpha, "aggregation": sysc.aggregation, "n": sysc.n,
                     "stage": f"index/{sysc.name}", "label": label, "key": key,
                     "out": led.data_rel(label, key, ".faiss"), "ids_out": led.data_rel(label, key, ".ids.parquet"),
                     "prior": {"index": file_record(ps), "ids": ps["ids"]} if ps else None,
                 })
             pending[sysc.name] = {"led": led, "fp": fp, "config_key": config_key, "sys": sysc, "shards": shards}
-        args = [(ctx.root, ctx.cfg.storage, s, [file_record(emb_units[p]) for p in groups[s]], systems, dim, cfg.index.factory, cfg.index.metric, ctx.threads)
-                for s, systems in sorted(todo.items())]
+        args = []
+        for (s, enc), systems in sorted(todo.items()):
+            units = {u["partition"]: u for u in embs[enc]["units"]}
+            args.append((ctx.root, ctx.cfg.storage, s, [file_record(units[p]) for p in groups[s]], systems, embs[enc]["dim"],
+                         cfg.index.factory, cfg.index.metric, ctx.threads))
         for rows in run_tasks(build_shard, args, cfg.ray.actor_num_cpus):
             for r in rows:
                 pending[r["system"]]["shards"][r["shard"]] = r
@@ -103,10 +118,13 @@ def run_index(ctx: Context, emb: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             ntotal = sum(int(sh["ntotal"]) for sh in shards)
             if ntotal != ctx.snapshot["rows"]["kept"]:
                 raise RuntimeError(f"index {name}: {ntotal} vectors in shards, the corpus snapshot holds {ctx.snapshot['rows']['kept']} passages")
+            emb = embs[sysc.encoder]
             manifests[name] = pend["led"].publish(pend["fp"], {
-                "config_key": pend["config_key"], "system": asdict(sysc), "num_shards": S, "num_partitions": P, "dim": dim,
-                "metric": cfg.index.metric, "factory": cfg.index.factory, "encoder": cfg.encoder.model,
+                "config_key": pend["config_key"], "system": asdict(sysc), "num_shards": S, "num_partitions": P, "dim": emb["dim"],
+                "metric": cfg.index.metric, "factory": cfg.index.factory, "encoder": emb["encoder"]["model"],
+                "encoder_name": encoder_label(sysc.encoder), "embeddings": emb["fingerprint"],
                 "alpha": sysc.alpha if sysc.generator else 0.0, "aggregation": sysc.aggregation if sysc.generator else None,
+                "n": sysc.n if sysc.generator else None,
                 "generator": sysc.generator or None, "query_counts": emb["counts"][sysc.generator] if sysc.generator else None,
                 "corpus_hash": ctx.snapshot["corpus_hash"], "snapshot": ctx.snapshot["snapshot"], "ntotal": ntotal,
                 "changes": {k: sum(int(sh.get(k, 0)) for sh in shards if sh.get("mode") != "resumed") for k in ("added", "removed")},
@@ -133,7 +151,7 @@ def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: Li
 
     faiss.omp_set_num_threads(max(1, threads))
     storage = Storage(storage_cfg)
-    cols = ["kind", "id", "content_hash", "vector", "count"]
+    cols = ["kind", "id", "content_hash", "vector", "count"] + (["slots", "slot_counts"] if any(int(s.get("n") or 0) > 0 for s in systems) else [])
     tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in emb_files]
     group = pa.concat_tables(tables) if tables else None
     out = []

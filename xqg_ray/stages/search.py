@@ -71,9 +71,9 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]], qvecs: np.nda
     actors = [cls.remote(ctx.root, ctx.cfg.storage, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(S)]
     try:
         out = {}
-        for sysc in ctx.cfg.systems:
-            d, i = search_shards(actors, sysc.name, qvecs, k, ctx.cfg.search.query_batch_size)
-            out[sysc.name] = merge_topk(d, i, k, higher_is_better=ctx.cfg.index.metric == "ip")
+        for name in manifests:
+            d, i = search_shards(actors, name, qvecs, k, ctx.cfg.search.query_batch_size)
+            out[name] = merge_topk(d, i, k, higher_is_better=ctx.cfg.index.metric == "ip")
         return out
     except Exception as e:
         reraise_user_error(e)

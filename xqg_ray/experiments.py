@@ -1,0 +1,144 @@
+"""The research questions a run answers, from its per-query metric tables.
+
+- **sweeps**: each swept system's points (alpha, n, aggregation) with the macro
+  metric, its 95% interval and the paired test against the baseline, Holm-adjusted
+  across the points of one sweep;
+- **robustness**: each system's metric on every perturbed query set, its drop from
+  the clean questions, with paired tests (same qids, so pairs are by qid);
+- **languages**: per-language values with intervals, ordered by resource level or a
+  configured order, and optional pooled language groups.
+
+Everything here is a pure function of tables and the config; the evaluate stage
+writes what it returns into metrics.json and the report draws it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .config import RunConfig
+from .languages import group_of, language_order, resource_level
+from .significance import holm
+
+
+def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
+    """The macro mean (unweighted over languages) of per-query ``values`` and its bootstrap interval,
+    resampling queries within each language (the design's strata).  Nulls are skipped."""
+    v = np.asarray([np.nan if x is None else float(x) for x in values], np.float64)
+    lang_arr = np.asarray(list(langs))
+    strata = [v[(lang_arr == lang) & ~np.isnan(v)] for lang in sorted(set(langs))]
+    strata = [s for s in strata if s.size]
+    if not strata:
+        return {"mean": None, "ci95": [None, None]}
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    for s in strata:
+        boots += s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(axis=1)
+    boots /= len(strata)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [a, 1.0 - a])
+    return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [float(lo), float(hi)]}
+
+
+def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Sequence[Mapping[str, Any]],
+           metric_names: Sequence[str], n_boot: int, seed: int) -> List[Dict[str, Any]]:
+    """One entry per (swept system, parameter): its points in sweep order, each with the
+    macro metric + interval and the pooled comparison to the baseline, p Holm-adjusted
+    across the points (the family a reader scans for "which values help")."""
+    by_name = {s.name: s for s in cfg.systems}
+    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == "all"}
+    out: List[Dict[str, Any]] = []
+    for parent in cfg.systems:
+        if parent.sweep_of:
+            continue
+        for param in ("alpha", "n", "aggregation"):
+            values = list(getattr(parent.sweep, param))
+            if not values:
+                continue
+            points = [parent.name] + [s.name for s in cfg.systems if s.sweep_of == parent.name and s.sweep_param == param]
+            points.sort(key=lambda n: _sort_key(_value(by_name[n], param, cfg)))
+            entry: Dict[str, Any] = {"system": parent.name, "param": param, "points": []}
+            for name in points:
+                t = per_query[name]
+                pt: Dict[str, Any] = {"system": name, "value": _value(by_name[name], param, cfg), "metrics": {}}
+                for m in metric_names:
+                    stats = macro_ci(t[m].to_pylist(), t["lang"].to_pylist(), n_boot, seed)
+                    c = pooled.get((name, m), {})
+                    stats.update(diff=c.get("mean_diff"), diff_ci95=c.get("ci95"), p_value=c.get("p_value"), p_perm=c.get("p_perm"))
+                    pt["metrics"][m] = stats
+                entry["points"].append(pt)
+            for m in metric_names:
+                for key in ("p_value", "p_perm"):
+                    adj = _holm_present([p["metrics"][m].get(key) for p in entry["points"]])
+                    for p, a in zip(entry["points"], adj):
+                        p["metrics"][m][f"{key}_holm_sweep"] = a
+            out.append(entry)
+    return out
+
+
+def _holm_present(ps: Sequence[Any]) -> List[Any]:
+    """Holm over the p-values present; None stays None (e.g. the baseline's own point)."""
+    idx = [i for i, p in enumerate(ps) if p is not None]
+    out: List[Any] = [None] * len(ps)
+    for i, a in zip(idx, holm([float(ps[i]) for i in idx]) if idx else []):
+        out[i] = a
+    return out
+
+
+def _value(s, param: str, cfg: RunConfig) -> Any:
+    if param == "n" and s.n == 0:
+        g = cfg.generators.get(s.generator)
+        return g.n_per_language if g is not None else 0
+    return getattr(s, param)
+
+
+def _sort_key(v: Any) -> tuple:
+    return (0, float(v), "") if isinstance(v, (int, float)) else (1, 0.0, str(v))
+
+
+def robustness(per_query_sets: Mapping[str, Mapping[str, pa.Table]], metric_names: Sequence[str],
+               compare_fn, n_boot: int, seed: int, n_perm: int) -> Dict[str, Any]:
+    """Per perturbed query set and system: the metric (with interval) and the paired
+    comparison perturbed - clean (negative = a drop), per language and pooled."""
+    clean = per_query_sets["clean"]
+    out: Dict[str, Any] = {}
+    for qset, tables in per_query_sets.items():
+        if qset == "clean":
+            continue
+        out[qset] = {}
+        for name, t in tables.items():
+            rows = compare_fn({"clean": clean[name], qset: t}, "clean", metric_names, n_boot=n_boot, seed=seed)  # MERGE-TODO n_perm
+            out[qset][name] = {
+                "metrics": {m: macro_ci(t[m].to_pylist(), t["lang"].to_pylist(), n_boot, seed) for m in metric_names},
+                "clean": {m: macro_ci(clean[name][m].to_pylist(), clean[name]["lang"].to_pylist(), n_boot, seed) for m in metric_names},
+                "comparisons": rows,
+            }
+    return out
+
+
+def languages(cfg: RunConfig, per_query: Mapping[str, pa.Table], metric_names: Sequence[str], n_boot: int, seed: int) -> Dict[str, Any]:
+    """Per-language (and per-group) values with intervals, languages in resource order."""
+    any_t = next(iter(per_query.values()))
+    langs = language_order(any_t["lang"].to_pylist(), cfg.eval.language_order)
+    groups = group_of(cfg.eval.language_groups)
+    table: Dict[str, Any] = {}
+    for name, t in per_query.items():
+        lang_col = np.asarray(t["lang"].to_pylist())
+        entry: Dict[str, Any] = {}
+        for m in metric_names:
+            vals = t[m].to_pylist()
+            per = {}
+            for lang in langs:
+                sel = [v for v, lg in zip(vals, lang_col) if lg == lang]
+                per[lang] = macro_ci(sel, [lang] * len(sel), n_boot, seed)
+            for g, members in cfg.eval.language_groups.items():
+                sel = [(v, lg) for v, lg in zip(vals, lang_col) if lg in members]
+                per[f"group:{g}"] = macro_ci([v for v, _ in sel], [lg for _, lg in sel], n_boot, seed)
+            entry[m] = per
+        table[name] = entry
+    return {"order": langs, "resource_gib": {lang: resource_level(lang) for lang in langs},
+            "groups": {lang: groups.get(lang) for lang in langs}, "values": table,
+            "ordered_by": "eval.language_order" if cfg.eval.language_order else "CC-100 GiB (languages.py)"}
