@@ -62,3 +62,40 @@ def test_shape_and_aggregation_errors():
 
 def test_counts_summary():
     assert check_counts(np.array([5, 5, 0])) == {"min": 0, "max": 5, "zero": 1, "passages": 3}
+
+
+def test_slot_positions_count_queries_per_language():
+    from xqg_ray.augment import slot_positions
+
+    group, slot = slot_positions([["de", "zh", "de", "zh", "de"], [], ["zh"]])
+    assert group.tolist() == [0, 0, 0, 0, 0, 2]
+    assert slot.tolist() == [0, 0, 1, 1, 2, 0]
+
+
+def test_slot_sums_and_first_slots_match_a_hand_computation():
+    from xqg_ray.augment import first_slots, slot_sums
+
+    vecs = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [5.0, 5.0]])
+    group = np.array([0, 0, 0, 0, 1])
+    slot = np.array([0, 0, 1, 1, 0])
+    sums, counts = slot_sums(vecs, group, slot, 3)
+    assert sums.shape == (3, 2, 2) and counts.tolist() == [[2, 2], [1, 0], [0, 0]]
+    assert sums[0].tolist() == [[1.0, 1.0], [2.0, 3.0]] and sums[1].tolist() == [[5.0, 5.0], [0.0, 0.0]]
+    s1, c1 = first_slots(sums, counts, 1)
+    assert s1.tolist() == [[1.0, 1.0], [5.0, 5.0], [0.0, 0.0]] and c1.tolist() == [2, 1, 0]
+    s_all, c_all = first_slots(sums, counts, 0)
+    assert s_all.tolist() == [[3.0, 4.0], [5.0, 5.0], [0.0, 0.0]] and c_all.tolist() == [4, 1, 0]
+    assert first_slots(sums, counts, 9)[1].tolist() == [4, 1, 0]  # n beyond the slots = all
+
+
+def test_slots_round_trip_through_arrow_with_ragged_rows():
+    import pyarrow as pa
+
+    from xqg_ray.arrow_utils import slots_to_dense, vectors_to_arrow
+
+    flat = vectors_to_arrow(np.arange(6, dtype=np.float32).reshape(3, 2))
+    slots = pa.ListArray.from_arrays(pa.array([0, 2, 2, 3], pa.int32()), flat)  # rows with 2, 0, 1 slots
+    counts = pa.ListArray.from_arrays(pa.array([0, 2, 2, 3], pa.int32()), pa.array([3, 1, 2], pa.int32()))
+    sums, cnt = slots_to_dense(pa.chunked_array([slots]), pa.chunked_array([counts]), 2)
+    assert sums.tolist() == [[[0, 1], [2, 3]], [[0, 0], [0, 0]], [[4, 5], [0, 0]]]
+    assert cnt.tolist() == [[3, 1], [0, 0], [2, 0]]

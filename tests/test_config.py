@@ -87,3 +87,52 @@ def test_bad_stage_pool_and_dtype_are_refused():
         load_config("conf/smoke.yaml", ["ray.encode.num_gpus=1.5", "ray.generate.min_actors=3", "encoder.dtype=float8"])
     msg = str(e.value)
     assert "ray.encode.num_gpus=1.5" in msg and "ray.generate (or ray.actor_*)" in msg and "encoder.dtype='float8'" in msg
+
+
+def _with_systems(tmp_path, systems: str) -> str:
+    import yaml
+
+    raw = yaml.safe_load(Path("conf/smoke.yaml").read_text())
+    raw["systems"] = yaml.safe_load(systems)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+SMOKE_SYSTEMS = """
+- {name: baseline}
+- {name: xqg, generator: t5, alpha: 0.01, sweep: {alpha: [0.01, 0.1, 0.5], n: [1, 2], aggregation: [mean]}}
+- {name: xqg-a0.3, generator: t5, alpha: 0.3}
+- {name: causal-mean, generator: gpt2, alpha: 0.1, aggregation: mean}
+"""
+
+
+def test_sweeps_expand_once_and_survive_a_reload(tmp_path):
+    from xqg_ray.systems import point_name
+
+    cfg = load_config(_with_systems(tmp_path, SMOKE_SYSTEMS))
+    names = [s.name for s in cfg.systems]
+    assert names == ["baseline", "xqg", "xqg@alpha=0.1", "xqg@alpha=0.5", "xqg@n=1", "xqg@aggregation=mean", "xqg-a0.3", "causal-mean"]
+    by = {s.name: s for s in cfg.systems}
+    assert (by["xqg@n=1"].n, by["xqg@n=1"].alpha, by["xqg@n=1"].sweep_of, by["xqg@n=1"].sweep_param) == (1, 0.01, "xqg", "n")
+    assert (by["xqg@alpha=0.5"].alpha, by["xqg@alpha=0.5"].aggregation) == (0.5, "sum")
+    assert point_name("x", "alpha", 0.25) == "x@alpha=0.25"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert [s.name for s in load_config(str(saved)).systems] == names  # idempotent
+
+
+def test_bad_sweeps_and_encoders_are_refused(tmp_path):
+    bad = """
+- {name: baseline, sweep: {alpha: [0.1]}}
+- {name: xqg, generator: t5, sweep: {n: [3]}}
+- {name: xqg-a0.3, generator: t5, encoder: nope}
+- {name: causal-mean, generator: gpt2, n: 5}
+"""
+    with pytest.raises(ConfigError) as e:
+        load_config(_with_systems(tmp_path, bad))
+    msg = str(e.value)
+    assert "system 'xqg': sweep.n values must be in 1..2" in msg
+    assert "system 'baseline': a sweep over ['alpha'] needs a generator" in msg
+    assert "system 'xqg-a0.3' uses encoder 'nope', not in encoders []" in msg
+    assert "system 'causal-mean': n=5 must be in 0..2" in msg

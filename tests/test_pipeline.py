@@ -74,7 +74,7 @@ def test_output_contract(smoke):
     queries = pq.read_table(out / bench["files"]["queries"]["file"])
     assert queries.schema.names == ["qid", "lang", "text", "answers", "gold_docid"] and queries.num_rows == 24
     enc = query_vectors(out)
-    assert enc.column_names == ["qid", "lang", "vector"] and enc["qid"].to_pylist() == queries["qid"].to_pylist()
+    assert enc.column_names == ["qid", "lang", "text", "vector"] and enc["text"].to_pylist() == queries["text"].to_pylist() and enc["qid"].to_pylist() == queries["qid"].to_pylist()
     for s in SYSTEMS:
         preds = json.loads((out / "runs" / f"{s}.xor.json").read_text())
         assert [p["id"] for p in preds] == queries["qid"].to_pylist() and set(preds[0]) == {"id", "lang", "ctxs"}

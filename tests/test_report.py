@@ -135,5 +135,5 @@ def test_system_definitions_section():
     }
     md = render_markdown(metrics, {})
     assert "## Systems" in md
-    assert "| xqg | gemma | sum | 0.01 | 3–3 | 0 |" in md
-    assert "| baseline | – (E(p) only) |" in md
+    assert "| xqg | – | gemma | sum | 0.01 | all | 3–3 | 0 |" in md
+    assert "| baseline | – | – (E(p) only) |" in md

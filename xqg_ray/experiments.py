@@ -125,7 +125,10 @@ def languages(cfg: RunConfig, per_query: Mapping[str, pa.Table], metric_names: S
     langs = language_order(any_t["lang"].to_pylist(), cfg.eval.language_order)
     groups = group_of(cfg.eval.language_groups)
     table: Dict[str, Any] = {}
+    swept = {s.name for s in cfg.systems if s.sweep_of}
     for name, t in per_query.items():
+        if name in swept:
+            continue  # the sweep section shows those
         lang_col = np.asarray(t["lang"].to_pylist())
         entry: Dict[str, Any] = {}
         for m in metric_names:

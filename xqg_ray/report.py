@@ -30,7 +30,7 @@ PER_LANGUAGE_METRICS = ["R@2kt", "R@5kt", "MRR@10"]
 SIGNIFICANCE_ALPHA = 0.05
 
 # Top-level keys that are structured data, rendered in their own sections.
-_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes"}
+_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments"}
 
 
 def _is_missing(v: Any) -> bool:
@@ -245,19 +245,19 @@ def _stages_section(stages: Mapping[str, Any]) -> list[str]:
 
 def _definitions_section(indexes: Mapping[str, Any]) -> list[str]:
     """What each system is: its generator, aggregation, alpha and queries per passage."""
-    header = ["System", "Generator", "Aggregation", "alpha", "Queries/passage (min–max)", "Passages without"]
+    header = ["System", "Encoder", "Generator", "Aggregation", "alpha", "n/language", "Queries/passage (min–max)", "Passages without"]
     rows = []
     for name, ix in indexes.items():
         ix = ix if isinstance(ix, Mapping) else {}
         c = ix.get("query_counts") or {}
         gen = ix.get("generator")
-        rows.append([name, gen or "– (E(p) only)", ix.get("aggregation") or MISSING,
-                     MISSING if not gen else f"{ix.get('alpha'):g}",
+        rows.append([name, ix.get("encoder_name") or MISSING, gen or "– (E(p) only)", ix.get("aggregation") or MISSING,
+                     MISSING if not gen else f"{ix.get('alpha'):g}", MISSING if not gen else (ix.get("n") or "all"),
                      f"{c['min']}–{c['max']}" if c else MISSING, _int(c.get("zero")) if c else MISSING])
     return ["## Systems", ""] + _table(header, rows) + [""]
 
 
-def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str]) -> str:
+def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str], experiment_charts: Mapping[str, str] | None = None) -> str:
     """report.md text for one run.
 
     Sections (each only when there is data for it): run facts (every scalar
@@ -285,6 +285,10 @@ def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str]) 
     comparisons = metrics.get("comparisons") or []
     if comparisons:
         lines += _comparisons_section(comparisons)
+
+    from .report_experiments import render_experiments
+
+    lines += render_experiments(metrics, experiment_charts or {})
 
     if chart_names:
         lines += _charts_section(chart_names)

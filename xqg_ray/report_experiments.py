@@ -1,0 +1,97 @@
+"""report.md sections for the research questions: sweeps, robustness, languages, encoders.
+
+Input is metrics.json's ``experiments`` entry (see :mod:`xqg_ray.experiments`)
+plus the comparisons; every figure drawn from it is also a table here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Sequence
+
+from .report import MISSING, _pct, _points, _pvalue, _table
+
+# The metrics the experiment tables show (all are in metrics.json).
+HEADLINE = ("R@2kt", "R@5kt")
+
+
+def _ci(ci: Any) -> str:
+    if not ci or ci[0] is None:
+        return MISSING
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _ci_points(ci: Any) -> str:
+    if not ci or ci[0] is None:
+        return MISSING
+    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+    if not sweeps:
+        return []
+    lines = ["## Sweeps", "",
+             "Each point is built from the stored encodings.  Differences are against the system's baseline, "
+             "paired by question; p (Holm) is adjusted across the points of one sweep.", ""]
+    for sw in sweeps:
+        lines += [f"### {sw['system']}: {sw['param']}", ""]
+        chart = charts.get(f"sweep:{sw['system']}:{sw['param']}")
+        if chart:
+            lines += [f"![{sw['system']} {sw['param']}]({chart})", ""]
+        for m in metrics:
+            rows = []
+            for p in sw["points"]:
+                s = p["metrics"][m]
+                rows.append([p["value"], p["system"], _pct(s["mean"]), _ci(s["ci95"]), _points(s.get("diff")), _ci_points(s.get("diff_ci95")),
+                             _pvalue(s.get("p_value_holm_sweep")), _pvalue(s.get("p_perm_holm_sweep"))])
+            lines += [f"{m}:", ""] + _table([sw["param"], "system", m, "95% CI", "diff", "diff 95% CI", "p t (Holm)", "p perm (Holm)"], rows) + [""]
+    return lines
+
+
+def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+    if not rob:
+        return []
+    lines = ["## Robustness to perturbed questions", "",
+             "The same questions, perturbed (seeded); drop = perturbed - clean, paired by question.", ""]
+    if charts.get("robustness"):
+        lines += [f"![robustness]({charts['robustness']})", ""]
+    for m in metrics:
+        rows = []
+        for qset, systems in rob.items():
+            for name, r in systems.items():
+                c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == "all"), {})
+                rows.append([qset, name, _pct(r["clean"][m]["mean"]), _pct(r["metrics"][m]["mean"]), _points(c.get("mean_diff")),
+                             _ci_points(c.get("ci95")), _pvalue(c.get("p_value")), _pvalue(c.get("p_perm"))])
+        lines += [f"{m}:", ""] + _table(["perturbation", "system", "clean", "perturbed", "drop", "95% CI", "p t", "p perm"], rows) + [""]
+    return lines
+
+
+def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+    if not langs or not langs.get("values"):
+        return []
+    order = list(langs["order"])
+    groups = sorted({k for v in langs["values"].values() for k in next(iter(v.values())) if k.startswith("group:")})
+    head = [f"{lang} ({langs['resource_gib'].get(lang) or '?'} GiB)" for lang in order] + [g[len("group:"):] for g in groups]
+    lines = ["## Per language, by pretraining resource level", "",
+             f"Languages ordered by {langs['ordered_by']}, high to low; 95% bootstrap intervals.", ""]
+    if charts.get("languages"):
+        lines += [f"![languages]({charts['languages']})", ""]
+    for m in metrics:
+        rows = []
+        for name, v in langs["values"].items():
+            rows.append([name] + [f"{_pct(v[m][k]['mean'])} {_ci(v[m][k]['ci95'])}" for k in order + groups])
+        lines += [f"{m}:", ""] + _table(["system"] + head, rows) + [""]
+    return lines
+
+
+def forest_section(charts: Mapping[str, str]) -> List[str]:
+    if not charts.get("forest"):
+        return []
+    return ["## Differences from the baseline, per language", "", f"![forest]({charts['forest']})", ""]
+
+
+def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, str]) -> List[str]:
+    """The experiment sections of report.md (empty when the run has none)."""
+    exp = metrics.get("experiments") or {}
+    names = [m for m in HEADLINE if m in (metrics.get("metric_names") or HEADLINE)]
+    return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts)
+            + robustness_section(exp.get("robustness") or {}, names, charts) + languages_section(exp.get("languages") or {}, names, charts))
