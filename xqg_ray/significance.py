@@ -26,7 +26,6 @@ from typing import Any, Hashable, Mapping, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 # Upper bound on the number of resampled indices held in memory at once by
 # bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and
@@ -126,6 +125,8 @@ def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
     None and are not part of the family.
     Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06].
     """
+    from statsmodels.stats.multitest import multipletests  # pulls in pandas: ~0.5 s, only when used
+
     p = [None if v is None else float(v) for v in pvalues]
     if any(v is not None and (math.isnan(v) or v < 0 or v > 1) for v in p):
         raise ValueError(f"p-values must lie in [0, 1]: {p}")
