@@ -245,25 +245,21 @@ def _char_noise(text: str, lang: str, kind: str, rate: float, rng: np.random.Gen
             units[p], units[p + 1] = units[p + 1], units[p]
         return "".join(units), len(starts)
 
-    pools: dict[Optional[str], tuple[str, ...]] = {}
+    letters_by_script: dict[Optional[str], set[str]] = {}
     for i in positions:
-        s = script_of(units[i][0])
-        pools[s] = pools.get(s, ()) + (units[i][0],)
-    pools = {s: tuple(sorted(set(p))) for s, p in pools.items()}  # sorted: set order is not stable
+        letters_by_script.setdefault(script_of(units[i][0]), set()).add(units[i][0])
+    pools = {s: tuple(sorted(p)) for s, p in letters_by_script.items()}  # sorted: set order is not stable
 
     chosen = sorted(int(j) for j in rng.choice(len(positions), size=k, replace=False))
     ops_drawn = rng.integers(0, 4, size=k) if kind == "char" else None
     chosen_units = {positions[j] for j in chosen}
     plan: dict[int, tuple[str, str]] = {}  # unit index -> (op, new letter)
-    taken: set[int] = set()  # partners of swaps
     for n, j in enumerate(chosen):
         i = positions[j]
         op = kind if ops_drawn is None else ("swap", "drop", "insert", "keyboard")[int(ops_drawn[n])]
         if op == "swap":
-            ok = (i + 1 < len(units) and letter[i + 1] and units[i] != units[i + 1]
-                  and i + 1 not in chosen_units and i + 1 not in taken and i not in taken)
-            if ok:
-                taken.add(i + 1)
+            # The partner must be an unchosen letter, so it is nobody else's partner.
+            if i + 1 < len(units) and letter[i + 1] and units[i] != units[i + 1] and i + 1 not in chosen_units:
                 plan[i] = ("swap", "")
                 continue
             op = "keyboard"  # no partner: a substitution keeps the edit count
