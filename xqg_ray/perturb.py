@@ -79,7 +79,8 @@ def validate_spec(spec: PerturbSpec, where: str = "perturbation") -> list[str]:
     if spec.kind not in KINDS:
         errs.append(f"{where}.kind={spec.kind!r}: use one of {', '.join(KINDS)}")
     rate = spec.rate
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
+    number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+    if not number or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
         errs.append(f"{where}.rate={rate!r}: must be a number in [0, 1]")
     elif spec.kind in _PAIR_KINDS and rate > 0.5:
         errs.append(f"{where}.rate={rate!r}: {spec.kind} swaps pairs, so the rate must be <= 0.5")
