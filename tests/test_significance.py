@@ -1,7 +1,9 @@
-"""Tests for xqg_ray.significance: t-test, Holm, bootstrap CI and compare()."""
+"""Tests for xqg_ray.significance: t-test, randomisation test, Holm, bootstrap CIs,
+effect sizes and compare()."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -10,7 +12,12 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from xqg_ray.significance import bootstrap_ci, compare, holm, paired_ttest
+from statsmodels.stats.multitest import multipletests
+
+from xqg_ray.significance import (
+    bootstrap_ci, cohens_dz, compare, effect_sizes, holm, holm_by_family,
+    paired_permutation_test, paired_ttest,
+)
 
 
 # ---------------------------------------------------------------- paired t-test
@@ -64,6 +71,142 @@ def test_holm_monotone_capped_and_ordered():
     assert holm([]) == []
     with pytest.raises(ValueError):
         holm([0.1, float("nan")])
+
+
+def test_holm_matches_statsmodels_and_passes_none_through():
+    p = [0.002, 0.2, 0.011, 0.04, 0.03, 0.5]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    # Family of three: 0.01*3, 0.04*2 -> 0.08, 0.03*... sorted 0.01, 0.03, 0.04.
+    assert holm([0.01, None, 0.04, 0.03, None]) == pytest.approx([0.03, None, 0.06, 0.06, None])
+    assert holm([None, None]) == [None, None]
+    with pytest.raises(ValueError):
+        holm([1.5])
+
+
+def test_holm_by_family_across_sweep_points():
+    rows = [
+        {"system": f"a{alpha}", "metric": m, "lang": "all", "p_value": p}
+        for (alpha, m), p in zip(
+            itertools.product((0.01, 0.1, 1.0), ("R@2kt", "MRR@10")),
+            (0.01, 0.2, 0.02, None, 0.04, 0.3),
+        )
+    ]
+    out = holm_by_family(rows, ("metric", "lang"))
+    assert [r["system"] for r in out] == [r["system"] for r in rows]
+    assert "p_holm_family" not in rows[0]  # inputs untouched
+    # R@2kt family: 0.01, 0.02, 0.04 -> 0.03, 0.04, 0.04.  MRR family: 0.2, None, 0.3 -> 0.4, None, 0.4.
+    got = {(r["system"], r["metric"]): r["p_holm_family"] for r in out}
+    assert got == pytest.approx({
+        ("a0.01", "R@2kt"): 0.03, ("a0.1", "R@2kt"): 0.04, ("a1.0", "R@2kt"): 0.04,
+        ("a0.01", "MRR@10"): 0.4, ("a0.1", "MRR@10"): None, ("a1.0", "MRR@10"): 0.4,
+    })
+    perm = holm_by_family(rows, ("metric",), p_key="p_value", out_key="adj")
+    assert [r["adj"] for r in perm] == [r["p_holm_family"] for r in out]
+
+
+# ---------------------------------------------------------------- randomisation test
+
+
+def exact_sign_flip_p(d):
+    """Two-sided p by enumerating all 2^n sign flips: P(|mean(s*d)| >= |mean(d)|)."""
+    d = np.asarray(d, dtype=float)
+    t = abs(d.mean())
+    hits = sum(abs(np.mean(d * np.array(s))) >= t - 1e-12 for s in itertools.product((1, -1), repeat=d.size))
+    return hits / 2 ** d.size
+
+
+@pytest.mark.parametrize("a,b", [
+    ([0.9, 0.4, 0.7, 1.0, 0.3, 0.8, 0.6], [0.5, 0.5, 0.2, 0.6, 0.1, 0.4, 0.6]),  # one zero difference
+    ([1, 1, 0, 1, 1, 1, 0, 1, 1, 0], [0, 1, 1, 0, 0, 0, 0, 1, 0, 0]),  # binary R@kt-style hits
+    ([0.2, 0.5, 0.1, 0.0], [0.3, 0.1, 0.4, 0.2]),
+])
+def test_permutation_test_is_exact_on_small_samples(a, b):
+    expected = exact_sign_flip_p(np.array(a, float) - np.array(b, float))
+    assert paired_permutation_test(a, b) == pytest.approx(expected, abs=1e-12)
+    assert paired_permutation_test(b, a) == pytest.approx(expected, abs=1e-12)
+
+
+def test_permutation_test_binary_differences_exact_at_any_size():
+    # 60 non-zero +-1 differences (45 up, 15 down) plus 40 ties: the sign-flip
+    # distribution of the sum is 2 * Binomial(60, 1/2) - 60, so the exact p is
+    # P(|X - 30| >= 15), summed by hand; 2^60 flips could not be enumerated.
+    a = [1] * 45 + [0] * 15 + [1] * 20 + [0] * 20
+    b = [0] * 45 + [1] * 15 + [1] * 20 + [0] * 20
+    expected = sum(math.comb(60, k) for k in range(61) if abs(k - 30) >= 15) / 2 ** 60
+    assert paired_permutation_test(a, b) == pytest.approx(expected, rel=1e-9)
+    assert 0 < expected < 1e-3
+
+
+def test_permutation_test_hand_values_and_degenerate_cases():
+    # d = [1, 1, 1, -1]: |mean| >= 0.5 for the 10 flips with at most one minus or one plus.
+    assert paired_permutation_test([1, 1, 1, 0], [0, 0, 0, 1]) == pytest.approx(10 / 16)
+    assert paired_permutation_test([1, 1, 1, 1, 1], [0, 0, 0, 0, 0]) == pytest.approx(2 / 32)
+    assert paired_permutation_test([1, 0, 1], [1, 0, 1]) == 1.0  # identical
+    assert paired_permutation_test([1, 0, 0], [0, 0, 0]) == 1.0  # one non-zero difference
+    assert paired_permutation_test([], []) == 1.0
+    with pytest.raises(ValueError):
+        paired_permutation_test([1.0, 2.0], [1.0])
+
+
+def test_permutation_test_random_resamples_seeded():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.6, 0.1, 40)
+    b = a - rng.uniform(0.2, 0.4, 40)  # every query up: no random flip reaches the observed mean
+    # Randomised p of scipy: 2 * (0 + 1) / (999 + 1) for an observed value beyond all draws.
+    assert paired_permutation_test(a, b, n_resamples=999, seed=3) == pytest.approx(0.002)
+    noisy = b + rng.normal(0, 0.5, 40)
+    p1 = paired_permutation_test(a, noisy, n_resamples=999, seed=3)
+    assert p1 == paired_permutation_test(a, noisy, n_resamples=999, seed=3)
+    assert p1 != paired_permutation_test(a, noisy, n_resamples=999, seed=4)
+    assert abs(p1 - paired_ttest(a, noisy)) < 0.05  # the two tests agree on normal data
+
+
+# ---------------------------------------------------------------- effect sizes
+
+
+def test_cohens_dz_by_hand():
+    d = [0.4, -0.1, 0.5, 0.4, 0.2, 0.4]
+    mean = sum(d) / 6
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 5)
+    assert cohens_dz(d) == pytest.approx(mean / sd)
+    assert cohens_dz([0.25, 0.25]) is None and cohens_dz([1.0]) is None
+
+
+def test_effect_sizes_against_scipy_bootstrap():
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.5, 0.2, 60)
+    b = a - rng.normal(0.1, 0.2, 60)
+    d = a - b
+    got = effect_sizes(a, b, n_boot=500, seed=3)
+    ref = stats.bootstrap((d,), np.mean, n_resamples=500, method="percentile", vectorized=True,
+                          rng=np.random.default_rng(3)).confidence_interval
+    assert got["mean_diff"] == pytest.approx(d.mean())
+    assert got["mean_diff_ci"] == pytest.approx([ref.low, ref.high])
+    assert got["dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+    lo, hi = got["dz_ci"]
+    assert lo < got["dz"] < hi
+    assert effect_sizes(a, b, n_boot=500, seed=3) == got
+    assert effect_sizes(a, b, n_boot=500, seed=4) != got
+    bca = effect_sizes(a, b, n_boot=500, seed=3, method="BCa")
+    assert bca["dz"] == got["dz"] and bca["dz_ci"] != got["dz_ci"]
+    json.dumps(bca, allow_nan=False)
+
+
+def test_effect_sizes_degenerate_cases():
+    assert effect_sizes([], []) == {"mean_diff": None, "mean_diff_ci": [None, None], "dz": None,
+                                    "dz_ci": [None, None]}
+    assert effect_sizes([0.5, 0.75], [0.25, 0.5]) == {
+        "mean_diff": 0.25, "mean_diff_ci": [0.25, 0.25], "dz": None, "dz_ci": [None, None]}
+    # Binary differences with one hit among few: resamples without spread give an
+    # infinite d_z; non-finite bounds become None, never NaN or inf.
+    # (all four resampled 1s, probability 0.32, is above the 97.5th percentile).
+    out = effect_sizes([1, 1, 1, 0], [0, 0, 0, 0], n_boot=200)
+    assert out["dz"] == pytest.approx(1.5) and out["dz_ci"][1] is None
+    # One 1 in four (P(at most one) = 0.05 > 0.025): mean 0.25 / sd 0.5.
+    assert out["dz_ci"][0] == pytest.approx(0.5)
+    json.dumps(out, allow_nan=False)
+    with pytest.raises(ValueError):
+        effect_sizes([1.0], [0.0], method="basic")
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -141,7 +284,8 @@ def test_compare_structure_pairing_and_holm():
                    n_boot=200, seed=0)
 
     keys = {"baseline", "system", "metric", "lang", "n", "mean_baseline", "mean_system",
-            "mean_diff", "ci95", "p_value", "p_holm"}
+            "mean_diff", "ci95", "p_value", "p_holm", "p_perm", "p_perm_holm", "effect_dz",
+            "effect_ci"}
     assert all(set(r) == keys for r in rows)
     assert [(r["system"], r["metric"], r["lang"]) for r in rows] == [
         ("A", "R@2kt", "fi"), ("A", "R@2kt", "ja"), ("A", "R@2kt", "all"),
@@ -180,10 +324,23 @@ def test_compare_structure_pairing_and_holm():
     assert [r_fi["p_holm"], r_ja["p_holm"]] == pytest.approx(adj)
     assert r_all["p_holm"] == r_all["p_value"]
 
+    # Randomisation test, exact: R@2kt differences fi [1, 0, 1] and all [1, 0, 1, 0, 0]
+    # have two non-zero +1s, so 2 of the 4 sign patterns reach |mean| >= observed.
+    assert (r_fi["p_perm"], r_ja["p_perm"], r_all["p_perm"]) == (0.5, 1.0, 0.5)
+    assert [r_fi["p_perm_holm"], r_ja["p_perm_holm"]] == [1.0, 1.0]
+    assert r_all["p_perm_holm"] == 0.5
+    # MRR moves by +0.25 on all 6 queries: only the all-plus and all-minus flips tie.
+    assert mrr_all["p_perm"] == pytest.approx(2 / 64)
+    # Constant differences: d_z is infinite, reported as None.
+    assert mrr_all["effect_dz"] is None and mrr_all["effect_ci"] == [None, None]
+    d = np.array([1, 0, 1, 0, 0], dtype=float)
+    assert r_all["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+
     # Identical system: no differences anywhere.
     for lang in ("fi", "ja", "all"):
         r = by[("B", "R@2kt", lang)]
         assert r["mean_diff"] == 0.0 and r["p_value"] == 1.0 and r["p_holm"] == 1.0
+        assert r["p_perm"] == 1.0 and r["p_perm_holm"] == 1.0 and r["effect_dz"] is None
 
 
 def test_compare_is_deterministic():
@@ -200,6 +357,8 @@ def test_compare_language_with_no_pairs():
     te = next(r for r in rows if r["lang"] == "te")
     assert te["n"] == 0 and te["p_value"] is None and te["p_holm"] is None
     assert te["mean_diff"] is None
+    assert te["p_perm"] is None and te["p_perm_holm"] is None
+    assert te["effect_dz"] is None and te["effect_ci"] == [None, None]
     fi = next(r for r in rows if r["lang"] == "fi")
     # te is not part of the Holm family, so fi's p is not inflated.
     assert fi["p_holm"] == fi["p_value"]

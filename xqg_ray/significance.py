@@ -1,9 +1,15 @@
 """Paired significance tests for comparing retrieval systems on the same queries.
 
 Every system is scored on the same questions, so comparisons are paired by qid:
-a paired t-test on per-query metric values, Holm-Bonferroni correction across
-the languages of one (system, metric) family, and a percentile-bootstrap 95%
-confidence interval for the mean per-query difference.
+
+* a paired t-test (``scipy.stats.ttest_rel``) on per-query metric values;
+* a paired randomisation test (sign flips of the per-query differences,
+  ``scipy.stats.permutation_test``), exact when 2^n is small, the test of
+  choice for binary per-query metrics such as R@kt;
+* Holm-Bonferroni correction (``statsmodels``) across the languages of one
+  (system, metric) family, and across any family a caller names (sweep points);
+* a percentile-bootstrap 95% CI for the mean per-query difference, and effect
+  sizes (mean difference, Cohen's d_z) with ``scipy.stats.bootstrap`` CIs.
 
 All outputs are plain Python floats/ints/lists so they can go straight into
 metrics.json.  None is used (never NaN, which is not valid JSON) where a value
@@ -12,9 +18,10 @@ does not exist, e.g. for a language with no comparable queries.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +34,8 @@ _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
 
 # lang value of the row that pools all languages' pairs.
 POOLED = "all"
-
+# scipy >= 1.15 seeds resampling with rng=, older releases with random_state=.
+_RNG_ARG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 # Differences whose spread (max - min) is below this are treated as constant
 # by paired_ttest.  Metric values live in [0, 1], so 1e-12 is far above float
@@ -49,17 +57,11 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided p-value of a paired t-test (scipy.stats.ttest_rel) of a vs b; never NaN.
 
     Degenerate cases, where scipy returns NaN (or relies on a division by zero):
-
-    * fewer than 2 pairs: there is no variance estimate, hence no evidence
-      against the null hypothesis, so we return 1.0 (the conservative choice:
-      it can never produce a "significant" marker).
-    * all differences identical (zero variance): the t statistic is 0/0 when the
-      common difference is 0 -> 1.0 (the systems agree on every query); when it
-      is non-zero the statistic is +-infinite -> 0.0 (every query moves by the
-      same amount, the limit of the test as the variance goes to 0).
-      Checked before calling scipy with a tiny tolerance (1e-12 on the spread
-      of the differences), because scipy reports a spurious p-value for data
-      that are identical up to float rounding.
+    fewer than 2 pairs -> 1.0 (no variance estimate, no evidence; it can never
+    produce a "significant" marker); all differences identical (spread <= 1e-12,
+    checked before scipy, which reports spurious p-values for data identical up
+    to float rounding) -> 1.0 when the common difference is 0 (0/0), else 0.0
+    (every query moves by the same amount: the limit as the variance goes to 0).
     """
     x, y = _paired_arrays(a, b)
     if x.size < 2:
@@ -78,27 +80,86 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
     return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+def paired_permutation_test(
+    a: Sequence[float], b: Sequence[float], n_resamples: int = 9999, seed: int = 0
+) -> float:
+    """Two-sided p-value of a paired randomisation test of mean(a - b) == 0; never NaN.
+
+    Under the null the sign of each per-query difference is exchangeable, so
+    the null distribution flips signs (``scipy.stats.permutation_test``,
+    ``permutation_type="samples"``, on the differences).  Zero differences are
+    left out: their sign changes nothing, and fewer values make the test exact
+    (all 2^m flips) whenever 2^m <= n_resamples, else ``n_resamples`` seeded
+    random flips.  When all non-zero differences have one size (binary metrics:
+    R@kt, Recall@k) the flips give a binomial, so the exact p comes in closed
+    form at any size (the exact sign test, ``scipy.stats.binomtest``).
+    """
+    x, y = _paired_arrays(a, b)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    d = x - y
+    d = d[np.abs(d) > _ZERO_VARIANCE_ATOL]
+    if d.size < 2:  # 0 or 1 non-zero difference: the flips give p = 1 exactly
+        return 1.0
+    if np.ptp(np.abs(d)) <= _ZERO_VARIANCE_ATOL:
+        p = float(stats.binomtest(int(np.sum(d > 0)), d.size, 0.5).pvalue)
+    else:
+        # scipy's paired path stacks resamples; ~4M elements a batch was fastest here.
+        p = float(stats.permutation_test(
+            (d,), np.mean, permutation_type="samples", vectorized=True, n_resamples=n_resamples,
+            batch=max(1, 2 * _BOOTSTRAP_CHUNK_ELEMENTS // d.size), **_rng_kw(seed),
+        ).pvalue)
+    return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
+
+
+def _rng_kw(seed: int) -> dict[str, Any]:
+    return {_RNG_ARG: np.random.default_rng(seed)}
+
+
+def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order (statsmodels).
 
     Sorted ascending, the i-th smallest (0-based) p gets ``(m - i) * p``; a
-    running maximum keeps the adjusted values monotone in the sorted order, and
-    they are capped at 1.  Reject H_i at level alpha iff adjusted p_i <= alpha.
+    running maximum keeps them monotone, capped at 1.  Reject H_i at level
+    alpha iff adjusted p_i <= alpha.  None entries (untested hypotheses) stay
+    None and are not part of the family.
     Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06].
     """
-    p = [float(v) for v in pvalues]
-    if any(math.isnan(v) or v < 0 or v > 1 for v in p):
+    from statsmodels.stats.multitest import multipletests  # pulls in pandas: ~0.5 s, only when used
+
+    p = [None if v is None else float(v) for v in pvalues]
+    if any(v is not None and (math.isnan(v) or v < 0 or v > 1) for v in p):
         raise ValueError(f"p-values must lie in [0, 1]: {p}")
-    m = len(p)
-    # Stable sort so ties keep a deterministic order (their adjusted values are
-    # equal anyway because of the running maximum).
-    order = sorted(range(m), key=lambda i: p[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, idx in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[idx]))
-        adjusted[idx] = running
-    return adjusted
+    tested = [i for i, v in enumerate(p) if v is not None]
+    out: list[Optional[float]] = [None] * len(p)
+    if tested:
+        adjusted = multipletests([p[i] for i in tested], method="holm")[1]
+        for i, v in zip(tested, adjusted):
+            out[i] = min(1.0, float(v))
+    return out
+
+
+def holm_by_family(
+    rows: Sequence[Mapping[str, Any]],
+    family_keys: Sequence[str],
+    p_key: str = "p_value",
+    out_key: str = "p_holm_family",
+) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with ``out_key`` = ``p_key`` Holm-adjusted within each family.
+
+    A family is the rows that agree on every key in ``family_keys``; e.g. the
+    compare() rows of the systems of an alpha sweep with family_keys=("metric",
+    "lang") correct across the sweep points of each metric and language.  Rows
+    whose ``p_key`` is None get None.  Row order is kept.
+    """
+    out = [dict(r) for r in rows]
+    families: dict[tuple[Hashable, ...], list[int]] = {}
+    for i, r in enumerate(out):
+        families.setdefault(tuple(r.get(k) for k in family_keys), []).append(i)
+    for members in families.values():
+        for i, adj in zip(members, holm([out[i].get(p_key) for i in members])):
+            out[i][out_key] = adj
+    return out
 
 
 def bootstrap_ci(
@@ -114,15 +175,10 @@ def bootstrap_ci(
     given input, seed and n_boot.  Raises ValueError for empty input.
     """
     d = np.asarray(diffs, dtype=np.float64).ravel()
-    if d.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    if not np.all(np.isfinite(d)):
-        raise ValueError("bootstrap_ci needs finite values")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-
+    if d.size == 0 or not np.all(np.isfinite(d)):
+        raise ValueError(f"bootstrap_ci needs at least one value, all finite (got {d.size} values)")
+    if n_boot < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"need n_boot >= 1 and level in (0, 1), got {n_boot}, {level}")
     rng = np.random.default_rng(seed)
     n = d.size
     means = np.empty(n_boot, dtype=np.float64)
@@ -136,6 +192,53 @@ def bootstrap_ci(
     alpha = 1.0 - level
     lo, hi = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(lo), float(hi)
+
+
+def cohens_dz(diffs: Sequence[float]) -> Optional[float]:
+    """Cohen's d_z of paired data: mean(d) / sd(d) (ddof=1); None when n < 2 or sd == 0."""
+    d = np.asarray(diffs, dtype=np.float64).ravel()
+    if d.size < 2 or np.ptp(d) <= _ZERO_VARIANCE_ATOL:
+        return None
+    return float(d.mean() / d.std(ddof=1))
+
+
+def _dz_stat(d: np.ndarray, axis: int = -1) -> np.ndarray:
+    m, sd = np.mean(d, axis=axis), np.std(d, axis=axis, ddof=1)
+    # A resample without spread: no difference -> 0, else an infinite effect.
+    spread = np.where(sd > _ZERO_VARIANCE_ATOL, m / np.where(sd > 0, sd, 1.0), np.sign(m) * np.inf)
+    return np.where(m == 0, 0.0, spread)
+
+
+def effect_sizes(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95, method: str = "percentile") -> dict[str, Any]:
+    """Effect of a over b: {"mean_diff", "mean_diff_ci", "dz", "dz_ci"} (dz: Cohen's d_z).
+
+    CIs by ``scipy.stats.bootstrap`` over the per-query differences (resampling
+    pairs together), ``method`` "percentile" or "BCa", seeded.  None where a
+    value does not exist: all for no pairs; dz and its CI for constant
+    differences (d_z infinite or undefined); a CI bound that is not finite.
+    """
+    x, y = _paired_arrays(a, b)
+    if method not in ("percentile", "BCa"):
+        raise ValueError(f"method must be percentile or BCa, got {method!r}")
+    d = x - y
+    if d.size == 0:
+        return {"mean_diff": None, "mean_diff_ci": [None, None], "dz": None, "dz_ci": [None, None]}
+    mean = float(d.mean())
+    dz = cohens_dz(d)
+    if dz is None:  # one pair or constant differences: every resample has the same mean
+        return {"mean_diff": mean, "mean_diff_ci": [mean, mean], "dz": None, "dz_ci": [None, None]}
+    cis = []
+    for stat in (np.mean, _dz_stat):
+        with warnings.catch_warnings():
+            # Degenerate resamples (BCa on near-constant data) warn and give NaN -> None.
+            warnings.simplefilter("ignore")
+            ci = stats.bootstrap(
+                (d,), stat, n_resamples=n_boot, vectorized=True, confidence_level=level, method=method,
+                batch=max(1, _BOOTSTRAP_CHUNK_ELEMENTS // d.size), **_rng_kw(seed),
+            ).confidence_interval
+        cis.append([float(v) if math.isfinite(v) else None for v in (ci.low, ci.high)])
+    return {"mean_diff": mean, "mean_diff_ci": cis[0], "dz": dz, "dz_ci": cis[1]}
 
 
 def _column(table: pa.Table, name: str, system: str) -> list[Any]:
@@ -167,6 +270,7 @@ def _comparison_row(
     sys_vals: list[float],
     n_boot: int,
     seed: int,
+    n_perm: int,
 ) -> dict[str, Any]:
     n = len(base_vals)
     row: dict[str, Any] = {
@@ -182,12 +286,14 @@ def _comparison_row(
         row.update(
             mean_baseline=None, mean_system=None, mean_diff=None,
             ci95=[None, None], p_value=None, p_holm=None,
+            p_perm=None, p_perm_holm=None, effect_dz=None, effect_ci=[None, None],
         )
         return row
     b = np.asarray(base_vals, dtype=np.float64)
     s = np.asarray(sys_vals, dtype=np.float64)
     diffs = s - b
     lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    effect = effect_sizes(s, b, n_boot=n_boot, seed=seed)
     row.update(
         mean_baseline=float(b.mean()),
         mean_system=float(s.mean()),
@@ -195,6 +301,10 @@ def _comparison_row(
         ci95=[lo, hi],
         p_value=paired_ttest(s, b),
         p_holm=None,
+        p_perm=paired_permutation_test(s, b, n_resamples=n_perm, seed=seed),
+        p_perm_holm=None,
+        effect_dz=effect["dz"],
+        effect_ci=effect["dz_ci"],
     )
     return row
 
@@ -205,6 +315,7 @@ def compare(
     metric_names: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
+    n_perm: int = 9999,
 ) -> list[dict[str, Any]]:
     """Compare every non-baseline system against ``baseline``, per metric and language.
 
@@ -217,14 +328,16 @@ def compare(
 
     Returns one dict per (system, metric, lang), with keys baseline, system,
     metric, lang, n, mean_baseline, mean_system, mean_diff, ci95 ([lo, hi]),
-    p_value, p_holm.  Order: systems in mapping order, metrics in the given
-    order, languages sorted, then lang "all" (all languages' pairs pooled).
+    p_value (t-test), p_holm, p_perm (randomisation test, ``n_perm`` flips),
+    p_perm_holm, effect_dz (Cohen's d_z), effect_ci (its bootstrap CI).  Order:
+    systems in mapping order, metrics in the given order, languages sorted,
+    then lang "all" (all languages' pairs pooled).
 
-    p_holm is Holm-adjusted across the languages of one (system, metric) family
-    (the per-language questions a reader asks together).  The pooled "all" row
-    is a separate single hypothesis, not one of those languages, so its p_holm
-    is its own p_value.  Rows with n == 0 have None statistics and are left out
-    of the Holm family.
+    p_holm and p_perm_holm are Holm-adjusted across the languages of one
+    (system, metric) family (the per-language questions a reader asks
+    together).  The pooled "all" row is a separate single hypothesis, so its
+    adjusted values are its own p-values.  Rows with n == 0 have None
+    statistics and are left out of the Holm family.
     """
     if baseline not in per_query:
         raise ValueError(f"baseline {baseline!r} not among systems {list(per_query)}")
@@ -245,26 +358,20 @@ def compare(
         if set(sys_index) != set(base_index):
             missing = sorted(set(base_index) - set(sys_index))[:5]
             extra = sorted(set(sys_index) - set(base_index))[:5]
-            raise ValueError(
-                f"system {system!r} and baseline {baseline!r} have different qids "
-                f"(missing from system e.g. {missing}, extra e.g. {extra})"
-            )
+            raise ValueError(f"system {system!r} and baseline {baseline!r} have different qids "
+                             f"(missing from system e.g. {missing}, extra e.g. {extra})")
         # Row j of the system table that pairs with baseline row i.
         perm = [sys_index[q] for q in base_qids]
         sys_langs = _column(table, "lang", system)
         for i, j in enumerate(perm):
             if sys_langs[j] != base_langs[i]:
-                raise ValueError(
-                    f"qid {base_qids[i]!r} has lang {base_langs[i]!r} in {baseline!r} "
-                    f"but {sys_langs[j]!r} in {system!r}"
-                )
+                raise ValueError(f"qid {base_qids[i]!r} has lang {base_langs[i]!r} in {baseline!r} "
+                                 f"but {sys_langs[j]!r} in {system!r}")
 
         for metric in metric_names:
             b_col = _column(base_table, metric, baseline)
             s_col = _column(table, metric, system)
-            by_lang: dict[str, tuple[list[float], list[float]]] = {
-                lang: ([], []) for lang in langs_sorted
-            }
+            by_lang: dict[str, tuple[list[float], list[float]]] = {lang: ([], []) for lang in langs_sorted}
             for i, j in enumerate(perm):
                 bv, sv = b_col[i], s_col[j]
                 if _is_value(bv) and _is_value(sv):
@@ -272,19 +379,17 @@ def compare(
                     by_lang[base_langs[i]][1].append(float(sv))
 
             family = [
-                _comparison_row(baseline, system, metric, lang, bv, sv, n_boot, seed)
+                _comparison_row(baseline, system, metric, lang, bv, sv, n_boot, seed, n_perm)
                 for lang, (bv, sv) in by_lang.items()
             ]
-            tested = [r for r in family if r["p_value"] is not None]
-            for r, adj in zip(tested, holm([r["p_value"] for r in tested])):
-                r["p_holm"] = adj
+            for p_key, out_key in (("p_value", "p_holm"), ("p_perm", "p_perm_holm")):
+                for r, adj in zip(family, holm([r[p_key] for r in family])):
+                    r[out_key] = adj
 
             pooled_b = [v for bv, _ in by_lang.values() for v in bv]
             pooled_s = [v for _, sv in by_lang.values() for v in sv]
-            pooled = _comparison_row(
-                baseline, system, metric, POOLED, pooled_b, pooled_s, n_boot, seed
-            )
-            pooled["p_holm"] = pooled["p_value"]
+            pooled = _comparison_row(baseline, system, metric, POOLED, pooled_b, pooled_s, n_boot, seed, n_perm)
+            pooled["p_holm"], pooled["p_perm_holm"] = pooled["p_value"], pooled["p_perm"]
             results.extend(family)
             results.append(pooled)
     return results
