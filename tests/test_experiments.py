@@ -149,9 +149,14 @@ def test_perturbed_query_sets_are_encoded_once_and_run_on_every_system(exp):
     clean = pq.read_table(out / qm["sets"]["clean"]["file"])
     typos = pq.read_table(out / qm["sets"]["typos"]["file"])
     assert typos["qid"].to_pylist() == clean["qid"].to_pylist() and typos["lang"].to_pylist() == clean["lang"].to_pylist()
+    # Exactly the pure function's output on the benchmark's questions, and a real change.
+    from xqg_ray.perturb import PerturbSpec, perturb_table
+
+    bench = pq.read_table(out / current(out, "benchmark")["files"]["queries"]["file"])
+    expected = perturb_table(bench.select(["qid", "lang", "text"]), PerturbSpec("typos", "char", 0.2, 1))
+    assert typos["text"].to_pylist() == expected["text"].to_pylist()
     changed = sum(a != b for a, b in zip(clean["text"].to_pylist(), typos["text"].to_pylist()))
     assert changed == clean.num_rows  # rate 0.2 edits every question of this length
-    assert all(t for t in typos["text"].to_pylist())
     # The mean encoder has its own perturbed sets, with the same texts.
     qm2 = current(out, "encoders/mean/queries")
     assert pq.read_table(out / qm2["sets"]["typos"]["file"])["text"].to_pylist() == typos["text"].to_pylist()

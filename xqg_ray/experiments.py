@@ -72,19 +72,10 @@ def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Seque
                 entry["points"].append(pt)
             for m in metric_names:
                 for key in ("p_value", "p_perm"):
-                    adj = _holm_present([p["metrics"][m].get(key) for p in entry["points"]])
+                    adj = holm([p["metrics"][m].get(key) for p in entry["points"]])  # None (the baseline point) stays None
                     for p, a in zip(entry["points"], adj):
                         p["metrics"][m][f"{key}_holm_sweep"] = a
             out.append(entry)
-    return out
-
-
-def _holm_present(ps: Sequence[Any]) -> List[Any]:
-    """Holm over the p-values present; None stays None (e.g. the baseline's own point)."""
-    idx = [i for i, p in enumerate(ps) if p is not None]
-    out: List[Any] = [None] * len(ps)
-    for i, a in zip(idx, holm([float(ps[i]) for i in idx]) if idx else []):
-        out[i] = a
     return out
 
 
@@ -110,7 +101,7 @@ def robustness(per_query_sets: Mapping[str, Mapping[str, pa.Table]], metric_name
             continue
         out[qset] = {}
         for name, t in tables.items():
-            rows = compare_fn({"clean": clean[name], qset: t}, "clean", metric_names, n_boot=n_boot, seed=seed)  # MERGE-TODO n_perm
+            rows = compare_fn({"clean": clean[name], qset: t}, "clean", metric_names, n_boot=n_boot, seed=seed, n_perm=n_perm)
             out[qset][name] = {
                 "metrics": {m: macro_ci(t[m].to_pylist(), t["lang"].to_pylist(), n_boot, seed) for m in metric_names},
                 "clean": {m: macro_ci(clean[name][m].to_pylist(), clean[name]["lang"].to_pylist(), n_boot, seed) for m in metric_names},

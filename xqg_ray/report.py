@@ -30,7 +30,7 @@ PER_LANGUAGE_METRICS = ["R@2kt", "R@5kt", "MRR@10"]
 SIGNIFICANCE_ALPHA = 0.05
 
 # Top-level keys that are structured data, rendered in their own sections.
-_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments"}
+_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments", "plots"}
 
 
 def _is_missing(v: Any) -> bool:

@@ -47,17 +47,20 @@ def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], 
     return lines
 
 
-def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str], swept: Sequence[str] = ()) -> List[str]:
     if not rob:
         return []
     lines = ["## Robustness to perturbed questions", "",
-             "The same questions, perturbed (seeded); drop = perturbed - clean, paired by question.", ""]
+             "The same questions, perturbed (seeded); drop = perturbed - clean, paired by question "
+             "(sweep points: see metrics.json `experiments.robustness`).", ""]
     if charts.get("robustness"):
         lines += [f"![robustness]({charts['robustness']})", ""]
     for m in metrics:
         rows = []
         for qset, systems in rob.items():
             for name, r in systems.items():
+                if name in swept:
+                    continue
                 c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == "all"), {})
                 rows.append([qset, name, _pct(r["clean"][m]["mean"]), _pct(r["metrics"][m]["mean"]), _points(c.get("mean_diff")),
                              _ci_points(c.get("ci95")), _pvalue(c.get("p_value")), _pvalue(c.get("p_perm"))])
@@ -89,9 +92,55 @@ def forest_section(charts: Mapping[str, str]) -> List[str]:
     return ["## Differences from the baseline, per language", "", f"![forest]({charts['forest']})", ""]
 
 
+def _swept(exp: Mapping[str, Any]) -> set:
+    """The sweep points (not the swept systems themselves)."""
+    return {p["system"] for sw in exp.get("sweeps") or [] for p in sw["points"] if p["system"] != sw["system"]}
+
+
 def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, str]) -> List[str]:
     """The experiment sections of report.md (empty when the run has none)."""
     exp = metrics.get("experiments") or {}
     names = [m for m in HEADLINE if m in (metrics.get("metric_names") or HEADLINE)]
     return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts)
-            + robustness_section(exp.get("robustness") or {}, names, charts) + languages_section(exp.get("languages") or {}, names, charts))
+            + robustness_section(exp.get("robustness") or {}, names, charts, _swept(exp)) + languages_section(exp.get("languages") or {}, names, charts))
+
+
+def experiment_charts(metrics: Mapping[str, Any], metric: str = "R@2kt") -> dict:
+    """relative PNG path -> bytes, and chart key -> path, for the experiment figures of one run.
+
+    Keys: ``forest``, ``sweep:SYSTEM:PARAM``, ``robustness``, ``languages``.
+    """
+    from . import plots
+
+    exp = metrics.get("experiments") or {}
+    swept = _swept(exp)
+    files: dict = {}
+    keys: dict = {}
+
+    def put(key: str, fname: str, png: bytes) -> None:
+        files[fname] = png
+        keys[key] = fname
+
+    tag = metric.replace("@", "_at_")
+    rows = [r for r in metrics.get("comparisons") or [] if r["metric"] == metric and r["system"] not in swept]
+    if rows:
+        put("forest", f"plots/forest_{tag}.png", plots.forest_plot(rows, metric=metric, title=f"{metric}: system - baseline, per language (95% CI)"))
+    for sw in exp.get("sweeps") or []:
+        pts = [{"value": p["metrics"][metric]["mean"], "ci": p["metrics"][metric]["ci95"]} for p in sw["points"]]
+        put(f"sweep:{sw['system']}:{sw['param']}", f"plots/sweep_{sw['system']}_{sw['param']}_{tag}.png",
+            plots.sweep_plot([p["value"] for p in sw["points"]], {metric: pts}, sw["param"], metric, log_x=sw["param"] == "alpha",
+                             title=f"{sw['system']}: {metric} against {sw['param']} (95% band)"))
+    rob = exp.get("robustness") or {}
+    if rob:
+        conditions = ["clean"] + list(rob)
+        first = next(iter(rob.values()))
+        series = {name: [{"value": first[name]["clean"][metric]["mean"], "ci": first[name]["clean"][metric]["ci95"]}]
+                  + [{"value": rob[c][name]["metrics"][metric]["mean"], "ci": rob[c][name]["metrics"][metric]["ci95"]} for c in rob]
+                  for name in first if name not in swept}
+        put("robustness", f"plots/robustness_{tag}.png", plots.robustness_plot(conditions, series, metric, title=f"{metric} on perturbed questions (95% CI)"))
+    langs = exp.get("languages") or {}
+    if langs.get("values"):
+        order = list(langs["order"])
+        series = {name: [{"value": v[metric][lang]["mean"], "ci": v[metric][lang]["ci95"]} for lang in order] for name, v in langs["values"].items()}
+        put("languages", f"plots/languages_{tag}.png", plots.per_language_plot(order, series, metric, title=f"{metric} per language, high to low resource"))
+    return {"files": files, "keys": keys}

@@ -151,8 +151,6 @@ def validate_experiments(cfg: RunConfig) -> List[str]:
     if cfg.perturbations:
         from .perturb import validate_spec
 
-        for p in cfg.perturbations:
-            if not _name_ok(p.name):
-                errs.append(f"perturbation name {p.name!r}: use letters, digits, '-', '_' and '.'")
-            errs += [f"perturbations.{p.name}: {m}" for m in validate_spec(p)]
+        for i, p in enumerate(cfg.perturbations):
+            errs += validate_spec(p, where=f"perturbations[{i}]")
     return errs

@@ -104,7 +104,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         systems = {name: M.aggregate(t, names) for name, t in per_query.items()}
         s["rows"] = len(qrows) * sum(len(r) for r in results.values())
     with ctx.timer.stage("compare") as s:
-        cmp_kw = {"n_boot": e.bootstrap_samples, "seed": e.seed}  # MERGE-TODO n_perm
+        cmp_kw = {"n_boot": e.bootstrap_samples, "seed": e.seed, "n_perm": e.permutation_samples}
         comparisons = []
         for pr in pairs(ctx.cfg):
             rows = compare({pr["baseline"]: per_query[pr["baseline"]], pr["system"]: per_query[pr["system"]]}, pr["baseline"], names, **cmp_kw)
@@ -141,6 +141,12 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         fname = f"plots/{metric.replace('@', '_at_')}.png"
         ctx.storage.write_bytes(join(ctx.root, fname), bar_chart_png(result, metric))
         charts[metric] = fname
-    ctx.storage.write_text(join(ctx.root, "report.md"), render_markdown(result, charts))
+    from ..report_experiments import experiment_charts
+
+    extra = experiment_charts(result)
+    for fname, png in extra["files"].items():
+        ctx.storage.write_bytes(join(ctx.root, fname), png)
+    result["plots"] = {"charts": charts, "experiments": extra["keys"]}
+    ctx.storage.write_text(join(ctx.root, "report.md"), render_markdown(result, charts, extra["keys"]))
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
     return result
