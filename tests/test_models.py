@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 from xqg_ray.config import EncoderConfig, GeneratorConfig
 from xqg_ray.models.encoder import Encoder, format_passage, l2_normalize, pool
+from xqg_ray.models.loading import torch_dtype
 
 
 def test_pooling_by_hand():
@@ -40,6 +42,7 @@ def test_generator_is_seeded_per_passage(tiny_models, kind, model):
 
     cfg = GeneratorConfig(kind=kind, model=tiny_models[model], languages=["de", "zh"], n_per_language=2, max_new_tokens=6, few_shot=1)
     gen = QueryGenerator("g", cfg)
+    assert gen.model.dtype == torch_dtype("auto", "cpu") == torch.float32  # dtype auto: float32 on CPU
     if kind == "seq2seq":
         assert gen.prompt("T", "body", "de") == "Generate a German question for this passage: T body"
     first, failed = gen.generate(7, "Title", "some passage text")
@@ -47,3 +50,6 @@ def test_generator_is_seeded_per_passage(tiny_models, kind, model):
     gen.generate(8, "Other", "another passage")  # a different neighbour in between
     assert gen.generate(7, "Title", "some passage text")[0] == first
     assert gen.generate(9, "Title", "some passage text")[0] != first  # the seed depends on the passage id
+    # batched: the same queries for passage 7 next to other passages, in the stage's call
+    many = gen.generate_many([(8, "Other", "another passage"), (7, "Title", "some passage text"), (9, "T", "x")])
+    assert many[1] == (first, 0) and len(many) == 3

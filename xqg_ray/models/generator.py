@@ -1,14 +1,22 @@
 """Query generators: seq2seq (the released mT5 xQG setting) and causal few-shot.
 
-Sampling is seeded per (config seed, generator name, passage id, language), and
-each (passage, language) is generated on its own, so the queries of a passage
-do not depend on which other passages share its batch: a rerun or a retried
-Ray block yields the same queries.
+Many (passage, language) prompts share a forward pass (``cfg.batch_size``
+prompts per batch, ``n_per_language`` samples each) in a decode loop of our
+own (``decoding``): every sample row draws its noise from its own generator
+seeded per (config seed, generator name, passage id, language, sample), so a
+passage's queries do not depend on which passages share its batch, and a
+rerun or a retried Ray block yields the same queries.  Padding is masked and
+positions are explicit, so it changes nothing but float rounding.
+
+Causal prompts are a few-shot prefix shared by every passage of a language
+plus the passage; the prefix is prefilled once per language and its KV cache
+copied into each batch, and the ``n`` samples of a prompt share its prefill.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
 from ..ids import seed_for
@@ -17,28 +25,45 @@ from ..ids import seed_for
 # or a causal continuation with no question in it).
 RETRY_ROUNDS = 2
 
+Row = Tuple[int, str, str]  # (passage id, title, text)
+
+
+@dataclass
+class Prompt:
+    """One (passage, language) prompt as token ids: ``prefix + suffix`` (the prefix shared per language)."""
+
+    row: int  # index into generate_many's rows
+    lang: str
+    prefix: Tuple[int, ...]
+    suffix: List[int]
+    seeds: List[int]  # one per sample wanted
+
 
 class QueryGenerator:
     """Loads a seq2seq or causal LM once and samples ``n`` queries per language."""
 
-    def __init__(self, name: str, cfg: GeneratorConfig, torch_threads: int = 0):
+    def __init__(self, name: str, cfg: GeneratorConfig, torch_threads: int = 0, prefix_reuse: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+        from .loading import device_name, torch_dtype
         from .loading import resolve_model as resolve
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self.name, self.cfg = name, cfg
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Off only to measure what reuse saves (bench/generate.py); results are the same.
+        self.prefix_reuse = prefix_reuse
+        self.device = device_name()
         ref = resolve(cfg.model)
         gguf = cfg.gguf_file or ref.gguf_file
         kw = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path, **kw)
+        dtype = torch_dtype(cfg.dtype, self.device)
         if cfg.kind == "seq2seq":
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(ref.path, **kw)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(ref.path, dtype=dtype, **kw)
         elif cfg.kind == "causal":
-            self.model = AutoModelForCausalLM.from_pretrained(ref.path, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype, **kw)
             from .prompts import load_fewshot
 
             self.fewshot = load_fewshot()
@@ -48,64 +73,135 @@ class QueryGenerator:
         else:
             raise ValueError(f"QueryGenerator does not handle kind={cfg.kind!r}")
         self.model.to(self.device).eval()
-        if cfg.kind == "causal":
-            # A long few-shot prompt must lose its oldest exemplar, never the passage at its end.
-            self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.stop_ids = None
         if cfg.kind == "causal":
             from .prompts import newline_token_ids
 
             # The question ends at its line's end: stopping there saves most of
             # max_new_tokens per question (about 2x faster with Gemma 270M).
             self.stop_ids = [self.tokenizer.eos_token_id, *newline_token_ids(self.tokenizer)]
+            # A prompt starts with the tokenizer's BOS if it adds one; trailing
+            # specials (a template's EOS) would end the document before the question.
+            probe = self.tokenizer("a")["input_ids"]
+            bos = self.tokenizer.bos_token_id
+            self.lead: List[int] = [bos] if bos is not None and probe and probe[0] == bos else []
+        else:
+            eos = self.model.generation_config.eos_token_id
+            eos = self.tokenizer.eos_token_id if eos is None else eos
+            self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
 
     def prompt(self, title: str, text: str, lang: str) -> str:
         if self.cfg.kind == "seq2seq":
             return self.cfg.prompt.format(language=LANGUAGE_NAMES[lang], title=title, text=text)
-        from .prompts import causal_prompt
+        return "".join(self._causal_parts(title, text, lang))
 
-        return causal_prompt(title, text, lang, LANGUAGE_NAMES[lang], self.fewshot.get(lang, [])[: self.cfg.few_shot])
+    def _causal_parts(self, title: str, text: str, lang: str) -> Tuple[str, str]:
+        from .prompts import causal_prompt_parts
 
-    def _sample(self, prompt: str, n: int, seed: int) -> List[str]:
+        return causal_prompt_parts(title, text, lang, LANGUAGE_NAMES[lang], self.fewshot.get(lang, [])[: self.cfg.few_shot])
+
+    def prompt_ids(self, title: str, text: str, lang: str) -> Tuple[Tuple[int, ...], List[int]]:
+        """(prefix, suffix) token ids of a prompt; the model sees their concatenation.
+
+        Causal: prefix and suffix are tokenized separately (so the split is a
+        token boundary in every path); a prompt over ``max_input_length``
+        loses its oldest tokens after the BOS and gets no shared prefix.
+        Seq2seq: no prefix; the suffix is the whole encoder input.
+        """
+        tok = self.tokenizer
+        if self.cfg.kind == "seq2seq":
+            ids = tok(self.prompt(title, text, lang), truncation=True, max_length=self.cfg.max_input_length)["input_ids"]
+            return (), list(ids)
+        pre, suf = self._causal_parts(title, text, lang)
+        p = tok(pre, add_special_tokens=False)["input_ids"]
+        s = tok(suf, add_special_tokens=False)["input_ids"]
+        room = self.cfg.max_input_length - len(self.lead)
+        if len(p) + len(s) > room:
+            return (), self.lead + (p + s)[-room:]
+        if not self.prefix_reuse:
+            return (), self.lead + p + s
+        return tuple(self.lead + p), list(s)
+
+    def generate(self, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:
+        """All queries for one passage: ``[{"lang", "text"}]`` and the number of failed slots."""
+        return self.generate_many([(pid, title, text)])[0]
+
+    def generate_many(self, rows: Sequence[Row]) -> List[Tuple[List[Dict[str, str]], int]]:
+        """``generate`` for every row, batched; each row's result equals generating it alone."""
+        n = self.cfg.n_per_language
+        base = {(i, lang): self.prompt_ids(title, text, lang) for i, (_, title, text) in enumerate(rows) for lang in self.cfg.languages}
+        got: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
+        for r in range(RETRY_ROUNDS + 1):
+            todo = []
+            for (i, lang), (pre, suf) in base.items():
+                need = n - len(got[(i, lang)])
+                if need <= 0:
+                    continue
+                tag = ("sample",) if r == 0 else ("retry", r - 1)
+                seeds = [seed_for(self.cfg.seed, self.name, rows[i][0], lang, *tag, j) for j in range(need)]
+                todo.append(Prompt(i, lang, pre, suf, seeds))
+            if not todo:
+                break
+            for p, texts in zip(todo, self._run(todo)):
+                got[(p.row, p.lang)] += [t for t in texts if t]
+        out = []
+        for i in range(len(rows)):
+            queries = [{"lang": lang, "text": q} for lang in self.cfg.languages for q in got[(i, lang)][:n]]
+            out.append((queries, sum(max(0, n - len(got[(i, lang)])) for lang in self.cfg.languages)))
+        return out
+
+    def _run(self, prompts: List[Prompt]) -> List[List[str]]:
+        """Decoded samples of every prompt, in order; batches group a shared prefix and similar lengths."""
+        order = sorted(range(len(prompts)), key=lambda k: (prompts[k].prefix, len(prompts[k].suffix)))
+        result: List[List[str]] = [[] for _ in prompts]
+        bs = max(1, self.cfg.batch_size)
+        start = 0
+        while start < len(order):
+            pre = prompts[order[start]].prefix
+            end = start + 1
+            while end < len(order) and end - start < bs and prompts[order[end]].prefix == pre:
+                end += 1
+            batch = [prompts[k] for k in order[start:end]]
+            for k, toks in zip(order[start:end], self._sample_batch(batch)):
+                result[k] = self._decode_texts(toks)
+            start = end
+        return result
+
+    def _sample_batch(self, batch: List[Prompt]) -> List[List[List[int]]]:
         import torch
 
-        torch.manual_seed(seed % (2**63))
-        enc = self.tokenizer(prompt, return_tensors="pt", truncation=True, max_length=self.cfg.max_input_length)
-        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        from . import decoding
+
+        seeds = [s for p in batch for s in p.seeds]
+        counts = [len(p.seeds) for p in batch]
+        kw = dict(top_k=self.cfg.top_k, temperature=self.cfg.temperature, max_new_tokens=self.cfg.max_new_tokens, stop_ids=self.stop_ids)
+        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            out = self.model.generate(
-                **enc,
-                do_sample=True,
-                top_k=self.cfg.top_k,
-                temperature=self.cfg.temperature,
-                max_new_tokens=self.cfg.max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **({"eos_token_id": self.stop_ids} if self.stop_ids else {}),
-            )
-        if self.cfg.kind == "causal":
-            out = out[:, enc["input_ids"].shape[1] :]  # only the continuation
-        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+            if self.cfg.kind == "seq2seq":
+                flat = decoding.seq2seq_sample(self.model, [p.suffix for p in batch], counts, seeds, pad, **kw)
+            else:
+                prefix = self._prefix_cache(batch[0].prefix) if batch[0].prefix else None
+                flat = decoding.causal_sample(self.model, prefix, len(batch[0].prefix), [p.suffix for p in batch], counts, seeds, pad, **kw)
+        out, k = [], 0
+        for c in counts:
+            out.append(flat[k : k + c])
+            k += c
+        return out
+
+    def _prefix_cache(self, ids: Tuple[int, ...]):
+        """The KV cache of a shared prefix (batch 1), computed once per actor."""
+        if ids not in self._prefix_kv:
+            from . import decoding
+
+            self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
+        return self._prefix_kv[ids]
+
+    def _decode_texts(self, toks: List[List[int]]) -> List[str]:
+        texts = self.tokenizer.batch_decode(toks, skip_special_tokens=True)
         if self.cfg.kind == "causal":
             from .prompts import clean_question
 
             return [clean_question(t) for t in texts]
         return [" ".join(t.split()) for t in texts]
-
-    def generate(self, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:
-        """All queries for one passage: ``[{"lang", "text"}]`` and the number of failed slots."""
-        queries: List[Dict[str, str]] = []
-        failed = 0
-        for lang in self.cfg.languages:
-            p = self.prompt(title, text, lang)
-            got = [q for q in self._sample(p, self.cfg.n_per_language, seed_for(self.cfg.seed, self.name, pid, lang)) if q]
-            for r in range(RETRY_ROUNDS):
-                if len(got) >= self.cfg.n_per_language:
-                    break
-                need = self.cfg.n_per_language - len(got)
-                got += [q for q in self._sample(p, need, seed_for(self.cfg.seed, self.name, pid, lang, "retry", r)) if q]
-            failed += max(0, self.cfg.n_per_language - len(got))
-            queries += [{"lang": lang, "text": q} for q in got[: self.cfg.n_per_language]]
-        return queries, failed

@@ -16,7 +16,7 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 _FEWSHOT = "assets/fewshot.json"
 
@@ -54,6 +54,38 @@ def _label(language_name: str) -> str:
     return f"{language_name} question:"
 
 
+def causal_prompt_parts(
+    title: str,
+    text: str,
+    language: str,
+    language_name: str,
+    exemplars: List[dict],
+    max_passage_words: int = 120,
+) -> Tuple[str, str]:
+    """:func:`causal_prompt` as (shared prefix, passage suffix); their concatenation is the prompt.
+
+    The prefix (header and exemplars) depends only on the language and the
+    exemplars, so a generator can run it through the model once and reuse
+    its KV cache for every passage.  It ends with the blank line before the
+    target's ``Title:``, a boundary where tokenizers start a new token.
+    """
+    name = language_name or language
+    label = _label(name)
+    parts = [f"Questions in {name} about English encyclopedia passages.\n"]
+    for ex in exemplars:
+        parts.append(
+            f"Title: {_one_line(ex['title'])}\n"
+            f"Passage: {_truncate_words(_one_line(ex['passage']), max_passage_words)}\n"
+            f"{label} {_one_line(ex['question'])}\n"
+        )
+    suffix = (
+        f"Title: {_one_line(title)}\n"
+        f"Passage: {_truncate_words(_one_line(text), max_passage_words)}\n"
+        f"{label}"
+    )
+    return "\n".join(parts) + "\n", suffix
+
+
 def causal_prompt(
     title: str,
     text: str,
@@ -71,21 +103,7 @@ def causal_prompt(
     because SentencePiece-style tokenizers attach the space to the next word
     ("▁Wie"), so the model should produce it.
     """
-    name = language_name or language
-    label = _label(name)
-    parts = [f"Questions in {name} about English encyclopedia passages.\n"]
-    for ex in exemplars:
-        parts.append(
-            f"Title: {_one_line(ex['title'])}\n"
-            f"Passage: {_truncate_words(_one_line(ex['passage']), max_passage_words)}\n"
-            f"{label} {_one_line(ex['question'])}\n"
-        )
-    parts.append(
-        f"Title: {_one_line(title)}\n"
-        f"Passage: {_truncate_words(_one_line(text), max_passage_words)}\n"
-        f"{label}"
-    )
-    return "\n".join(parts)
+    return "".join(causal_prompt_parts(title, text, language, language_name, exemplars, max_passage_words))
 
 
 # Things that mark the end of the question when the model goes on writing:

@@ -137,11 +137,11 @@ class GeneratePartition(UnitRunner):
         return {**record, "key": u["key"], "commit": self.ledger.commit_rel(u["unit"], u["key"]), "created": committed["created"]}
 
     def _generate(self, todo: pa.Table) -> pa.Table:
-        rows, failed = [], []
-        for pid, title, text in zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist()):
-            qs, f = self.gen.generate(pid, title, text)
-            rows.append(qs)
-            failed.append(f)
+        # One call for the partition: prompts are batched across its passages
+        # (each passage's queries are still independent of its neighbours).
+        results = self.gen.generate_many(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))
+        rows = [qs for qs, _ in results]
+        failed = [f for _, f in results]
         return pa.table(
             {"id": todo["id"], "content_hash": todo["content_hash"], "queries": pa.array(rows, type=QUERY_LIST_TYPE), "failed": pa.array(failed, pa.int32())},
             schema=GENERATED_SCHEMA,

@@ -1,0 +1,207 @@
+"""Questions/s of query generation: the generate stage against today's per-prompt path and a bare batched HF loop, in one run.
+
+    .venv/bin/python bench/generate.py --passages 24 --languages de,es,zh --n 1 --batch-size 8
+
+Passages: the XQuAD benchmark's corpus (``prepare``: questions + a corpus of
+``--passages`` passages, one partition), read back from the committed snapshot.
+Every arm gets the same prompts (few-shot causal prompts, or the seq2seq
+template), the same sampling settings, ``max_new_tokens``, and stops at a
+newline (causal) or EOS in every arm.  Arms:
+
+- ``today``: the old ``QueryGenerator.generate`` (kept below, verbatim): one
+  ``model.generate`` call per (passage, language), with its retries;
+- ``stage``: ``run_units(units, GeneratePartition, ...)`` over the committed
+  partitions on a local Ray cluster, as ``run_generate`` runs it; its rate is
+  over the actor's generation time (model load excluded, as in the other arms),
+  its wall time with actor start and load is printed too;
+- ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
+  language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
+- ``new``: ``generate_many`` in this process (the stage without Ray);
+  ``no-reuse`` and ``bs1``: the same with prefix reuse off, and with batch
+  size 1: new/no-reuse and new/bs1 are what reuse and batching contribute.
+
+Rate = question slots (prompts x n) / seconds; empty outputs are counted per arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
+
+
+class TimedGeneratePartition(GeneratePartition):
+    """The stage's actor, reporting the seconds its generation took (model load excluded)."""
+
+    def _generate(self, todo):  # noqa: ANN001, ANN202
+        t = time.perf_counter()
+        out = super()._generate(todo)
+        with open(os.path.join(self.root, "gen_seconds.txt"), "a") as f:
+            f.write(f"{time.perf_counter() - t}\n")
+        return out
+
+
+def legacy_generate(gen, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:  # noqa: ANN001
+    """Today's path before batching: ``QueryGenerator.generate`` and ``_sample`` as they were."""
+    import torch
+
+    from xqg_ray.ids import seed_for
+    from xqg_ray.models.generator import RETRY_ROUNDS
+    from xqg_ray.models.prompts import clean_question
+
+    def sample(prompt: str, n: int, seed: int) -> List[str]:
+        torch.manual_seed(seed % (2**63))
+        enc = gen.tokenizer(prompt, return_tensors="pt", truncation=True, max_length=gen.cfg.max_input_length)
+        enc = {k: v.to(gen.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            out = gen.model.generate(**enc, do_sample=True, top_k=gen.cfg.top_k, temperature=gen.cfg.temperature,
+                                     max_new_tokens=gen.cfg.max_new_tokens, num_return_sequences=n,
+                                     pad_token_id=gen.tokenizer.pad_token_id,
+                                     **({"eos_token_id": gen.stop_ids} if gen.cfg.kind == "causal" else {}))
+        if gen.cfg.kind == "causal":
+            out = out[:, enc["input_ids"].shape[1]:]
+        texts = gen.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [clean_question(t) for t in texts] if gen.cfg.kind == "causal" else [" ".join(t.split()) for t in texts]
+
+    queries, failed, n = [], 0, gen.cfg.n_per_language
+    for lang in gen.cfg.languages:
+        p = gen.prompt(title, text, lang)
+        got = [q for q in sample(p, n, seed_for(gen.cfg.seed, gen.name, pid, lang)) if q]
+        for r in range(RETRY_ROUNDS):
+            if len(got) >= n:
+                break
+            got += [q for q in sample(p, n - len(got), seed_for(gen.cfg.seed, gen.name, pid, lang, "retry", r)) if q]
+        failed += max(0, n - len(got))
+        queries += [{"lang": lang, "text": q} for q in got[:n]]
+    return queries, failed
+
+
+def bare_batched(gen, rows: List[Tuple[int, str, str]], batch_size: int) -> Tuple[int, int]:  # noqa: ANN001
+    """HF ``generate`` on batches of prompts of one language; returns (slots, empty outputs)."""
+    import torch
+
+    from xqg_ray.models.prompts import clean_question
+
+    tok, cfg = gen.tokenizer, gen.cfg
+    tok.padding_side = "left"
+    slots = empty = 0
+    for lang in cfg.languages:
+        prompts = sorted((gen.prompt(t, x, lang) for _, t, x in rows), key=lambda p: len(tok(p)["input_ids"]))
+        for i in range(0, len(prompts), batch_size):
+            enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_input_length)
+            enc = {k: v.to(gen.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                out = gen.model.generate(**enc, do_sample=True, top_k=cfg.top_k, temperature=cfg.temperature,
+                                         max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.n_per_language,
+                                         pad_token_id=tok.pad_token_id, eos_token_id=gen.stop_ids)
+            if cfg.kind == "causal":
+                out = out[:, enc["input_ids"].shape[1]:]
+            texts = tok.batch_decode(out, skip_special_tokens=True)
+            texts = [clean_question(t) for t in texts] if cfg.kind == "causal" else [" ".join(t.split()) for t in texts]
+            slots += len(texts)
+            empty += sum(1 for t in texts if not t)
+    return slots, empty
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="bundled:gemma3-270m")
+    ap.add_argument("--kind", default="causal", choices=["causal", "seq2seq"])
+    ap.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    ap.add_argument("--passages", type=int, default=24)
+    ap.add_argument("--languages", default="de,es,zh")
+    ap.add_argument("--n", type=int, default=1)
+    ap.add_argument("--few-shot", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
+    ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1")
+    a = ap.parse_args()
+    arms = a.arms.split(",")
+    import pyarrow.parquet as pq
+    import torch
+
+    from xqg_ray.config import BenchmarkConfig, CorpusConfig, EncoderConfig, GeneratorConfig, RayConfig, RunConfig, SystemConfig, stage_pool
+    from xqg_ray.ledger import Ledger, file_record, fingerprint
+    from xqg_ray.models.generator import QueryGenerator
+    from xqg_ray.pipeline import prepare
+    from xqg_ray.raytools import run_units
+    from xqg_ray.storage import Storage
+
+    torch.set_num_threads(a.threads)
+    langs = a.languages.split(",")
+    gcfg = GeneratorConfig(kind=a.kind, model=a.model, languages=langs, n_per_language=a.n, few_shot=a.few_shot,
+                           max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
+    rates: Dict[str, float] = {}
+
+    def report(arm: str, slots: int, empty: int, seconds: float, extra: str = "") -> None:
+        rates[arm] = slots / seconds
+        print(f"{arm:>9}: {slots / seconds:6.3f} questions/s ({slots} slots, {empty} empty, {seconds:.1f} s){extra}", flush=True)
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "run"
+        ray_cfg = RayConfig(num_cpus=a.threads, actor_num_cpus=a.threads, torch_threads=a.threads, progress=False)
+        cfg = RunConfig(output_dir=str(out), benchmark=BenchmarkConfig(source=a.source, languages=langs, max_queries_per_language=4, corpus_limit=a.passages),
+                        corpus=CorpusConfig(num_partitions=1), encoder=EncoderConfig(model="tiny:tiny-bert"),
+                        generators={"g": gcfg}, systems=[SystemConfig(name="baseline")], ray=ray_cfg)
+        m = prepare(cfg)
+        snap = json.loads((out / m["snapshot_file"]).read_text())
+        corpus = pq.read_table(out / snap["partitions"][0]["file"]).sort_by("id")
+        rows = list(zip(corpus["id"].to_pylist(), corpus["title"].to_pylist(), corpus["text"].to_pylist()))
+        slots = len(rows) * len(langs) * a.n
+        print(f"{len(rows)} passages x {len(langs)} languages x n={a.n}, {a.model}, batch {a.batch_size}, "
+              f"max_new_tokens {a.max_new_tokens}, {a.threads} torch threads", flush=True)
+
+        t = time.perf_counter()
+        gen = QueryGenerator("g", gcfg, a.threads)
+        print(f"model load {time.perf_counter() - t:.1f} s", flush=True)
+        gen.generate_many(rows[:1])  # warm-up (and the prefix caches)
+        if "today" in arms:
+            t = time.perf_counter()
+            res = [legacy_generate(gen, *r) for r in rows]
+            report("today", slots, sum(f for _, f in res), time.perf_counter() - t)
+        if "stage" in arms:
+            stage = "generated/g"
+            led = Ledger(Storage(cfg.storage), str(out), stage)
+            units = []
+            for part in snap["partitions"]:
+                label = f"p-{part['partition']:05d}"
+                key = fingerprint({"bench": part["digest"]})
+                units.append({"partition": part["partition"], "unit": label, "key": key, "corpus": file_record(part), "prior": None, "out": led.data_rel(label, key)})
+            ctor = {"root": str(out), "storage_cfg": cfg.storage, "stage": stage, "name": "g", "cfg": gcfg, "threads": a.threads, "num_partitions": 1}
+            t = time.perf_counter()
+            summaries = run_units(units, TimedGeneratePartition, ctor, stage_pool(ray_cfg, "generate"))
+            wall = time.perf_counter() - t
+            gen_s = sum(float(x) for x in (out / "gen_seconds.txt").read_text().split())
+            report("stage", slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; wall with actor start + model load {wall:.1f} s")
+        if "bare" in arms:
+            t = time.perf_counter()
+            n_slots, empty = bare_batched(gen, rows, a.batch_size)
+            report("bare", n_slots, empty, time.perf_counter() - t)
+        for arm, reuse, bs in (("new", True, a.batch_size), ("no-reuse", False, a.batch_size), ("bs1", True, 1)):
+            if arm in arms:
+                gen.prefix_reuse, gen.cfg.batch_size = reuse, bs
+                t = time.perf_counter()
+                res = gen.generate_many(rows)
+                report(arm, slots, sum(f for _, f in res), time.perf_counter() - t)
+        gen.prefix_reuse, gen.cfg.batch_size = True, a.batch_size
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+              if x in rates and y in rates]
+    print("ratios: " + ", ".join(ratios))
+    print("prefix reuse contributes new/no-reuse, batching new/bs1 (the same loop in this process); stage/new is Ray's cost")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Batched generation: per-row seeded sampling, batch independence, prefix reuse, stopping and retries."""
+
+from __future__ import annotations
+
+import math
+from typing import List
+
+import pytest
+import torch
+
+from xqg_ray.config import GeneratorConfig
+from xqg_ray.models import decoding
+from xqg_ray.models.sampling import draw_uniform, effective_k, gumbel, row_generators, sample_top_k
+
+ROWS = [
+    (7, "Title", "some passage text"),
+    (8, "Other", "another passage that is a good deal longer than the first one, with more words in it"),
+    (9, "Third", "x"),
+    (10, "Super Bowl", "the game was played in february at levi's stadium in santa clara"),
+    (11, "River", "the river flows through the city"),
+]
+
+
+# ------------------------------------------------------------------ sampling math
+
+
+def test_top_k_gumbel_by_hand():
+    logits = torch.tensor([[0.0, 5.0, 1.0, 3.0]])
+    # top-2 candidates: id 1 (5.0) then id 3 (3.0); Gumbel(u) = -log(-log(u))
+    u_first = torch.tensor([[0.5, 0.5]])  # equal noise: the larger logit wins
+    assert sample_top_k(logits, u_first, 2, 1.0).tolist() == [1]
+    # noise that beats the 2.0 gap: g(0.999) - g(0.01) = 6.907 + 1.527 > 2
+    u_second = torch.tensor([[0.01, 0.999]])
+    assert sample_top_k(logits, u_second, 2, 1.0).tolist() == [3]
+    # at temperature 0.1 the gap is 20: the same noise no longer overturns it
+    assert sample_top_k(logits, u_second, 2, 0.1).tolist() == [1]
+    assert sample_top_k(logits, u_second, 2, 0.0).tolist() == [1]  # greedy
+    assert gumbel(torch.tensor([0.5])).item() == pytest.approx(-math.log(math.log(2.0)))
+    assert torch.isfinite(gumbel(torch.tensor([0.0, 1.0 - 2**-24]))).all()
+    assert effective_k(10, 600) == 10 and effective_k(0, 600) == 600 and effective_k(1000, 600) == 600
+
+
+def test_top_k_sampling_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 5.0])
+    gens = row_generators([123])
+    picks = torch.stack([sample_top_k(logits[None], draw_uniform(gens, 3), 3, 2.0) for _ in range(4000)]).flatten()
+    want = torch.softmax(torch.tensor([5.0, 2.0, 1.0]) / 2.0, 0)  # top-3 ids 4, 0, 1
+    got = torch.stack([(picks == i).float().mean() for i in (4, 0, 1)])
+    assert (picks != 2).all() and (picks != 3).all()
+    assert torch.allclose(got, want, atol=0.025), (got, want)
+
+
+def test_uniforms_depend_only_on_the_row_seed():
+    a = draw_uniform(row_generators([1, 2, 3]), 4)
+    b = draw_uniform(row_generators([2]), 4)
+    assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+
+
+# ------------------------------------------------------------------ decode loop
+
+
+def test_decode_loop_drops_finished_rows():
+    """Row r emits token 10 + r until step r, then the stop token 0; finished rows leave the batch."""
+    vocab, stop = 20, 0
+    state = {"rows": [0, 1, 2], "t": 0}
+    selected: List[List[int]] = []
+
+    def logits_for(rows: List[int], t: int) -> torch.Tensor:
+        out = torch.full((len(rows), vocab), -1e9)
+        for j, r in enumerate(rows):
+            out[j, stop if t >= r else 10 + r] = 0.0
+        return out
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        assert tokens.tolist() == [10 + r for r in state["rows"]]
+        state["t"] += 1
+        return logits_for(state["rows"], state["t"])
+
+    def select(idx: torch.Tensor) -> None:
+        selected.append(idx.tolist())
+        state["rows"] = [state["rows"][i] for i in idx.tolist()]
+
+    out = decoding.decode_loop(logits_for([0, 1, 2], 0), [5, 6, 7], step, select, top_k=3, temperature=1.0, max_new_tokens=8, stop_ids=[stop])
+    assert out == [[], [11], [12, 12]]
+    assert selected == [[1, 2], [1]]  # batch positions kept: row 0 leaves after step 0, row 1 after step 1
+    capped = decoding.decode_loop(logits_for([2], 0), [7], lambda t: logits_for([2], 0), lambda i: None, top_k=3, temperature=1.0, max_new_tokens=1, stop_ids=[stop])
+    assert capped == [[12]]
+
+
+# ------------------------------------------------------------------ tiny models
+
+
+def _gen(tiny_models, kind: str, batch_size: int = 3, **kw):
+    from xqg_ray.models.generator import QueryGenerator
+
+    model = "tiny-t5" if kind == "seq2seq" else "tiny-gpt2"
+    cfg = GeneratorConfig(kind=kind, model=tiny_models[model], languages=["de", "zh"], n_per_language=2, max_new_tokens=6, few_shot=1, batch_size=batch_size, **kw)
+    return QueryGenerator("g", cfg, torch_threads=1)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_queries_do_not_depend_on_the_batch(tiny_models, kind):
+    gen = _gen(tiny_models, kind)
+    alone = [gen.generate(*r) for r in ROWS]
+    assert all(f == 0 and [q["lang"] for q in qs] == ["de", "de", "zh", "zh"] for qs, f in alone)
+    assert len({q["text"] for qs, _ in alone for q in qs}) >= 15  # the samples really differ
+    assert gen.generate_many(ROWS) == alone  # batches of 3 prompts, mixed lengths (padding)
+    assert gen.generate_many(ROWS[::-1]) == alone[::-1]  # other neighbours, other padding
+    gen.cfg.batch_size = 8
+    assert gen.generate_many([ROWS[3], ROWS[1]]) == [alone[3], alone[1]]
+    again = _gen(tiny_models, kind, batch_size=2)  # a fresh actor: deterministic across reruns
+    assert again.generate_many(ROWS) == alone
+    assert again.generate(12, *ROWS[0][1:]) != alone[0]  # the seed depends on the passage id
+
+
+def _tokens(gen, rows, lang, reuse):
+    """Raw sampled token ids of ``rows`` in one batch, with and without the cached prefix."""
+    pres, sufs = zip(*(gen.prompt_ids(t, x, lang) for _, t, x in rows))
+    counts, seeds = [2] * len(rows), list(range(100, 100 + 2 * len(rows)))
+    kw = dict(top_k=gen.cfg.top_k, temperature=1.0, max_new_tokens=6, stop_ids=gen.stop_ids)
+    with torch.inference_mode():
+        if reuse:
+            assert len(set(pres)) == 1 and len(pres[0]) > 0
+            prefix = gen._prefix_cache(pres[0])
+            return decoding.causal_sample(gen.model, prefix, len(pres[0]), list(sufs), counts, seeds, gen.tokenizer.pad_token_id, **kw)
+        full = [list(p) + s for p, s in zip(pres, sufs)]
+        return decoding.causal_sample(gen.model, None, 0, full, counts, seeds, gen.tokenizer.pad_token_id, **kw)
+
+
+def test_prefix_reuse_equals_full_prompt(tiny_models):
+    gen = _gen(tiny_models, "causal")
+    pre, suf = gen.prompt_ids("Title", "some passage text", "de")
+    pre_text, suf_text = gen._causal_parts("Title", "some passage text", "de")
+    assert suf_text == "Title: Title\nPassage: some passage text\nGerman question:"
+    # BOS + the prefix, then the suffix, each tokenized on its own (the byte-level BPE adds a leading space)
+    assert pre[0] == gen.tokenizer.bos_token_id and gen.tokenizer.decode(list(pre[1:])) == " " + pre_text
+    assert gen.tokenizer.decode(suf) == " " + suf_text
+    with_reuse = _tokens(gen, ROWS[:4], "de", reuse=True)
+    assert with_reuse == _tokens(gen, ROWS[:4], "de", reuse=False)
+    assert len({tuple(t) for t in with_reuse}) == 8
+    # the stored prefix cache is untouched by the batches that copied it
+    assert with_reuse == _tokens(gen, ROWS[:4], "de", reuse=True)
+    off = _gen(tiny_models, "causal")
+    off.prefix_reuse = False
+    assert off.prompt_ids("Title", "some passage text", "de") == ((), list(pre) + suf)
+    assert off.generate_many(ROWS) == gen.generate_many(ROWS)
+
+
+def test_long_prompt_is_cut_from_the_left_without_a_shared_prefix(tiny_models):
+    gen = _gen(tiny_models, "causal", max_input_length=64)
+    long_text = " ".join(["the river flows through the city"] * 30)
+    pre, ids = gen.prompt_ids("T", long_text, "de")
+    full_pre, full_suf = _gen(tiny_models, "causal").prompt_ids("T", long_text, "de")
+    assert pre == () and len(ids) == 64 and ids[0] == gen.tokenizer.bos_token_id
+    assert ids[1:] == (list(full_pre) + full_suf)[-63:]  # the BOS stays, the oldest tokens go
+    rows = [(1, "T", long_text), *ROWS[:2]]  # a cut prompt batched next to reused-prefix ones
+    assert gen.generate_many(rows) == [gen.generate(*r) for r in rows]
+
+
+def test_causal_stops_at_newline(tiny_models):
+    gen = _gen(tiny_models, "causal")
+    newline = gen.tokenizer.convert_tokens_to_ids("Ċ")
+    assert newline in gen.stop_ids and gen.tokenizer.eos_token_id in gen.stop_ids
+    toks = _tokens(gen, ROWS[:4], "de", reuse=True)
+    assert all(len(t) <= 6 and not set(t) & set(gen.stop_ids) for t in toks)
+
+
+def test_empty_outputs_are_resampled_with_new_seeds(tiny_models, monkeypatch):
+    gen = _gen(tiny_models, "seq2seq")
+    calls = []
+    real = gen._run
+
+    def flaky(prompts):
+        calls.append([(p.row, p.lang, tuple(p.seeds)) for p in prompts])
+        out = real(prompts)
+        # every first-round sample of row 0 comes back empty; its retries do not
+        return [["" for _ in t] if len(calls) == 1 and p.row == 0 else t for p, t in zip(prompts, out)]
+
+    monkeypatch.setattr(gen, "_run", flaky)
+    res = gen.generate_many(ROWS[:2])
+    assert len(calls) == 2 and [(r, lang) for r, lang, _ in calls[1]] == [(0, "de"), (0, "zh")]
+    first = {(r, lang): s for r, lang, s in calls[0]}
+    assert all(len(s) == 2 and not set(s) & set(first[(r, lang)]) for r, lang, s in calls[1])
+    assert res[0][1] == 0 and len(res[0][0]) == 4 and res[1] == gen.generate(*ROWS[1])
+    monkeypatch.setattr(gen, "_run", lambda prompts: [[""] * len(p.seeds) for p in prompts])
+    assert gen.generate_many(ROWS[:1]) == [([], 4)]  # still empty after RETRY_ROUNDS: failed slots

@@ -1,0 +1,152 @@
+"""Batched sampling loops over HF models with a KV cache (what ``QueryGenerator`` runs).
+
+Why not ``model.generate``: it draws every row's sample from one global RNG
+(a row's tokens would depend on its neighbours), keeps finished rows decoding
+until the longest is done, and cannot start from a cached shared prefix.
+
+Layout of a causal batch: ``[shared prefix | left padding | suffix | new tokens]``.
+Pads are masked out and every real token gets the position it has in the
+unpadded prompt (explicit ``position_ids``), so a row computes what it would
+alone up to float rounding.  A seq2seq batch right-pads the encoder input.
+A prompt's ``n`` samples are ``n`` rows made by repeating its cache after the
+prefill; rows that hit a stop token leave the batch (and the cache) at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import List, Optional, Sequence
+
+import torch
+
+from .sampling import draw_uniform, effective_k, row_generators, sample_top_k
+
+
+def prefill_prefix(model, ids: Sequence[int]):  # noqa: ANN001, ANN201 - HF model / DynamicCache
+    """The KV cache of ``ids`` (batch 1), to be copied into batches by :func:`causal_sample`."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    x = torch.tensor([list(ids)], dtype=torch.long, device=model.device)
+    model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def _repeat_index(counts: Sequence[int], device: torch.device) -> Optional[torch.Tensor]:
+    """Row index that repeats prompt ``i`` ``counts[i]`` times (None when every count is 1)."""
+    if all(c == 1 for c in counts):
+        return None
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
+
+
+def causal_sample(model, prefix, prefix_len: int, suffixes: List[List[int]], counts: Sequence[int], seeds: Sequence[int],  # noqa: ANN001
+                  pad_id: int, *, top_k: int, temperature: float, max_new_tokens: int, stop_ids: Sequence[int]) -> List[List[int]]:
+    """Sampled continuations of ``prefix + suffixes[i]``, ``counts[i]`` each, one seed per sample row.
+
+    ``prefix`` is :func:`prefill_prefix`'s cache of the ``prefix_len`` shared
+    tokens, or None (then ``prefix_len`` is 0 and each suffix is a whole prompt).
+    Returns the new tokens of each sample row (stop token excluded), prompt-major.
+    """
+    from transformers import DynamicCache
+
+    dev = model.device
+    b, width = len(suffixes), max(len(s) for s in suffixes)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
+    mask[:, :prefix_len] = 1
+    pos = torch.zeros((b, width), dtype=torch.long)
+    for i, s in enumerate(suffixes):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, prefix_len + width - len(s) :] = 1
+        pos[i, width - len(s) :] = torch.arange(prefix_len, prefix_len + len(s))
+    if prefix is None:
+        cache = DynamicCache(config=model.config)
+    else:
+        cache = copy.deepcopy(prefix)  # the stored prefix is never modified
+        cache.batch_repeat_interleave(b)
+    ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1]
+    nxt = torch.tensor([prefix_len + len(s) for s in suffixes], dtype=torch.long, device=dev)
+    rep = _repeat_index(counts, dev)
+    if rep is not None:  # the samples of a prompt share its prefill
+        cache.batch_select_indices(rep)
+        logits, mask, nxt = logits[rep], mask[rep], nxt[rep]
+    state = {"mask": mask, "pos": nxt}
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        m = torch.cat([state["mask"], torch.ones_like(state["mask"][:, :1])], dim=1)
+        o = model(input_ids=tokens[:, None], attention_mask=m, position_ids=state["pos"][:, None], past_key_values=cache, use_cache=True)
+        state["mask"], state["pos"] = m, state["pos"] + 1
+        return o.logits[:, -1]
+
+    def select(idx: torch.Tensor) -> None:
+        cache.batch_select_indices(idx)
+        state["mask"], state["pos"] = state["mask"][idx], state["pos"][idx]
+
+    return decode_loop(logits, seeds, step, select, top_k=top_k, temperature=temperature, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+
+
+def seq2seq_sample(model, inputs: List[List[int]], counts: Sequence[int], seeds: Sequence[int], pad_id: int, *,  # noqa: ANN001
+                   top_k: int, temperature: float, max_new_tokens: int, stop_ids: Sequence[int]) -> List[List[int]]:
+    """Sampled decoder outputs for the encoder inputs ``inputs[i]``, ``counts[i]`` each (stop token excluded)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+    from transformers.modeling_outputs import BaseModelOutput
+
+    dev = model.device
+    b, width = len(inputs), max(len(s) for s in inputs)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for i, s in enumerate(inputs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
+    enc = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    start = torch.full((b, 1), model.config.decoder_start_token_id, dtype=torch.long, device=dev)
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=mask, decoder_input_ids=start, past_key_values=cache, use_cache=True)
+    logits = out.logits[:, -1]
+    rep = _repeat_index(counts, dev)
+    if rep is not None:
+        cache.batch_select_indices(rep)
+        logits, enc, mask = logits[rep], enc[rep], mask[rep]
+    state = {"enc": enc, "mask": mask}
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        o = model(encoder_outputs=BaseModelOutput(last_hidden_state=state["enc"]), attention_mask=state["mask"],
+                  decoder_input_ids=tokens[:, None], past_key_values=cache, use_cache=True)
+        return o.logits[:, -1]
+
+    def select(idx: torch.Tensor) -> None:
+        cache.batch_select_indices(idx)
+        state["enc"], state["mask"] = state["enc"][idx], state["mask"][idx]
+
+    return decode_loop(logits, seeds, step, select, top_k=top_k, temperature=temperature, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+
+
+def decode_loop(logits: torch.Tensor, seeds: Sequence[int], step, select, *, top_k: int, temperature: float,  # noqa: ANN001
+                max_new_tokens: int, stop_ids: Sequence[int]) -> List[List[int]]:
+    """Sample until every row stops or has ``max_new_tokens``; finished rows are dropped from the batch.
+
+    ``logits`` ``[R, V]`` predict each row's first token; ``step(tokens)``
+    feeds the active rows' tokens and returns their next logits;
+    ``select(idx)`` keeps only rows ``idx`` of the model state.
+    """
+    gens = row_generators(seeds)
+    k = effective_k(top_k, logits.shape[-1])
+    stop = set(int(t) for t in stop_ids)
+    out: List[List[int]] = [[] for _ in seeds]
+    active = list(range(len(seeds)))  # original row of each batch position
+    for t in range(max_new_tokens):
+        toks = sample_top_k(logits, draw_uniform([gens[r] for r in active], k), top_k, temperature).tolist()
+        keep = [j for j, tok in enumerate(toks) if tok not in stop]
+        for j in keep:
+            out[active[j]].append(toks[j])
+        if not keep or t == max_new_tokens - 1:
+            break
+        tokens = torch.tensor([toks[j] for j in keep], dtype=torch.long, device=logits.device)
+        if len(keep) < len(active):
+            select(torch.tensor(keep, dtype=torch.long, device=logits.device))
+            active = [active[j] for j in keep]
+        logits = step(tokens)
+    return out
