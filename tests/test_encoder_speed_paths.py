@@ -68,10 +68,36 @@ class _Recorder(torch.nn.Module):
 
 
 def test_plan_batches_by_hand():
-    assert plan_batches(np.array([10, 8, 8, 3, 3, 3, 1]), 24) == [(0, 2), (2, 5), (5, 7)]
-    assert plan_batches(np.array([50, 5]), 24) == [(0, 1), (1, 2)]  # a row over budget goes alone
+    x = np.array([10, 8, 8, 3, 3, 3, 1])
+    # forwards free: no padding at all, each run of one length split by the budget only
+    assert plan_batches(x, 24) == [(0, 1), (1, 3), (3, 6), (6, 7)]
+    assert plan_batches(np.array([4, 4, 4, 4, 4]), 8) == [(0, 2), (2, 4), (4, 5)]
+    # forwards dear: the fewest sub-batches (3), then the least padding (10 + 2*8 + 4*3 = 38 tokens)
+    assert plan_batches(x, 24, overhead=1000.0) == [(0, 1), (1, 3), (3, 7)]
+    assert plan_batches(np.array([50, 5]), 24, overhead=1000.0) == [(0, 1), (1, 2)]  # a row over budget goes alone
     assert plan_batches(np.zeros(0, np.int64), 24) == []
     np.testing.assert_array_equal(length_order(np.array([3, 5, 3, 5, 1])), [1, 3, 0, 2, 4])
+
+
+@pytest.mark.parametrize("overhead,quad", [(0.0, 0.0), (128.0, 1 / 2304), (4096.0, 0.0)])
+def test_plan_batches_tile_within_budget(overhead, quad):
+    x = np.sort(np.random.default_rng(4).integers(1, 120, size=500))[::-1]
+    spans = plan_batches(x, 512, overhead, quad)
+    assert spans[0][0] == 0 and spans[-1][1] == 500 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all((e - s) * x[s] <= 512 for s, e in spans)
+    padded = sum((e - s) * x[s] for s, e in spans)
+    if overhead == 0.0:
+        assert padded == x.sum()  # nothing padded when forwards cost nothing
+    else:  # the optimum is never worse than greedy budget-filling in its own cost model
+        greedy, s = [], 0
+        while s < 500:
+            greedy.append((s, min(500, s + 512 // x[s])))
+            s = greedy[-1][1]
+
+        def cost(sp):
+            return sum((e - s) * x[s] * (1 + quad * x[s]) + overhead for s, e in sp)
+
+        assert cost(spans) <= cost(greedy)
 
 
 @pytest.mark.parametrize("left", [False, True])

@@ -4,7 +4,8 @@ One model encodes passages, generated queries and test queries (as in xQG).
 ``Encoder.encode`` takes a whole window of texts (a corpus partition, all its
 generated queries): it tokenizes the window once, orders it by token length
 and cuts sub-batches by a budget of padded tokens, each padded only to its own
-longest row from the pre-tokenized ids; pooling and L2 normalisation run on
+longest row from the pre-tokenized ids (cuts placed to trade padding against
+forwards); pooling and L2 normalisation run on
 the model's device and only the pooled ``[B, H]`` vectors come back.
 The pure helpers (``plan_batches``, ``pad_rows``, numpy ``pool``) are tested
 without a model.
@@ -18,6 +19,14 @@ from typing import Any, List, Sequence, Tuple
 import numpy as np
 
 from ..config import EncoderConfig
+
+# The fixed cost of one forward, in tokens' worth of compute, for plan_batches.
+# CPU: a sub-batch of one 180-token row ran ~20% slower per token than one of
+# 16 rows (2-core machine, e5-small), i.e. ~50-100 tokens; 128 came out as the
+# robust choice over 50-200 in a cost model of the SQuAD-dev passages.  CUDA:
+# a forward of a few thousand tokens of a small encoder is bound by kernel
+# launches, so cuts are dear (an estimate, not measured here).
+FORWARD_OVERHEAD_TOKENS = {"cpu": 128.0, "cuda": 4096.0}
 
 
 def pool(hidden: "np.ndarray", mask: "np.ndarray", mode: str) -> "np.ndarray":
@@ -66,16 +75,59 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(lengths)), -np.asarray(lengths, np.int64)))
 
 
-def plan_batches(lengths: np.ndarray, budget: int) -> List[Tuple[int, int]]:
-    """``[start, end)`` runs of ``lengths`` (non-increasing) with rows x longest <= ``budget`` padded tokens.
+def plan_batches(lengths: np.ndarray, budget: int, overhead: float = 0.0, quad: float = 0.0) -> List[Tuple[int, int]]:
+    """``[start, end)`` sub-batches of ``lengths`` (non-increasing), each with rows x its first length <= ``budget``.
 
-    A row longer than the budget still gets a batch of its own.
+    Where to cut is a trade: a cut saves padding but costs one more forward.
+    The estimated cost of a sub-batch of ``rows`` padded to ``T`` tokens is
+    ``rows * T * (1 + quad * T)`` (linear layers, then attention) plus
+    ``overhead`` per forward; the cuts minimise it exactly over runs of equal
+    length (a DP over at most max-length distinct lengths, so planning does not
+    grow with the window), then a run that exceeds the budget is cut greedily.
+    Never costlier than filling every sub-batch to the budget from the longest
+    row (in the same cost model).  A row longer than the budget gets its own.
     """
-    out, s, n = [], 0, len(lengths)
-    while s < n:
-        e = min(n, s + max(1, budget // max(1, int(lengths[s]))))
-        out.append((s, e))
-        s = e
+    x = np.asarray(lengths, np.int64)
+    n = len(x)
+    if n == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # runs of equal length
+    ends = np.r_[starts[1:], n]
+    width = x[starts].astype(np.float64)
+    row_cost = width * (1.0 + quad * width)
+    cap = np.maximum(1, budget // np.maximum(1, x[starts]))
+    best, back = np.zeros(len(starts) + 1), np.zeros(len(starts) + 1, np.int64)
+    for h in range(1, len(starts) + 1):  # best[h]: runs [0, h) covered; the last sub-batch starts at run g
+        rows = ends[h - 1] - starts[:h]
+        c = best[:h] + rows * row_cost[:h] + overhead * -(-rows // cap[:h])
+        back[h] = int(np.argmin(c))
+        best[h] = c[back[h]]
+    spans, h = [], len(starts)
+    while h:
+        spans.append((int(starts[back[h]]), int(ends[h - 1])))
+        h = int(back[h])
+    plan = [c for s, e in reversed(spans) for c in _fill(x, s, e, budget)]
+    # The DP prices a span as if all of it were padded to its first row, and never
+    # starts a sub-batch inside a run; budget-filling from row 0 can (tiny budgets,
+    # long runs): keep whichever plan is cheaper.
+    greedy = _fill(x, 0, n, budget)
+
+    def cost(p: List[Tuple[int, int]]) -> float:
+        first = np.array([a for a, _ in p])
+        rows = np.array([b - a for a, b in p])
+        w = x[first].astype(np.float64)
+        return float((rows * w * (1.0 + quad * w)).sum() + overhead * len(p))
+
+    return plan if cost(plan) <= cost(greedy) else greedy
+
+
+def _fill(x: np.ndarray, s: int, e: int, budget: int) -> List[Tuple[int, int]]:
+    """``[s, e)`` cut greedily: each sub-batch as many rows as its first row's length allows."""
+    out = []
+    while s < e:
+        k = min(e, s + max(1, budget // max(1, int(x[s]))))
+        out.append((s, k))
+        s = k
     return out
 
 
@@ -113,6 +165,9 @@ class Encoder:
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
         self.model = AutoModel.from_pretrained(ref.path, dtype=dtype).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
+        # Attention FLOPs per row over linear-layer FLOPs per token: 4LHn^2 / 2L(4H^2 + 2HI) = n^2 / (2H + I).
+        self.quad = 1.0 / (2 * self.dim + int(getattr(self.model.config, "intermediate_size", 4 * self.dim)))
+        self.overhead = FORWARD_OVERHEAD_TOKENS.get(self.device, 128.0)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self.left_pad = self.tokenizer.padding_side == "left"
@@ -140,12 +195,13 @@ class Encoder:
             return out
         flat, starts, lengths = self.tokenize([prefix + t for t in texts], max_len)
         order = length_order(lengths)
-        # batch_size rows at the longest allowed length: short texts go in larger batches.
+        # At most batch_size rows of the longest allowed length: short texts share
+        # larger sub-batches; plan_batches cuts below that where padding costs more.
         budget = max(1, self.cfg.batch_size) * max_len
         # Pooled rows stay on the device in length order; one copy to the host at the end.
         vecs = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
-            for s, e in plan_batches(lengths[order], budget):
+            for s, e in plan_batches(lengths[order], budget, self.overhead, self.quad):
                 idx = order[s:e]
                 ids, mask = pad_rows(flat, starts[idx], lengths[idx], self.pad_id, self.left_pad)
                 inputs = {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(mask).to(self.device)}
