@@ -70,8 +70,8 @@ def model_flops(lengths: "Any", cfg: "Any") -> float:
     return float(2 * L * (4 * H * H + 2 * H * inter) * n.sum() + 4 * L * H * (n * n).sum())
 
 
-def bare_loop(path: str, texts: List[str], max_len: int, batch_size: int, threads: int) -> Tuple["Any", float]:
-    """(vectors in input order, seconds): the plain length-sorted loop; model load excluded."""
+def bare_loop(path: str, texts: List[str], max_len: int, batch_size: int, threads: int) -> Tuple["Any", float, float]:
+    """(vectors in input order, seconds, CPU seconds): the plain length-sorted loop; model load excluded."""
     import numpy as np
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -80,7 +80,7 @@ def bare_loop(path: str, texts: List[str], max_len: int, batch_size: int, thread
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
     out = np.zeros((len(texts), model.config.hidden_size), np.float32)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     lengths = [len(x) for x in tok(texts, truncation=True, max_length=max_len)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     with torch.inference_mode():
@@ -91,7 +91,7 @@ def bare_loop(path: str, texts: List[str], max_len: int, batch_size: int, thread
             m = enc["attention_mask"].unsqueeze(-1).float()
             v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
             out[idx] = v.numpy()
-    return out, time.perf_counter() - t
+    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def read_passages(source: str, limit: int) -> List[Dict[str, str]]:
@@ -123,12 +123,14 @@ def main() -> None:
     ap.add_argument("--source", default=str(REPO.parent / "shared" / "datasets"))
     ap.add_argument("--model", default="bundled:multilingual-e5-small")
     ap.add_argument("--max-len", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=16, help="bare loop rows per batch; encoder.batch_size (budget = this x max length)")
+    ap.add_argument("--batch-size", type=int, default=16, help="bare loop rows per batch; encoder.batch_size (padded tokens per forward <= this x max length, capped on CPU)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the bare loop, the direct call and each actor")
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the local Ray cluster")
     a = ap.parse_args()
+    import logging
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -137,18 +139,22 @@ def main() -> None:
     from xqg_ray.arrow_utils import arrow_to_vectors
     from xqg_ray.config import EncoderConfig, Pool, RayConfig, StorageConfig
     from xqg_ray.ingest import ingest_corpus
-    from xqg_ray.models.encoder import Encoder, format_passage
+    from xqg_ray.models.encoder import Encoder, format_passage, length_order, plan_batches
     from xqg_ray.models.loading import resolve_model
     from xqg_ray.raytools import init_ray, run_units
     from xqg_ray.stages.encode import EncodePartition
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-10 s progress lines
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     cfg = EncoderConfig(model=a.model, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
                         max_passage_length=a.max_len, batch_size=a.batch_size, dtype="float32")
     with tempfile.TemporaryDirectory() as d:
         jsonl = Path(d) / "passages.jsonl"
         jsonl.write_text("".join(json.dumps(p) + "\n" for p in read_passages(a.source, a.limit)))
         root = str(Path(d) / "out")
-        init_ray(RayConfig(address="local", num_cpus=a.num_cpus))
+        init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
         snap = ingest_corpus(StorageConfig(), root, [str(jsonl)], num_partitions=a.partitions)
         ray.shutdown()  # the in-process arms run with no Ray processes beside them
         corpus = pa.concat_tables([pq.read_table(Path(root) / p["file"], columns=["id", "title", "text"]) for p in snap["partitions"]])
@@ -163,6 +169,11 @@ def main() -> None:
         peak = matmul_peak(a.threads, mcfg.hidden_size, mcfg.intermediate_size)
         lengths = enc.tokenize([cfg.passage_prefix + x for x in texts], a.max_len)[2]
         flops = model_flops(lengths, mcfg)
+        srt = np.sort(lengths)
+        bare_pad = sum(int(srt[min(s + a.batch_size, n) - 1]) * (min(s + a.batch_size, n) - s) for s in range(0, n, a.batch_size))
+        x = lengths[length_order(lengths)]
+        plan = plan_batches(x, enc.budget(a.max_len), enc.overhead, enc.quad)
+        plan_pad = sum(int(x[s]) * (e - s) for s, e in plan)
         print(f"{n} passages, {int(lengths.sum()):,} tokens (mean {lengths.mean():.0f}, max {lengths.max()}), "
               f"{flops / 1e12:.2f} TFLOP; matmul peak {peak:.0f} GFLOP/s ({a.threads} threads); model load {t_load:.1f} s", flush=True)
 
@@ -170,15 +181,15 @@ def main() -> None:
             print(f"{name:7s} {n / secs:7.2f} rows/s  {secs:7.1f} s  {flops / secs / 1e9:6.1f} GFLOP/s = {flops / secs / 1e9 / peak:4.0%} of peak{extra}",
                   flush=True)
 
-        v_bare, t_bare = bare_loop(resolve_model(a.model).path, [cfg.passage_prefix + x for x in texts], a.max_len, a.batch_size, a.threads)
-        line("bare", t_bare, f"  (batches of {a.batch_size})")
-        t = time.perf_counter()
+        v_bare, t_bare, c_bare = bare_loop(resolve_model(a.model).path, [cfg.passage_prefix + x for x in texts], a.max_len, a.batch_size, a.threads)
+        line("bare", t_bare, f"  ({-(-n // a.batch_size)} batches of {a.batch_size}, padding +{bare_pad / lengths.sum() - 1:.1%}; {c_bare:.0f} CPU s)")
+        t, c = time.perf_counter(), time.process_time()
         v_direct = enc.encode(texts, "passage")
-        t_direct = time.perf_counter() - t
-        line("direct", t_direct, f"  Encoder.encode; max |diff| vs bare {np.abs(v_direct - v_bare).max():.1e}")
+        t_direct, c_direct = time.perf_counter() - t, time.process_time() - c
+        line("direct", t_direct, f"  Encoder.encode ({len(plan)} forwards, padding +{plan_pad / lengths.sum() - 1:.1%}; {c_direct:.0f} CPU s); max |diff| vs bare {np.abs(v_direct - v_bare).max():.1e}")
         del enc
 
-        init_ray(RayConfig(address="local", num_cpus=a.num_cpus))
+        init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
         units = stage_units(root, snap)
         pool = Pool(num_cpus=1.0, num_gpus=0.0, min_actors=a.actors, max_actors=a.actors, torch_threads=a.threads)
         ctor = {"root": root, "storage_cfg": StorageConfig(), "cfg": cfg, "threads": a.threads}

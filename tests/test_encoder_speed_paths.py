@@ -10,6 +10,7 @@ import torch
 
 from xqg_ray.config import EncoderConfig
 from xqg_ray.models.encoder import (
+    MAX_FORWARD_TOKENS,
     Encoder,
     encode_sum,
     l2_normalize,
@@ -65,6 +66,12 @@ class _Recorder(torch.nn.Module):
     def forward(self, **kw):
         self.shapes.append((tuple(kw["input_ids"].shape), kw["attention_mask"].sum(dim=1).max().item()))
         return self.inner(**kw)
+
+
+def test_budget_cap(enc, monkeypatch):
+    assert enc.budget(8) == 4 * 8
+    monkeypatch.setattr(enc.cfg, "batch_size", 1000)
+    assert enc.budget(512) == MAX_FORWARD_TOKENS["cpu"]
 
 
 def test_plan_batches_by_hand():
@@ -175,7 +182,8 @@ def test_one_tokenizer_call_and_token_budget(enc, monkeypatch):
     monkeypatch.setattr(enc, "model", rec)
     enc.encode(texts, "passage")
     assert calls == [False]  # the window is tokenized once, unpadded
-    budget = enc.cfg.batch_size * enc.cfg.max_passage_length
+    budget = enc.budget(enc.cfg.max_passage_length)
+    assert budget == 4 * 24  # batch_size x max length, under the CPU cap
     assert sum(b for (b, _), _ in rec.shapes) == len(texts)
     widths = [t for (_, t), _ in rec.shapes]
     assert widths == sorted(widths, reverse=True) and widths[0] == enc.cfg.max_passage_length

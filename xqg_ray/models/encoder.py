@@ -21,12 +21,17 @@ import numpy as np
 from ..config import EncoderConfig
 
 # The fixed cost of one forward, in tokens' worth of compute, for plan_batches.
-# CPU: a sub-batch of one 180-token row ran ~20% slower per token than one of
-# 16 rows (2-core machine, e5-small), i.e. ~50-100 tokens; 128 came out as the
-# robust choice over 50-200 in a cost model of the SQuAD-dev passages.  CUDA:
-# a forward of a few thousand tokens of a small encoder is bound by kernel
-# launches, so cuts are dear (an estimate, not measured here).
+# CPU: small (Python and thread start-up per layer; with one thread, 8 rows of
+# 180 tokens cost no more per token than 16); 128 tokens was within 1% of the
+# best plan for true costs of 50-200 in a cost model of the SQuAD-dev passages.
+# CUDA: a forward of a few thousand tokens of a small encoder is bound by
+# kernel launches, so cuts are dear (an estimate, not measured here).
 FORWARD_OVERHEAD_TOKENS = {"cpu": 128.0, "cuda": 4096.0}
+# At most this many padded tokens per forward, below batch_size x max length.
+# CPU: e5-small's per-token cost rose ~10% from 1.5-3k to 8k tokens per
+# forward (the activations leave the caches; one thread, this 2-core machine);
+# 3072 is about the reference loop's 16 passages of ~180 tokens.
+MAX_FORWARD_TOKENS = {"cpu": 3072}
 
 
 def pool(hidden: "np.ndarray", mask: "np.ndarray", mode: str) -> "np.ndarray":
@@ -182,6 +187,13 @@ class Encoder:
         flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
         return flat, np.cumsum(lengths) - lengths, lengths
 
+    def budget(self, max_len: int) -> int:
+        """Padded tokens per forward: ``batch_size`` rows of the longest allowed length, capped per device.
+
+        Short texts share larger sub-batches; plan_batches cuts below this where padding costs more.
+        """
+        return min(max(1, self.cfg.batch_size) * max_len, MAX_FORWARD_TOKENS.get(self.device, 1 << 62))
+
     def encode(self, texts: Sequence[str], kind: str) -> np.ndarray:
         """Encode ``texts`` as ``kind`` ("query" or "passage"); order is kept."""
         import torch
@@ -195,9 +207,7 @@ class Encoder:
             return out
         flat, starts, lengths = self.tokenize([prefix + t for t in texts], max_len)
         order = length_order(lengths)
-        # At most batch_size rows of the longest allowed length: short texts share
-        # larger sub-batches; plan_batches cuts below that where padding costs more.
-        budget = max(1, self.cfg.batch_size) * max_len
+        budget = self.budget(max_len)
         # Pooled rows stay on the device in length order; one copy to the host at the end.
         vecs = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
