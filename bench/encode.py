@@ -123,7 +123,8 @@ def main() -> None:
     ap.add_argument("--source", default=str(REPO.parent / "shared" / "datasets"))
     ap.add_argument("--model", default="bundled:multilingual-e5-small")
     ap.add_argument("--max-len", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=16, help="bare loop rows per batch; encoder.batch_size (padded tokens per forward <= this x max length, capped on CPU)")
+    ap.add_argument("--batch-size", type=int, default=16,
+                    help="bare loop rows per batch; encoder.batch_size (padded tokens per forward: this x max length, CPU-capped)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the bare loop, the direct call and each actor")
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=8)
@@ -186,7 +187,8 @@ def main() -> None:
         t, c = time.perf_counter(), time.process_time()
         v_direct = enc.encode(texts, "passage")
         t_direct, c_direct = time.perf_counter() - t, time.process_time() - c
-        line("direct", t_direct, f"  Encoder.encode ({len(plan)} forwards, padding +{plan_pad / lengths.sum() - 1:.1%}; {c_direct:.0f} CPU s); max |diff| vs bare {np.abs(v_direct - v_bare).max():.1e}")
+        line("direct", t_direct, f"  Encoder.encode ({len(plan)} forwards, padding +{plan_pad / lengths.sum() - 1:.1%}; {c_direct:.0f} CPU s); "
+                                 f"max |diff| vs bare {np.abs(v_direct - v_bare).max():.1e}")
         del enc
 
         init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
