@@ -1,16 +1,37 @@
 """The shared dense encoder: HF model + tokenizer, CLS or mean pooling.
 
 One model encodes passages, generated queries and test queries (as in xQG).
-Pooling is a pure function so it is tested without a model.
+``Encoder.encode`` takes a whole window of texts (a corpus partition, all its
+generated queries): it tokenizes the window once, orders it by token length
+and cuts sub-batches by a budget of padded tokens, each padded only to its own
+longest row from the pre-tokenized ids (cuts placed to trade padding against
+forwards); pooling and L2 normalisation run on
+the model's device and only the pooled ``[B, H]`` vectors come back.
+The pure helpers (``plan_batches``, ``pad_rows``, numpy ``pool``) are tested
+without a model.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from itertools import chain
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
 from ..config import EncoderConfig
+
+# The fixed cost of one forward, in tokens' worth of compute, for plan_batches.
+# CPU: small (Python and thread start-up per layer; with one thread, 8 rows of
+# 180 tokens cost no more per token than 16); 128 tokens was within 1% of the
+# best plan for true costs of 50-200 in a cost model of the SQuAD-dev passages.
+# CUDA: a forward of a few thousand tokens of a small encoder is bound by
+# kernel launches, so cuts are dear (an estimate, not measured here).
+FORWARD_OVERHEAD_TOKENS = {"cpu": 128.0, "cuda": 4096.0}
+# At most this many padded tokens per forward, below batch_size x max length.
+# CPU: e5-small's per-token cost rose ~10% from 1.5-3k to 8k tokens per
+# forward (the activations leave the caches; one thread, this 2-core machine);
+# 3072 is about the reference loop's 16 passages of ~180 tokens.
+MAX_FORWARD_TOKENS = {"cpu": 3072}
 
 
 def pool(hidden: "np.ndarray", mask: "np.ndarray", mode: str) -> "np.ndarray":
@@ -28,9 +49,106 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.clip(n, 1e-12, None)
 
 
+def pool_torch(hidden: Any, mask: Any, mode: str) -> Any:
+    """:func:`pool` on the device: float32 ``[B, H]`` from ``[B, T, H]`` states of any dtype."""
+    import torch
+
+    if mode == "cls":
+        return hidden[:, 0].float()
+    if mode == "mean":
+        # Accumulate in float32 whatever the model's dtype (bfloat16 sums lose digits).
+        m = mask.to(torch.float32)
+        s = torch.bmm(m.unsqueeze(1), hidden.float()).squeeze(1)
+        return s / m.sum(dim=1, keepdim=True).clamp_min(1e-9)
+    raise ValueError(f"pooling={mode!r}: use cls or mean")
+
+
+def l2_normalize_torch(x: Any) -> Any:
+    """:func:`l2_normalize` on the device (the same 1e-12 floor)."""
+    import torch
+
+    return torch.nn.functional.normalize(x, p=2.0, dim=1, eps=1e-12)
+
+
 def format_passage(template: str, title: str, text: str) -> str:
     """``title + " " + text`` by default; stripped so an empty title adds no space."""
     return template.format(title=title or "", text=text or "").strip()
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Longest first, ties in input order: deterministic, and the first forward shows the peak memory."""
+    return np.lexsort((np.arange(len(lengths)), -np.asarray(lengths, np.int64)))
+
+
+def plan_batches(lengths: np.ndarray, budget: int, overhead: float = 0.0, quad: float = 0.0) -> List[Tuple[int, int]]:
+    """``[start, end)`` sub-batches of ``lengths`` (non-increasing), each with rows x its first length <= ``budget``.
+
+    Where to cut is a trade: a cut saves padding but costs one more forward.
+    The estimated cost of a sub-batch of ``rows`` padded to ``T`` tokens is
+    ``rows * T * (1 + quad * T)`` (linear layers, then attention) plus
+    ``overhead`` per forward; the cuts minimise it exactly over runs of equal
+    length (a DP over at most max-length distinct lengths, so planning does not
+    grow with the window), then a run that exceeds the budget is cut greedily.
+    Never costlier than filling every sub-batch to the budget from the longest
+    row (in the same cost model).  A row longer than the budget gets its own.
+    """
+    x = np.asarray(lengths, np.int64)
+    n = len(x)
+    if n == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # runs of equal length
+    ends = np.r_[starts[1:], n]
+    width = x[starts].astype(np.float64)
+    row_cost = width * (1.0 + quad * width)
+    cap = np.maximum(1, budget // np.maximum(1, x[starts]))
+    best, back = np.zeros(len(starts) + 1), np.zeros(len(starts) + 1, np.int64)
+    for h in range(1, len(starts) + 1):  # best[h]: runs [0, h) covered; the last sub-batch starts at run g
+        rows = ends[h - 1] - starts[:h]
+        c = best[:h] + rows * row_cost[:h] + overhead * -(-rows // cap[:h])
+        back[h] = int(np.argmin(c))
+        best[h] = c[back[h]]
+    spans, h = [], len(starts)
+    while h:
+        spans.append((int(starts[back[h]]), int(ends[h - 1])))
+        h = int(back[h])
+    plan = [c for s, e in reversed(spans) for c in _fill(x, s, e, budget)]
+    # The DP prices a span as if all of it were padded to its first row, and never
+    # starts a sub-batch inside a run; budget-filling from row 0 can (tiny budgets,
+    # long runs): keep whichever plan is cheaper.
+    greedy = _fill(x, 0, n, budget)
+
+    def cost(p: List[Tuple[int, int]]) -> float:
+        first = np.array([a for a, _ in p])
+        rows = np.array([b - a for a, b in p])
+        w = x[first].astype(np.float64)
+        return float((rows * w * (1.0 + quad * w)).sum() + overhead * len(p))
+
+    return plan if cost(plan) <= cost(greedy) else greedy
+
+
+def _fill(x: np.ndarray, s: int, e: int, budget: int) -> List[Tuple[int, int]]:
+    """``[s, e)`` cut greedily: each sub-batch as many rows as its first row's length allows."""
+    out = []
+    while s < e:
+        k = min(e, s + max(1, budget // max(1, int(x[s]))))
+        out.append((s, k))
+        s = k
+    return out
+
+
+def pad_rows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int, left: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) ``[B, T]`` int64 for rows ``flat[starts[i] : starts[i] + lengths[i]]``, T = the longest row.
+
+    Vectorised gather: no Python work per row.
+    """
+    width = int(lengths.max()) if len(lengths) else 0
+    col = np.arange(width, dtype=np.int64)[None, :]
+    shift = (width - lengths)[:, None] if left else np.zeros((len(lengths), 1), np.int64)
+    pos = col - shift  # the token index inside its row
+    mask = (pos >= 0) & (pos < lengths[:, None])
+    src = starts[:, None] + np.clip(pos, 0, None)
+    ids = np.where(mask, flat[np.minimum(src, max(len(flat) - 1, 0))] if len(flat) else pad_id, pad_id)
+    return ids.astype(np.int64), mask.astype(np.int64)
 
 
 class Encoder:
@@ -52,6 +170,29 @@ class Encoder:
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
         self.model = AutoModel.from_pretrained(ref.path, dtype=dtype).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
+        # Attention FLOPs per row over linear-layer FLOPs per token: 4LHn^2 / 2L(4H^2 + 2HI) = n^2 / (2H + I).
+        self.quad = 1.0 / (2 * self.dim + int(getattr(self.model.config, "intermediate_size", 4 * self.dim)))
+        self.overhead = FORWARD_OVERHEAD_TOKENS.get(self.device, 128.0)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+        self.left_pad = self.tokenizer.padding_side == "left"
+        # Single-sequence token types are all 0 (as the tokenizer would give them).
+        self.type_ids = "token_type_ids" in self.tokenizer.model_input_names
+
+    def tokenize(self, texts: Sequence[str], max_len: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat ids, row starts, row lengths) of ``texts``, truncated to ``max_len``; one tokenizer call, no padding."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_len, padding=False,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
+        return flat, np.cumsum(lengths) - lengths, lengths
+
+    def budget(self, max_len: int) -> int:
+        """Padded tokens per forward: ``batch_size`` rows of the longest allowed length, capped per device.
+
+        Short texts share larger sub-batches; plan_batches cuts below this where padding costs more.
+        """
+        return min(max(1, self.cfg.batch_size) * max_len, MAX_FORWARD_TOKENS.get(self.device, 1 << 62))
 
     def encode(self, texts: Sequence[str], kind: str) -> np.ndarray:
         """Encode ``texts`` as ``kind`` ("query" or "passage"); order is kept."""
@@ -62,26 +203,23 @@ class Encoder:
         prefix = self.cfg.query_prefix if kind == "query" else self.cfg.passage_prefix
         max_len = self.cfg.max_query_length if kind == "query" else self.cfg.max_passage_length
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Length-sorted sub-batches waste less padding; the sort key includes the
-        # text so the split is the same on every run.
-        order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), texts[i]))
-        bs = max(1, self.cfg.batch_size)
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            enc = self.tokenizer(
-                [prefix + texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_len,
-                return_tensors="pt",
-            )
-            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state.float().cpu().numpy()
-            vecs = pool(hidden, enc["attention_mask"].cpu().numpy(), self.cfg.pooling)
-            if self.cfg.normalize:
-                vecs = l2_normalize(vecs)
-            out[idx] = vecs
+        if not len(texts):
+            return out
+        flat, starts, lengths = self.tokenize([prefix + t for t in texts], max_len)
+        order = length_order(lengths)
+        budget = self.budget(max_len)
+        # Pooled rows stay on the device in length order; one copy to the host at the end.
+        vecs = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            for s, e in plan_batches(lengths[order], budget, self.overhead, self.quad):
+                idx = order[s:e]
+                ids, mask = pad_rows(flat, starts[idx], lengths[idx], self.pad_id, self.left_pad)
+                inputs = {"input_ids": torch.from_numpy(ids).to(self.device), "attention_mask": torch.from_numpy(mask).to(self.device)}
+                if self.type_ids:
+                    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+                v = pool_torch(self.model(**inputs).last_hidden_state, inputs["attention_mask"], self.cfg.pooling)
+                vecs[s:e] = l2_normalize_torch(v) if self.cfg.normalize else v
+        out[order] = vecs.cpu().numpy()
         return out
 
 
@@ -91,10 +229,10 @@ def encode_sum(encoder: Encoder, groups: List[List[str]], kind: str = "query") -
     vecs = encoder.encode(flat, kind) if flat else np.zeros((0, encoder.dim), np.float32)
     sums = np.zeros((len(groups), encoder.dim), dtype=np.float64)
     counts = np.array([len(g) for g in groups], dtype=np.int32)
-    pos = 0
-    for gi, c in enumerate(counts):
-        if c:
-            # float64 sums: the same total regardless of how groups are batched.
-            sums[gi] = vecs[pos : pos + c].astype(np.float64).sum(axis=0)
-        pos += c
+    nonempty = counts > 0
+    if nonempty.any():
+        # float64 sums: the same total regardless of how groups are batched.  The
+        # non-empty groups tile ``vecs`` in order, so one reduceat sums them all.
+        starts = (np.cumsum(counts) - counts)[nonempty]
+        sums[nonempty] = np.add.reduceat(vecs.astype(np.float64), starts, axis=0)
     return sums.astype(np.float32), counts
