@@ -191,10 +191,8 @@ class EncodePartition(UnitRunner):
                          "vector": vectors_to_arrow(vecs.reshape(n, dim)), "count": pa.array(counts, pa.int32()),
                          "slots": slot_col, "slot_counts": count_col}, schema=self.schema)
 
-    def _query_sums(self, groups: List[List[Dict[str, str]]]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(total sums, counts, per-slot sums, per-slot counts) of each passage's encoded queries."""
-        flat = [q["text"] for g in groups for q in g]
-        vecs = self.encoder.encode(flat, "query") if flat else np.zeros((0, self.encoder.dim), np.float32)
+    def _query_sums(self, groups: List[List[Dict[str, str]]], vecs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(total sums, counts, per-slot sums, per-slot counts) of each passage's queries, encoded as ``vecs`` (flattened)."""
         group, slot = slot_positions([[q["lang"] for q in g] for g in groups])
         sums, counts = slot_sums(vecs, group, slot, len(groups))
         if sums.shape[2] == 0:
@@ -219,11 +217,20 @@ class EncodePartition(UnitRunner):
         vecs = self.encoder.encode([format_passage(tmpl, t, x) for t, x in zip(todo["title"].to_pylist(), todo["text"].to_pylist())], "passage")
         pieces += [old, self._rows(PASSAGE, "", todo["id"], todo["content_hash"], vecs, np.ones(todo.num_rows, np.int32))]
         computed[PASSAGE], reused[PASSAGE] = todo.num_rows, 0 if old is None else old.num_rows
+        work = []
         for name, g in u["gens"].items():
-            kind = gen_kind(name)
             gt = read_table_verified(self.storage, self.root, g, ["id", "content_hash", "queries"], where=f"the generated/{name} manifest")
-            old, todo = split_reuse(gt, prior_of(kind, g["src"]))
-            sums, c, slots, slot_counts = self._query_sums(todo["queries"].to_pylist())
+            old, todo = split_reuse(gt, prior_of(gen_kind(name), g["src"]))
+            work.append((name, g, old, todo, todo["queries"].to_pylist()))
+        # Every generator's queries in one window: the encoder buckets them by length together.
+        flat = [q["text"] for *_, groups in work for qs in groups for q in qs]
+        all_vecs = self.encoder.encode(flat, "query") if flat else np.zeros((0, self.encoder.dim), np.float32)
+        start = 0
+        for name, g, old, todo, groups in work:
+            kind = gen_kind(name)
+            n_q = sum(len(qs) for qs in groups)
+            sums, c, slots, slot_counts = self._query_sums(groups, all_vecs[start : start + n_q])
+            start += n_q
             pieces += [old, self._rows(kind, g["src"], todo["id"], todo["content_hash"], sums, c, slots, slot_counts)]
             computed[kind], reused[kind] = todo.num_rows, 0 if old is None else old.num_rows
             all_counts = np.concatenate([np.asarray(c, np.int64), np.zeros(0, np.int64) if old is None else old["count"].to_numpy().astype(np.int64)])
