@@ -10,9 +10,11 @@ one-line summary.  Only plans and summaries pass through the driver.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pyarrow as pa
@@ -44,8 +46,43 @@ def threads_for(rc: RayConfig, stage: str = "encode") -> int:
     return stage_pool(rc, stage).torch_threads
 
 
+# Seconds this worker process spent on heavy imports before an actor took it
+# (see prewarm); counted once, as the first actor's model loading.
+_WARM_SECONDS = [0.0]
+
+
+def _take_warm_seconds() -> float:
+    s, _WARM_SECONDS[0] = _WARM_SECONDS[0], 0.0
+    return s
+
+
 class UnitRunner:
-    """Base of the callable classes: decode each unit, call :meth:`run_unit`, encode its summary."""
+    """Base of the callable classes: decode each unit, call :meth:`run_unit`, encode its summary.
+
+    Every summary carries ``work_seconds`` (that unit's :meth:`run_unit`) and
+    ``load_seconds`` (the actor's constructor, model loading and the heavy
+    imports it does, counted on the actor's first unit only, else 0), so the
+    driver can tell model time from fixed cost.
+    """
+
+    _load_seconds: float = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def timed_init(self, *args: Any, **kw: Any) -> None:
+            outer = "_load_t0" not in self.__dict__  # a subclass calling super().__init__ is timed once
+            if outer:
+                self._load_t0 = time.perf_counter()
+            init(self, *args, **kw)
+            if outer:
+                self._load_seconds = time.perf_counter() - self._load_t0 + _take_warm_seconds()
+
+        cls.__init__ = timed_init
 
     def run_unit(self, unit: Dict[str, Any]) -> Dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,12 +90,16 @@ class UnitRunner:
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = []
         for u in batch["unit"].to_pylist():
+            t0 = time.perf_counter()
             try:
-                out.append(json.dumps(self.run_unit(json.loads(u))))
+                s = self.run_unit(json.loads(u))
             except UserError as e:
                 # Ray Data wraps a worker's exception beyond recovery: hand the user's
                 # one-line message back as data, and the driver raises it.
-                out.append(json.dumps({"error": str(e), "error_type": type(e).__name__}))
+                s = {"error": str(e), "error_type": type(e).__name__}
+            s.update(work_seconds=round(time.perf_counter() - t0, 4), load_seconds=round(self._load_seconds, 4))
+            self._load_seconds = 0.0  # reported once per actor
+            out.append(json.dumps(s))
         return pa.table({"summary": pa.array(out, pa.string())})
 
 
@@ -128,12 +169,17 @@ def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any
 
 
 def iter_progress(total: int, stage: str, event: Callable[..., None]) -> Callable[[Dict[str, Any]], None]:
-    """An ``on_done`` callback that prints ``k/total`` units done for ``stage``."""
+    """An ``on_done`` callback that prints ``k/total`` units done for ``stage``.
+
+    Its events carry the unit's ``load_seconds`` and ``work_seconds``, which
+    :class:`~xqg_ray.progress.StageTimer` adds up per stage.
+    """
     done = {"n": 0}
 
     def cb(summary: Dict[str, Any]) -> None:
         done["n"] += 1
-        event(stage, "unit", done=done["n"], of=total, unit=summary.get("unit"), computed=summary.get("computed"), reused=summary.get("reused"))
+        event(stage, "unit", done=done["n"], of=total, unit=summary.get("unit"), computed=summary.get("computed"), reused=summary.get("reused"),
+              load_seconds=summary.get("load_seconds", 0.0), work_seconds=summary.get("work_seconds", 0.0))
 
     return cb
 

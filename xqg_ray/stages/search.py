@@ -3,15 +3,22 @@
 One actor per shard position (holding that shard of every system) keeps actor
 start-up, the expensive part on small runs, at ``num_shards`` per run.  Each
 actor checks every shard file against its manifest's sha256 before use.
+
+The fan-out costs little beyond the search itself: the questions go into the
+object store once; every (system, query batch) call to every actor is in
+flight before the first result is awaited, so actors never wait on the driver;
+results come back zero-copy; and the driver merges one system while the actors
+search the next (``merge_topk``'s heap merge, not a sort).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..config import StorageConfig
+from ..config import Pool, StorageConfig
 from ..errors import UserError, reraise_user_error
 from ..integrity import read_verified
 from ..storage import Storage
@@ -23,10 +30,12 @@ class ShardSearcher:
     """A Ray actor holding shard ``s`` of several systems in memory."""
 
     def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[str, Dict[str, Any]], threads: int = 1):
+        t0 = time.perf_counter()
         import faiss
 
         from ..index import index_from_bytes
 
+        # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))
         storage = Storage(storage_cfg)
         self.error: UserError | None = None
@@ -36,44 +45,65 @@ class ShardSearcher:
             # An error in an actor's constructor reaches the driver as ActorDiedError,
             # without the message; raised from a method call it arrives intact.
             self.error = e
+        self.load_seconds = time.perf_counter() - t0
+        self.work_seconds = 0.0
 
-    def search(self, system: str, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, system: str, queries: np.ndarray, start: int, stop: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-k of ``queries[start:stop]`` in this shard of ``system`` (``queries`` arrives zero-copy)."""
         if self.error is not None:
             raise self.error
-        return self.indexes[system].search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        t0 = time.perf_counter()
+        out = self.indexes[system].search(np.ascontiguousarray(queries[start:stop], dtype=np.float32), k)
+        self.work_seconds += time.perf_counter() - t0
+        return out
+
+    def timings(self) -> Tuple[float, float]:
+        """(seconds loading the shards, seconds searching) of this actor so far."""
+        return self.load_seconds, self.work_seconds
 
 
-def search_shards(searchers: Sequence, system: str, queries: np.ndarray, k: int, batch_size: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-    """Fan every query batch out to every shard actor; gather per-shard (D, I)."""
+def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool) -> List[Any]:
+    """One :class:`ShardSearcher` actor per shard position, holding that shard of every system."""
     import ray
 
-    per_d: List[List[np.ndarray]] = [[] for _ in searchers]
-    per_i: List[List[np.ndarray]] = [[] for _ in searchers]
-    for start in range(0, len(queries), batch_size):
-        qref = ray.put(queries[start : start + batch_size])
-        for j, (d, i) in enumerate(ray.get([s.search.remote(system, qref, k) for s in searchers])):
-            per_d[j].append(d)
-            per_i[j].append(i)
+    cls = ray.remote(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)(ShardSearcher)
+    return [cls.remote(root, storage_cfg, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(num_shards)]
 
-    def cat(parts: List[np.ndarray], dt) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0, k), dt)
 
-    return [cat(p, np.float32) for p in per_d], [cat(p, np.int64) for p in per_i]
+def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarray, k: int, batch_size: int,
+                  higher_is_better: bool = True) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard actor."""
+    import ray
+
+    n = len(queries)
+    if n == 0 or not systems:
+        return {name: (np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)) for name in systems}
+    qref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))  # once, for every call
+    bounds = [(a, min(a + batch_size, n)) for a in range(0, n, max(1, batch_size))]
+
+    def submit(name: str) -> List[List[Any]]:  # [batch][shard]
+        return [[s.search.remote(name, qref, a, b, k) for s in searchers] for a, b in bounds]
+
+    out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    pending = submit(systems[0])
+    for j, name in enumerate(systems):
+        refs, pending = pending, submit(systems[j + 1]) if j + 1 < len(systems) else None
+        merged = [merge_topk(*zip(*ray.get(row)), k, higher_is_better=higher_is_better) for row in refs]
+        out[name] = (np.concatenate([m[0] for m in merged]), np.concatenate([m[1] for m in merged]))
+    return out
 
 
 def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]], qvecs: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """Per system, the merged ``(D, I)`` top-k of every test question."""
     import ray
 
-    pool = ctx.pool("search")
-    cls = ray.remote(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)(ShardSearcher)
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
-    actors = [cls.remote(ctx.root, ctx.cfg.storage, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(S)]
+    actors = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"))
     try:
-        out = {}
-        for sysc in ctx.cfg.systems:
-            d, i = search_shards(actors, sysc.name, qvecs, k, ctx.cfg.search.query_batch_size)
-            out[sysc.name] = merge_topk(d, i, k, higher_is_better=ctx.cfg.index.metric == "ip")
+        out = search_shards(actors, [s.name for s in ctx.cfg.systems], qvecs, k, ctx.cfg.search.query_batch_size,
+                            higher_is_better=ctx.cfg.index.metric == "ip")
+        for load, work in ray.get([a.timings.remote() for a in actors]):
+            ctx.timer.event("search", "unit", load_seconds=round(load, 4), work_seconds=round(work, 4))
         return out
     except Exception as e:
         reraise_user_error(e)
