@@ -27,27 +27,37 @@ def merge_topk(
     """
     if len(scores) != len(ids) or not scores:
         raise ValueError("need one (scores, ids) pair per shard, at least one shard")
-    # [shards, n_queries, width]: every shard padded to one width (at least k), invalid slots at pad.
-    width = max(k, max(np.shape(s)[1] for s in scores))
     pad = np.float32(-np.inf if higher_is_better else np.inf)
+    d, i = _stack(scores, ids, k, pad)
+    if k > 0 and d.shape[1] and _sorted_rows(d, i, higher_is_better):
+        d_out, i_out = _merge_sorted(d, i, k, higher_is_better)
+    else:
+        d_out, i_out = _merge_lexsort(d, i, k, higher_is_better)
+    d_out[i_out < 0] = pad
+    return np.ascontiguousarray(d_out), np.ascontiguousarray(i_out)
+
+
+def _stack(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int, pad: np.float32) -> Tuple[np.ndarray, np.ndarray]:
+    """``[shards, n_queries, width]`` arrays, every shard padded to one width of at least k (one copy)."""
+    width = max(k, max(np.shape(s)[1] for s in scores))
+    if all(np.shape(s)[1] == width for s in scores) and all(np.shape(x)[1] == width for x in ids):
+        return np.stack(scores).astype(np.float32, copy=False), np.stack(ids).astype(np.int64, copy=False)
     d = np.full((len(scores), np.shape(scores[0])[0], width), pad, np.float32)
     i = np.full(d.shape, -1, np.int64)
     for s, (ds, is_) in enumerate(zip(scores, ids)):
         i[s, :, : np.shape(is_)[1]] = is_
         d[s, :, : np.shape(ds)[1]] = ds
-    d[i < 0] = pad
-    if k > 0 and d.shape[1] and _sorted_rows(d, i, higher_is_better):
-        d_out, i_out = _merge_sorted(d, i, k, higher_is_better, pad)
-    else:
-        d_out, i_out = _merge_lexsort(d, i, k, higher_is_better)
-    return np.ascontiguousarray(d_out), np.ascontiguousarray(i_out)
+    return d, i
 
 
 def _sorted_rows(d: np.ndarray, i: np.ndarray, higher_is_better: bool) -> bool:
     """Every shard row is ranked by score and its -1 slots are trailing (as FAISS returns them)."""
     invalid = i < 0
-    ranked_ok = np.all(d[..., 1:] <= d[..., :-1]) if higher_is_better else np.all(d[..., 1:] >= d[..., :-1])
-    return bool(ranked_ok and np.all(invalid[..., 1:] >= invalid[..., :-1]))
+    if not np.all(invalid[..., 1:] >= invalid[..., :-1]):
+        return False
+    # Then a valid slot follows only valid ones; a -1 slot's score is whatever FAISS put there.
+    ranked = d[..., 1:] <= d[..., :-1] if higher_is_better else d[..., 1:] >= d[..., :-1]
+    return bool(np.all(ranked | invalid[..., 1:]))
 
 
 def _merge_lexsort(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool) -> Tuple[np.ndarray, np.ndarray]:
@@ -60,21 +70,22 @@ def _merge_lexsort(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool)
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
-def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool, pad: np.float32) -> Tuple[np.ndarray, np.ndarray]:
+def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Heap merge of rows already ranked, then the tie rule (id ascending) on the rows that have ties."""
     import faiss
 
     md, mi = faiss.merge_knn_results(d, i, keep_max=higher_is_better)
     md, mi = md[:, :k], mi[:, :k]
-    md[mi < 0] = pad
     # A row's ranking is unique unless two candidates share a score that is in
     # its top k: the same score twice in the output, or the k-th score also on
-    # a candidate that was left out.  Those rows go through the reference path.
+    # a candidate that was left out.  Those rows go through the reference path
+    # (a row sent there needlessly, e.g. matched by a -1 slot's score, still
+    # gets the right answer).
     valid = mi >= 0
-    tie_inside = ((md[:, 1:] == md[:, :-1]) & valid[:, 1:]).any(axis=1)
+    tie_inside = np.any((md[:, 1:] == md[:, :-1]) & valid[:, 1:], axis=1)
     kth = md[:, -1]
-    left_out = ((d == kth[None, :, None]) & (i >= 0)).sum(axis=(0, 2)) > (md == kth[:, None]).sum(axis=1)
-    redo = np.flatnonzero(tie_inside | (valid[:, -1] & left_out))
+    at_kth = np.count_nonzero(d == kth[None, :, None], axis=2).sum(axis=0)
+    redo = np.flatnonzero(tie_inside | (valid[:, -1] & (at_kth > np.count_nonzero(md == kth[:, None], axis=1))))
     if len(redo):
         md[redo], mi[redo] = _merge_lexsort(d[:, redo], i[:, redo], k, higher_is_better)
     return md, mi
