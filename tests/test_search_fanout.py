@@ -9,7 +9,7 @@ from xqg_ray.config import Pool, StorageConfig
 from xqg_ray.ids import shard_of
 from xqg_ray.index import build_index, index_to_bytes
 from xqg_ray.integrity import write_committed
-from xqg_ray.stages.search import search_shards, start_searchers
+from xqg_ray.stages.search import search_shards, shard_k, start_searchers
 from xqg_ray.storage import Storage
 from xqg_ray.topk import exact_topk, merge_topk
 
@@ -54,17 +54,34 @@ def test_fan_out_equals_one_exact_index(tmp_path, ray_local, num_shards, k):
     got = _fan_out(tmp_path, systems, ids, q, k, num_shards)
     assert list(got) == ["a", "b"]
     for name, x in systems.items():
-        d, i = got[name]
-        ed, ei = exact_topk(q, x, ids, k)
-        assert d.shape == i.shape == (23, k) and i.dtype == np.int64
-        np.testing.assert_allclose(d, ed, atol=1e-5)  # -inf padding compares equal
-        assert np.array_equal(i < 0, ei < 0) and int((i < 0).sum()) == 23 * max(0, k - 60)
-        score_of = dict(zip(ids.tolist(), range(60)))
-        for r, c in zip(*np.nonzero(i != ei)):  # only a tie may swap two passages
-            assert abs(float(q[r] @ x[score_of[int(i[r, c])]]) - float(ed[r, c])) <= 1e-5
-        # every passage once per query
-        valid = i[i >= 0].reshape(23, min(k, 60))
-        assert all(len(set(row)) == len(row) for row in valid.tolist())
+        _assert_as_exact(got[name], q, x, ids, k)
+
+
+def _assert_as_exact(got, q, x, ids, k):
+    """Scores within 1e-5 of one exact index; ids equal at every rank but where two scores tie within 1e-5."""
+    d, i = got
+    n, nq = len(ids), len(q)
+    ed, ei = exact_topk(q, x, ids, k)
+    assert d.shape == i.shape == (nq, k) and i.dtype == np.int64
+    np.testing.assert_allclose(d, ed, atol=1e-5)  # -inf padding compares equal
+    assert np.array_equal(i < 0, ei < 0) and int((i < 0).sum()) == nq * max(0, k - n)
+    row_of = dict(zip(ids.tolist(), range(n)))
+    for r, c in zip(*np.nonzero(i != ei)):  # only a tie may swap two passages
+        assert abs(float(q[r] @ x[row_of[int(i[r, c])]]) - float(ed[r, c])) <= 1e-5
+    valid = i[i >= 0].reshape(nq, min(k, n))  # every passage once per query
+    assert all(len(set(row)) == len(row) for row in valid.tolist())
+
+
+def test_skewed_shard_is_asked_again(tmp_path, ray_local):
+    """Each shard is first asked for fewer than k (27 of 40 with 3 shards); when one shard holds
+    most of a query's top k, those queries are asked again with k: still exact."""
+    assert (shard_k(40, 3), shard_k(100, 4), shard_k(20, 2), shard_k(7, 1)) == (27, 44, 20, 7)
+    rng = np.random.default_rng(11)
+    ids = rng.choice(10**12, size=600, replace=False).astype(np.int64)
+    x = rng.normal(size=(600, 8)).astype(np.float32)
+    x[shard_of(ids, 3) == 0] *= 10  # shard 0 wins almost every query's top 40
+    q = rng.normal(size=(50, 8)).astype(np.float32)
+    _assert_as_exact(_fan_out(tmp_path, {"s": x}, ids, q, 40, 3, batch_size=16)["s"], q, x, ids, 40)
 
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3])

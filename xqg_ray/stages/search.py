@@ -14,7 +14,7 @@ search the next (``merge_topk``'s heap merge, not a sort).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,12 +48,17 @@ class ShardSearcher:
         self.load_seconds = time.perf_counter() - t0
         self.work_seconds = 0.0
 
-    def search(self, system: str, queries: np.ndarray, start: int, stop: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-k of ``queries[start:stop]`` in this shard of ``system`` (``queries`` arrives zero-copy)."""
+    def search(self, system: str, queries: np.ndarray, start: int, stop: int, k: int,
+               rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-k of ``queries[start:stop]`` (or of ``queries[rows]``) in this shard of ``system``.
+
+        ``queries`` arrives zero-copy from the object store; a row slice of it stays contiguous.
+        """
         if self.error is not None:
             raise self.error
         t0 = time.perf_counter()
-        out = self.indexes[system].search(np.ascontiguousarray(queries[start:stop], dtype=np.float32), k)
+        q = queries[start:stop] if rows is None else queries[rows]
+        out = self.indexes[system].search(np.ascontiguousarray(q, dtype=np.float32), k)
         self.work_seconds += time.perf_counter() - t0
         return out
 
@@ -70,9 +75,36 @@ def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, 
     return [cls.remote(root, storage_cfg, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(num_shards)]
 
 
+def shard_k(k: int, num_shards: int) -> int:
+    """Results asked of each shard: a shard holds about k/S of a query's top k (passages are
+    spread by id hash), so k/S plus four binomial standard deviations, not k, and
+    :func:`search_shards` asks again for the rare query where that was not enough.
+    Selecting fewer per shard is most of the fan-out's saving on small shards, where
+    FAISS spends more on keeping the top k than on the inner products."""
+    if num_shards <= 1:
+        return k
+    p = 1.0 / num_shards
+    return min(k, int(np.ceil(k * p + 4.0 * np.sqrt(k * p * (1.0 - p)))) + 1)
+
+
+def _incomplete(per_shard: Sequence[Tuple[np.ndarray, np.ndarray]], md: np.ndarray, mi: np.ndarray, k1: int,
+                higher_is_better: bool) -> np.ndarray:
+    """Rows where some shard returned its k1 results and its last could still tie or beat the
+    merged k-th (or the merged row is short): that shard may hold more of the top k."""
+    kth, row_full = md[:, -1], mi[:, -1] >= 0
+    need = np.zeros(len(md), bool)
+    for d, i in per_shard:
+        if d.shape[1] < k1:
+            continue
+        last = d[:, k1 - 1]
+        beaten = last < kth if higher_is_better else last > kth
+        need |= (i[:, k1 - 1] >= 0) & ~(row_full & beaten)
+    return np.flatnonzero(need)
+
+
 def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarray, k: int, batch_size: int,
                   higher_is_better: bool = True) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard actor."""
+    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard actor (exact)."""
     import ray
 
     n = len(queries)
@@ -80,16 +112,26 @@ def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarr
         return {name: (np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)) for name in systems}
     qref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))  # once, for every call
     bounds = [(a, min(a + batch_size, n)) for a in range(0, n, max(1, batch_size))]
+    k1 = shard_k(k, len(searchers))
 
     def submit(name: str) -> List[List[Any]]:  # [batch][shard]
-        return [[s.search.remote(name, qref, a, b, k) for s in searchers] for a, b in bounds]
+        return [[s.search.remote(name, qref, a, b, k1) for s in searchers] for a, b in bounds]
 
     out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     pending = submit(systems[0])
     for j, name in enumerate(systems):
         refs, pending = pending, submit(systems[j + 1]) if j + 1 < len(systems) else None
-        merged = [merge_topk(*zip(*ray.get(row)), k, higher_is_better=higher_is_better) for row in refs]
-        out[name] = (np.concatenate([m[0] for m in merged]), np.concatenate([m[1] for m in merged]))
+        ds, is_ = [], []
+        for (a, _), row in zip(bounds, refs):
+            per_shard = ray.get(row)
+            md, mi = merge_topk(*zip(*per_shard), k, higher_is_better=higher_is_better)
+            redo = _incomplete(per_shard, md, mi, k1, higher_is_better) if k1 < k else np.zeros(0, np.int64)
+            if len(redo):  # those queries again, full k from every shard
+                again = ray.get([s.search.remote(name, qref, 0, n, k, rows=redo + a) for s in searchers])
+                md[redo], mi[redo] = merge_topk(*zip(*again), k, higher_is_better=higher_is_better)
+            ds.append(md)
+            is_.append(mi)
+        out[name] = (np.concatenate(ds), np.concatenate(is_))
     return out
 
 
