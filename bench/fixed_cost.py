@@ -61,9 +61,11 @@ def main() -> None:
         m = run_once(a.config, a.overrides, a.datasets)
         model = m["load"] + m["work"]
         print(f"run {r + 1}: wall {m['wall']:.1f} s; model work {m['work']:.1f} s + loading {m['load']:.1f} s = {model:.1f} s; "
-              f"ratio wall/model {m['wall'] / model:.2f}x (goal <= 2)")
+              f"ratio wall/model {m['wall'] / model if model else float('nan'):.2f}x (goal <= 2)")
         print(f"  start-up to the first stage {m['before_first_stage']:.1f} s; last stage to exit {m['after_last_stage']:.1f} s")
         for name, s in m["stages"].items():
+            if name == "queries":  # encoded inside the embeddings pass: its seconds are that pass's
+                continue
             own = s.get("load_seconds", 0.0) + s.get("work_seconds", 0.0)
             print(f"  {name:<16} {s['seconds']:6.1f} s  load {s.get('load_seconds', 0.0):5.1f}  work {s.get('work_seconds', 0.0):5.1f}"
                   f"  other {s['seconds'] - own:5.1f}")

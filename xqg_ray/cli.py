@@ -30,11 +30,10 @@ def _print_table(metrics: dict) -> None:
 def _import_while_ray_starts(cfg):
     """``pipeline.run``, imported while Ray starts, after the preflight.
 
-    The pipeline's imports (nltk, scipy, pyarrow) and transformers' AutoConfig
-    (which imports torch; the index preflight reads the encoder's dimension
-    with it) take seconds in the driver.  Starting Ray is mostly waiting for
-    its processes, so importing them in a thread meanwhile costs almost
-    nothing; ``run`` finds Ray started (and repeats the preflight: milliseconds).
+    The pipeline's imports (nltk, scipy, pyarrow) take seconds.  Starting Ray
+    is mostly waiting for its processes, so importing them in a thread
+    meanwhile costs almost nothing; ``run`` finds Ray started (and repeats the
+    preflight: milliseconds).
     """
     import threading
 
@@ -46,8 +45,6 @@ def _import_while_ray_starts(cfg):
 
     def load() -> None:
         try:
-            import transformers.models.auto.configuration_auto  # noqa: F401 (imports torch)
-
             from .pipeline import run
 
             done["run"] = run
