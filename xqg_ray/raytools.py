@@ -216,10 +216,10 @@ def _run_on_hosts(units: List[str], cls: type, ctor: Dict[str, Any], pool: Pool,
     import ray
 
     hosts = _hosts(size)
-    ray.get([h.setup.remote(cls, ctor) for h in hosts])  # constructor errors surface here, with their message
-    todo, running = deque(range(len(units))), {}
-    free = list(hosts)
     try:
+        ray.get([h.setup.remote(cls, ctor) for h in hosts])  # constructor errors surface here, with their message
+        todo, running = deque(range(len(units))), {}
+        free = list(hosts)
         while todo or running:
             while free and todo:
                 h, i = free.pop(), todo.popleft()
@@ -228,8 +228,11 @@ def _run_on_hosts(units: List[str], cls: type, ctor: Dict[str, Any], pool: Pool,
             h, i = running.pop(done[0])
             free.append(h)
             yield i, ray.get(done[0])
+    except ray.exceptions.RayActorError:
+        _LOCAL["hosts"] = []  # a host died (e.g. out of memory): later calls start fresh ones
+        raise
     finally:
-        for h in hosts:
+        for h in _LOCAL["hosts"]:
             h.release.remote()
 
 
