@@ -13,7 +13,7 @@ redoes with the lexsort only the rows whose ranking a tie could change.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
@@ -28,9 +28,13 @@ def merge_topk(
     if len(scores) != len(ids) or not scores:
         raise ValueError("need one (scores, ids) pair per shard, at least one shard")
     pad = np.float32(-np.inf if higher_is_better else np.inf)
+    ranked = k > 0 and all(_sorted_rows(np.asarray(x), np.asarray(y), higher_is_better) for x, y in zip(scores, ids))
     d, i = _stack(scores, ids, k, pad)
-    if k > 0 and d.shape[1] and _sorted_rows(d, i, higher_is_better):
-        d_out, i_out = _merge_sorted(d, i, k, higher_is_better)
+    if ranked and d.shape[1]:
+        def at(kth: np.ndarray) -> np.ndarray:  # candidates scoring exactly kth, counted on the unpadded rows
+            return sum(np.count_nonzero(np.asarray(x) == kth[:, None], axis=1) for x in scores)
+
+        d_out, i_out = _merge_sorted(d, i, k, higher_is_better, at)
     else:
         d_out, i_out = _merge_lexsort(d, i, k, higher_is_better)
     d_out[i_out < 0] = pad
@@ -42,11 +46,11 @@ def _stack(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int, pad:
     width = max(k, max(np.shape(s)[1] for s in scores))
     if all(np.shape(s)[1] == width for s in scores) and all(np.shape(x)[1] == width for x in ids):
         return np.stack(scores).astype(np.float32, copy=False), np.stack(ids).astype(np.int64, copy=False)
-    d = np.full((len(scores), np.shape(scores[0])[0], width), pad, np.float32)
-    i = np.full(d.shape, -1, np.int64)
+    d = np.empty((len(scores), np.shape(scores[0])[0], width), np.float32)
+    i = np.empty(d.shape, np.int64)
     for s, (ds, is_) in enumerate(zip(scores, ids)):
-        i[s, :, : np.shape(is_)[1]] = is_
-        d[s, :, : np.shape(ds)[1]] = ds
+        i[s, :, : np.shape(is_)[1]], i[s, :, np.shape(is_)[1]:] = is_, -1
+        d[s, :, : np.shape(ds)[1]], d[s, :, np.shape(ds)[1]:] = ds, pad
     return d, i
 
 
@@ -70,7 +74,8 @@ def _merge_lexsort(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool)
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
-def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool,
+                  count_at: Callable[[np.ndarray], np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Heap merge of rows already ranked, then the tie rule (id ascending) on the rows that have ties."""
     import faiss
 
@@ -84,8 +89,7 @@ def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool) 
     valid = mi >= 0
     tie_inside = np.any((md[:, 1:] == md[:, :-1]) & valid[:, 1:], axis=1)
     kth = md[:, -1]
-    at_kth = np.count_nonzero(d == kth[None, :, None], axis=2).sum(axis=0)
-    redo = np.flatnonzero(tie_inside | (valid[:, -1] & (at_kth > np.count_nonzero(md == kth[:, None], axis=1))))
+    redo = np.flatnonzero(tie_inside | (valid[:, -1] & (count_at(kth) > np.count_nonzero(md == kth[:, None], axis=1))))
     if len(redo):
         md[redo], mi[redo] = _merge_lexsort(d[:, redo], i[:, redo], k, higher_is_better)
     return md, mi

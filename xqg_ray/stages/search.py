@@ -66,6 +66,10 @@ class ShardSearcher:
         """(seconds loading the shards, seconds searching) of this actor so far."""
         return self.load_seconds, self.work_seconds
 
+    def cpu_seconds(self) -> float:
+        """CPU time of this actor's process so far (every thread): for benchmarks on a shared machine."""
+        return time.process_time()
+
 
 def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool) -> List[Any]:
     """One :class:`ShardSearcher` actor per shard position, holding that shard of every system."""
