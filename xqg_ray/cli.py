@@ -27,6 +27,39 @@ def _print_table(metrics: dict) -> None:
               f"{100 * c['mean_diff']:+.1f} points, 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p={c['p_value']:.3g}")
 
 
+def _import_while_ray_starts(cfg):
+    """``pipeline.run``, imported while Ray starts, after the preflight.
+
+    The pipeline's imports (nltk, scipy, pyarrow) take seconds.  Starting Ray
+    is mostly waiting for its processes, so importing them in a thread
+    meanwhile costs almost nothing; ``run`` finds Ray started (and repeats the
+    preflight: milliseconds).
+    """
+    import threading
+
+    from .preflight import preflight
+    from .raytools import init_ray
+
+    preflight(cfg)  # a config error is still reported before Ray starts
+    done: dict = {}
+
+    def load() -> None:
+        try:
+            from .pipeline import run
+
+            done["run"] = run
+        except BaseException as e:  # re-raised in the main thread
+            done["error"] = e
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    init_ray(cfg.ray)
+    t.join()
+    if "error" in done:
+        raise done["error"]
+    return done["run"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="xqg-ray", description="xQG cross-lingual dense retrieval on Ray")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -41,9 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
-            from .pipeline import run
-
             cfg = load_config(args.config, args.overrides)
+            run = _import_while_ray_starts(cfg)
             metrics = run(cfg)
             _print_table(metrics)
             print(f"\noutputs: {cfg.output_dir} (report.md, metrics.json, runs/, index/)")

@@ -55,19 +55,18 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
         embs[enc], qms[enc] = run_encode(ctx, gens, enc)
     queries = load_queries(ctx)
     indexes = run_index(ctx, embs)
-    results: Dict[str, Dict[str, Any]] = {}
+    jobs: Dict[str, list] = {}
+    for enc, qm in qms.items():
+        mine = [sc.name for sc in cfg.systems if sc.encoder == enc]
+        for qset, rec in qm["sets"].items():
+            # Every query set (clean, each perturbation) on every system of this encoder.
+            qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
+            if qt["qid"].to_pylist() != queries["qid"].to_pylist():
+                raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
+            jobs.setdefault(qset, []).append((mine, arrow_to_vectors(qt["vector"])))
     with ctx.timer.stage("search") as s:
-        s["rows"] = 0
-        for enc, qm in qms.items():
-            mine = {sc.name: indexes[sc.name] for sc in cfg.systems if sc.encoder == enc}
-            for qset, rec in qm["sets"].items():
-                # Every query set (clean, each perturbation) on every system of this encoder.
-                qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
-                if qt["qid"].to_pylist() != queries["qid"].to_pylist():
-                    raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
-                qvecs = arrow_to_vectors(qt["vector"])
-                results.setdefault(qset, {}).update(run_search(ctx, mine, qvecs))
-                s["rows"] += len(qvecs) * len(mine)
+        results = run_search(ctx, indexes, jobs)
+        s["rows"] = sum(len(q) * len(names) for parts in jobs.values() for names, q in parts)
     return evaluate(ctx, queries, results, indexes)
 
 

@@ -91,8 +91,19 @@ def preflight_index(ctx) -> None:
 
 def encoder_dim(cfg: RunConfig) -> int:
     """The encoder's output dimension from its config (no weights loaded)."""
-    from transformers import AutoConfig
+    import json
 
     from .models.loading import resolve_model
 
-    return int(AutoConfig.from_pretrained(resolve_model(cfg.encoder.model).path).hidden_size)
+    path = resolve_model(cfg.encoder.model).path
+    # config.json's hidden_size when it has one: transformers' AutoConfig imports
+    # torch, seconds of the driver's start-up for one number.
+    cfg_file = os.path.join(path, "config.json")
+    if os.path.exists(cfg_file):
+        with open(cfg_file) as f:
+            size = json.load(f).get("hidden_size")
+        if isinstance(size, int):
+            return size
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(path).hidden_size)

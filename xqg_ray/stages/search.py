@@ -3,15 +3,22 @@
 One actor per shard position (holding that shard of every system) keeps actor
 start-up, the expensive part on small runs, at ``num_shards`` per run.  Each
 actor checks every shard file against its manifest's sha256 before use.
+
+The fan-out costs little beyond the search itself: the questions go into the
+object store once; every (system, query batch) call to every actor is in
+flight before the first result is awaited, so actors never wait on the driver;
+results come back zero-copy; and the driver merges one system while the actors
+search the next (``merge_topk``'s heap merge, not a sort).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import StorageConfig
+from ..config import Pool, StorageConfig
 from ..errors import UserError, reraise_user_error
 from ..integrity import read_verified
 from ..storage import Storage
@@ -23,10 +30,12 @@ class ShardSearcher:
     """A Ray actor holding shard ``s`` of several systems in memory."""
 
     def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[str, Dict[str, Any]], threads: int = 1):
+        t0 = time.perf_counter()
         import faiss
 
         from ..index import index_from_bytes
 
+        # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))
         storage = Storage(storage_cfg)
         self.error: UserError | None = None
@@ -36,44 +45,120 @@ class ShardSearcher:
             # An error in an actor's constructor reaches the driver as ActorDiedError,
             # without the message; raised from a method call it arrives intact.
             self.error = e
+        self.load_seconds = time.perf_counter() - t0
+        self.work_seconds = 0.0
 
-    def search(self, system: str, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, system: str, queries: np.ndarray, start: int, stop: int, k: int,
+               rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-k of ``queries[start:stop]`` (or of ``queries[rows]``) in this shard of ``system``.
+
+        ``queries`` arrives zero-copy from the object store; a row slice of it stays contiguous.
+        """
         if self.error is not None:
             raise self.error
-        return self.indexes[system].search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        t0 = time.perf_counter()
+        q = queries[start:stop] if rows is None else queries[rows]
+        out = self.indexes[system].search(np.ascontiguousarray(q, dtype=np.float32), k)
+        self.work_seconds += time.perf_counter() - t0
+        return out
+
+    def timings(self) -> Tuple[float, float]:
+        """(seconds loading the shards, seconds searching) of this actor so far."""
+        return self.load_seconds, self.work_seconds
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this actor's process so far (every thread): for benchmarks on a shared machine."""
+        return time.process_time()
 
 
-def search_shards(searchers: Sequence, system: str, queries: np.ndarray, k: int, batch_size: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-    """Fan every query batch out to every shard actor; gather per-shard (D, I)."""
+def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool) -> List[Any]:
+    """One :class:`ShardSearcher` actor per shard position, holding that shard of every system."""
     import ray
 
-    per_d: List[List[np.ndarray]] = [[] for _ in searchers]
-    per_i: List[List[np.ndarray]] = [[] for _ in searchers]
-    for start in range(0, len(queries), batch_size):
-        qref = ray.put(queries[start : start + batch_size])
-        for j, (d, i) in enumerate(ray.get([s.search.remote(system, qref, k) for s in searchers])):
-            per_d[j].append(d)
-            per_i[j].append(i)
-
-    def cat(parts: List[np.ndarray], dt) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0, k), dt)
-
-    return [cat(p, np.float32) for p in per_d], [cat(p, np.int64) for p in per_i]
-
-
-def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]], qvecs: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Per system, the merged ``(D, I)`` top-k of every test question."""
-    import ray
-
-    pool = ctx.pool("search")
     cls = ray.remote(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)(ShardSearcher)
+    return [cls.remote(root, storage_cfg, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(num_shards)]
+
+
+def shard_k(k: int, num_shards: int) -> int:
+    """Results asked of each shard: a shard holds about k/S of a query's top k (passages are
+    spread by id hash), so k/S plus four binomial standard deviations, not k, and
+    :func:`search_shards` asks again for the rare query where that was not enough.
+    Selecting fewer per shard is most of the fan-out's saving on small shards, where
+    FAISS spends more on keeping the top k than on the inner products."""
+    if num_shards <= 1:
+        return k
+    p = 1.0 / num_shards
+    return min(k, int(np.ceil(k * p + 4.0 * np.sqrt(k * p * (1.0 - p)))) + 1)
+
+
+def _incomplete(per_shard: Sequence[Tuple[np.ndarray, np.ndarray]], md: np.ndarray, mi: np.ndarray, k1: int,
+                higher_is_better: bool) -> np.ndarray:
+    """Rows where some shard returned its k1 results and its last could still tie or beat the
+    merged k-th (or the merged row is short): that shard may hold more of the top k."""
+    kth, row_full = md[:, -1], mi[:, -1] >= 0
+    need = np.zeros(len(md), bool)
+    for d, i in per_shard:
+        if d.shape[1] < k1:
+            continue
+        last = d[:, k1 - 1]
+        beaten = last < kth if higher_is_better else last > kth
+        need |= (i[:, k1 - 1] >= 0) & ~(row_full & beaten)
+    return np.flatnonzero(need)
+
+
+def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarray, k: int, batch_size: int,
+                  higher_is_better: bool = True) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard actor (exact)."""
+    import ray
+
+    n = len(queries)
+    if n == 0 or not systems:
+        return {name: (np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)) for name in systems}
+    qref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))  # once, for every call
+    bounds = [(a, min(a + batch_size, n)) for a in range(0, n, max(1, batch_size))]
+    k1 = shard_k(k, len(searchers))
+
+    def submit(name: str) -> List[List[Any]]:  # [batch][shard]
+        return [[s.search.remote(name, qref, a, b, k1) for s in searchers] for a, b in bounds]
+
+    out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    pending = submit(systems[0])
+    for j, name in enumerate(systems):
+        refs, pending = pending, submit(systems[j + 1]) if j + 1 < len(systems) else None
+        ds, is_ = [], []
+        for (a, _), row in zip(bounds, refs):
+            per_shard = ray.get(row)
+            md, mi = merge_topk(*zip(*per_shard), k, higher_is_better=higher_is_better)
+            redo = _incomplete(per_shard, md, mi, k1, higher_is_better) if k1 < k else np.zeros(0, np.int64)
+            if len(redo):  # those queries again, full k from every shard
+                again = ray.get([s.search.remote(name, qref, 0, n, k, rows=redo + a) for s in searchers])
+                md[redo], mi[redo] = merge_topk(*zip(*again), k, higher_is_better=higher_is_better)
+            ds.append(md)
+            is_.append(mi)
+        out[name] = (np.concatenate(ds), np.concatenate(is_))
+    return out
+
+
+def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
+               jobs: Dict[str, List[Tuple[List[str], np.ndarray]]]) -> Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+    """Per query set and system, the merged ``(D, I)`` top-k of its questions.
+
+    ``jobs``: query set -> [(systems, their query vectors)] (one entry per encoder:
+    each encoder's systems are searched with that encoder's vectors).  The shard
+    actors start once for all of them.
+    """
+    import ray
+
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
-    actors = [cls.remote(ctx.root, ctx.cfg.storage, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(S)]
+    actors = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"))
     try:
-        out = {}
-        for name in manifests:
-            d, i = search_shards(actors, name, qvecs, k, ctx.cfg.search.query_batch_size)
-            out[name] = merge_topk(d, i, k, higher_is_better=ctx.cfg.index.metric == "ip")
+        out: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
+        for qset, parts in jobs.items():
+            for systems, qvecs in parts:
+                out.setdefault(qset, {}).update(search_shards(actors, systems, qvecs, k, ctx.cfg.search.query_batch_size,
+                                                              higher_is_better=ctx.cfg.index.metric == "ip"))
+        for load, work in ray.get([a.timings.remote() for a in actors]):
+            ctx.timer.event("search", "unit", load_seconds=round(load, 4), work_seconds=round(work, 4))
         return out
     except Exception as e:
         reraise_user_error(e)
