@@ -36,7 +36,8 @@ def run_once(config: str, overrides: list, datasets: str) -> dict:
         events = []
         for line in proc.stderr:
             if line.startswith('{"xqg"'):
-                events.append((time.perf_counter() - t0, json.loads(line)))
+                # A worker's log line can land on the same line: keep the event, drop the rest.
+                events.append((time.perf_counter() - t0, json.JSONDecoder().raw_decode(line)[0]))
         if proc.wait():
             raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
         wall = time.perf_counter() - t0

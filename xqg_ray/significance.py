@@ -19,9 +19,11 @@ does not exist, e.g. for a language with no comparable queries.
 from __future__ import annotations
 
 import inspect
+import contextlib
+import gc
 import math
 import warnings
-from typing import Any, Hashable, Mapping, Optional, Sequence
+from typing import Any, Hashable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -116,6 +118,19 @@ def _rng_kw(seed: int) -> dict[str, Any]:
     return {_RNG_ARG: np.random.default_rng(seed)}
 
 
+@contextlib.contextmanager
+def _no_gc_collect() -> Iterator[None]:
+    """statsmodels' Holm branch calls ``gc.collect()`` on every call to free its temporary
+    arrays: in a driver holding Ray and Arrow objects that is ~50 ms per family, most of
+    the compare stage.  A full collection frees nothing the adjustment needs."""
+    collect = gc.collect
+    gc.collect = lambda *a, **k: 0
+    try:
+        yield
+    finally:
+        gc.collect = collect
+
+
 def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
     """Holm-Bonferroni step-down adjusted p-values, in the input order (statsmodels).
 
@@ -133,7 +148,8 @@ def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
     tested = [i for i, v in enumerate(p) if v is not None]
     out: list[Optional[float]] = [None] * len(p)
     if tested:
-        adjusted = multipletests([p[i] for i in tested], method="holm")[1]
+        with _no_gc_collect():
+            adjusted = multipletests([p[i] for i in tested], method="holm")[1]
         for i, v in zip(tested, adjusted):
             out[i] = min(1.0, float(v))
     return out
