@@ -19,15 +19,15 @@ does not exist, e.g. for a language with no comparable queries.
 from __future__ import annotations
 
 import inspect
-import contextlib
-import gc
 import math
 import warnings
-from typing import Any, Hashable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 from scipy import stats
+
+from .multitest import holm, holm_by_family  # noqa: F401  (part of this module's API)
 
 # Upper bound on the number of resampled indices held in memory at once by
 # bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and
@@ -116,66 +116,6 @@ def paired_permutation_test(
 
 def _rng_kw(seed: int) -> dict[str, Any]:
     return {_RNG_ARG: np.random.default_rng(seed)}
-
-
-@contextlib.contextmanager
-def _no_gc_collect() -> Iterator[None]:
-    """statsmodels' Holm branch calls ``gc.collect()`` on every call to free its temporary
-    arrays: in a driver holding Ray and Arrow objects that is ~50 ms per family, most of
-    the compare stage.  A full collection frees nothing the adjustment needs."""
-    collect = gc.collect
-    gc.collect = lambda *a, **k: 0
-    try:
-        yield
-    finally:
-        gc.collect = collect
-
-
-def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
-    """Holm-Bonferroni step-down adjusted p-values, in the input order (statsmodels).
-
-    Sorted ascending, the i-th smallest (0-based) p gets ``(m - i) * p``; a
-    running maximum keeps them monotone, capped at 1.  Reject H_i at level
-    alpha iff adjusted p_i <= alpha.  None entries (untested hypotheses) stay
-    None and are not part of the family.
-    Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06].
-    """
-    from statsmodels.stats.multitest import multipletests  # pulls in pandas: ~0.5 s, only when used
-
-    p = [None if v is None else float(v) for v in pvalues]
-    if any(v is not None and (math.isnan(v) or v < 0 or v > 1) for v in p):
-        raise ValueError(f"p-values must lie in [0, 1]: {p}")
-    tested = [i for i, v in enumerate(p) if v is not None]
-    out: list[Optional[float]] = [None] * len(p)
-    if tested:
-        with _no_gc_collect():
-            adjusted = multipletests([p[i] for i in tested], method="holm")[1]
-        for i, v in zip(tested, adjusted):
-            out[i] = min(1.0, float(v))
-    return out
-
-
-def holm_by_family(
-    rows: Sequence[Mapping[str, Any]],
-    family_keys: Sequence[str],
-    p_key: str = "p_value",
-    out_key: str = "p_holm_family",
-) -> list[dict[str, Any]]:
-    """Copies of ``rows`` with ``out_key`` = ``p_key`` Holm-adjusted within each family.
-
-    A family is the rows that agree on every key in ``family_keys``; e.g. the
-    compare() rows of the systems of an alpha sweep with family_keys=("metric",
-    "lang") correct across the sweep points of each metric and language.  Rows
-    whose ``p_key`` is None get None.  Row order is kept.
-    """
-    out = [dict(r) for r in rows]
-    families: dict[tuple[Hashable, ...], list[int]] = {}
-    for i, r in enumerate(out):
-        families.setdefault(tuple(r.get(k) for k in family_keys), []).append(i)
-    for members in families.values():
-        for i, adj in zip(members, holm([out[i].get(p_key) for i in members])):
-            out[i][out_key] = adj
-    return out
 
 
 def bootstrap_ci(
