@@ -67,8 +67,13 @@ def test_secrets_are_redacted(tmp_path):
 
 def test_shipped_configs_validate():
     conf = Path(__file__).resolve().parents[1] / "conf"
-    for name in ("smoke.yaml", "demo.yaml"):
+    for name in ("smoke.yaml", "demo.yaml", "xor-tydi.yaml"):
         load_config(str(conf / name))
+    exp = load_config(str(conf / "experiments.yaml"))
+    assert [s.name for s in exp.systems] == [
+        "baseline", "xqg", "xqg@alpha=0.05", "xqg@alpha=0.2", "xqg@alpha=0.3", "xqg@alpha=0.5", "xqg@n=1", "xqg@n=2",
+        "xqg@aggregation=sum", "cls-baseline", "cls-xqg"]
+    assert [p.name for p in exp.perturbations] == ["typos-5", "typos-15", "word-order", "word-drop"]
 
 
 def test_stage_pools_inherit_and_override():

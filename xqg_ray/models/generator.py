@@ -16,7 +16,7 @@ copied into each batch, and the ``n`` samples of a prompt share its prefill.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
 from ..ids import seed_for
