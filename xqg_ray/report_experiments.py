@@ -10,8 +10,14 @@ from typing import Any, List, Mapping, Sequence
 
 from .report import MISSING, _pct, _points, _pvalue, _table
 
-# The metrics the experiment tables show (all are in metrics.json).
-HEADLINE = ("R@2kt", "R@5kt")
+# The metrics the experiment tables show (all are in metrics.json), and those drawn:
+# R@kt saturates on small corpora, where the rank-sensitive MRR still moves.
+HEADLINE = ("R@2kt", "R@5kt", "MRR@10")
+PLOTTED = ("R@2kt", "MRR@10")
+
+
+def _images(charts: Mapping[str, Sequence[str]], key: str, alt: str) -> List[str]:
+    return [line for path in charts.get(key, []) for line in (f"![{alt}]({path})", "")]
 
 
 def _ci(ci: Any) -> str:
@@ -26,7 +32,7 @@ def _ci_points(ci: Any) -> str:
     return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
 
 
-def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, Sequence[str]]) -> List[str]:
     if not sweeps:
         return []
     lines = ["## Sweeps", "",
@@ -34,9 +40,7 @@ def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], 
              "paired by question; p (Holm) is adjusted across the points of one sweep.", ""]
     for sw in sweeps:
         lines += [f"### {sw['system']}: {sw['param']}", ""]
-        chart = charts.get(f"sweep:{sw['system']}:{sw['param']}")
-        if chart:
-            lines += [f"![{sw['system']} {sw['param']}]({chart})", ""]
+        lines += _images(charts, f"sweep:{sw['system']}:{sw['param']}", f"{sw['system']} {sw['param']}")
         for m in metrics:
             rows = []
             for p in sw["points"]:
@@ -47,14 +51,13 @@ def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], 
     return lines
 
 
-def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str], swept: Sequence[str] = ()) -> List[str]:
+def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, Sequence[str]], swept: Sequence[str] = ()) -> List[str]:
     if not rob:
         return []
     lines = ["## Robustness to perturbed questions", "",
              "The same questions, perturbed (seeded); drop = perturbed - clean, paired by question "
              "(sweep points: see metrics.json `experiments.robustness`).", ""]
-    if charts.get("robustness"):
-        lines += [f"![robustness]({charts['robustness']})", ""]
+    lines += _images(charts, "robustness", "robustness")
     for m in metrics:
         rows = []
         for qset, systems in rob.items():
@@ -68,7 +71,7 @@ def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: M
     return lines
 
 
-def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, str]) -> List[str]:
+def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: Mapping[str, Sequence[str]]) -> List[str]:
     if not langs or not langs.get("values"):
         return []
     order = list(langs["order"])
@@ -76,8 +79,7 @@ def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: 
     head = [f"{lang} ({langs['resource_gib'].get(lang) or '?'} GiB)" for lang in order] + [g[len("group:"):] for g in groups]
     lines = ["## Per language, by pretraining resource level", "",
              f"Languages ordered by {langs['ordered_by']}, high to low; 95% bootstrap intervals.", ""]
-    if charts.get("languages"):
-        lines += [f"![languages]({charts['languages']})", ""]
+    lines += _images(charts, "languages", "languages")
     for m in metrics:
         rows = []
         for name, v in langs["values"].items():
@@ -86,10 +88,10 @@ def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: 
     return lines
 
 
-def forest_section(charts: Mapping[str, str]) -> List[str]:
+def forest_section(charts: Mapping[str, Sequence[str]]) -> List[str]:
     if not charts.get("forest"):
         return []
-    return ["## Differences from the baseline, per language", "", f"![forest]({charts['forest']})", ""]
+    return ["## Differences from the baseline, per language", ""] + _images(charts, "forest", "forest")
 
 
 def _swept(exp: Mapping[str, Any]) -> set:
@@ -97,7 +99,7 @@ def _swept(exp: Mapping[str, Any]) -> set:
     return {p["system"] for sw in exp.get("sweeps") or [] for p in sw["points"] if p["system"] != sw["system"]}
 
 
-def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, str]) -> List[str]:
+def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, Sequence[str]]) -> List[str]:
     """The experiment sections of report.md (empty when the run has none)."""
     exp = metrics.get("experiments") or {}
     names = [m for m in HEADLINE if m in (metrics.get("metric_names") or HEADLINE)]
@@ -105,10 +107,23 @@ def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, str]) ->
             + robustness_section(exp.get("robustness") or {}, names, charts, _swept(exp)) + languages_section(exp.get("languages") or {}, names, charts))
 
 
-def experiment_charts(metrics: Mapping[str, Any], metric: str = "R@2kt") -> dict:
-    """relative PNG path -> bytes, and chart key -> path, for the experiment figures of one run.
+def experiment_charts(metrics: Mapping[str, Any], plotted: Sequence[str] = PLOTTED) -> dict:
+    """``files``: relative PNG path -> bytes; ``keys``: chart key -> paths (one per plotted metric).
 
     Keys: ``forest``, ``sweep:SYSTEM:PARAM``, ``robustness``, ``languages``.
+    """
+    files: dict = {}
+    keys: dict = {}
+    for metric in [m for m in plotted if m in (metrics.get("metric_names") or plotted)]:
+        one = _charts_for(metrics, metric)
+        files.update(one["files"])
+        for k, path in one["keys"].items():
+            keys.setdefault(k, []).append(path)
+    return {"files": files, "keys": keys}
+
+
+def _charts_for(metrics: Mapping[str, Any], metric: str) -> dict:
+    """The experiment figures of one metric: ``files`` (path -> PNG) and ``keys`` (chart key -> path).
     """
     from . import plots
 
