@@ -81,7 +81,8 @@ def read_trec(path: Path) -> Dict[str, List[Tuple[str, float]]]:
 
 
 def assert_same_runs(a: Path, b: Path, tol: float = 1e-4) -> None:
-    """Same docid at every rank except where two scores tie within ``tol``; scores within ``tol``."""
+    """Same docid at every rank except where two scores tie within ``tol`` (also across the k-th
+    rank, where float noise of a differently composed shard can swap which one is kept); scores within ``tol``."""
     ra, rb = read_trec(a), read_trec(b)
     assert ra.keys() == rb.keys()
     for qid in ra:
@@ -90,4 +91,7 @@ def assert_same_runs(a: Path, b: Path, tol: float = 1e-4) -> None:
             assert abs(sa - sb) <= tol, (qid, r, sa, sb)
             if da != db:
                 near = [s for d, s in ra[qid] if d == db]
-                assert near and abs(near[0] - sa) <= tol, (qid, r, da, db)
+                if near:
+                    assert abs(near[0] - sa) <= tol, (qid, r, da, db)
+                else:  # cut at the k-th rank: only a near-tie with the last kept score may fall off
+                    assert abs(sb - ra[qid][-1][1]) <= tol, (qid, r, da, db, sb, ra[qid][-1])
