@@ -72,18 +72,12 @@ def causal_prompt_parts(
     name = language_name or language
     label = _label(name)
     parts = [f"Questions in {name} about English encyclopedia passages.\n"]
-    for ex in exemplars:
-        parts.append(
-            f"Title: {_one_line(ex['title'])}\n"
-            f"Passage: {_truncate_words(_one_line(ex['passage']), max_passage_words)}\n"
-            f"{label} {_one_line(ex['question'])}\n"
-        )
-    suffix = (
-        f"Title: {_one_line(title)}\n"
-        f"Passage: {_truncate_words(_one_line(text), max_passage_words)}\n"
-        f"{label}"
-    )
-    return "\n".join(parts) + "\n", suffix
+
+    def block(title: str, passage: str) -> str:
+        return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n{label}"
+
+    parts += [f"{block(ex['title'], ex['passage'])} {_one_line(ex['question'])}\n" for ex in exemplars]
+    return "\n".join(parts) + "\n", block(title, text)
 
 
 def causal_prompt(
