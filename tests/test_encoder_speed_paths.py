@@ -12,7 +12,6 @@ from xqg_ray.config import EncoderConfig
 from xqg_ray.models.encoder import (
     MAX_FORWARD_TOKENS,
     Encoder,
-    encode_sum,
     l2_normalize,
     l2_normalize_torch,
     length_order,
@@ -191,18 +190,3 @@ def test_one_tokenizer_call_and_token_budget(enc, monkeypatch):
         assert t == longest  # padded to its own longest row only
         assert b * t <= budget or b == 1
     assert len(rec.shapes) < len(texts) / enc.cfg.batch_size  # short rows share larger batches
-
-
-def test_encode_sum_groups(enc):
-    groups = [["a b", "river city"], [], ["the bank"], [], ["x", "y", "z", "the river"]]
-    sums, counts = encode_sum(enc, groups, "query")
-    np.testing.assert_array_equal(counts, [2, 0, 1, 0, 4])
-    assert sums.dtype == np.float32 and sums.shape == (5, 32)
-    np.testing.assert_array_equal(sums[[1, 3]], 0.0)
-    for g, s in zip(groups, sums):
-        if g:
-            np.testing.assert_allclose(s, enc.encode(g, "query").astype(np.float64).sum(axis=0), atol=1e-5)
-    empty_sums, empty_counts = encode_sum(enc, [[], []], "query")
-    np.testing.assert_array_equal(empty_sums, np.zeros((2, 32), np.float32))
-    np.testing.assert_array_equal(empty_counts, [0, 0])
-    assert encode_sum(enc, [], "query")[0].shape == (0, 32)

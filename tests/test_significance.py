@@ -15,7 +15,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from xqg_ray.significance import (
-    bootstrap_ci, cohens_dz, compare, effect_sizes, holm, holm_by_family,
+    bootstrap_ci, cohens_dz, compare, effect_sizes, holm,
     paired_permutation_test, paired_ttest,
 )
 
@@ -81,31 +81,6 @@ def test_holm_matches_statsmodels_and_passes_none_through():
     assert holm([None, None]) == [None, None]
     with pytest.raises(ValueError):
         holm([1.5])
-
-
-def test_holm_by_family_across_sweep_points():
-    rows = [
-        {"system": f"a{alpha}", "metric": m, "lang": "all", "p_value": p}
-        for (alpha, m), p in zip(
-            itertools.product((0.01, 0.1, 1.0), ("R@2kt", "MRR@10")),
-            (0.01, 0.2, 0.02, None, 0.04, 0.3),
-        )
-    ]
-    out = holm_by_family(rows, ("metric", "lang"))
-    assert [r["system"] for r in out] == [r["system"] for r in rows]
-    assert "p_holm_family" not in rows[0]  # inputs untouched
-    # R@2kt family: 0.01, 0.02, 0.04 -> 0.03, 0.04, 0.04.  MRR family: 0.2, None, 0.3 -> 0.4, None, 0.4.
-    got = {(r["system"], r["metric"]): r["p_holm_family"] for r in out}
-    assert got == pytest.approx({
-        ("a0.01", "R@2kt"): 0.03, ("a0.1", "R@2kt"): 0.04, ("a1.0", "R@2kt"): 0.04,
-        ("a0.01", "MRR@10"): 0.4, ("a0.1", "MRR@10"): None, ("a1.0", "MRR@10"): 0.4,
-    })
-    perm = holm_by_family(rows, ("metric",), p_key="p_value", out_key="adj")
-    assert [r["adj"] for r in perm] == [r["p_holm_family"] for r in out]
-
-
-# ---------------------------------------------------------------- randomisation test
-
 
 def exact_sign_flip_p(d):
     """Two-sided p by enumerating all 2^n sign flips: P(|mean(s*d)| >= |mean(d)|)."""

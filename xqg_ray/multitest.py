@@ -1,6 +1,6 @@
 """Holm-Bonferroni adjustment (statsmodels), across languages or across the points of a sweep.
 
-Split from :mod:`xqg_ray.significance`, which re-exports both functions.
+Split from :mod:`xqg_ray.significance`, which re-exports it.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-from typing import Any, Hashable, Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 
 @contextlib.contextmanager
@@ -45,27 +45,4 @@ def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
             adjusted = multipletests([p[i] for i in tested], method="holm")[1]
         for i, v in zip(tested, adjusted):
             out[i] = min(1.0, float(v))
-    return out
-
-
-def holm_by_family(
-    rows: Sequence[Mapping[str, Any]],
-    family_keys: Sequence[str],
-    p_key: str = "p_value",
-    out_key: str = "p_holm_family",
-) -> list[dict[str, Any]]:
-    """Copies of ``rows`` with ``out_key`` = ``p_key`` Holm-adjusted within each family.
-
-    A family is the rows that agree on every key in ``family_keys``; e.g. the
-    compare() rows of the systems of an alpha sweep with family_keys=("metric",
-    "lang") correct across the sweep points of each metric and language.  Rows
-    whose ``p_key`` is None get None.  Row order is kept.
-    """
-    out = [dict(r) for r in rows]
-    families: dict[tuple[Hashable, ...], list[int]] = {}
-    for i, r in enumerate(out):
-        families.setdefault(tuple(r.get(k) for k in family_keys), []).append(i)
-    for members in families.values():
-        for i, adj in zip(members, holm([out[i].get(p_key) for i in members])):
-            out[i][out_key] = adj
     return out

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import stats
 
-from .multitest import holm, holm_by_family  # noqa: F401  (part of this module's API)
+from .multitest import holm
 
 # Upper bound on the number of resampled indices held in memory at once by
 # bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and

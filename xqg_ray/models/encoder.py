@@ -221,18 +221,3 @@ class Encoder:
                 vecs[s:e] = l2_normalize_torch(v) if self.cfg.normalize else v
         out[order] = vecs.cpu().numpy()
         return out
-
-
-def encode_sum(encoder: Encoder, groups: List[List[str]], kind: str = "query") -> tuple:
-    """Encode each group of texts and return (sums [G, H] float32, counts [G])."""
-    flat = [q for g in groups for q in g]
-    vecs = encoder.encode(flat, kind) if flat else np.zeros((0, encoder.dim), np.float32)
-    sums = np.zeros((len(groups), encoder.dim), dtype=np.float64)
-    counts = np.array([len(g) for g in groups], dtype=np.int32)
-    nonempty = counts > 0
-    if nonempty.any():
-        # float64 sums: the same total regardless of how groups are batched.  The
-        # non-empty groups tile ``vecs`` in order, so one reduceat sums them all.
-        starts = (np.cumsum(counts) - counts)[nonempty]
-        sums[nonempty] = np.add.reduceat(vecs.astype(np.float64), starts, axis=0)
-    return sums.astype(np.float32), counts
