@@ -64,3 +64,19 @@ def test_factory_index_keeps_ids():
         index = build_index(x, ids, x.shape[1], factory)
         _, i = index.search(x[:5], 1)
         assert set(i[:, 0].tolist()) <= set(ids.tolist())
+
+
+def test_tie_across_the_cut_keeps_the_smaller_id():
+    # Scores 3 (id 5), then 1 twice (ids 9 and 2): the second place is a tie that the
+    # cut at k=2 crosses; the smaller id must win whichever shard order the heap saw.
+    for d, i in (([np.array([[3.0, 1.0]]), np.array([[1.0, 0.0]])], [np.array([[5, 9]]), np.array([[2, 8]])]),
+                 ([np.array([[1.0, 0.0]]), np.array([[3.0, 1.0]])], [np.array([[2, 8]]), np.array([[5, 9]])])):
+        md, mi = merge_topk(d, i, 2)
+        assert mi.tolist() == [[5, 2]] and md.tolist() == [[3.0, 1.0]]
+    # The same rows many times over, mixed with rows that have no tie: only the tie rows change.
+    n = 500
+    d = [np.tile([[3.0, 1.0]], (n, 1)), np.tile([[1.0, 0.0]], (n, 1))]
+    i = [np.tile([[5, 9]], (n, 1)), np.tile([[2, 8]], (n, 1))]
+    d[1][::2] = [[0.5, 0.0]]  # even rows: id 2 scores 0.5, so 9 is second
+    _, mi = merge_topk(d, i, 2)
+    assert mi[::2].tolist() == [[5, 9]] * (n // 2) and mi[1::2].tolist() == [[5, 2]] * (n // 2)

@@ -172,6 +172,14 @@ def _hosts(n: int) -> List[Any]:
     return hosts[:n]
 
 
+def wait_for_hosts() -> None:
+    """Block until every local model host has finished warming (its imports take CPU:
+    a benchmark that times something else waits for them first)."""
+    import ray
+
+    ray.get([h.release.remote() for h in _LOCAL["hosts"]])  # queued behind warm()
+
+
 def _on_local_cluster(pool: Pool) -> bool:
     import ray
 

@@ -6,16 +6,31 @@ pads missing results with id -1; those sort last and stay -1 in the output.
 
 Two paths give the same result.  The reference is one ``lexsort`` over the
 ``[n_queries, shards * k]`` candidate matrix.  The fast path uses that FAISS
-rows come sorted: ``faiss.merge_knn_results`` (a C++ k-way heap merge, parallel
-over queries, about 10x faster than the lexsort at 12k queries x 4 x 100) and
-redoes with the lexsort only the rows whose ranking a tie could change.
+rows come sorted: ``faiss.merge_knn_results`` (a C++ k-way heap merge, about
+10x faster than the lexsort at 12k queries x 4 x 100) to k + 1 places, and
+redoes with the lexsort only the rows whose ranking a tie could change: a
+score repeated inside the top k, or the (k+1)-th equal to the k-th.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+import contextlib
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """FAISS's OpenMP threads set to ``n`` inside the block (process-wide), restored after."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def merge_topk(
@@ -29,12 +44,10 @@ def merge_topk(
         raise ValueError("need one (scores, ids) pair per shard, at least one shard")
     pad = np.float32(-np.inf if higher_is_better else np.inf)
     ranked = k > 0 and all(_sorted_rows(np.asarray(x), np.asarray(y), higher_is_better) for x, y in zip(scores, ids))
-    d, i = _stack(scores, ids, k, pad)
+    # One column more than asked: the best candidate left out tells whether a tie crosses the cut.
+    d, i = _stack(scores, ids, k + 1 if ranked else k, pad)
     if ranked and d.shape[1]:
-        def at(kth: np.ndarray) -> np.ndarray:  # candidates scoring exactly kth, counted on the unpadded rows
-            return sum(np.count_nonzero(np.asarray(x) == kth[:, None], axis=1) for x in scores)
-
-        d_out, i_out = _merge_sorted(d, i, k, higher_is_better, at)
+        d_out, i_out = _merge_sorted(d, i, k, higher_is_better)
     else:
         d_out, i_out = _merge_lexsort(d, i, k, higher_is_better)
     d_out[i_out < 0] = pad
@@ -74,22 +87,21 @@ def _merge_lexsort(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool)
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
-def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool,
-                  count_at: Callable[[np.ndarray], np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Heap merge of rows already ranked, then the tie rule (id ascending) on the rows that have ties."""
+def _merge_sorted(d: np.ndarray, i: np.ndarray, k: int, higher_is_better: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Heap merge of rows already ranked (``d`` at least k + 1 wide), then the tie rule (id ascending)
+    on the rows that have ties."""
     import faiss
 
     md, mi = faiss.merge_knn_results(d, i, keep_max=higher_is_better)
-    md, mi = md[:, :k], mi[:, :k]
     # A row's ranking is unique unless two candidates share a score that is in
     # its top k: the same score twice in the output, or the k-th score also on
-    # a candidate that was left out.  Those rows go through the reference path
-    # (a row sent there needlessly, e.g. matched by a -1 slot's score, still
-    # gets the right answer).
+    # the best candidate left out (column k).  Those rows go through the
+    # reference path (a row sent there needlessly still gets the right answer).
     valid = mi >= 0
-    tie_inside = np.any((md[:, 1:] == md[:, :-1]) & valid[:, 1:], axis=1)
-    kth = md[:, -1]
-    redo = np.flatnonzero(tie_inside | (valid[:, -1] & (count_at(kth) > np.count_nonzero(md == kth[:, None], axis=1))))
+    tie_inside = np.any((md[:, 1:k] == md[:, : k - 1]) & valid[:, 1:k], axis=1)
+    tie_at_cut = valid[:, k] & (md[:, k] == md[:, k - 1])
+    redo = np.flatnonzero(tie_inside | tie_at_cut)
+    md, mi = md[:, :k], mi[:, :k]
     if len(redo):
         md[redo], mi[redo] = _merge_lexsort(d[:, redo], i[:, redo], k, higher_is_better)
     return md, mi
