@@ -27,13 +27,32 @@ def _print_table(metrics: dict) -> None:
               f"{100 * c['mean_diff']:+.1f} points, 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p={c['p_value']:.3g}")
 
 
+# Imported ahead of need, in background threads: the pipeline's modules and Ray
+# Data while Ray starts (mostly waiting for its processes), then what only the
+# report needs while the stages run (the driver mostly waits on Ray meanwhile).
+WHILE_RAY_STARTS = ("xqg_ray.pipeline", "ray.data")
+BEFORE_THE_REPORT = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def _import(names, errors: dict) -> None:
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:  # re-raised in the main thread (or met again at the real import)
+            errors.setdefault("error", e)
+            return
+
+
 def _import_while_ray_starts(cfg):
     """``pipeline.run``, imported while Ray starts, after the preflight.
 
-    The pipeline's imports (nltk, scipy, pyarrow) take seconds.  Starting Ray
-    is mostly waiting for its processes, so importing them in a thread
-    meanwhile costs almost nothing; ``run`` finds Ray started (and repeats the
-    preflight: milliseconds).
+    The pipeline's imports (nltk, scipy, pyarrow) and Ray Data take seconds.
+    Starting Ray is mostly waiting for its processes, so importing them in a
+    thread meanwhile costs almost nothing; ``run`` finds Ray started (and
+    repeats the preflight: milliseconds).  Then matplotlib, which only the
+    report at the end needs, is imported in a thread nobody waits for.
     """
     import threading
 
@@ -41,23 +60,17 @@ def _import_while_ray_starts(cfg):
     from .raytools import init_ray
 
     preflight(cfg)  # a config error is still reported before Ray starts
-    done: dict = {}
-
-    def load() -> None:
-        try:
-            from .pipeline import run
-
-            done["run"] = run
-        except BaseException as e:  # re-raised in the main thread
-            done["error"] = e
-
-    t = threading.Thread(target=load, daemon=True)
+    errors: dict = {}
+    t = threading.Thread(target=_import, args=(WHILE_RAY_STARTS, errors), daemon=True)
     t.start()
     init_ray(cfg.ray)
     t.join()
-    if "error" in done:
-        raise done["error"]
-    return done["run"]
+    if "error" in errors:
+        raise errors["error"]
+    threading.Thread(target=_import, args=(BEFORE_THE_REPORT, {}), daemon=True).start()
+    from .pipeline import run
+
+    return run
 
 
 def main(argv: Optional[List[str]] = None) -> int:

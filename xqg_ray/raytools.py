@@ -17,6 +17,7 @@ prepares the benchmark, and load one stage's model after another.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
@@ -36,7 +37,7 @@ from .errors import UserError, reraise_user_error
 _LOCAL: Dict[str, Any] = {"node": None, "hosts": []}
 
 # What a model host imports before its first stage: the bulk of a model actor's start-up.
-HEAVY_IMPORTS = ("torch", "transformers")
+HEAVY_IMPORTS = ("torch", "transformers", "transformers.modeling_utils")
 
 
 def init_ray(rc: RayConfig) -> None:
@@ -54,6 +55,9 @@ def init_ray(rc: RayConfig) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
         _LOCAL.update(node=ray.get_runtime_context().get_node_id(), hosts=[])
+        if not _LOCAL.get("atexit"):
+            atexit.register(stop_local_cluster)  # runs before Ray's own (registered earlier)
+            _LOCAL["atexit"] = True
         pools = [stage_pool(rc, st) for st in ("generate", "encode")]
         _hosts(max([p.max_actors for p in pools if p.num_gpus == 0] or [0]))
     else:
@@ -63,6 +67,28 @@ def init_ray(rc: RayConfig) -> None:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = rc.progress
+
+
+def stop_local_cluster() -> None:
+    """Stop the local cluster this process started (at exit), its autoscaler monitor first.
+
+    ``ray.shutdown`` stops the GCS before the monitor, which then keeps calling
+    the dead GCS until it is killed a second later: measured 1.2-1.4 s of a
+    shutdown that takes 0.2 s in this order.  The monitor is reached through
+    Ray's private node object (Ray is pinned): if that ever moves, the plain
+    shutdown still runs.
+    """
+    import ray
+
+    if not ray.is_initialized() or _LOCAL["node"] is None:
+        return
+    try:
+        from ray._private import worker
+
+        worker._global_node.kill_monitor(check_alive=False)
+    except Exception:  # an attribute moved or the process is gone: nothing lost but a second
+        pass
+    ray.shutdown()
 
 
 def threads_for(rc: RayConfig, stage: str = "encode") -> int:
