@@ -42,7 +42,7 @@ class ShardSearcher:
         # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))
         # FAISS keeps each query's top k in a heap below k=100 and in a reservoir from
-        # there.  A shard is asked for about k/S + 4 sd (e.g. 71 of 100 with 2 shards),
+        # there.  A shard is asked for about k/S + 3 sd (e.g. 66 of 100 with 2 shards),
         # where the reservoir is faster: measured one thread, 11,900 queries, 1,034 vectors,
         # k=71: 0.26 s heap, 0.21 s reservoir; at k <= 20 the heap wins by 5-10%.
         faiss.cvar.distance_compute_min_k_reservoir = RESERVOIR_MIN_K
