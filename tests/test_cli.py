@@ -26,3 +26,44 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "num_shard" in capsys.readouterr().err
     assert main(["run", SMOKE, f"output_dir={tmp_path}", "benchmark.source=/nonexistent"]) == 2
     assert "no xquad/ directory" in capsys.readouterr().err
+
+
+STOP_SCRIPT = """
+import json, os
+os.environ["RAY_AUTH_MODE"] = "disabled"
+from ray._private import node
+from xqg_ray.config import RayConfig
+from xqg_ray.raytools import init_ray, stop_local_cluster
+order = []
+kill = node.Node._kill_process_impl
+def logged(self, process_type, *a, **kw):
+    if process_type in self.all_processes:
+        order.append(process_type)
+    return kill(self, process_type, *a, **kw)
+node.Node._kill_process_impl = logged
+init_ray(RayConfig(num_cpus=1, progress=False))
+import ray
+stop_local_cluster()
+print(json.dumps({"order": order, "initialized": ray.is_initialized()}))
+"""
+
+
+def test_local_cluster_stops_its_monitor_before_the_gcs(tmp_path):
+    """At exit the local cluster's autoscaler monitor is stopped first: stopped after the GCS (Ray's
+    order) it keeps calling the dead GCS until killed a second later, on every run."""
+    import os
+    import subprocess
+    import sys
+
+    from procs import kill_session
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", STOP_SCRIPT], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        kill_session(proc.pid)
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["initialized"] is False
+    assert got["order"][0] == "monitor" and got["order"].index("gcs_server") > 0 and "raylet" in got["order"]
