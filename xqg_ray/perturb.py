@@ -233,6 +233,14 @@ def _pair_starts(items: Sequence[str], eligible: Sequence[bool], k: int, rng: np
     return sorted(starts)
 
 
+def _swap_pairs(items: list, eligible: Sequence[bool], k: int, rng: np.random.Generator) -> int:
+    """Swap up to k disjoint adjacent pairs of ``items`` in place (see :func:`_pair_starts`); how many."""
+    starts = _pair_starts(items, eligible, k, rng)
+    for p in starts:
+        items[p], items[p + 1] = items[p + 1], items[p]
+    return len(starts)
+
+
 def _char_noise(text: str, lang: str, kind: str, rate: float, rng: np.random.Generator) -> tuple[str, int]:
     units = graphemes(text)
     letter = [_is_letter(u) for u in units]
@@ -241,10 +249,8 @@ def _char_noise(text: str, lang: str, kind: str, rate: float, rng: np.random.Gen
     if k == 0:
         return text, 0
     if kind == "swap":
-        starts = _pair_starts(units, letter, k, rng)
-        for p in starts:
-            units[p], units[p + 1] = units[p + 1], units[p]
-        return "".join(units), len(starts)
+        n = _swap_pairs(units, letter, k, rng)
+        return "".join(units), n
 
     letters_by_script: dict[Optional[str], set[str]] = {}
     for i in positions:
@@ -332,10 +338,8 @@ def _word_noise(text: str, kind: str, rate: float, rng: np.random.Generator) -> 
     if k == 0:
         return text, 0
     if kind == "word_order":
-        starts = _pair_starts(words, has_letter, k, rng)
-        for p in starts:
-            words[p], words[p + 1] = words[p + 1], words[p]
-        return "".join(s + w for s, w in zip(seps, words)) + seps[-1], len(starts)
+        n = _swap_pairs(words, has_letter, k, rng)
+        return "".join(s + w for s, w in zip(seps, words)) + seps[-1], n
     dropped = {eligible[int(j)] for j in rng.choice(len(eligible), size=k, replace=False)}
     if len(dropped) == len(eligible):
         dropped.discard(min(dropped))  # never remove every word

@@ -104,6 +104,18 @@ def _offsets(k: int, width: float = 0.7) -> list[float]:
     return [(i - (k - 1) / 2.0) * step for i in range(k)]
 
 
+def _categories(names: Sequence[str], pts: Mapping[str, list], inches_each: float) -> tuple[Any, Any]:
+    """(figure, axes) with one x category per name and, per series, its points side by side with CIs."""
+    fig = _figure(max(6.0, inches_each * len(names) + 3.0), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    offs = _offsets(len(pts))
+    for i, (name, ps) in enumerate(pts.items()):
+        _errbar(ax, [j + offs[i] for j in range(len(names))], ps, color=f"C{i % 10}", label=name)
+    ax.set_xticks(list(range(len(names))))
+    ax.set_xticklabels(list(names))
+    return fig, ax
+
+
 def _legend(ax: Any) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
 
@@ -252,15 +264,9 @@ def robustness_plot(
     if not conditions:
         raise ValueError("robustness_plot needs at least one condition")
     pts = _series(systems, len(conditions), "conditions", 100.0 if percent else 1.0)
-    fig = _figure(max(6.0, 1.2 * len(conditions) + 3.0), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    offs = _offsets(len(pts))
-    for i, (name, ps) in enumerate(pts.items()):
-        _errbar(ax, [j + offs[i] for j in range(len(conditions))], ps, color=f"C{i % 10}", label=name)
+    fig, ax = _categories(conditions, pts, 1.2)
     if drop:
         ax.axhline(0.0, color="0.3", linewidth=1.0)
-    ax.set_xticks(list(range(len(conditions))))
-    ax.set_xticklabels(list(conditions))
     unit = (" (points)" if drop else " (%)") if percent else ""
     ax.set_ylabel(f"{metric}: drop from clean{unit}" if drop else f"{metric}{unit}")
     ax.set_title(title or f"{metric} under query perturbations")
@@ -286,13 +292,7 @@ def per_language_plot(
     if len(set(languages)) != len(languages):
         raise ValueError(f"languages repeat: {list(languages)}")
     pts = _series(systems, len(languages), "languages", 100.0 if percent else 1.0)
-    fig = _figure(max(6.0, 0.9 * len(languages) + 3.0), 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    offs = _offsets(len(pts))
-    for i, (name, ps) in enumerate(pts.items()):
-        _errbar(ax, [j + offs[i] for j in range(len(languages))], ps, color=f"C{i % 10}", label=name)
-    ax.set_xticks(list(range(len(languages))))
-    ax.set_xticklabels(list(languages))
+    fig, ax = _categories(languages, pts, 0.9)
     ax.set_ylabel(f"{metric}{' (%)' if percent else ''}")
     ax.set_title(title or f"{metric} per language")
     ax.grid(axis="y", alpha=0.3)
