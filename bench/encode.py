@@ -95,7 +95,7 @@ def bare_loop(path: str, texts: List[str], max_len: int, batch_size: int, thread
 
 
 def read_passages(source: str, limit: int) -> List[Dict[str, str]]:
-    from xqg_ray.xquad_source import read_xquad_source
+    from xqg_ray.benchmark.xquad import read_xquad_source
 
     paras = read_xquad_source(source, languages=["en"]).paragraphs
     return [{"docid": d, "title": title, "text": text} for _, _, d, title, text in (paras[:limit] if limit else paras)]
@@ -103,9 +103,9 @@ def read_passages(source: str, limit: int) -> List[Dict[str, str]]:
 
 def stage_units(root: str, snap: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The embeddings units ``run_encode`` builds for a snapshot with no generators and no prior output."""
-    from xqg_ray.ledger import Ledger, file_record, fingerprint
+    from xqg_ray.store.ledger import Ledger, file_record, fingerprint
     from xqg_ray.stages.encode import EMB
-    from xqg_ray.storage import Storage
+    from xqg_ray.store.storage import Storage
 
     led = Ledger(Storage(), root, EMB)
     units = []

@@ -134,11 +134,11 @@ def main() -> None:
     import torch
 
     from xqg_ray.config import BenchmarkConfig, CorpusConfig, EncoderConfig, GeneratorConfig, RayConfig, RunConfig, SystemConfig, stage_pool
-    from xqg_ray.ledger import Ledger, file_record, fingerprint
+    from xqg_ray.store.ledger import Ledger, file_record, fingerprint
     from xqg_ray.models.generator import QueryGenerator
     from xqg_ray.pipeline import prepare
     from xqg_ray.raytools import run_units
-    from xqg_ray.storage import Storage
+    from xqg_ray.store.storage import Storage
 
     torch.set_num_threads(a.threads)
     langs = a.languages.split(",")

@@ -29,8 +29,8 @@ def main() -> None:
     a = ap.parse_args()
     import faiss
 
-    from xqg_ray.index import build_index, index_from_bytes, index_to_bytes, update_index
-    from xqg_ray.reuse import diff_versions
+    from xqg_ray.retrieval.index import build_index, index_from_bytes, index_to_bytes, update_index
+    from xqg_ray.stages.reuse import diff_versions
 
     faiss.omp_set_num_threads(a.threads)
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py --n 200000 --files 4 --partitions 16 --chunk-mb 16
 
-The single-process arm is ``xqg_ray.corpus.read_corpus`` (the same row rules,
+The single-process arm is ``xqg_ray.benchmark.corpus.read_corpus`` (the same row rules,
 one process, the table in memory); the project's arm is
 ``xqg_ray.ingest.ingest_corpus`` on a local Ray cluster, writing partitions.
 Prints both rates and their ratio.
@@ -33,9 +33,9 @@ def main() -> None:
     from synth import write_corpus
 
     from xqg_ray.config import StorageConfig
-    from xqg_ray.corpus import read_corpus
+    from xqg_ray.benchmark.corpus import read_corpus
     from xqg_ray.ingest import ingest_corpus
-    from xqg_ray.storage import Storage
+    from xqg_ray.store.storage import Storage
 
     with tempfile.TemporaryDirectory() as d:
         write_corpus(Path(d) / "in", a.n, files=a.files)

@@ -44,9 +44,9 @@ def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 def write_shards(root: str, x: np.ndarray, ids: np.ndarray, num_shards: int) -> dict:
     """The shard files and the manifest entries the index stage would write for one system."""
     from xqg_ray.ids import shard_of
-    from xqg_ray.index import build_index, index_to_bytes
-    from xqg_ray.integrity import write_committed
-    from xqg_ray.storage import Storage
+    from xqg_ray.retrieval.index import build_index, index_to_bytes
+    from xqg_ray.store.integrity import write_committed
+    from xqg_ray.store.storage import Storage
 
     sh, storage = shard_of(ids, num_shards), Storage()
     recs = []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xqg_ray.augment import augment, check_counts
+from xqg_ray.retrieval.augment import augment, check_counts
 
 
 def test_sum_formula_by_hand():
@@ -65,7 +65,7 @@ def test_counts_summary():
 
 
 def test_slot_positions_count_queries_per_language():
-    from xqg_ray.augment import slot_positions
+    from xqg_ray.retrieval.augment import slot_positions
 
     group, slot = slot_positions([["de", "zh", "de", "zh", "de"], [], ["zh"]])
     assert group.tolist() == [0, 0, 0, 0, 0, 2]
@@ -73,7 +73,7 @@ def test_slot_positions_count_queries_per_language():
 
 
 def test_slot_sums_and_first_slots_match_a_hand_computation():
-    from xqg_ray.augment import first_slots, slot_sums
+    from xqg_ray.retrieval.augment import first_slots, slot_sums
 
     vecs = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [5.0, 5.0]])
     group = np.array([0, 0, 0, 0, 1])

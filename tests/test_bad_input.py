@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from prepared import prepare_tables
-from xqg_ray.benchmark import BenchmarkError
+from xqg_ray.benchmark.build import BenchmarkError
 from xqg_ray.config import BenchmarkConfig, ConfigError, load_config
-from xqg_ray.corpus import CorpusError
+from xqg_ray.benchmark.corpus import CorpusError
 from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.benchmark on the real XQuAD/SQuAD files and on tiny written files.
+"""Tests for xqg_ray.benchmark.build on the real XQuAD/SQuAD files and on tiny written files.
 
 The real JSON is parsed once per module (fixtures ``raw`` and ``src``); the
 variants (corpus limit, held-out split, language filters) reuse the parsed
@@ -14,7 +14,7 @@ from typing import Any, Dict, Set
 import pyarrow as pa
 import pytest
 
-from xqg_ray.benchmark import (
+from xqg_ray.benchmark.build import (
     PROVIDED_SCHEMA,
     QUERIES_SCHEMA,
     SQUAD_DEV_URL,
@@ -26,10 +26,10 @@ from xqg_ray.benchmark import (
     xquad_files,
 )
 from xqg_ray.config import BenchmarkConfig
-from xqg_ray.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA
+from xqg_ray.benchmark.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA
 from xqg_ray.ids import passage_id, seed_for
-from xqg_ray.integrity import IntegrityError, read_table_verified
-from xqg_ray.storage import Storage, sha256_bytes
+from xqg_ray.store.integrity import IntegrityError, read_table_verified
+from xqg_ray.store.storage import Storage, sha256_bytes
 
 from helpers_data import shared_datasets, squad_json, write_lines, write_parquet
 from prepared import prepare_tables

@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.corpus: every row ends up clean or quarantined, with a reason.
+"""Tests for xqg_ray.benchmark.corpus: every row ends up clean or quarantined, with a reason.
 
 Inputs are written by the tests themselves so each broken line is visible
 right next to the reason string it must produce.
@@ -13,10 +13,10 @@ from typing import List
 import pyarrow as pa
 import pytest
 
-from xqg_ray import corpus as corpus_mod
-from xqg_ray.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA, CorpusError, collect_passages, read_corpus
+from xqg_ray.benchmark import corpus as corpus_mod
+from xqg_ray.benchmark.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA, CorpusError, collect_passages, read_corpus
 from xqg_ray.ids import content_hash, passage_id
-from xqg_ray.storage import Storage
+from xqg_ray.store.storage import Storage
 
 try:  # works whether or not tests/ is a package
     from tests.helpers_data import string_array_unchecked, write_lines, write_parquet

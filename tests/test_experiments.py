@@ -150,7 +150,7 @@ def test_perturbed_query_sets_are_encoded_once_and_run_on_every_system(exp):
     typos = pq.read_table(out / qm["sets"]["typos"]["file"])
     assert typos["qid"].to_pylist() == clean["qid"].to_pylist() and typos["lang"].to_pylist() == clean["lang"].to_pylist()
     # Exactly the pure function's output on the benchmark's questions, and a real change.
-    from xqg_ray.perturb import PerturbSpec, perturb_table
+    from xqg_ray.evaluation.perturb import PerturbSpec, perturb_table
 
     bench = pq.read_table(out / current(out, "benchmark")["files"]["queries"]["file"])
     expected = perturb_table(bench.select(["qid", "lang", "text"]), PerturbSpec("typos", "char", 0.2, 1))

@@ -17,7 +17,7 @@ import pytest
 from corpus_versions import current
 from xqg_ray.cli import main
 from xqg_ray.config import load_config
-from xqg_ray.integrity import IntegrityError
+from xqg_ray.store.integrity import IntegrityError
 from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]

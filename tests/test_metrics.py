@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.metrics: hand-computed R@kt, Recall@k, MRR and aggregation cases."""
+"""Tests for xqg_ray.evaluation.metrics: hand-computed R@kt, Recall@k, MRR and aggregation cases."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pyarrow as pa
 import pytest
 
-from xqg_ray import metrics
-from xqg_ray.metrics import (
+from xqg_ray.evaluation import metrics
+from xqg_ray.evaluation.metrics import (
     METRIC_NAMES,
     TOKENIZER,
     aggregate,

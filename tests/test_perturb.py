@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.perturb: seeded, exact-count, Unicode-safe query noise."""
+"""Tests for xqg_ray.evaluation.perturb: seeded, exact-count, Unicode-safe query noise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from xqg_ray.errors import UserError
-from xqg_ray.perturb import (
+from xqg_ray.evaluation.perturb import (
     KINDS, PerturbSpec, apply_noise, graphemes, keyboard_neighbours, perturb_table,
     perturb_text, script_of, split_words, validate_spec,
 )

@@ -21,7 +21,7 @@ from corpus_versions import current, read_trec
 from xqg_ray.config import ConfigError, EncoderConfig, load_config
 from xqg_ray.ids import passage_id
 from xqg_ray.pipeline import run
-from xqg_ray.topk import exact_topk, ranked
+from xqg_ray.retrieval.topk import exact_topk, ranked
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "conf" / "smoke.yaml")

@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.plots: valid, deterministic PNGs and input checks."""
+"""Tests for xqg_ray.report.plots: valid, deterministic PNGs and input checks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from xqg_ray.plots import forest_plot, per_language_plot, robustness_plot, sweep_plot
-from xqg_ray.significance import compare
+from xqg_ray.report.plots import forest_plot, per_language_plot, robustness_plot, sweep_plot
+from xqg_ray.evaluation.significance import compare
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.report: bar-chart PNG bytes and report.md content."""
+"""Tests for xqg_ray.report.markdown: bar-chart PNG bytes and report.md content."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from xqg_ray.report import bar_chart_png, render_markdown
+from xqg_ray.report.markdown import bar_chart_png, render_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -124,7 +124,7 @@ def test_pipe_in_system_name_is_escaped():
 
 
 def test_system_definitions_section():
-    from xqg_ray.report import render_markdown
+    from xqg_ray.report.markdown import render_markdown
 
     metrics = {
         "systems": {"baseline": {"per_language": {}, "macro": {}}},

@@ -7,11 +7,11 @@ import pytest
 
 from xqg_ray.config import Pool, StorageConfig
 from xqg_ray.ids import shard_of
-from xqg_ray.index import build_index, index_to_bytes
-from xqg_ray.integrity import write_committed
+from xqg_ray.retrieval.index import build_index, index_to_bytes
+from xqg_ray.store.integrity import write_committed
 from xqg_ray.stages.search import search_shards, shard_k, start_searchers
-from xqg_ray.storage import Storage
-from xqg_ray.topk import exact_topk, merge_topk
+from xqg_ray.store.storage import Storage
+from xqg_ray.retrieval.topk import exact_topk, merge_topk
 
 POOL = Pool(num_cpus=0.5, num_gpus=0.0, min_actors=1, max_actors=1, torch_threads=1)
 

@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.significance: t-test, randomisation test, Holm, bootstrap CIs,
+"""Tests for xqg_ray.evaluation.significance: t-test, randomisation test, Holm, bootstrap CIs,
 effect sizes and compare()."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from scipy import stats
 
 from statsmodels.stats.multitest import multipletests
 
-from xqg_ray.significance import (
+from xqg_ray.evaluation.significance import (
     bootstrap_ci, cohens_dz, compare, effect_sizes, holm,
     paired_permutation_test, paired_ttest,
 )

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from xqg_ray.ids import passage_ids, shard_of
-from xqg_ray.index import build_index, index_from_bytes, index_to_bytes
-from xqg_ray.topk import exact_topk, merge_topk, ranked
+from xqg_ray.retrieval.index import build_index, index_from_bytes, index_to_bytes
+from xqg_ray.retrieval.topk import exact_topk, merge_topk, ranked
 
 
 def _data(n=500, d=16, nq=40, seed=0):

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 from .arrow_utils import arrow_to_vectors
 from .config import RunConfig, to_yaml
-from .integrity import read_table_verified
+from .store.integrity import read_table_verified
 from .preflight import preflight, preflight_index
 from .progress import StageTimer
 from .raytools import init_ray, threads_for
@@ -25,7 +25,7 @@ from .stages.generate import run_generate
 from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
 from .stages.search import run_search
-from .storage import Storage, join
+from .store.storage import Storage, join
 from .systems import encoders_used
 
 

@@ -56,7 +56,7 @@ def preflight(cfg: RunConfig) -> None:
     try:
         import faiss
 
-        from .index import metric_type
+        from .retrieval.index import metric_type
 
         faiss.index_factory(64, cfg.index.factory, metric_type(cfg.index.metric))
     except Exception as e:  # faiss raises RuntimeError with a C++ message
@@ -70,7 +70,7 @@ def preflight_index(ctx) -> None:
     import faiss
     import numpy as np
 
-    from .index import build_index
+    from .retrieval.index import build_index
     from .stages.index import shard_partitions
 
     cfg = ctx.cfg

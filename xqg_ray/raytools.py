@@ -300,10 +300,10 @@ class _IndexedRunner:
 
 
 def _user_error_class(name: str) -> type:
-    from .benchmark import BenchmarkError
+    from .benchmark.build import BenchmarkError
     from .config import ConfigError
-    from .corpus import CorpusError
-    from .integrity import IntegrityError
+    from .benchmark.corpus import CorpusError
+    from .store.integrity import IntegrityError
 
     return {c.__name__: c for c in (BenchmarkError, ConfigError, CorpusError, IntegrityError)}.get(name, UserError)
 

@@ -149,7 +149,7 @@ def validate_experiments(cfg: RunConfig) -> List[str]:
     if len(set(pnames)) != len(pnames) or "clean" in pnames:
         errs.append(f"perturbation names must be unique and not 'clean', got {pnames}")
     if cfg.perturbations:
-        from .perturb import validate_spec
+        from .evaluation.perturb import validate_spec
 
         for i, p in enumerate(cfg.perturbations):
             errs += validate_spec(p, where=f"perturbations[{i}]")

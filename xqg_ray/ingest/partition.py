@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 
 from ..config import StorageConfig
 from ..ids import seed_for
-from ..integrity import read_table_verified, sha256_bytes, table_bytes, write_committed
-from ..storage import Storage, join
+from ..store.integrity import read_table_verified, sha256_bytes, table_bytes, write_committed
+from ..store.storage import Storage, join
 from .readers import (
     CLEAN_SCHEMA,
     QUARANTINE_SCHEMA,

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pyarrow.parquet as pq
 
 from ..config import StorageConfig
-from ..storage import Storage
+from ..store.storage import Storage
 from .readers import check_columns, docid_column, first_json_keys, tsv_header
 from .sources import count_lines, first_line, format_of, is_gzip, iter_range_lines, range_bytes
 

@@ -1,6 +1,6 @@
 """Per-row parsing and validation of passage files, shared by every corpus reader.
 
-The single-process reader (:mod:`xqg_ray.corpus`) and the distributed ingest
+The single-process reader (:mod:`xqg_ray.benchmark.corpus`) and the distributed ingest
 (:mod:`xqg_ray.ingest.partition`) both feed rows through :class:`Collector`
 and the format functions below, so a line gets the same verdict -- clean or
 quarantined with the same reason, source and line number -- whichever path
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..ids import content_hash, passage_id
-from ..storage import Storage
+from ..store.storage import Storage
 from .sources import CorpusError, Lines, decoded_lines
 
 CLEAN_SCHEMA = pa.schema(

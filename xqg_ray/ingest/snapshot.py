@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..config import StorageConfig
 from ..errors import reraise_user_error
-from ..integrity import write_sealed
-from ..storage import Storage, join
+from ..store.integrity import write_sealed
+from ..store.storage import Storage, join
 from .partition import parse_batch, reduce_partition
 from .plan import make_plan
 from .sources import CorpusError, list_corpus_files
@@ -100,7 +100,7 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
     """Read ``inputs`` with Ray Data into ``num_partitions`` partition files under ``root``; returns the manifest.
 
     Requires Ray to be initialised.  Raises :class:`CorpusError` (bad input,
-    id collision, nothing usable) or :class:`~xqg_ray.integrity.IntegrityError`
+    id collision, nothing usable) or :class:`~xqg_ray.store.integrity.IntegrityError`
     (a parent partition file changed), as one-line errors even when a worker found them.
     """
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import UserError
-from ..storage import Storage
+from ..store.storage import Storage
 
 _CHUNK = 1 << 24  # 16 MiB reads: bounded memory on multi-GB dumps
 _UTF8_BOM = b"\xef\xbb\xbf"

@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 from ..config import Pool, RunConfig, stage_pool
 from ..progress import StageTimer
-from ..storage import Storage
+from ..store.storage import Storage
 
 # Bump when a stage's output format or semantics change, so old outputs are not reused.
 PIPELINE_VERSION = 3

@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..arrow_utils import vectors_to_arrow
-from ..augment import check_counts, slot_positions, slot_sums
+from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, StorageConfig, section_dict
-from ..integrity import read_table_verified, write_table_committed
-from ..ledger import Ledger, file_record, fingerprint, row_counts
+from ..store.integrity import read_table_verified, write_table_committed
+from ..store.ledger import Ledger, file_record, fingerprint, row_counts
 from ..raytools import UnitRunner, iter_progress, run_units
-from ..reuse import split_reuse
+from .reuse import split_reuse
 from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
-from ..storage import Storage
+from ..store.storage import Storage
 from ..systems import DEFAULT_ENCODER, encoder_cfg
 from .context import PIPELINE_VERSION, Context
 
@@ -167,7 +167,7 @@ class EncodePartition(UnitRunner):
     def _queries(self, u: Dict[str, Any]) -> Dict[str, Any]:
         q = read_table_verified(self.storage, self.root, u["queries"], ["qid", "lang", "text"], where="the benchmark manifest")
         if u["perturbation"] is not None:
-            from ..perturb import PerturbSpec, perturb_table
+            from ..evaluation.perturb import PerturbSpec, perturb_table
 
             q = perturb_table(q, PerturbSpec(**u["perturbation"]))
         vecs = self.encoder.encode(q["text"].to_pylist(), "query")

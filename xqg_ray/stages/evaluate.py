@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import metrics as M
+from ..evaluation import metrics as M
 from ..config import StorageConfig
-from ..integrity import read_table_verified
+from ..store.integrity import read_table_verified
 from ..raytools import run_tasks
-from ..storage import Storage, join
+from ..store.storage import Storage, join
 from ..schemas import CLEAN
 from .context import Context
 
@@ -78,9 +78,9 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
     Returns metrics.json's content.
     """
-    from .. import experiments as X
-    from ..report import bar_chart_png, render_markdown
-    from ..significance import compare
+    from ..evaluation import experiments as X
+    from ..report.markdown import bar_chart_png, render_markdown
+    from ..evaluation.significance import compare
     from ..systems import comparisons as pairs
 
     names = metric_names(ctx)
@@ -141,7 +141,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         fname = f"plots/{metric.replace('@', '_at_')}.png"
         ctx.storage.write_bytes(join(ctx.root, fname), bar_chart_png(result, metric))
         charts[metric] = fname
-    from ..report_experiments import experiment_charts
+    from ..report.experiments import experiment_charts
 
     extra = experiment_charts(result)
     for fname, png in extra["files"].items():

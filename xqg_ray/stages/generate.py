@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import GeneratorConfig, StorageConfig, section_dict
-from ..integrity import read_table_verified, write_table_committed
-from ..ledger import Ledger, file_record, fingerprint, row_counts
+from ..store.integrity import read_table_verified, write_table_committed
+from ..store.ledger import Ledger, file_record, fingerprint, row_counts
 from ..raytools import UnitRunner, iter_progress, run_units
-from ..reuse import split_reuse
+from .reuse import split_reuse
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
-from ..storage import Storage
+from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
 from .provided import ProvidedQueries, provided_source
 

@@ -18,19 +18,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 
-from ..augment import AUGMENT_VERSION
+from ..retrieval.augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
-from ..integrity import (
+from ..store.integrity import (
     read_table_verified,
     read_verified,
     write_committed,
     write_table_committed,
 )
-from ..ledger import Ledger, file_record, fingerprint
+from ..store.ledger import Ledger, file_record, fingerprint
 from ..raytools import run_tasks
-from ..reuse import diff_versions
+from .reuse import diff_versions
 from ..schemas import SHARD_IDS_SCHEMA
-from ..storage import Storage
+from ..store.storage import Storage
 from ..systems import encoder_label
 from .context import PIPELINE_VERSION, Context
 
@@ -141,7 +141,7 @@ def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: Li
     """Ray task: one shard of every listed system, built from scratch or updated from its prior version."""
     import faiss
 
-    from ..index import (
+    from ..retrieval.index import (
         build_index,
         index_from_bytes,
         index_to_bytes,

@@ -15,15 +15,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 
-from ..benchmark import BenchmarkError, build_benchmark, xquad_files
+from ..benchmark.build import BenchmarkError, build_benchmark, xquad_files
 from ..config import BenchmarkConfig, StorageConfig, section_dict
-from ..corpus import list_corpus_files
+from ..benchmark.corpus import list_corpus_files
 from ..ids import passage_id
 from ..ingest import KeepSpec, fingerprint_sources, ingest_corpus
-from ..integrity import read_sealed, read_table_verified, write_table_committed
-from ..ledger import Ledger, fingerprint
+from ..store.integrity import read_sealed, read_table_verified, write_table_committed
+from ..store.ledger import Ledger, fingerprint
 from ..raytools import run_tasks
-from ..storage import Storage
+from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
 
 STAGE = "benchmark"

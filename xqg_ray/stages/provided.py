@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 
 from ..config import ConfigError
 from ..ids import passage_ids
-from ..integrity import read_table_verified, sha256_bytes
+from ..store.integrity import read_table_verified, sha256_bytes
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
-from ..storage import Storage
+from ..store.storage import Storage
 
 BENCHMARK_PROVIDED = "benchmark:provided"
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from ..config import Pool, StorageConfig
 from ..errors import UserError, reraise_user_error
-from ..integrity import read_verified
-from ..storage import Storage
-from ..topk import faiss_threads, merge_topk
+from ..store.integrity import read_verified
+from ..store.storage import Storage
+from ..retrieval.topk import faiss_threads, merge_topk
 from .context import Context
 
 
@@ -37,7 +37,7 @@ class ShardSearcher:
         t0 = time.perf_counter()
         import faiss
 
-        from ..index import index_from_bytes
+        from ..retrieval.index import index_from_bytes
 
         # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))

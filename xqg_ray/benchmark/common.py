@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 import pyarrow as pa
 
 from .corpus import QUARANTINE_SCHEMA
-from .errors import UserError
-from .ids import seed_for
+from ..errors import UserError
+from ..ids import seed_for
 
 QUERIES_SCHEMA = pa.schema(
     [

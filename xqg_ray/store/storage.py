@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .config import StorageConfig
+from ..config import StorageConfig
 
 
 def is_remote(uri: str) -> bool:

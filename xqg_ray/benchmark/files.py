@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Set, Tuple
 
 import pyarrow as pa
 
-from .benchmark_common import (
+from .common import (
     QUERIES_SCHEMA,
     BenchmarkError,
     BenchmarkTables,
@@ -19,9 +19,9 @@ from .benchmark_common import (
     _raw,
     _select_languages,
 )
-from .config import BenchmarkConfig
+from ..config import BenchmarkConfig
 from .corpus import decode_line, iter_lines
-from .storage import Storage
+from ..store.storage import Storage
 
 # -- xor-tydi / files ----------------------------------------------------------
 _QUERY_ALIASES = {"qid": ("qid", "id"), "text": ("text", "question"), "lang": ("lang",)}

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .config import RunConfig
+from ..config import RunConfig
 from .languages import group_of, language_order, resource_level
 from .significance import holm
 

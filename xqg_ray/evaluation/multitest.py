@@ -1,6 +1,6 @@
 """Holm-Bonferroni adjustment (statsmodels), across languages or across the points of a sweep.
 
-Split from :mod:`xqg_ray.significance`, which re-exports it.
+Split from :mod:`xqg_ray.evaluation.significance`, which re-exports it.
 """
 
 from __future__ import annotations

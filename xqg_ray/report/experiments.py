@@ -1,6 +1,6 @@
 """report.md sections for the research questions: sweeps, robustness, languages, encoders.
 
-Input is metrics.json's ``experiments`` entry (see :mod:`xqg_ray.experiments`)
+Input is metrics.json's ``experiments`` entry (see :mod:`xqg_ray.evaluation.experiments`)
 plus the comparisons; every figure drawn from it is also a table here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Sequence
 
-from .report import MISSING, _pct, _points, _pvalue, _table
+from .markdown import MISSING, _pct, _points, _pvalue, _table
 
 # The metrics the experiment tables show (all are in metrics.json), and those drawn:
 # R@kt saturates on small corpora, where the rank-sensitive MRR still moves.

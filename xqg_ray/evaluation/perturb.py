@@ -46,8 +46,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import UserError
-from .ids import seed_for
+from ..errors import UserError
+from ..ids import seed_for
 
 CHAR_KINDS = ("swap", "drop", "insert", "keyboard", "char")
 WORD_KINDS = ("word_order", "word_drop")

@@ -12,9 +12,9 @@ from typing import Mapping, Tuple
 import numpy as np
 import pyarrow as pa
 
-from .arrow_utils import arrow_to_vectors, slots_to_dense
+from ..arrow_utils import arrow_to_vectors, slots_to_dense
 from .augment import augment, first_slots
-from .schemas import PASSAGE, gen_kind
+from ..schemas import PASSAGE, gen_kind
 
 
 def metric_type(metric: str) -> int:

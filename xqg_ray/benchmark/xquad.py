@@ -9,8 +9,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .benchmark_common import BenchmarkError
-from .storage import Storage, join
+from .common import BenchmarkError
+from ..store.storage import Storage, join
 
 XQUAD_LANGUAGES: Tuple[str, ...] = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
 XQUAD_URL_ROOT = "https://github.com/google-deepmind/xquad/raw/master"

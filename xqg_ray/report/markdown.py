@@ -19,7 +19,7 @@ import io
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from xqg_ray.metrics import METRIC_NAMES
+from xqg_ray.evaluation.metrics import METRIC_NAMES
 
 MISSING = "–"  # en dash: what any None / absent value renders as
 
@@ -286,7 +286,7 @@ def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str], 
     if comparisons:
         lines += _comparisons_section(comparisons)
 
-    from .report_experiments import render_experiments
+    from .experiments import render_experiments
 
     lines += render_experiments(metrics, experiment_charts or {})
 

@@ -31,8 +31,8 @@ from typing import Any, List, Sequence, Tuple, Union
 
 import pyarrow as pa
 
-from .ids import passage_id
-from .ingest.readers import (
+from ..ids import passage_id
+from ..ingest.readers import (
     CLEAN_SCHEMA,
     DOCID_COLUMNS,
     QUARANTINE_SCHEMA,
@@ -44,8 +44,8 @@ from .ingest.readers import (
     read_tsv,
     tsv_header,
 )
-from .ingest.sources import FORMATS, CorpusError, decode_line, first_line, format_of, iter_lines, list_corpus_files
-from .storage import Storage
+from ..ingest.sources import FORMATS, CorpusError, decode_line, first_line, format_of, iter_lines, list_corpus_files
+from ..store.storage import Storage
 
 __all__ = [
     "CLEAN_SCHEMA",

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pyarrow as pa
 
-from .benchmark_common import (
+from .common import (
     PROVIDED_SCHEMA,
     QUERIES_SCHEMA,
     BenchmarkError,
@@ -34,14 +34,14 @@ from .benchmark_common import (
     _raw,
     _select_languages,
 )
-from .benchmark_files import build_from_files, known_language
-from .config import BenchmarkConfig
+from .files import build_from_files, known_language
+from ..config import BenchmarkConfig
 from .corpus import (
     collect_passages,
 )
-from .ids import passage_id, seed_for
-from .storage import Storage
-from .xquad_source import (
+from ..ids import passage_id, seed_for
+from ..store.storage import Storage
+from .xquad import (
     SQUAD_DEV_URL,
     XQUAD_LANGUAGES,
     XQUAD_URL_ROOT,

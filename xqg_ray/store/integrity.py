@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import UserError
+from ..errors import UserError
 from .storage import Storage, join
 
 SEAL = "seal"

@@ -1,0 +1,1 @@
+"""The benchmark: questions and answers (XQuAD, local files), the corpus they are evaluated on, read in one process."""

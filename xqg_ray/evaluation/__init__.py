@@ -1,0 +1,1 @@
+"""What results mean: per-query metrics, paired significance, multiple testing, experiments, query perturbations."""
