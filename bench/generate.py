@@ -137,7 +137,7 @@ def main() -> None:
     from xqg_ray.store.ledger import Ledger, file_record, fingerprint
     from xqg_ray.models.generator import QueryGenerator
     from xqg_ray.pipeline import prepare
-    from xqg_ray.raytools import run_units
+    from xqg_ray.runtime.units import run_units
     from xqg_ray.store.storage import Storage
 
     torch.set_num_threads(a.threads)

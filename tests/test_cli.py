@@ -33,7 +33,7 @@ import json, os
 os.environ["RAY_AUTH_MODE"] = "disabled"
 from ray._private import node
 from xqg_ray.config import RayConfig
-from xqg_ray.raytools import init_ray, stop_local_cluster
+from xqg_ray.runtime.units import init_ray, stop_local_cluster
 order = []
 kill = node.Node._kill_process_impl
 def logged(self, process_type, *a, **kw):

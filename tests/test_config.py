@@ -113,7 +113,7 @@ SMOKE_SYSTEMS = """
 
 
 def test_sweeps_expand_once_and_survive_a_reload(tmp_path):
-    from xqg_ray.systems import point_name
+    from xqg_ray.config.systems import point_name
 
     cfg = load_config(_with_systems(tmp_path, SMOKE_SYSTEMS))
     names = [s.name for s in cfg.systems]

@@ -46,7 +46,7 @@ def _cfg(out: Path, shared: Path):
 
     cfg.perturbations = [PerturbationConfig(name="typos", kind="char", rate=0.2, seed=1),
                          PerturbationConfig(name="shuffled", kind="word_order", rate=0.5, seed=2)]
-    from xqg_ray.systems import expand_sweeps
+    from xqg_ray.config.systems import expand_sweeps
 
     return expand_sweeps(cfg)
 

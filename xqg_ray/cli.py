@@ -56,8 +56,8 @@ def _import_while_ray_starts(cfg):
     """
     import threading
 
-    from .preflight import preflight
-    from .raytools import init_ray
+    from .config.preflight import preflight
+    from .runtime.units import init_ray
 
     preflight(cfg)  # a config error is still reported before Ray starts
     errors: dict = {}

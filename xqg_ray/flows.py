@@ -15,9 +15,9 @@ from typing import Any, Dict
 from .arrow_utils import arrow_to_vectors
 from .config import RunConfig, to_yaml
 from .store.integrity import read_table_verified
-from .preflight import preflight, preflight_index
+from .config.preflight import preflight, preflight_index
 from .progress import StageTimer
-from .raytools import init_ray, threads_for
+from .runtime.units import init_ray, threads_for
 from .stages.context import Context
 from .stages.encode import run_encode
 from .stages.evaluate import evaluate
@@ -26,7 +26,7 @@ from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
 from .stages.search import run_search
 from .store.storage import Storage, join
-from .systems import encoders_used
+from .config.systems import encoders_used
 
 
 def _context(cfg: RunConfig) -> Context:

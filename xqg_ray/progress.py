@@ -13,7 +13,7 @@ class StageTimer:
     """Records rows, wall time, model loading and model work per stage; prints one JSON line per event.
 
     ``load_seconds`` and ``work_seconds`` are the sums over a stage's ``unit``
-    events (actor constructors and unit calls, see ``raytools.UnitRunner``):
+    events (actor constructors and unit calls, see ``runtime.units.UnitRunner``):
     with one actor they are the stage's model time, and ``seconds`` minus them
     is its fixed cost (actor start-up, scheduling, the driver's own work).
     """

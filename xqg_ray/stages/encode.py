@@ -22,11 +22,11 @@ from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
-from ..raytools import UnitRunner, iter_progress, run_units
+from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
 from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..store.storage import Storage
-from ..systems import DEFAULT_ENCODER, encoder_cfg
+from ..config.systems import DEFAULT_ENCODER, encoder_cfg
 from .context import PIPELINE_VERSION, Context
 
 EMB, QUERIES = "embeddings", "queries"

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ..evaluation import metrics as M
 from ..config import StorageConfig
 from ..store.integrity import read_table_verified
-from ..raytools import run_tasks
+from ..runtime.units import run_tasks
 from ..store.storage import Storage, join
 from ..schemas import CLEAN
 from .context import Context
@@ -81,7 +81,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     from ..evaluation import experiments as X
     from ..report.markdown import bar_chart_png, render_markdown
     from ..evaluation.significance import compare
-    from ..systems import comparisons as pairs
+    from ..config.systems import comparisons as pairs
 
     names = metric_names(ctx)
     e = ctx.cfg.eval

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from ..config import GeneratorConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
-from ..raytools import UnitRunner, iter_progress, run_units
+from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
 from ..store.storage import Storage

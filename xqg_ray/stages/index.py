@@ -27,11 +27,11 @@ from ..store.integrity import (
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint
-from ..raytools import run_tasks
+from ..runtime.units import run_tasks
 from .reuse import diff_versions
 from ..schemas import SHARD_IDS_SCHEMA
 from ..store.storage import Storage
-from ..systems import encoder_label
+from ..config.systems import encoder_label
 from .context import PIPELINE_VERSION, Context
 
 

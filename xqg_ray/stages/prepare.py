@@ -22,7 +22,7 @@ from ..ids import passage_id
 from ..ingest import KeepSpec, fingerprint_sources, ingest_corpus
 from ..store.integrity import read_sealed, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, fingerprint
-from ..raytools import run_tasks
+from ..runtime.units import run_tasks
 from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import MISSING, OmegaConf
 
-from .errors import UserError
+from ..errors import UserError
 
 # Languages named in generator prompts ("Generate a {language} question ...").
 LANGUAGE_NAMES: Dict[str, str] = {

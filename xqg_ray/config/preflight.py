@@ -12,15 +12,15 @@ import os
 import re
 from typing import List
 
-from .config import ConfigError, RunConfig
+from .schema import ConfigError, RunConfig
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def model_problem(spec: str) -> str:
     """Why ``spec`` cannot be loaded here, or "" if it can."""
-    from .models.bundled import BUNDLED, PREFIX
-    from .models.tiny import TINY
+    from ..models.bundled import BUNDLED, PREFIX
+    from ..models.tiny import TINY
 
     if spec.startswith("tiny:"):
         return "" if spec[5:] in TINY else f"unknown tiny model {spec!r}; known: {', '.join('tiny:' + t for t in TINY)}"
@@ -56,7 +56,7 @@ def preflight(cfg: RunConfig) -> None:
     try:
         import faiss
 
-        from .retrieval.index import metric_type
+        from ..retrieval.index import metric_type
 
         faiss.index_factory(64, cfg.index.factory, metric_type(cfg.index.metric))
     except Exception as e:  # faiss raises RuntimeError with a C++ message
@@ -70,8 +70,8 @@ def preflight_index(ctx) -> None:
     import faiss
     import numpy as np
 
-    from .retrieval.index import build_index
-    from .stages.index import shard_partitions
+    from ..retrieval.index import build_index
+    from ..stages.index import shard_partitions
 
     cfg = ctx.cfg
     rows = {p["partition"]: p["rows"] for p in ctx.snapshot["partitions"]}
@@ -93,7 +93,7 @@ def encoder_dim(cfg: RunConfig) -> int:
     """The encoder's output dimension from its config (no weights loaded)."""
     import json
 
-    from .models.loading import resolve_model
+    from ..models.loading import resolve_model
 
     path = resolve_model(cfg.encoder.model).path
     # config.json's hidden_size when it has one: transformers' AutoConfig imports

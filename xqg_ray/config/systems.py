@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List
 
-from .config import SWEEP_PARAMS, EncoderConfig, RunConfig, SweepConfig, SystemConfig
+from .schema import SWEEP_PARAMS, EncoderConfig, RunConfig, SweepConfig, SystemConfig
 
 # The name of the `encoder` section among `encoders` (it names no directory).
 DEFAULT_ENCODER = ""
@@ -149,7 +149,7 @@ def validate_experiments(cfg: RunConfig) -> List[str]:
     if len(set(pnames)) != len(pnames) or "clean" in pnames:
         errs.append(f"perturbation names must be unique and not 'clean', got {pnames}")
     if cfg.perturbations:
-        from .evaluation.perturb import validate_spec
+        from ..evaluation.perturb import validate_spec
 
         for i, p in enumerate(cfg.perturbations):
             errs += validate_spec(p, where=f"perturbations[{i}]")

@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pyarrow as pa
 
-from .config import Pool, RayConfig, stage_pool
-from .errors import UserError, reraise_user_error
+from ..config import Pool, RayConfig, stage_pool
+from ..errors import UserError, reraise_user_error
 
 
 # The node id of the local cluster init_ray started in this process (None: none
@@ -300,10 +300,10 @@ class _IndexedRunner:
 
 
 def _user_error_class(name: str) -> type:
-    from .benchmark.build import BenchmarkError
-    from .config import ConfigError
-    from .benchmark.corpus import CorpusError
-    from .store.integrity import IntegrityError
+    from ..benchmark.build import BenchmarkError
+    from ..config import ConfigError
+    from ..benchmark.corpus import CorpusError
+    from ..store.integrity import IntegrityError
 
     return {c.__name__: c for c in (BenchmarkError, ConfigError, CorpusError, IntegrityError)}.get(name, UserError)
 
