@@ -151,9 +151,18 @@ def test_tsv_dpr_format(tmp_path: Path) -> None:
 
 def test_tsv_gz_with_docid_header(tmp_path: Path) -> None:
     path = tmp_path / "c.tsv.gz"
-    path.write_bytes(gzip.compress(b"docid\ttitle\ttext\textra\nx\tT\tsome text\t1\n"))
+    # the header names the columns (docid first, an extra column ignored); a
+    # reader that fell back to DPR's id/text/title order would swap them
+    path.write_bytes(gzip.compress(b"docid\ttitle\ttext\textra\nx\tT\tsome text\t1\ny2\tSecond\tmore text\t2\n"))
     read = read_corpus(S, str(path))
-    assert read.clean.to_pylist()[0]["text"] == "some text"
+    assert read.clean.to_pylist() == [
+        {"docid": "x", "id": 5395104992458594383, "title": "T", "text": "some text",
+         "content_hash": "afb3689a5a36998182634184a42ed73da07af43bd2910778ae7ff1cdd46162c0"},
+        {"docid": "y2", "id": 4910758430089296282, "title": "Second", "text": "more text",
+         "content_hash": "097f45fd173f0ba569559cfcaaca0fae80d7e4976a85d883b7233d6c84e690dd"},
+    ]
+    assert reasons(read) == []
+    check_accounting(read, expected_rows=2)
 
 
 def test_tsv_missing_column_and_header(tmp_path: Path) -> None:
