@@ -78,8 +78,10 @@ SYNTHETIC: Dict[str, str] = {
     ),
     "b.py": (
         "import os\n"  # no docstring; os is not part of the package
-        "from pkg.a import _helper, f\n"  # line 2: absolute, a private name from another module
-        "from ray._private import worker\n"  # line 3: private, but outside the package
+        "def g():\n"
+        "    from . import a\n"  # line 3: lazy, but line 4 makes the same hop eager
+        "from pkg.a import _helper, f\n"  # line 4: absolute, a private name from another module
+        "from ray._private import worker\n"  # line 5: private, but outside the package
     ),
     "sub/__init__.py": '"""Sub."""\n',
     "sub/c.py": (
@@ -115,7 +117,7 @@ def test_analyser_modules_packages_and_lines(synthetic) -> None:
         "sub": ["pkg/sub/__init__.py", "pkg/sub/c.py", "pkg/sub/d.py"],
     }
     assert {m.path: m.lines for m in synthetic.modules.values()} == {
-        "pkg/__init__.py": 2, "pkg/a.py": 11, "pkg/b.py": 3,
+        "pkg/__init__.py": 2, "pkg/a.py": 11, "pkg/b.py": 5,
         "pkg/sub/__init__.py": 1, "pkg/sub/c.py": 10, "pkg/sub/d.py": 2,
     }
     assert synthetic.undocumented() == ["pkg/b.py"]
@@ -126,7 +128,8 @@ def test_analyser_resolves_every_import_form(synthetic) -> None:
         ("pkg", "pkg.a", 2, "eager"),
         ("pkg.a", "pkg.b", 2, "eager"),
         ("pkg.a", "pkg.sub.c", 6, "lazy"),
-        ("pkg.b", "pkg.a", 2, "eager"),
+        ("pkg.b", "pkg.a", 3, "lazy"),
+        ("pkg.b", "pkg.a", 4, "eager"),
         ("pkg.sub.c", "pkg.a", 7, "typing"),
         ("pkg.sub.c", "pkg.b", 3, "eager"),
         ("pkg.sub.c", "pkg.sub.d", 4, "eager"),
@@ -136,28 +139,28 @@ def test_analyser_resolves_every_import_form(synthetic) -> None:
 
 def test_analyser_finds_every_cycle_with_its_weakest_import(synthetic) -> None:
     assert [(c.modules, c.kind, [(h.importer, h.line, h.kind) for h in c.hops]) for c in synthetic.cycles] == [
-        (("pkg.a", "pkg.b"), "eager", [("pkg.a", 2, "eager"), ("pkg.b", 2, "eager")]),
+        (("pkg.a", "pkg.b"), "eager", [("pkg.a", 2, "eager"), ("pkg.b", 4, "eager")]),
         (("pkg.a", "pkg.sub.c"), "typing", [("pkg.a", 6, "lazy"), ("pkg.sub.c", 7, "typing")]),
         (("pkg.a", "pkg.sub.c", "pkg.b"), "lazy",
-         [("pkg.a", 6, "lazy"), ("pkg.sub.c", 3, "eager"), ("pkg.b", 2, "eager")]),
+         [("pkg.a", 6, "lazy"), ("pkg.sub.c", 3, "eager"), ("pkg.b", 4, "eager")]),
     ]
     assert synthetic.cycles_truncated is False
 
 
 def test_analyser_finds_private_names_from_other_modules(synthetic) -> None:
     assert [(p.importer, p.line, p.source, p.name, p.internal) for p in synthetic.private_imports] == [
-        ("pkg.b", 2, "pkg.a", "_helper", True),
-        ("pkg.b", 3, "ray", "_private", False),
+        ("pkg.b", 4, "pkg.a", "_helper", True),
+        ("pkg.b", 5, "ray", "_private", False),
         ("pkg.sub.c", 9, "pkg.b", "_hidden", True),
     ]
 
 
 def test_analyser_text_and_json_reports(synthetic, tmp_path: Path, capsys) -> None:
     assert structure.to_text(synthetic).splitlines() == [
-        "pkg: 6 modules, 29 lines; 3 directly in pkg/ (at most 14)",
+        "pkg: 6 modules, 31 lines; 3 directly in pkg/ (at most 14)",
         "",
         "package      modules  lines  modules",
-        "(top)              3     16  __init__, a, b",
+        "(top)              3     18  __init__, a, b",
         "sub                3     13  __init__, c, d",
         "",
         "import cycles: 3 (1 eager, 2 through a lazy or typing import)",
@@ -166,9 +169,9 @@ def test_analyser_text_and_json_reports(synthetic, tmp_path: Path, capsys) -> No
         "  lazy   a [lazy :6] -> sub.c -> b -> a",
         "",
         "private names imported across modules: 2",
-        "  pkg/b.py:2  from a import _helper",
+        "  pkg/b.py:4  from a import _helper",
         "  pkg/sub/c.py:9  from b import _hidden",
-        "  (and from outside pkg, not counted: pkg/b.py:3 ray._private)",
+        "  (and from outside pkg, not counted: pkg/b.py:5 ray._private)",
         "",
         "modules without a docstring: 1",
         "  pkg/b.py",
@@ -177,7 +180,7 @@ def test_analyser_text_and_json_reports(synthetic, tmp_path: Path, capsys) -> No
     out = json.loads(capsys.readouterr().out)
     assert out["top_level_modules"] == ["__init__", "a", "b"]
     assert out["packages"] == {
-        "(top)": {"modules": ["__init__", "a", "b"], "lines": 16},
+        "(top)": {"modules": ["__init__", "a", "b"], "lines": 18},
         "sub": {"modules": ["__init__", "c", "d"], "lines": 13},
     }
     assert [c["modules"] for c in out["cycles"]] == [["pkg.a", "pkg.b"], ["pkg.a", "pkg.sub.c"], ["pkg.a", "pkg.sub.c", "pkg.b"]]
