@@ -216,3 +216,5 @@ def test_an_invalid_spec_is_refused_by_the_functions():
     # The spec's messages are tested in test_validation.py; here, that the functions check it.
     with pytest.raises(UserError, match="kind"):
         perturb_text("abc", "en", PerturbationConfig("p", "nope", 0.1), "q")
+    with pytest.raises(UserError, match=r"^perturbation.rate=1.5: must be a number in \[0, 1\]$"):
+        perturb_table(pa.table({"qid": ["q"], "lang": ["en"], "text": ["abc"]}), PerturbationConfig("p", "drop", 1.5))
