@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from xqg_ray.config import PERTURBATION_KINDS, PerturbationConfig
 from xqg_ray.errors import UserError
 from xqg_ray.evaluation.perturb import (
-    KINDS, PerturbSpec, apply_noise, graphemes, keyboard_neighbours, perturb_table,
-    perturb_text, script_of, split_words, validate_spec,
+    apply_noise, graphemes, keyboard_neighbours, perturb_table,
+    perturb_text, script_of, split_words,
 )
 
 
@@ -124,20 +125,20 @@ def test_exact_word_edit_counts(rate, k):
 def test_rounding_is_half_up_and_zero_rate_is_identity():
     assert apply_noise("ab", "en", "drop", 0.25, rng())[1] == 1  # 0.5 -> 1, not banker's 0
     assert apply_noise("abcd", "en", "keyboard", 0.1, rng())[1] == 0  # 0.4 -> 0
-    for kind in KINDS:
+    for kind in PERTURBATION_KINDS:
         assert apply_noise("Where is Paris?", "en", kind, 0.0, rng()) == ("Where is Paris?", 0)
 
 
 def test_never_empty():
-    for kind in KINDS:
+    for kind in PERTURBATION_KINDS:
         rate = 0.5 if kind in ("swap", "word_order") else 1.0
         for text in ("a", "北", "ก", "क्ष", "x?"):
-            out = perturb_text(text, "xx", PerturbSpec("p", kind, rate, 3), "q")
+            out = perturb_text(text, "xx", PerturbationConfig("p", kind, rate, 3), "q")
             assert any(unicodedata.category(c)[0] == "L" for c in out), (kind, text, out)
-    assert perturb_text("a", "en", PerturbSpec("p", "drop", 1.0), "q") == "a"
-    assert perturb_text("北京", "zh", PerturbSpec("p", "word_drop", 1.0), "q") in ("北", "京")
-    assert perturb_text("", "en", PerturbSpec("p", "drop", 1.0), "q") == ""
-    assert perturb_text("123 ?", "en", PerturbSpec("p", "char", 1.0), "q") == "123 ?"  # no letters
+    assert perturb_text("a", "en", PerturbationConfig("p", "drop", 1.0), "q") == "a"
+    assert perturb_text("北京", "zh", PerturbationConfig("p", "word_drop", 1.0), "q") in ("北", "京")
+    assert perturb_text("", "en", PerturbationConfig("p", "drop", 1.0), "q") == ""
+    assert perturb_text("123 ?", "en", PerturbationConfig("p", "char", 1.0), "q") == "123 ?"  # no letters
 
 
 # ---------------------------------------------------------------- multi-byte scripts
@@ -151,7 +152,7 @@ SCRIPT_TEXTS = {
 
 
 @pytest.mark.parametrize("lang", sorted(SCRIPT_TEXTS))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PERTURBATION_KINDS)
 def test_multibyte_scripts_stay_valid(lang, kind):
     text = SCRIPT_TEXTS[lang]
     rate = 0.2
@@ -181,15 +182,15 @@ def test_script_table_fallback_stays_in_script():
 
 def test_seeded_deterministic_and_seed_sensitive():
     text = latin_text(200, seed=4)
-    for kind in KINDS:
-        spec = PerturbSpec("p", kind, 0.2, seed=11)
+    for kind in PERTURBATION_KINDS:
+        spec = PerturbationConfig("p", kind, 0.2, seed=11)
         a = perturb_text(text, "en", spec, "q7")
         assert a == perturb_text(text, "en", spec, "q7") != text
-        assert perturb_text(text, "en", PerturbSpec("p", kind, 0.2, seed=12), "q7") != a
+        assert perturb_text(text, "en", PerturbationConfig("p", kind, 0.2, seed=12), "q7") != a
         assert perturb_text(text, "en", spec, "q8") != a
     # The name is a label only: two specs differing only by name agree.
-    assert perturb_text(text, "en", PerturbSpec("a", "char", 0.1, 1), "q") == \
-        perturb_text(text, "en", PerturbSpec("b", "char", 0.1, 1), "q")
+    assert perturb_text(text, "en", PerturbationConfig("a", "char", 0.1, 1), "q") == \
+        perturb_text(text, "en", PerturbationConfig("b", "char", 0.1, 1), "q")
 
 
 def test_perturb_table_keeps_rows_and_is_order_independent():
@@ -198,7 +199,7 @@ def test_perturb_table_keeps_rows_and_is_order_independent():
     langs = ["en", "zh", "en", "th", "ru", "en"]
     t = pa.table({"qid": qids, "lang": langs, "text": pa.array(texts, pa.large_string()),
                   "answers": [[str(i)] for i in range(6)]})
-    spec = PerturbSpec("noisy", "char", 0.3, seed=2)
+    spec = PerturbationConfig("noisy", "char", 0.3, seed=2)
     out = perturb_table(t, spec)
     assert out.schema == t.schema
     assert out["qid"].to_pylist() == qids and out["answers"].equals(t["answers"])
@@ -211,16 +212,9 @@ def test_perturb_table_keeps_rows_and_is_order_independent():
         perturb_table(t.drop(["text"]), spec)
 
 
-def test_validate_spec_messages():
-    assert validate_spec(PerturbSpec("typo10", "char", 0.1, 0)) == []
-    errs = validate_spec(PerturbSpec("bad name", "typo", 1.5, -1), where="perturbations[0]")
-    assert errs == [
-        "perturbations[0].name='bad name': use letters, digits, '-', '_' and '.' (it names files)",
-        "perturbations[0].kind='typo': use one of swap, drop, insert, keyboard, char, word_order, word_drop",
-        "perturbations[0].rate=1.5: must be a number in [0, 1]",
-        "perturbations[0].seed=-1: must be an integer >= 0",
-    ]
-    assert validate_spec(PerturbSpec("s", "swap", 0.6)) == [
-        "perturbation.rate=0.6: swap swaps pairs, so the rate must be <= 0.5"]
+def test_an_invalid_spec_is_refused_by_the_functions():
+    # The spec's messages are tested in test_validation.py; here, that the functions check it.
     with pytest.raises(UserError, match="kind"):
-        perturb_text("abc", "en", PerturbSpec("p", "nope", 0.1), "q")
+        perturb_text("abc", "en", PerturbationConfig("p", "nope", 0.1), "q")
+    with pytest.raises(UserError, match=r"^perturbation.rate=1.5: must be a number in \[0, 1\]$"):
+        perturb_table(pa.table({"qid": ["q"], "lang": ["en"], "text": ["abc"]}), PerturbationConfig("p", "drop", 1.5))

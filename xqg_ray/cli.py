@@ -10,7 +10,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .config import load_config
+from .config import load_config, redact
 from .errors import user_error
 
 
@@ -109,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         found = user_error(e)
         if found is None:
             raise
-        print(f"xqg-ray: {found}", file=sys.stderr)
+        # Messages quote paths, URLs and overrides: no credential in them reaches the terminal or a log.
+        print(f"xqg-ray: {redact(str(found))}", file=sys.stderr)
         return 2
     return 0
 

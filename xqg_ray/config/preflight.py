@@ -1,9 +1,10 @@
-"""Checks of every setting that would otherwise fail late, run before any work starts.
+"""Checks that need a model's files, FAISS or the corpus, run before the work they protect.
 
-A model spec that cannot be loaded, an index factory FAISS cannot build or
-train on the data, a zero batch size: each is a one-line :class:`ConfigError`
+A model spec that cannot be loaded (the `encoder` section, every `encoders`
+entry, every generator), an index factory FAISS cannot build or train on the
+data, more shards than passages: each is a one-line :class:`ConfigError`
 naming the key to change, in seconds, instead of a traceback from a Ray actor
-minutes into the run.
+minutes into the run.  The static checks are in ``validate.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 import re
 from typing import List
 
-from .schema import ConfigError, RunConfig
+from .schema import GENERATING_KINDS, ConfigError, EncoderConfig, RunConfig
+from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, encoders_used
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -46,9 +48,10 @@ def model_problem(spec: str) -> str:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Model specs and the index factory, checked before Ray starts."""
+    """Every encoder's and generator's model spec and the index factory, checked before Ray starts."""
     errs: List[str] = []
-    specs = [("encoder.model", cfg.encoder.model)] + [(f"generators.{n}.model", g.model) for n, g in cfg.generators.items() if g.kind != "provided"]
+    specs = [(f"{encoder_key(n)}.model", e.model) for n, e in all_encoders(cfg).items()]
+    specs += [(f"generators.{n}.model", g.model) for n, g in cfg.generators.items() if g.kind in GENERATING_KINDS]
     for where, spec in specs:
         why = model_problem(spec)
         if why:
@@ -66,7 +69,8 @@ def preflight(cfg: RunConfig) -> None:
 
 
 def preflight_index(ctx) -> None:
-    """The index factory can be built for the encoder's dimension and trained on the smallest shard."""
+    """After the benchmark stage, before generation: every shard gets passages, and the index factory
+    can be built for each encoder's dimension and trained on the smallest shard."""
     import faiss
     import numpy as np
 
@@ -75,27 +79,34 @@ def preflight_index(ctx) -> None:
 
     cfg = ctx.cfg
     rows = {p["partition"]: p["rows"] for p in ctx.snapshot["partitions"]}
+    passages = sum(rows.values())
+    if cfg.index.num_shards > passages:
+        raise ConfigError(f"index.num_shards={cfg.index.num_shards} is more than the corpus's {passages} passages: "
+                          f"a shard needs passages, so use at most {passages} shards")
     smallest = min(sum(rows[p] for p in parts) for parts in shard_partitions(ctx.snapshot["num_partitions"], cfg.index.num_shards))
-    dim = encoder_dim(cfg)
     n = min(smallest, 20_000)
-    x = np.random.default_rng(0).normal(size=(n, dim)).astype("float32")
-    try:
-        faiss.index_factory(dim, cfg.index.factory)
-        build_index(x, np.arange(n, dtype=np.int64), dim, cfg.index.factory, cfg.index.metric)
-    except Exception as e:
-        raise ConfigError(
-            f"index.factory={cfg.index.factory!r} cannot be built or trained on the smallest shard ({smallest} passages, dim {dim}): "
-            f"{str(e).splitlines()[0][:160]}; use fewer index.num_shards, a smaller nlist, or Flat"
-        ) from None
+    for name in encoders_used(cfg):
+        dim = encoder_dim(all_encoders(cfg)[name])
+        x = np.random.default_rng(0).normal(size=(n, dim)).astype("float32")
+        # The default encoder's message says nothing more: it is the only one most configs have.
+        of = "" if name == DEFAULT_ENCODER else f" for {encoder_key(name)}"
+        try:
+            faiss.index_factory(dim, cfg.index.factory)
+            build_index(x, np.arange(n, dtype=np.int64), dim, cfg.index.factory, cfg.index.metric)
+        except Exception as e:
+            raise ConfigError(
+                f"index.factory={cfg.index.factory!r} cannot be built or trained on the smallest shard ({smallest} passages, dim {dim}){of}: "
+                f"{str(e).splitlines()[0][:160]}; use fewer index.num_shards, a smaller nlist, or Flat"
+            ) from None
 
 
-def encoder_dim(cfg: RunConfig) -> int:
-    """The encoder's output dimension from its config (no weights loaded)."""
+def encoder_dim(enc: EncoderConfig) -> int:
+    """An encoder's output dimension from its model's config (no weights loaded)."""
     import json
 
     from ..models.loading import resolve_model
 
-    path = resolve_model(cfg.encoder.model).path
+    path = resolve_model(enc.model).path
     # config.json's hidden_size when it has one: transformers' AutoConfig imports
     # torch, seconds of the driver's start-up for one number.
     cfg_file = os.path.join(path, "config.json")

@@ -1,18 +1,17 @@
-"""One typed configuration for every xqg-ray command.
+"""The configuration's schema: one dataclass per section, and every choice list.
 
-Dataclasses are turned into an OmegaConf structured config, merged with a YAML
-file and dotlist overrides.  Unknown keys are errors (structured configs are
-closed), and :func:`validate` checks the cross-field rules before any heavy
-work starts, with messages that say what to change.
+Dataclasses are turned into an OmegaConf structured config (``load.py``), so
+unknown keys and wrong types are errors.  The tuples below are the only place
+a choice list is written: the checks in ``validate.py`` and their messages use
+them, and so should any module that branches on a choice.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from ..errors import UserError
 
@@ -37,8 +36,31 @@ LANGUAGE_NAMES: Dict[str, str] = {
     "zh": "Chinese",
 }
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+# ---------------------------------------------------------------- choices
 
+BENCHMARK_KINDS = ("xquad", "xor-tydi", "files")
+# The kinds that read benchmark.corpus and benchmark.queries.
+FILE_BENCHMARK_KINDS = ("xor-tydi", "files")
+CORPUS_FORMATS = ("auto", "jsonl", "tsv", "parquet")  # auto = by file extension
+POOLINGS = ("cls", "mean")
+# auto = bfloat16 on CUDA, float32 on CPU (where half-precision matmuls are slow or missing).
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# Generators that run a model; "provided" reads a table of queries instead.
+GENERATING_KINDS = ("seq2seq", "causal")
+PROVIDED_KIND = "provided"
+GENERATOR_KINDS = GENERATING_KINDS + (PROVIDED_KIND,)
+AGGREGATIONS = ("sum", "mean")  # sum is the paper's
+INDEX_METRICS = ("ip", "l2")
+# Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
+# and the kinds whose edits take two units each (a rate above 0.5 cannot be met).
+CHAR_KINDS = ("swap", "drop", "insert", "keyboard", "char")
+WORD_KINDS = ("word_order", "word_drop")
+PERTURBATION_KINDS = CHAR_KINDS + WORD_KINDS
+PAIR_KINDS = ("swap", "word_order")
+# The unperturbed test questions' query set: no perturbation may take its name.
+CLEAN_QUERY_SET = "clean"
+
+# The credential fields of `storage`: masked wherever the config is saved or shown.
 SECRET_KEYS = ("access_key", "secret_key", "session_token")
 
 
@@ -58,7 +80,7 @@ class StorageConfig:
 class BenchmarkConfig:
     """Which benchmark to prepare (written under ``{output_dir}/benchmark``)."""
 
-    kind: str = "xquad"  # xquad | xor-tydi | files
+    kind: str = "xquad"  # one of BENCHMARK_KINDS
     # xquad: a directory holding xquad/ and squad-v1.1-dev/ (or the public URL root).
     source: str = "../shared/datasets"
     # xor-tydi / files: the passage file (TSV/JSONL/Parquet) and the question file.
@@ -85,23 +107,22 @@ class CorpusConfig:
     num_partitions: int = 32
     # Uncompressed JSONL/TSV files are read in byte ranges of this size (one Ray Data block each).
     read_chunk_mb: int = 64
-    format: str = "auto"  # auto (by extension) | jsonl | tsv | parquet
+    format: str = "auto"  # one of CORPUS_FORMATS
 
 
 @dataclass
 class EncoderConfig:
-    """The one shared encoder for passages, generated queries and test queries."""
+    """An encoder for passages, generated queries and test queries (the `encoder` section or an `encoders` entry)."""
 
     model: str = "bundled:multilingual-e5-small"  # bundled:NAME, hub id or local path
-    pooling: str = "cls"  # cls | mean
+    pooling: str = "cls"  # one of POOLINGS
     normalize: bool = False
     query_prefix: str = ""
     passage_prefix: str = ""
     passage_template: str = "{title} {text}"
     max_query_length: int = 64
     max_passage_length: int = 256
-    # auto = bfloat16 on CUDA, float32 on CPU (where half-precision matmuls are slow or missing).
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    dtype: str = "auto"  # one of DTYPES
     batch_size: int = 32
 
 
@@ -109,7 +130,7 @@ class EncoderConfig:
 class GeneratorConfig:
     """A query source for augmentation."""
 
-    kind: str = "seq2seq"  # seq2seq | causal | provided
+    kind: str = "seq2seq"  # one of GENERATOR_KINDS
     model: str = ""  # bundled:NAME, hub id or local path (seq2seq/causal)
     gguf_file: str = ""  # GGUF weights inside `model` (transformers gguf_file=)
     languages: List[str] = field(default_factory=lambda: ["ar", "bn", "fi", "ja", "ko", "ru", "te"])
@@ -125,7 +146,7 @@ class GeneratorConfig:
     # means the held-out human questions written by the benchmark stage.
     path: str = ""
     batch_size: int = 8
-    dtype: str = "auto"  # auto | float32 | float16 | bfloat16 (as encoder.dtype)
+    dtype: str = "auto"  # one of DTYPES (as encoder.dtype)
     seed: int = 0
 
 
@@ -153,7 +174,7 @@ class SystemConfig:
     generator: str = ""  # key in `generators`; empty = baseline E(p)
     encoder: str = ""  # key in `encoders`; empty = the `encoder` section
     alpha: float = 0.01
-    aggregation: str = "sum"  # sum (the paper) | mean
+    aggregation: str = "sum"  # one of AGGREGATIONS
     # Use only the first n queries per language (0 = all): the "more queries?" question.
     n: int = 0
     # sum with unequal query counts per passage is unfair (see README); refuse by default.
@@ -168,10 +189,13 @@ class SystemConfig:
 
 @dataclass
 class PerturbationConfig:
-    """A seeded perturbation of the test questions: its own query set, encoded once, run on every system."""
+    """A seeded perturbation of the test questions: its own query set, encoded once, run on every system.
+
+    Also the spec the functions of ``evaluation/perturb.py`` take.
+    """
 
     name: str = MISSING
-    # swap | drop | insert | keyboard | char (a mix of the four) | word_order | word_drop
+    # One of PERTURBATION_KINDS; char is a mix of the four single-character edits.
     kind: str = "char"
     rate: float = 0.1  # fraction of characters (or words) edited, exact on long inputs
     seed: int = 0
@@ -181,7 +205,7 @@ class PerturbationConfig:
 class IndexConfig:
     num_shards: int = 2
     factory: str = "Flat"  # any faiss index_factory string
-    metric: str = "ip"  # ip | l2
+    metric: str = "ip"  # one of INDEX_METRICS
 
 
 @dataclass
@@ -289,93 +313,3 @@ class RunConfig:
 
 class ConfigError(UserError):
     """A configuration that cannot run; the message says what to change."""
-
-
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Schema <- YAML file <- dotlist overrides, validated.  Returns a typed RunConfig."""
-    cfg = OmegaConf.structured(RunConfig)
-    try:
-        if path:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except Exception as e:  # omegaconf raises several types; one message for the user
-        raise ConfigError(f"invalid configuration ({path or 'defaults'}): {e}") from e
-    obj: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(obj)
-    from .systems import expand_sweeps
-
-    return expand_sweeps(obj)
-
-
-def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that the schema cannot express."""
-    errs: List[str] = []
-    if cfg.benchmark.kind not in ("xquad", "xor-tydi", "files"):
-        errs.append(f"benchmark.kind={cfg.benchmark.kind!r}: use xquad, xor-tydi or files")
-    if cfg.benchmark.kind in ("xor-tydi", "files") and not (cfg.benchmark.corpus and cfg.benchmark.queries):
-        errs.append(f"benchmark.kind={cfg.benchmark.kind} needs benchmark.corpus and benchmark.queries")
-    if not 0.0 <= cfg.benchmark.heldout_fraction < 1.0:
-        errs.append("benchmark.heldout_fraction must be in [0, 1)")
-    if cfg.encoder.pooling not in ("cls", "mean"):
-        errs.append(f"encoder.pooling={cfg.encoder.pooling!r}: use cls or mean")
-    for where, dt in (("encoder", cfg.encoder.dtype), *((f"generators.{n}", g.dtype) for n, g in cfg.generators.items())):
-        if dt not in DTYPES:
-            errs.append(f"{where}.dtype={dt!r}: use one of {', '.join(DTYPES)}")
-    for name, g in cfg.generators.items():
-        where = f"generators.{name}"
-        if g.kind not in ("seq2seq", "causal", "provided"):
-            errs.append(f"{where}.kind={g.kind!r}: use seq2seq, causal or provided")
-        if g.kind in ("seq2seq", "causal") and not g.model:
-            errs.append(f"{where}.model is empty: give bundled:NAME, a hub id or a local path")
-        if g.kind == "provided" and not g.path:
-            errs.append(f"{where}.path is empty: give a table with docid, lang, text")
-        if g.kind != "provided":
-            if g.n_per_language < 1:
-                errs.append(f"{where}.n_per_language must be >= 1")
-            if not g.languages:
-                errs.append(f"{where}.languages is empty")
-            bad = [lang for lang in g.languages if lang not in LANGUAGE_NAMES]
-            if bad:
-                errs.append(f"{where}.languages has unknown codes {bad}; known: {sorted(LANGUAGE_NAMES)}")
-            if g.top_k < 1 or g.max_new_tokens < 1:
-                errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
-    from .systems import validate_experiments
-
-    errs += validate_experiments(cfg)
-    for key, v in (("encoder.batch_size", cfg.encoder.batch_size), ("search.query_batch_size", cfg.search.query_batch_size),
-                   ("corpus.num_partitions", cfg.corpus.num_partitions), ("corpus.read_chunk_mb", cfg.corpus.read_chunk_mb),
-                   *((f"generators.{n}.batch_size", g.batch_size) for n, g in cfg.generators.items())):
-        if v < 1:
-            errs.append(f"{key}={v}: must be >= 1")
-    if cfg.corpus.format not in ("auto", "jsonl", "tsv", "parquet"):
-        errs.append(f"corpus.format={cfg.corpus.format!r}: use auto, jsonl, tsv or parquet")
-    if cfg.index.num_shards < 1:
-        errs.append("index.num_shards must be >= 1")
-    if cfg.index.metric not in ("ip", "l2"):
-        errs.append("index.metric must be ip or l2")
-    if cfg.search.top_k < max([20, cfg.eval.mrr_k] + list(cfg.eval.recall_k)):
-        errs.append("search.top_k must cover eval.recall_k and eval.mrr_k (and 20 for Recall@20)")
-    for stage in POOL_STAGES:
-        pl = stage_pool(cfg.ray, stage)
-        if pl.num_cpus <= 0 or pl.num_gpus < 0 or pl.min_actors < 1 or pl.max_actors < pl.min_actors:
-            errs.append(f"ray.{stage} (or ray.actor_*): num_cpus > 0, num_gpus >= 0 and 1 <= min_actors <= max_actors")
-        if pl.num_gpus > 1 and pl.num_gpus != int(pl.num_gpus):
-            errs.append(f"ray.{stage}.num_gpus={pl.num_gpus}: fractions are for sharing one GPU; use a whole number above 1")
-    if errs:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errs))
-
-
-def to_yaml(cfg: RunConfig, redact: bool = True) -> str:
-    """The resolved config as YAML, with secrets replaced by '***'."""
-    c = copy.deepcopy(cfg)
-    if redact:
-        for k in SECRET_KEYS:
-            if getattr(c.storage, k):
-                setattr(c.storage, k, "***")
-    return OmegaConf.to_yaml(OmegaConf.structured(c))
-
-
-def section_dict(obj: Any) -> Any:
-    """A plain dict/list copy of a config section (for fingerprints and manifests)."""
-    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)

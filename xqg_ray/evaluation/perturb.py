@@ -39,54 +39,19 @@ from __future__ import annotations
 import bisect
 import math
 import unicodedata
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from ..config import CHAR_KINDS, PERTURBATION_KINDS, WORD_KINDS, PerturbationConfig, perturbation_problems
 from ..errors import UserError
 from ..ids import seed_for
-
-CHAR_KINDS = ("swap", "drop", "insert", "keyboard", "char")
-WORD_KINDS = ("word_order", "word_drop")
-KINDS = CHAR_KINDS + WORD_KINDS
-# Kinds whose edits consume two units each: above 0.5 the count cannot be met.
-_PAIR_KINDS = ("swap", "word_order")
 
 
 class PerturbError(UserError):
     """A perturbation spec or query table the user must fix."""
-
-
-@dataclass(frozen=True)
-class PerturbSpec:
-    """One named perturbation of the test queries (a config entry)."""
-
-    name: str
-    kind: str
-    rate: float
-    seed: int = 0
-
-
-def validate_spec(spec: PerturbSpec, where: str = "perturbation") -> list[str]:
-    """One-line problems with ``spec`` (empty when it is usable)."""
-    errs: list[str] = []
-    name = spec.name if isinstance(spec.name, str) else ""
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        errs.append(f"{where}.name={spec.name!r}: use letters, digits, '-', '_' and '.' (it names files)")
-    if spec.kind not in KINDS:
-        errs.append(f"{where}.kind={spec.kind!r}: use one of {', '.join(KINDS)}")
-    rate = spec.rate
-    number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
-    if not number or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
-        errs.append(f"{where}.rate={rate!r}: must be a number in [0, 1]")
-    elif spec.kind in _PAIR_KINDS and rate > 0.5:
-        errs.append(f"{where}.rate={rate!r}: {spec.kind} swaps pairs, so the rate must be <= 0.5")
-    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or spec.seed < 0:
-        errs.append(f"{where}.seed={spec.seed!r}: must be an integer >= 0")
-    return errs
 
 
 # ------------------------------------------------------------------ Unicode
@@ -363,27 +328,28 @@ def apply_noise(text: str, lang: str, kind: str, rate: float, rng: np.random.Gen
         return _word_noise(text, kind, rate, rng)
     if kind in CHAR_KINDS:
         return _char_noise(text, lang, kind, rate, rng)
-    raise PerturbError(f"unknown perturbation kind {kind!r}: use one of {', '.join(KINDS)}")
+    raise PerturbError(f"unknown perturbation kind {kind!r}: use one of {', '.join(PERTURBATION_KINDS)}")
 
 
-def _check(spec: PerturbSpec) -> None:
-    errs = validate_spec(spec)
+def _check(spec: PerturbationConfig) -> None:
+    # Specs built in code skip the config's validation: checked here too.
+    errs = perturbation_problems(spec)
     if errs:
         raise PerturbError("; ".join(errs))
 
 
-def query_rng(spec: PerturbSpec, qid: str) -> np.random.Generator:
+def query_rng(spec: PerturbationConfig, qid: str) -> np.random.Generator:
     """The generator for one query: a stable hash of (seed, qid, kind, rate), not Python's hash()."""
     return np.random.default_rng(seed_for("perturb", spec.seed, qid, spec.kind, repr(float(spec.rate))))
 
 
-def perturb_text(text: str, lang: str, spec: PerturbSpec, qid: str) -> str:
+def perturb_text(text: str, lang: str, spec: PerturbationConfig, qid: str) -> str:
     """The perturbed ``text`` of query ``qid`` (deterministic in spec.seed, qid, kind, rate)."""
     _check(spec)
     return apply_noise(text, lang, spec.kind, float(spec.rate), query_rng(spec, qid))[0]
 
 
-def perturb_table(table: pa.Table, spec: PerturbSpec) -> pa.Table:
+def perturb_table(table: pa.Table, spec: PerturbationConfig) -> pa.Table:
     """``table`` (qid, lang, text, any other columns) with ``text`` perturbed row by row.
 
     Same rows, order and other columns; null texts stay null.
