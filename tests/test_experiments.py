@@ -150,10 +150,11 @@ def test_perturbed_query_sets_are_encoded_once_and_run_on_every_system(exp):
     typos = pq.read_table(out / qm["sets"]["typos"]["file"])
     assert typos["qid"].to_pylist() == clean["qid"].to_pylist() and typos["lang"].to_pylist() == clean["lang"].to_pylist()
     # Exactly the pure function's output on the benchmark's questions, and a real change.
-    from xqg_ray.evaluation.perturb import PerturbSpec, perturb_table
+    from xqg_ray.config import PerturbationConfig
+    from xqg_ray.evaluation.perturb import perturb_table
 
     bench = pq.read_table(out / current(out, "benchmark")["files"]["queries"]["file"])
-    expected = perturb_table(bench.select(["qid", "lang", "text"]), PerturbSpec("typos", "char", 0.2, 1))
+    expected = perturb_table(bench.select(["qid", "lang", "text"]), PerturbationConfig("typos", "char", 0.2, 1))
     assert typos["text"].to_pylist() == expected["text"].to_pylist()
     changed = sum(a != b for a, b in zip(clean["text"].to_pylist(), typos["text"].to_pylist()))
     assert changed == clean.num_rows  # rate 0.2 edits every question of this length

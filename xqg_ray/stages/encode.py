@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..arrow_utils import vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
-from ..config import EncoderConfig, StorageConfig, section_dict
+from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
 from ..runtime.units import UnitRunner, iter_progress, run_units
@@ -167,9 +167,9 @@ class EncodePartition(UnitRunner):
     def _queries(self, u: Dict[str, Any]) -> Dict[str, Any]:
         q = read_table_verified(self.storage, self.root, u["queries"], ["qid", "lang", "text"], where="the benchmark manifest")
         if u["perturbation"] is not None:
-            from ..evaluation.perturb import PerturbSpec, perturb_table
+            from ..evaluation.perturb import perturb_table
 
-            q = perturb_table(q, PerturbSpec(**u["perturbation"]))
+            q = perturb_table(q, PerturbationConfig(**u["perturbation"]))
         vecs = self.encoder.encode(q["text"].to_pylist(), "query")
         t = pa.table({"qid": q["qid"], "lang": q["lang"], "text": q["text"], "vector": vectors_to_arrow(vecs)}, schema=query_vectors_schema(self.encoder.dim))
         rec = write_table_committed(self.storage, self.root, u["out"], t)
