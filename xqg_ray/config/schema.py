@@ -86,6 +86,9 @@ class CorpusConfig:
     # Uncompressed JSONL/TSV files are read in byte ranges of this size (one Ray Data block each).
     read_chunk_mb: int = 64
     format: str = "auto"  # auto (by extension) | jsonl | tsv | parquet
+    # A passage whose text is longer is quarantined with its length: a dump's
+    # whole-book or broken-markup row would otherwise be truncated unseen by the encoder.
+    max_passage_chars: int = 100000
 
 
 @dataclass
