@@ -118,3 +118,24 @@ def test_unknown_models_and_bad_factories_fail_before_any_work(tmp_path, ray_loc
     with pytest.raises(ConfigError, match=r"index.factory='IVF64,Flat' cannot be built or trained on the smallest shard \(\d+ passages, dim 32\)"):
         run(load_config(SMOKE, [*base, f"output_dir={out}", "index.factory=IVF64,Flat"]))
     assert (out / "benchmark" / "current.json").exists() and not (out / "generated").exists()  # before generation
+
+
+def test_overlong_passage_and_string_answers_are_set_aside(tmp_path, ray_local):
+    """A 100,001-character passage (corpus.max_passage_chars=100000) and "answers": "x" (not a list)."""
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"docid": "a", "title": "A", "text": "Ada wrote the first program."},
+            {"docid": "big", "title": "B", "text": "b" * 100_001},
+            {"docid": "edge", "title": "E", "text": "e" * 100_000}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qs = [_q(), _q("q2", "de", "Was?", answers="x"), _q("q3", "de", "Wie?", answers=None), _q("q4", "de", "Wo?", answers=[])]
+    m, t = prepare_tables(_files(corpus, _queries(tmp_path / "q.jsonl", qs)), tmp_path / "out")
+    assert sorted(t["corpus"]["docid"].to_pylist()) == ["a", "edge"]
+    assert [(r["source"], r["line"], r["docid"], r["reason"]) for r in t["quarantine"].to_pylist()] == [
+        (str(tmp_path / "q.jsonl"), 2, "a", "answers is not a list of strings (str)"),
+        (str(corpus), 2, "big", "text too long (100001 characters > corpus.max_passage_chars=100000)"),
+    ]
+    snap = json.loads((tmp_path / "out" / m["snapshot_file"]).read_text())
+    assert snap["rows"]["read"] == 3 == snap["rows"]["kept"] + snap["rows"]["quarantined"]
+    # no answers field and an empty list are still fine: retrieval needs no answers
+    assert t["queries"]["qid"].to_pylist() == ["q1", "q3", "q4"] and t["queries"]["answers"].to_pylist() == [["Ada"], [], []]
+    assert m["counts"]["quarantined"] == 2

@@ -256,3 +256,52 @@ def test_nothing_quarantined_gives_empty_table_with_schema(tmp_path: Path) -> No
     read = read_corpus(S, str(path))
     assert read.quarantine.num_rows == 0
     assert read.quarantine.schema.equals(QUARANTINE_SCHEMA)
+
+
+# -- passage length and broken .gz --------------------------------------------
+def test_passage_over_max_chars_is_quarantined_with_its_length(tmp_path: Path) -> None:
+    lines = [{"docid": "fits", "title": "t", "text": "x" * 100_000}, {"docid": "long", "title": "t", "text": "y" * 100_001},
+             {"docid": "z", "title": "t", "text": "short"}]
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    read = read_corpus(S, str(path))
+    assert read.clean.column("docid").to_pylist() == ["fits", "z"]
+    assert reasons(read) == [(2, "long", "text too long (100001 characters > corpus.max_passage_chars=100000)")]
+    check_accounting(read, 3)
+    tight = read_corpus(S, str(path), max_passage_chars=5)
+    assert reasons(tight) == [(1, "fits", "text too long (100000 characters > corpus.max_passage_chars=5)"),
+                              (2, "long", "text too long (100001 characters > corpus.max_passage_chars=5)")]
+    assert tight.clean.column("docid").to_pylist() == ["z"]
+    check_accounting(tight, 3)
+    # the same rule for in-memory passages (the XQuAD paragraphs)
+    mem = collect_passages([("mem", 1, "m", "t", "abcdef"), ("mem", 2, "n", "t", "abc")], max_passage_chars=3)
+    assert reasons(mem) == [(1, "m", "text too long (6 characters > corpus.max_passage_chars=3)")]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_max_passage_chars_below_one_is_refused(tmp_path: Path, limit: int) -> None:
+    path = write_lines(tmp_path / "c.jsonl", [{"docid": "a", "title": "t", "text": "x"}])
+    with pytest.raises(CorpusError, match=rf"^corpus.max_passage_chars={limit}: must be an integer >= 1 \(default 100000\)$"):
+        read_corpus(S, str(path), max_passage_chars=limit)
+
+
+def truncated_gz(path: Path, body: bytes) -> Path:
+    """``body`` gzipped, cut in the middle of its compressed stream."""
+    data = gzip.compress(body)
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+TRUNCATED = ": the .gz file is truncated or corrupt (Truncated compressed stream); download or compress it again (gzip -t FILE checks a copy)"
+
+
+def test_truncated_gz_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    rows = b"".join(b'{"docid": "d%d", "title": "t", "text": "passage number %d"}\n' % (i, i) for i in range(500))
+    jl = truncated_gz(tmp_path / "c.jsonl.gz", rows)
+    with pytest.raises(CorpusError) as e:
+        read_corpus(S, str(jl))
+    assert str(e.value) == f"{jl}{TRUNCATED}"
+    # a TSV's header is read first, on its own: the same error there
+    tsv = truncated_gz(tmp_path / "d.tsv.gz", b"id\ttitle\ttext\n" + b"".join(b"d%d\tt\ttext %d\n" % (i, i) for i in range(500)))
+    with pytest.raises(CorpusError) as e:
+        read_corpus(S, str(tsv))
+    assert str(e.value) == f"{tsv}{TRUNCATED}"

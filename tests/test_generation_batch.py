@@ -184,3 +184,44 @@ def test_empty_outputs_are_resampled_with_new_seeds(tiny_models, monkeypatch):
     assert res[0][1] == 0 and len(res[0][0]) == 4 and res[1] == gen.generate(*ROWS[1])
     monkeypatch.setattr(gen, "_run", lambda prompts: [[""] * len(p.seeds) for p in prompts])
     assert gen.generate_many(ROWS[:1]) == [([], 4)]  # still empty after RETRY_ROUNDS: failed slots
+
+
+# ------------------------------------------------------------------ cache API
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_decoding_raises_no_transformers_deprecation(tiny_models, kind, monkeypatch):
+    """The KV cache goes in under the name the installed forward reads: no FutureWarning, same samples."""
+    import warnings
+
+    import transformers
+
+    gen = _gen(tiny_models, kind)
+    assert decoding.cache_kwargs(gen.model, "C") == {"cache": "C"}  # transformers 5.24 renamed past_key_values
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        got = gen.generate_many(ROWS[:3])
+    assert [f for _, f in got] == [0, 0, 0] and all(len(qs) == 4 for qs, _ in got)
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    if (major, minor) < (5, 40):  # the old name still works: it must give the very same tokens
+        monkeypatch.setattr(decoding, "cache_kwargs", lambda model, cache: {"past_key_values": cache})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            assert _gen(tiny_models, kind).generate_many(ROWS[:3]) == got
+
+
+def test_cache_kwargs_follows_the_forward_signature():
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, **kwargs): ...
+
+    class New:
+        def forward(self, input_ids=None, cache=None, **kwargs): ...
+
+    class Neither:
+        def forward(self, input_ids=None, **kwargs): ...
+
+    assert decoding.cache_kwargs(Old(), 1) == {"past_key_values": 1}
+    assert decoding.cache_kwargs(New(), 1) == {"cache": 1}
+    with pytest.raises(TypeError, match="Neither.forward takes neither cache= nor past_key_values="):
+        decoding.cache_kwargs(Neither(), 1)

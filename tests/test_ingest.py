@@ -268,3 +268,34 @@ def test_worker_error_reaches_caller_as_one_line(ray_local, tmp_path: Path) -> N
         ingest(tmp_path / "out", d)
     assert type(e.value) is CorpusError
     assert str(e.value) == f"{d / 'x.jsonl.gz'}: missing required column(s) text; columns found: ['docid', 'title', 'body']"
+
+
+def test_truncated_gz_reaches_caller_as_one_line(ray_local, tmp_path: Path) -> None:
+    """A cut .gz file is read whole in a Ray Data worker: one CorpusError naming the file, no Ray traceback."""
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "a.jsonl").write_text(json.dumps(row("a1")) + "\n")
+    body = b"".join(json.dumps(row(f"g{i}")).encode() + b"\n" for i in range(500))
+    data = gzip.compress(body)
+    (d / "b.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorpusError) as e:
+        ingest(tmp_path / "out", d)
+    assert type(e.value) is CorpusError
+    assert str(e.value) == (f"{d / 'b.jsonl.gz'}: the .gz file is truncated or corrupt (Truncated compressed stream); "
+                            "download or compress it again (gzip -t FILE checks a copy)")
+    with pytest.raises(CorpusError) as single:  # the single-process reader says the same
+        read_corpus(S, str(d))
+    assert str(single.value) == str(e.value)
+
+
+def test_max_passage_chars_in_the_distributed_ingest(ray_local, tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    write_lines(d / "x.jsonl", [row("a", "x" * 40), row("b", "y" * 41), row("c", "short")])
+    m = ingest(tmp_path / "out", d, max_passage_chars=40)
+    assert sorted(parts_table(tmp_path / "out", m).column("docid").to_pylist()) == ["a", "c"]
+    assert [(r[1], r[2], r[3]) for r in quarantine_rows(tmp_path / "out", m, [str(d / "x.jsonl")])] == [
+        (2, "b", "text too long (41 characters > corpus.max_passage_chars=40)")]
+    assert m["rows"]["read"] == 3 == m["rows"]["kept"] + m["rows"]["quarantined"]
+    with pytest.raises(CorpusError, match=r"^corpus.max_passage_chars=0: must be an integer >= 1 \(default 100000\)$"):
+        ingest(tmp_path / "out2", d, max_passage_chars=0)
+    assert not (tmp_path / "out2").exists()

@@ -35,6 +35,7 @@ from ..ids import passage_id
 from ..ingest.readers import (
     CLEAN_SCHEMA,
     DOCID_COLUMNS,
+    MAX_PASSAGE_CHARS,
     QUARANTINE_SCHEMA,
     RAW_LIMIT,
     Collector,
@@ -75,9 +76,9 @@ class CorpusRead:
     files: List[str] = field(default_factory=list)
 
 
-def _collector() -> Collector:
+def _collector(max_passage_chars: int) -> Collector:
     # Looked up at call time so the module-level ``passage_id`` stays patchable (tests force collisions).
-    return Collector(id_fn=lambda docid: passage_id(docid))
+    return Collector(id_fn=lambda docid: passage_id(docid), max_passage_chars=max_passage_chars)
 
 
 def _finish(col: Collector) -> CorpusRead:
@@ -88,29 +89,32 @@ def _finish(col: Collector) -> CorpusRead:
     return CorpusRead(clean, quarantine, col.rows_read, col.blank_lines, list(col.sources))
 
 
-def collect_passages(rows: Sequence[Tuple[str, int, Any, Any, Any]]) -> CorpusRead:
+def collect_passages(rows: Sequence[Tuple[str, int, Any, Any, Any]],
+                     max_passage_chars: int = MAX_PASSAGE_CHARS) -> CorpusRead:
     """Validate in-memory passages ``(source, line, docid, title, text)`` like a file.
 
     Used by the benchmark for SQuAD paragraphs so the same rules and schemas apply.
     """
-    col = _collector()
+    col = _collector(max_passage_chars)
     for source, line, docid, title, text in rows:
         src = col.source(source)
         col.add(src, line, docid, title, text, {"docid": docid, "title": title, "text": text})
     return _finish(col)
 
 
-def read_corpus(storage: Storage, uris: Union[str, List[str]], fmt: str = "auto") -> CorpusRead:
+def read_corpus(storage: Storage, uris: Union[str, List[str]], fmt: str = "auto",
+                max_passage_chars: int = MAX_PASSAGE_CHARS) -> CorpusRead:
     """Read passage file(s) into a clean table and a quarantine table, in one process.
 
     ``uris``: a file, a directory (every ``.jsonl[.gz]``, ``.tsv[.gz]`` and
     ``.parquet`` file below it, sorted) or a list of those (order kept).
     ``fmt``: ``auto`` (by extension), ``jsonl``, ``tsv`` or ``parquet``.
+    ``max_passage_chars``: corpus.max_passage_chars (a longer text is quarantined).
     Raises :class:`CorpusError` for a missing required column, an unreadable
-    header, no input files or an int64 id collision.
+    header, no input files, an int64 id collision or ``max_passage_chars < 1``.
     """
+    col = _collector(max_passage_chars)  # first: a bad limit fails before any file is read
     files = list_corpus_files(storage, uris, fmt)
-    col = _collector()
     for uri in files:
         src = col.source(uri)
         kind = format_of(uri, fmt)

@@ -93,9 +93,11 @@ def _read_queries(
         qid, lang, text = (_field(rec, k, uri, line) for k in ("qid", "lang", "text"))
         if qid in (None, "") or lang in (None, ""):
             raise BenchmarkError(f"{uri}:{line}: query record with an empty qid or lang: {_raw(rec)}")
-        answers = rec.get("answers") or []
-        if isinstance(answers, str):
-            answers = [answers]
+        # No answers field is fine (retrieval needs none); a bare string is not taken
+        # for a one-answer list: "answers": "x" is usually a file in another layout.
+        answers = rec.get("answers")
+        if answers is None:
+            answers = []
         gold = rec.get("gold_docid") if with_gold else None
         why = _query_problem(text, lang, answers)
         if why:

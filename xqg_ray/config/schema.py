@@ -108,6 +108,9 @@ class CorpusConfig:
     # Uncompressed JSONL/TSV files are read in byte ranges of this size (one Ray Data block each).
     read_chunk_mb: int = 64
     format: str = "auto"  # one of CORPUS_FORMATS
+    # A passage whose text is longer is quarantined with its length: a dump's
+    # whole-book or broken-markup row would otherwise be truncated unseen by the encoder.
+    max_passage_chars: int = 100000
 
 
 @dataclass

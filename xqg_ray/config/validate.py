@@ -186,6 +186,7 @@ def run_problems(cfg: RunConfig) -> List[str]:
         _at_least_one("search.query_batch_size", cfg.search.query_batch_size),
         _at_least_one("corpus.num_partitions", cfg.corpus.num_partitions),
         _at_least_one("corpus.read_chunk_mb", cfg.corpus.read_chunk_mb),
+        _at_least_one("corpus.max_passage_chars", cfg.corpus.max_passage_chars),
         choice_problem("corpus.format", cfg.corpus.format, CORPUS_FORMATS),
         None if cfg.index.num_shards >= 1 else "index.num_shards must be >= 1",
         choice_problem("index.metric", cfg.index.metric, INDEX_METRICS),

@@ -33,6 +33,7 @@ from ..store.integrity import read_table_verified, sha256_bytes, table_bytes, wr
 from ..store.storage import Storage, join
 from .readers import (
     CLEAN_SCHEMA,
+    MAX_PASSAGE_CHARS,
     QUARANTINE_SCHEMA,
     STAGED_Q_SCHEMA,
     STAGED_SCHEMA,
@@ -53,9 +54,9 @@ def staged_quarantine(staging: str, chunk: int) -> str:
     return f"{staging}/q{chunk:06d}.arrow"
 
 
-def parse_chunk(storage: Storage, c: Dict[str, Any]) -> Collector:
+def parse_chunk(storage: Storage, c: Dict[str, Any], max_passage_chars: int = MAX_PASSAGE_CHARS) -> Collector:
     """Every row of chunk ``c`` through the shared rules (no duplicate rule: that needs all chunks)."""
-    col = Collector(staged=True)
+    col = Collector(staged=True, max_passage_chars=max_passage_chars)
     uri = c["uri"]
     src = col.source(uri, c["file_idx"])
     if c["kind"] == "parquet":
@@ -87,7 +88,7 @@ def _ipc_file(groups: List[pa.Table], schema: pa.Schema) -> bytes:
 
 
 def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str, staging: str,
-                num_partitions: int) -> Dict[str, Any]:
+                num_partitions: int, max_passage_chars: int = MAX_PASSAGE_CHARS) -> Dict[str, Any]:
     """Ray Data UDF: parse the chunk(s) in ``batch``, stage the rows, return small per-chunk stats."""
     storage = Storage(storage_cfg)
     out: Dict[str, List[Any]] = {"chunk": [], "rows_read": [], "blank_lines": [], "quarantined": [], "counts": [],
@@ -95,7 +96,7 @@ def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str,
     for spec in batch["spec"]:
         c = json.loads(spec)
         try:
-            col = parse_chunk(storage, c)
+            col = parse_chunk(storage, c, max_passage_chars)
         except CorpusError as e:
             # Returned as data: Ray Data would wrap the exception and append retry advice to its message.
             for k, v in (("chunk", c["chunk"]), ("rows_read", 0), ("blank_lines", 0), ("quarantined", 0),

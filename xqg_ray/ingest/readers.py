@@ -10,7 +10,7 @@ file (:func:`iter_lines`) or one byte range of it (:func:`iter_range_lines`).
 Row rules, in the order they are applied (the first that fails decides):
 undecodable line / invalid JSON / wrong field count, empty docid, docid with
 whitespace or control characters, title or text not a string, empty text,
-lone surrogates (id and hash cannot be computed), and last, a duplicate docid
+text longer than ``max_passage_chars`` (corpus.max_passage_chars), lone surrogates (id and hash cannot be computed), and last, a duplicate docid
 (only valid rows take part, so the earliest *valid* row of a docid wins).
 """
 
@@ -61,11 +61,26 @@ STAGED_Q_SCHEMA = pa.schema(list(QUARANTINE_SCHEMA) + [("file_idx", pa.int32())]
 DOCID_COLUMNS = ("docid", "id", "_id")
 RAW_LIMIT = 500
 BAD_DOCID = "docid contains whitespace or control characters"
+MAX_PASSAGE_CHARS = 100_000  # the default of corpus.max_passage_chars
 _FLUSH = 100_000  # rows buffered in Python lists before becoming Arrow arrays
 
 
 def truncate(obj: Any) -> str:
     return repr(obj)[:RAW_LIMIT]
+
+
+def check_max_passage_chars(limit: int) -> int:
+    """``limit`` if it is a usable corpus.max_passage_chars, else a :class:`CorpusError` saying what to set."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise CorpusError(f"corpus.max_passage_chars={limit!r}: must be an integer >= 1 (default {MAX_PASSAGE_CHARS})")
+    return limit
+
+
+def too_long(text: str, limit: int) -> str:
+    """The quarantine reason for a passage text over ``limit`` characters, or "" if it fits."""
+    if len(text) <= limit:
+        return ""
+    return f"text too long ({len(text)} characters > corpus.max_passage_chars={limit})"
 
 
 def bad_docid(docid: str) -> bool:
@@ -82,11 +97,13 @@ class Collector:
     not see the other chunks; the per-partition reduce applies it) and clean
     rows keep their file index, line and raw text (:data:`STAGED_SCHEMA`).
     ``id_fn`` is a parameter so the single-process wrapper can keep its own
-    (patchable) ``passage_id``.
+    (patchable) ``passage_id``.  ``max_passage_chars`` is corpus.max_passage_chars.
     """
 
-    def __init__(self, staged: bool = False, id_fn: Callable[[str], int] = passage_id) -> None:
+    def __init__(self, staged: bool = False, id_fn: Callable[[str], int] = passage_id,
+                 max_passage_chars: int = MAX_PASSAGE_CHARS) -> None:
         self.staged = staged
+        self.max_chars = check_max_passage_chars(max_passage_chars)
         self.id_fn = id_fn
         self.sources: List[str] = []
         self._src_index: Dict[str, int] = {}
@@ -138,6 +155,9 @@ class Collector:
             return self.quarantine(src, line, docid, f"text is not a string ({type(text).__name__})", raw)
         if text is None or not text.strip():
             return self.quarantine(src, line, docid, "empty text", raw)
+        why = too_long(text, self.max_chars)
+        if why:
+            return self.quarantine(src, line, docid, why, raw)
         try:
             # JSON "\ud800" escapes decode to lone surrogates that cannot be
             # encoded to UTF-8; hashing encodes, so this is where they surface.

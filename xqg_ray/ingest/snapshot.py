@@ -29,6 +29,7 @@ from ..store.integrity import write_sealed
 from ..store.storage import Storage, join
 from .partition import parse_batch, reduce_partition
 from .plan import make_plan
+from .readers import MAX_PASSAGE_CHARS, check_max_passage_chars
 from .sources import CorpusError, list_corpus_files
 
 
@@ -78,13 +79,14 @@ def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: 
 
 
 def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dict[str, Any]],
-             num_partitions: int, num_cpus: float) -> List[Dict[str, Any]]:
+             num_partitions: int, num_cpus: float, max_passage_chars: int) -> List[Dict[str, Any]]:
     import ray
 
     items = [{"chunk": c["chunk"], "spec": json.dumps(c)} for c in plan]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         parse_batch, batch_size=1, num_cpus=num_cpus, batch_format="default",
-        fn_kwargs={"storage_cfg": storage_cfg, "root": root, "staging": staging, "num_partitions": num_partitions},
+        fn_kwargs={"storage_cfg": storage_cfg, "root": root, "staging": staging, "num_partitions": num_partitions,
+                   "max_passage_chars": max_passage_chars},
     )
     stats = sorted(ds.take_all(), key=lambda r: int(r["chunk"]))
     errors = [r["error"] for r in stats if r["error"]]
@@ -96,8 +98,11 @@ def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dic
 
 def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
                   fmt: str = "auto", chunk_bytes: int = 64 << 20, parent: Optional[Dict[str, Any]] = None,
-                  keep: Optional[KeepSpec] = None, sources: Optional[list] = None, num_cpus: float = 0.5) -> Dict[str, Any]:
+                  keep: Optional[KeepSpec] = None, sources: Optional[list] = None, num_cpus: float = 0.5,
+                  max_passage_chars: int = MAX_PASSAGE_CHARS) -> Dict[str, Any]:
     """Read ``inputs`` with Ray Data into ``num_partitions`` partition files under ``root``; returns the manifest.
+
+    ``max_passage_chars`` is corpus.max_passage_chars: a longer passage text is quarantined with its length.
 
     Requires Ray to be initialised.  Raises :class:`CorpusError` (bad input,
     id collision, nothing usable) or :class:`~xqg_ray.store.integrity.IntegrityError`
@@ -105,7 +110,8 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
     """
     try:
         return _ingest(storage_cfg, root, inputs, num_partitions=num_partitions, fmt=fmt, chunk_bytes=chunk_bytes,
-                       parent=parent, keep=keep, sources=sources, num_cpus=num_cpus)
+                       parent=parent, keep=keep, sources=sources, num_cpus=num_cpus,
+                       max_passage_chars=max_passage_chars)
     except Exception as e:
         reraise_user_error(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
         raise
@@ -113,9 +119,10 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
 
 def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
             fmt: str, chunk_bytes: int, parent: Optional[Dict[str, Any]], keep: Optional[KeepSpec],
-            sources: Optional[list], num_cpus: float) -> Dict[str, Any]:
+            sources: Optional[list], num_cpus: float, max_passage_chars: int) -> Dict[str, Any]:
     import ray
 
+    check_max_passage_chars(max_passage_chars)  # here, not in every worker
     if num_partitions < 1:
         raise CorpusError(f"num_partitions must be >= 1, got {num_partitions}")
     if parent is not None and parent.get("num_partitions") != num_partitions:
@@ -132,15 +139,15 @@ def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str]
     staging = f"corpus/staging/{token}"  # deterministic: a rerun of the same plan overwrites the same names
     try:
         return _map_reduce(storage_cfg, storage, root, files, plan, staging, num_partitions, parent, keep,
-                           sources, num_cpus, ray)
+                           sources, num_cpus, max_passage_chars, ray)
     finally:
         storage.delete(join(root, staging))
         if not storage.list_files(join(root, "corpus/staging")):
             storage.delete(join(root, "corpus/staging"))  # no other ingest is staging here
 
 
-def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, keep, sources, num_cpus, ray):
-    stats = _run_map(storage_cfg, root, staging, plan, P, num_cpus) if plan else []
+def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, keep, sources, num_cpus, max_chars, ray):
+    stats = _run_map(storage_cfg, root, staging, plan, P, num_cpus, max_chars) if plan else []
     read = sum(s["rows_read"] for s in stats)
     blank = sum(s["blank_lines"] for s in stats)
     if read == 0:

@@ -83,6 +83,23 @@ def _matches(uri: str, fmt: str) -> bool:
 
 
 # -- where lines come from ---------------------------------------------------
+def read_block(f: Any, size: int, uri: str) -> bytes:
+    """``f.read(size)``; for a ``.gz`` file a decompression error is a :class:`CorpusError` naming it.
+
+    Arrow raises a bare ``OSError("Truncated compressed stream")`` that names no
+    file; in a Ray Data worker it became a wrapped traceback.  The original
+    message is kept: it also tells a corrupt stream from an I/O failure.
+    """
+    try:
+        return f.read(size)
+    except OSError as e:
+        if not is_gzip(uri):
+            raise
+        # No line number: Arrow fails a whole read() and drops the lines decoded in it.
+        raise CorpusError(
+            f"{uri}: the .gz file is truncated or corrupt ({e}); download or compress it again "
+            "(gzip -t FILE checks a copy)"
+        ) from None
 def iter_lines(storage: Storage, uri: str) -> Iterator[Tuple[int, int, bytes]]:
     """(1-based line number, byte offset of the line, line bytes without EOL).
 
@@ -93,7 +110,7 @@ def iter_lines(storage: Storage, uri: str) -> Iterator[Tuple[int, int, bytes]]:
     line_no, offset, rest = 0, 0, b""
     with fs.open_input_stream(path, compression="gzip" if is_gzip(uri) else None) as f:
         while True:
-            chunk = f.read(_CHUNK)
+            chunk = read_block(f, _CHUNK, uri)
             if not chunk:
                 break
             parts = (rest + chunk).split(b"\n")
@@ -113,7 +130,7 @@ def first_line(storage: Storage, uri: str) -> Optional[bytes]:
     buf = b""
     with fs.open_input_stream(path, compression="gzip" if is_gzip(uri) else None) as f:
         while b"\n" not in buf:
-            block = f.read(1 << 16)
+            block = read_block(f, 1 << 16, uri)
             if not block:
                 break
             buf += block

@@ -15,11 +15,29 @@ prefill; rows that hit a stop token leave the batch (and the cache) at once.
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence
+import inspect
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from .sampling import draw_uniform, effective_k, row_generators, sample_top_k
+
+
+def cache_kwargs(model, cache) -> Dict[str, Any]:  # noqa: ANN001 - HF model / Cache
+    """The keyword under which ``model``'s forward takes a KV cache object: ``{name: cache}``.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns
+    "deprecated and will be removed in version 5.40.0"); the forward's own
+    signature says which name the installed version reads.  Passing the new
+    name to a forward that predates it would land in ``**kwargs`` and be
+    ignored -- decoding without a cache, silently wrong -- hence no fixed name.
+    """
+    params = inspect.signature(model.forward).parameters
+    if "cache" in params:
+        return {"cache": cache}
+    if "past_key_values" in params:
+        return {"past_key_values": cache}
+    raise TypeError(f"{type(model).__name__}.forward takes neither cache= nor past_key_values=: no KV cache decoding")
 
 
 def prefill_prefix(model, ids: Sequence[int]):  # noqa: ANN001, ANN201 - HF model / DynamicCache
@@ -28,7 +46,7 @@ def prefill_prefix(model, ids: Sequence[int]):  # noqa: ANN001, ANN201 - HF mode
 
     cache = DynamicCache(config=model.config)
     x = torch.tensor([list(ids)], dtype=torch.long, device=model.device)
-    model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    model(input_ids=x, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1)
     return cache
 
 
@@ -65,7 +83,8 @@ def causal_sample(model, prefix, prefix_len: int, suffixes: List[List[int]], cou
         cache = copy.deepcopy(prefix)  # the stored prefix is never modified
         cache.batch_repeat_interleave(b)
     ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    kv = cache_kwargs(model, cache)  # once per batch: the cache object is updated in place
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kv, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1]
     nxt = torch.tensor([prefix_len + len(s) for s in suffixes], dtype=torch.long, device=dev)
     rep = _repeat_index(counts, dev)
@@ -76,7 +95,7 @@ def causal_sample(model, prefix, prefix_len: int, suffixes: List[List[int]], cou
 
     def step(tokens: torch.Tensor) -> torch.Tensor:
         m = torch.cat([state["mask"], torch.ones_like(state["mask"][:, :1])], dim=1)
-        o = model(input_ids=tokens[:, None], attention_mask=m, position_ids=state["pos"][:, None], past_key_values=cache, use_cache=True)
+        o = model(input_ids=tokens[:, None], attention_mask=m, position_ids=state["pos"][:, None], **kv, use_cache=True)
         state["mask"], state["pos"] = m, state["pos"] + 1
         return o.logits[:, -1]
 
@@ -103,8 +122,9 @@ def seq2seq_sample(model, inputs: List[List[int]], counts: Sequence[int], seeds:
     ids, mask = ids.to(dev), mask.to(dev)
     enc = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    kv = cache_kwargs(model, cache)  # once per batch: the cache object is updated in place
     start = torch.full((b, 1), model.config.decoder_start_token_id, dtype=torch.long, device=dev)
-    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=mask, decoder_input_ids=start, past_key_values=cache, use_cache=True)
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=mask, decoder_input_ids=start, **kv, use_cache=True)
     logits = out.logits[:, -1]
     rep = _repeat_index(counts, dev)
     if rep is not None:
@@ -114,7 +134,7 @@ def seq2seq_sample(model, inputs: List[List[int]], counts: Sequence[int], seeds:
 
     def step(tokens: torch.Tensor) -> torch.Tensor:
         o = model(encoder_outputs=BaseModelOutput(last_hidden_state=state["enc"]), attention_mask=state["mask"],
-                  decoder_input_ids=tokens[:, None], past_key_values=cache, use_cache=True)
+                  decoder_input_ids=tokens[:, None], **kv, use_cache=True)
         return o.logits[:, -1]
 
     def select(idx: torch.Tensor) -> None:
