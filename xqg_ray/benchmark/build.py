@@ -28,11 +28,11 @@ from .common import (
     QUERIES_SCHEMA,
     BenchmarkError,
     BenchmarkTables,
-    _first_n_ids,
-    _limit_corpus,
-    _quarantine_table,
-    _raw,
-    _select_languages,
+    first_n_ids,
+    limit_corpus,
+    quarantine_table,
+    raw_text,
+    select_languages,
 )
 from .files import build_from_files, known_language
 from ..config import BenchmarkConfig
@@ -67,7 +67,7 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
         notes.append(f"{src.context_mismatches} xquad.en contexts differ from their SQuAD paragraph (gold mapped by id)")
 
     present = [lang for lang in src.xquad if lang != "en"] if not cfg.languages else list(src.xquad)
-    langs = _select_languages(present, cfg.languages, "the XQuAD files")
+    langs = select_languages(present, cfg.languages, "the XQuAD files")
     all_bases = sorted({q.base_id for qs in src.xquad.values() for q in qs})
     frac = cfg.heldout_fraction
     heldout = {b for b in all_bases if frac > 0 and seed_for(cfg.seed, "heldout", b) / 2**63 < frac}
@@ -90,11 +90,11 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
             if not q.text.strip():
                 quarantine.append(
                     {"source": src.files.xquad[lang], "line": q.line, "docid": gold[q.base_id],
-                     "reason": "empty query text", "raw": _raw({"id": q.base_id, "lang": lang, "question": q.text})}
+                     "reason": "empty query text", "raw": raw_text({"id": q.base_id, "lang": lang, "question": q.text})}
                 )
             elif q.base_id not in heldout:
                 cands.append(q)
-        keep = _first_n_ids((q.base_id for q in cands), cfg.max_queries_per_language)
+        keep = first_n_ids((q.base_id for q in cands), cfg.max_queries_per_language)
         for q in cands:
             if keep is None or q.base_id in keep:
                 qrows.append({"qid": f"{q.base_id}-{lang}", "lang": lang, "text": q.text,
@@ -111,7 +111,7 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
     lost = sorted(golds - clean_docids)
     if lost:
         raise BenchmarkError(f"{len(lost)} gold paragraphs were quarantined, e.g. {lost[:5]}; see the quarantine table")
-    corpus, limit_info = _limit_corpus(read.clean, golds, cfg.corpus_limit, cfg.seed)
+    corpus, limit_info = limit_corpus(read.clean, golds, cfg.corpus_limit, cfg.seed)
     if limit_info.get("exceeded_by_golds"):
         notes.append(f"corpus_limit={cfg.corpus_limit} < {len(golds)} gold passages: kept every gold passage")
 
@@ -135,7 +135,7 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
     return BenchmarkTables(
         corpus=corpus,
         queries=queries,
-        quarantine=pa.concat_tables([read.quarantine, _quarantine_table(quarantine)]),
+        quarantine=pa.concat_tables([read.quarantine, quarantine_table(quarantine)]),
         provided=provided,
         source={"root": None, "files": files},
         notes=notes,

@@ -51,7 +51,8 @@ class BenchmarkTables:
 
 
 # -- shared steps ----------------------------------------------------------------
-def _select_languages(present: Iterable[str], wanted: Sequence[str], what: str) -> List[str]:
+def select_languages(present: Iterable[str], wanted: Sequence[str], what: str) -> List[str]:
+    """The wanted languages (all present ones when none are named); a wanted one that is missing is an error."""
     present = sorted(set(present))
     if not wanted:
         return present
@@ -61,12 +62,12 @@ def _select_languages(present: Iterable[str], wanted: Sequence[str], what: str) 
     return sorted(set(wanted))
 
 
-def _first_n_ids(ids: Iterable[str], n: int) -> Optional[Set[str]]:
+def first_n_ids(ids: Iterable[str], n: int) -> Optional[Set[str]]:
     """The first ``n`` ids in sorted order (None = keep all)."""
     return set(sorted(set(ids))[:n]) if n > 0 else None
 
 
-def _limit_corpus(corpus: pa.Table, golds: Set[str], limit: int, seed: int) -> Tuple[pa.Table, Dict[str, Any]]:
+def limit_corpus(corpus: pa.Table, golds: Set[str], limit: int, seed: int) -> Tuple[pa.Table, Dict[str, Any]]:
     """Every gold passage plus deterministic distractors up to ``limit`` rows, input order kept."""
     if limit <= 0:
         return corpus, {}
@@ -82,11 +83,13 @@ def _limit_corpus(corpus: pa.Table, golds: Set[str], limit: int, seed: int) -> T
     return corpus.take(pa.array(keep, type=pa.int64())), info
 
 
-def _quarantine_table(rows: List[Dict[str, Any]]) -> pa.Table:
+def quarantine_table(rows: List[Dict[str, Any]]) -> pa.Table:
+    """Set-aside rows (source, line, docid, reason, raw) as one table of the quarantine schema."""
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
 
-def _raw(obj: Any) -> str:
+def raw_text(obj: Any) -> str:
+    """A bad record as quarantine keeps it: its repr, cut at 500 characters so one huge row cannot bloat the table."""
     return repr(obj)[:500]
 
 

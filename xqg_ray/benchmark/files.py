@@ -14,10 +14,10 @@ from .common import (
     QUERIES_SCHEMA,
     BenchmarkError,
     BenchmarkTables,
-    _first_n_ids,
-    _quarantine_table,
-    _raw,
-    _select_languages,
+    first_n_ids,
+    quarantine_table,
+    raw_text,
+    select_languages,
 )
 from ..config import BenchmarkConfig
 from .corpus import decode_line, iter_lines
@@ -92,7 +92,7 @@ def _read_queries(
     for line, rec in _query_records(storage, uri):
         qid, lang, text = (_field(rec, k, uri, line) for k in ("qid", "lang", "text"))
         if qid in (None, "") or lang in (None, ""):
-            raise BenchmarkError(f"{uri}:{line}: query record with an empty qid or lang: {_raw(rec)}")
+            raise BenchmarkError(f"{uri}:{line}: query record with an empty qid or lang: {raw_text(rec)}")
         # No answers field is fine (retrieval needs none); a bare string is not taken
         # for a one-answer list: "answers": "x" is usually a file in another layout.
         answers = rec.get("answers")
@@ -101,7 +101,7 @@ def _read_queries(
         gold = rec.get("gold_docid") if with_gold else None
         why = _query_problem(text, lang, answers)
         if why:
-            quarantine.append({"source": uri, "line": line, "docid": None if gold in (None, "") else str(gold), "reason": why, "raw": _raw(rec)})
+            quarantine.append({"source": uri, "line": line, "docid": None if gold in (None, "") else str(gold), "reason": why, "raw": raw_text(rec)})
             continue
         rows.append({"qid": str(qid), "lang": str(lang), "text": str(text),
                      "answers": [str(a) for a in answers], "gold_docid": None if gold in (None, "") else str(gold)})
@@ -111,12 +111,12 @@ def _read_queries(
     dups = sorted(q for q, c in counts.items() if c > 1)
     if dups:
         raise BenchmarkError(f"{uri}: {len(dups)} duplicated qid(s), e.g. {dups[:5]}")
-    langs = _select_languages((r["lang"] for r in rows), cfg.languages, uri)
+    langs = select_languages((r["lang"] for r in rows), cfg.languages, uri)
     rows = [r for r in rows if r["lang"] in langs]
     if cfg.max_queries_per_language > 0:
         keep: Set[str] = set()
         for lang in langs:
-            keep |= _first_n_ids((r["qid"] for r in rows if r["lang"] == lang), cfg.max_queries_per_language) or set()
+            keep |= first_n_ids((r["qid"] for r in rows if r["lang"] == lang), cfg.max_queries_per_language) or set()
         rows = [r for r in rows if r["qid"] in keep]
     return rows, quarantine
 
@@ -137,7 +137,7 @@ def build_from_files(cfg: BenchmarkConfig, storage: Storage) -> BenchmarkTables:
     return BenchmarkTables(
         corpus=None,
         queries=pa.Table.from_pylist(rows, schema=QUERIES_SCHEMA),
-        quarantine=_quarantine_table(qquarantine),
+        quarantine=quarantine_table(qquarantine),
         source={"corpus": cfg.corpus, "queries": cfg.queries},
         notes=notes,
         extra={"golds": golds},
