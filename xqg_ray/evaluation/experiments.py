@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from ..config import RunConfig
 from .languages import group_of, language_order, resource_level
-from .significance import holm
+from .multitest import holm
+from .significance import bootstrap_distribution, percentile_ci
 
 
 def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
@@ -36,11 +37,12 @@ def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, se
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_boot)
     for s in strata:
-        boots += s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(axis=1)
+        # One draw per language on the one generator, languages in sorted order (the
+        # draws every stored interval was made with), hence batch=n_boot.
+        boots += bootstrap_distribution(s, n_boot, rng, batch=n_boot)
     boots /= len(strata)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boots, [a, 1.0 - a])
-    return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [float(lo), float(hi)]}
+    lo, hi = percentile_ci(boots, level)
+    return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [lo, hi]}
 
 
 def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Sequence[Mapping[str, Any]],
