@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.report.markdown: bar-chart PNG bytes and report.md content."""
+"""Tests for xqg_ray.report: report.md content (markdown, cells), the bar charts (plots) and write_report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from xqg_ray.report.markdown import bar_chart_png, render_markdown
+from xqg_ray.report.markdown import render_markdown
+from xqg_ray.report.plots import bar_chart_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
