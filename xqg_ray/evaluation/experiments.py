@@ -37,9 +37,8 @@ def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, se
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_boot)
     for s in strata:
-        # One draw per language on the one generator, languages in sorted order (the
-        # draws every stored interval was made with), hence batch=n_boot.
-        boots += bootstrap_distribution(s, n_boot, rng, batch=n_boot)
+        # Languages in sorted order on the one generator: the draws every stored interval was made with.
+        boots += bootstrap_distribution(s, n_boot, rng)
     boots /= len(strata)
     lo, hi = percentile_ci(boots, level)
     return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [lo, hi]}

@@ -132,11 +132,10 @@ def bootstrap_distribution(
     ``statistic(resamples, axis=-1)`` reduces each row.  Draws are
     ``rng.integers(0, n, size=(rows, n))`` for consecutive blocks of ``batch``
     resamples; the default block bounds the indices held at once
-    (``_BOOTSTRAP_CHUNK_ELEMENTS``) and depends only on n, so a seed gives the
-    same distribution every time.  The block size is part of the draws: numpy
-    draws these indices 32 bits at a time and drops the half-used word at the
-    end of a block.  The stratified (macro) variant calls this once per
-    stratum on one generator (:func:`xqg_ray.evaluation.experiments.macro_ci`).
+    (``_BOOTSTRAP_CHUNK_ELEMENTS``).  Blocks only bound memory: the indices are
+    the same stream whatever the block size (tested), so a seed gives the same
+    distribution.  The stratified (macro) variant calls this once per stratum
+    on one generator (:func:`xqg_ray.evaluation.experiments.macro_ci`).
     """
     n = values.size
     rows = batch if batch is not None else max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
