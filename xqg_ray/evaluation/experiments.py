@@ -22,7 +22,7 @@ import pyarrow as pa
 from ..config import RunConfig
 from .languages import group_of, language_order, resource_level
 from .multitest import holm
-from .significance import bootstrap_distribution, percentile_ci
+from .significance import POOLED, bootstrap_distribution, percentile_ci
 
 
 def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
@@ -50,7 +50,7 @@ def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Seque
     macro metric + interval and the pooled comparison to the baseline, p Holm-adjusted
     across the points (the family a reader scans for "which values help")."""
     by_name = {s.name: s for s in cfg.systems}
-    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == "all"}
+    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == POOLED}
     out: List[Dict[str, Any]] = []
     for parent in cfg.systems:
         if parent.sweep_of:

@@ -31,7 +31,7 @@ from scipy import stats
 from .multitest import holm
 
 # Upper bound on the number of resampled indices held in memory at once by
-# bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and
+# bootstrap_distribution: pooled comparisons can have tens of thousands of pairs, and
 # n_boot x n int64 indices would otherwise take hundreds of MB.
 _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
 

@@ -1,8 +1,8 @@
 """How values read in report.md: missing values, percentages, points, p-values, counts, table rows.
 
-Also the two lookups of metrics.json's structure that the tables and the bar
-charts share (its systems, their languages).  Metric values are fractions in
-[0, 1]; the report shows percentages.
+Also what the tables and the charts share: the significance level they mark, and
+the two lookups of metrics.json's structure (its systems, their languages).
+Metric values are fractions in [0, 1]; the report shows percentages.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 MISSING = "–"  # en dash: what any None / absent value renders as
+
+# A comparison is marked significant (table "*", filled forest marker) below this p.
+SIGNIFICANCE_ALPHA = 0.05
 
 
 def is_missing(v: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Sequence
 
 from ..evaluation.metrics import METRIC_NAMES, headline_metrics
+from ..evaluation.significance import POOLED
 from . import plots
 from .cells import ci, ci_points, pct, points, pvalue, table
 
@@ -63,7 +64,7 @@ def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: M
             for name, r in systems.items():
                 if name in swept:
                     continue
-                c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == "all"), {})
+                c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == POOLED), {})
                 rows.append([qset, name, pct(r["clean"][m]["mean"]), pct(r["metrics"][m]["mean"]), points(c.get("mean_diff")),
                              ci_points(c.get("ci95")), pvalue(c.get("p_value")), pvalue(c.get("p_perm"))])
         lines += [f"{m}:", ""] + table(["perturbation", "system", "clean", "perturbed", "drop", "95% CI", "p t", "p perm"], rows) + [""]

@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..evaluation.metrics import METRIC_NAMES, headline_metrics
-from .cells import MISSING, integer, is_missing, languages_of, number, pct, points, pvalue, systems_of, table
+from ..evaluation.significance import POOLED
+from .cells import (
+    MISSING, SIGNIFICANCE_ALPHA, integer, is_missing, languages_of, number, pct, points, pvalue, systems_of, table,
+)
 from .experiments import render_experiments
-
-SIGNIFICANCE_ALPHA = 0.05
 
 # Top-level keys that are structured data, rendered in their own sections.
 _STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments", "plots"}
@@ -102,7 +103,7 @@ def _comparisons_section(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
               "p", "p_holm", "sig."]
     rows = []
     for group in groups.values():
-        ordered = sorted(group, key=lambda r: 0 if r.get("lang") == "all" else 1)
+        ordered = sorted(group, key=lambda r: 0 if r.get("lang") == POOLED else 1)
         for r in ordered:
             ci = r.get("ci95") or [None, None]
             lo, hi = (list(ci) + [None, None])[:2]

@@ -25,12 +25,11 @@ import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..evaluation.metrics import METRIC_NAMES
-from .cells import is_missing, languages_of, systems_of
+from ..evaluation.significance import POOLED
+from .cells import SIGNIFICANCE_ALPHA, is_missing, languages_of, systems_of
 
 Point = Union[None, float, Mapping[str, Any]]
 
-SIGNIFICANCE_ALPHA = 0.05
-POOLED = "all"  # significance.compare()'s pooled row
 
 
 def _figure(width: float, height: float) -> Any:
