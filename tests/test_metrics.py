@@ -12,8 +12,10 @@ from xqg_ray.evaluation.metrics import (
     METRIC_NAMES,
     TOKENIZER,
     aggregate,
+    headline_metrics,
     hit_at_kt,
     hit_at_kt_tokens,
+    metric_names,
     mrr_at_k,
     per_query_metrics,
     recall_at_k,
@@ -220,6 +222,18 @@ def test_per_query_metrics_cut_matches_text_level():
 def test_per_query_metrics_custom_ks():
     table = per_query_metrics(make_queries(), RANKINGS, PASSAGES, kt=(1,), recall_ks=(2,), mrr_k=3)
     assert table.column_names == ["qid", "lang", "R@1kt", "Recall@2", "MRR@3"]
+    table = per_query_metrics(make_queries(), RANKINGS, PASSAGES, kt=(), recall_ks=(1, 2), mrr_k=20)
+    assert table.column_names == ["qid", "lang", "Recall@1", "Recall@2", "MRR@20"]
+    assert table.column("MRR@20").to_pylist() == [1.0, pytest.approx(1 / 3), 1.0, None]
+
+
+def test_metric_names_and_headline():
+    assert METRIC_NAMES == metric_names() == ["R@2kt", "R@5kt", "Recall@1", "Recall@5", "Recall@20", "MRR@10"]
+    assert metric_names([2, 5], [1, 5, 20], 20) == ["R@2kt", "R@5kt", "Recall@1", "Recall@5", "Recall@20", "MRR@20"]
+    assert metric_names((1,), (), 3) == ["R@1kt", "MRR@3"]
+    assert headline_metrics(METRIC_NAMES) == ["R@2kt", "R@5kt", "MRR@10"]
+    assert headline_metrics(metric_names(mrr_k=20)) == ["R@2kt", "R@5kt", "MRR@20"]
+    assert headline_metrics(metric_names((), (5,), 7)) == ["MRR@7"]
 
 
 def test_missing_qid_raises():

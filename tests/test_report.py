@@ -1,4 +1,4 @@
-"""Tests for xqg_ray.report.markdown: bar-chart PNG bytes and report.md content."""
+"""Tests for xqg_ray.report: report.md content (markdown, cells), the bar charts (plots) and write_report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import io
 
 import pytest
 
-from xqg_ray.report.markdown import bar_chart_png, render_markdown
+import numpy as np
+import pyarrow as pa
+
+from xqg_ray.evaluation.metrics import metric_names
+from xqg_ray.evaluation.significance import compare
+from xqg_ray.report.experiments import experiment_charts, plotted_metrics, shown_metrics
+from xqg_ray.report.markdown import render_markdown
+from xqg_ray.report.plots import bar_chart_figure, bar_chart_png, bar_values
+from xqg_ray.report.write import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -53,17 +61,43 @@ def sample_metrics():
     }
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk."""
+    assert png.startswith(PNG_SIGNATURE) and png[12:16] == b"IHDR"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def test_bar_chart_png_bytes():
     png = bar_chart_png(sample_metrics(), "R@2kt")
-    assert isinstance(png, bytes)
-    assert png.startswith(PNG_SIGNATURE)
-    assert len(png) > 1000
+    # 3 groups x 2 systems: max(6, 0.6 * 3 * 2 + 2) = 6 inches by 4.5, at 100 dpi.
+    assert png_size(png) == (600, 450)
+    assert bar_chart_png(sample_metrics(), "R@2kt") == png  # the same bytes for the same input
+    assert bar_chart_png(sample_metrics(), "R@5kt") != png
 
 
-def test_bar_chart_handles_missing_values_and_metric():
+def test_bar_values_missing_value_gets_no_bar():
     # R@5kt is None for mdpr/ja; Recall@1 has no per-language values at all.
-    assert bar_chart_png(sample_metrics(), "R@5kt").startswith(PNG_SIGNATURE)
-    assert bar_chart_png(sample_metrics(), "Recall@1").startswith(PNG_SIGNATURE)
+    assert bar_values(sample_metrics(), "R@5kt") == (
+        ["fi", "ja", "macro"], {"mdpr": [0.702, None, 0.702], "xqg-e5": [0.8, 0.66, 0.73]})
+    assert bar_values(sample_metrics(), "Recall@1") == (
+        ["fi", "ja", "macro"], {"mdpr": [None, None, 0.1], "xqg-e5": [None, None, 0.2]})
+    assert bar_values({"systems": {}}, "R@2kt") == (["macro"], {})
+
+
+def test_bar_chart_figure_hides_missing_bars():
+    ax = bar_chart_figure(sample_metrics(), "R@5kt").axes[0]
+    mdpr, xqg = ax.containers
+    assert [p.get_height() for p in mdpr.patches] == [0.702, 0.0, 0.702]
+    assert [p.get_visible() for p in mdpr.patches] == [True, False, True]  # mdpr/ja: no bar, not a 0
+    assert [p.get_height() for p in xqg.patches] == [0.8, 0.66, 0.73]
+    assert [p.get_visible() for p in xqg.patches] == [True, True, True]
+    # Side by side around each group: width 0.8 / 2 systems, centres at g -+ 0.2.
+    assert [p.get_x() + p.get_width() / 2 for p in mdpr.patches] == pytest.approx([-0.2, 0.8, 1.8])
+    assert [p.get_x() + p.get_width() / 2 for p in xqg.patches] == pytest.approx([0.2, 1.2, 2.2])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fi", "ja", "macro"]
+    assert ax.get_title() == "R@5kt" and ax.get_ylim() == (0.0, 1.0)
+    recall = bar_chart_figure(sample_metrics(), "Recall@1").axes[0]
+    assert [[p.get_visible() for p in c.patches] for c in recall.containers] == [[False, False, True]] * 2
 
 
 def test_bar_chart_is_a_readable_image():
@@ -71,7 +105,7 @@ def test_bar_chart_is_a_readable_image():
     import matplotlib.image as mpimg
 
     img = mpimg.imread(io.BytesIO(bar_chart_png(sample_metrics())), format="png")
-    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    assert img.shape == (450, 600, 4)
 
 
 def test_render_markdown_content():
@@ -137,3 +171,72 @@ def test_system_definitions_section():
     assert "## Systems" in md
     assert "| xqg | – | gemma | sum | 0.01 | all | 3–3 | 0 |" in md
     assert "| baseline | – | – (E(p) only) |" in md
+
+
+# ---------------------------------------------------------------- metric names follow eval.mrr_k
+
+
+class FakeStorage:
+    def __init__(self):
+        self.files = {}
+
+    def write_bytes(self, uri, data):
+        self.files[uri] = data
+
+    def write_text(self, uri, text):
+        self.files[uri] = text
+
+
+def mrr20_result():
+    """A run with eval.mrr_k=20: its metrics, comparisons and a languages experiment."""
+    names = metric_names(mrr_k=20)
+    qids, langs = ["a", "b", "c", "d"], ["fi", "fi", "ja", "ja"]
+
+    def tab(vals):
+        return pa.table({"qid": qids, "lang": langs, **{m: pa.array(vals, pa.float64()) for m in names}})
+
+    rows = compare({"baseline": tab([0.0, 1.0, 0.0, 0.5]), "xqg": tab([1.0, 1.0, 0.5, 0.5])}, "baseline",
+                   ["R@2kt", "MRR@20"], n_boot=50, seed=0, n_perm=99)
+    block = {m: 0.5 for m in names}
+    return {
+        "metric_names": names,
+        "systems": {s: {"per_language": {"fi": {**block, "n": 2}, "ja": {**block, "n": 2}}, "macro": {**block, "n": 4}}
+                    for s in ("baseline", "xqg")},
+        "comparisons": rows,
+        "experiments": {"languages": {
+            "order": ["fi", "ja"], "resource_gib": {"fi": 54.3, "ja": 69.3}, "groups": {}, "ordered_by": "eval.language_order",
+            "values": {"baseline": {m: {lang: {"mean": 0.5, "ci95": [0.4, 0.6]} for lang in ("fi", "ja")} for m in names}}}},
+    }
+
+
+def test_headline_follows_mrr_k():
+    result = mrr20_result()
+    assert result["metric_names"] == ["R@2kt", "R@5kt", "Recall@1", "Recall@5", "Recall@20", "MRR@20"]
+    assert shown_metrics(result) == ["R@2kt", "R@5kt", "MRR@20"]
+    assert plotted_metrics(result) == ["R@2kt", "MRR@20"]
+    assert plotted_metrics({}) == ["R@2kt", "MRR@10"]  # no metric_names: the default names
+    charts = experiment_charts(result)
+    assert charts["keys"] == {"forest": ["plots/forest_R_at_2kt.png", "plots/forest_MRR_at_20.png"],
+                              "languages": ["plots/languages_R_at_2kt.png", "plots/languages_MRR_at_20.png"]}
+    md = render_markdown(result, {}, charts["keys"])
+    assert "## MRR@20 per language (%)" in md and "MRR@10" not in md
+    assert "MRR@20:\n\n| system | fi (54.3 GiB) | ja (69.3 GiB) |\n|---|---|---|\n| baseline | 50.0 [40.0, 60.0] | 50.0 [40.0, 60.0] |" in md
+    assert "![forest](plots/forest_MRR_at_20.png)" in md
+
+
+def test_write_report_writes_charts_and_report():
+    result = mrr20_result()
+    storage = FakeStorage()
+    write_report(storage, "/runs/r1", result)
+    expected_charts = {"R@2kt": "plots/R_at_2kt.png", "R@5kt": "plots/R_at_5kt.png", "MRR@20": "plots/MRR_at_20.png"}
+    keys = {"forest": ["plots/forest_R_at_2kt.png", "plots/forest_MRR_at_20.png"],
+            "languages": ["plots/languages_R_at_2kt.png", "plots/languages_MRR_at_20.png"]}
+    assert result["plots"] == {"charts": expected_charts, "experiments": keys}
+    assert list(storage.files) == ["/runs/r1/" + f for f in list(expected_charts.values()) + [
+        "plots/forest_R_at_2kt.png", "plots/languages_R_at_2kt.png", "plots/forest_MRR_at_20.png",
+        "plots/languages_MRR_at_20.png"]] + ["/runs/r1/report.md"]
+    for metric, fname in expected_charts.items():
+        assert storage.files[f"/runs/r1/{fname}"] == bar_chart_png(result, metric)
+    assert storage.files["/runs/r1/plots/forest_MRR_at_20.png"] == experiment_charts(result)["files"]["plots/forest_MRR_at_20.png"]
+    assert storage.files["/runs/r1/report.md"] == render_markdown(result, expected_charts, keys)
+    assert "![MRR@20](plots/MRR_at_20.png)" in storage.files["/runs/r1/report.md"]

@@ -14,8 +14,9 @@ from scipy import stats
 
 from statsmodels.stats.multitest import multipletests
 
+from xqg_ray.evaluation.multitest import holm
 from xqg_ray.evaluation.significance import (
-    bootstrap_ci, cohens_dz, compare, effect_sizes, holm,
+    bootstrap_ci, cohens_dz, compare, effect_sizes,
     paired_permutation_test, paired_ttest,
 )
 
@@ -81,6 +82,54 @@ def test_holm_matches_statsmodels_and_passes_none_through():
     assert holm([None, None]) == [None, None]
     with pytest.raises(ValueError):
         holm([1.5])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_holm_against_statsmodels_oracle(seed, monkeypatch):
+    """statsmodels' multipletests(method="holm") is the oracle: every family size 1..40,
+    ties, exact 0 and 1, and None (untested) entries left out of the family."""
+    import gc
+
+    # statsmodels runs a full gc.collect() per call (~10 ms here): not what is tested.
+    monkeypatch.setattr(gc, "collect", lambda *a, **k: 0)
+    rng = np.random.default_rng(seed)
+    for m in range(1, 41):
+        p = rng.random(m) ** rng.uniform(0.5, 4)  # skewed towards small p
+        p[rng.random(m) < 0.15] = 0.0
+        p[rng.random(m) < 0.1] = 1.0
+        if m > 2:  # ties
+            p[rng.integers(0, m)] = p[rng.integers(0, m)]
+        values = [None if rng.random() < 0.2 else float(v) for v in p]
+        tested = [v for v in values if v is not None]
+        got = holm(values)
+        assert [v is None for v in got] == [v is None for v in values]
+        if not tested:
+            continue
+        oracle = iter(np.minimum(1.0, multipletests(tested, method="holm")[1]).tolist())
+        for g, v in zip(got, values):
+            if v is not None:
+                assert g == next(oracle)  # exact, not approximately
+
+
+def test_holm_needs_neither_statsmodels_nor_gc():
+    """Holm is numpy: no statsmodels (nor pandas) import, and gc.collect untouched while it runs
+    (the statsmodels-backed version swapped it for the whole process)."""
+    import subprocess
+    import sys
+
+    code = ("import gc, sys\n"
+            "from xqg_ray.evaluation.multitest import holm\n"
+            "real = gc.collect\n"
+            "seen = []\n"
+            "sys.setprofile(lambda frame, event, arg: seen.append(gc.collect is real))\n"
+            "out = holm([0.01, 0.04, 0.03])\n"
+            "sys.setprofile(None)\n"
+            "assert out == [0.03, 0.06, 0.06] or max(abs(a - b) for a, b in zip(out, [0.03, 0.06, 0.06])) < 1e-15, out\n"
+            "assert all(seen), 'gc.collect was replaced'\n"
+            "assert 'statsmodels' not in sys.modules and 'pandas' not in sys.modules, 'statsmodels imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
 
 def exact_sign_flip_p(d):
     """Two-sided p by enumerating all 2^n sign flips: P(|mean(s*d)| >= |mean(d)|)."""
@@ -318,11 +367,34 @@ def test_compare_structure_pairing_and_holm():
         assert r["p_perm"] == 1.0 and r["p_perm_holm"] == 1.0 and r["effect_dz"] is None
 
 
-def test_compare_is_deterministic():
+def test_compare_exact_values():
+    """Every value of one comparison, exactly (the same before and after the one-bootstrap change).
+
+    R@2kt differences (system - baseline): fi [1, 0, 1], ja [0, 0] (j2 dropped: null
+    baseline), all [1, 0, 1, 0, 0].  fi: t = (2/3) / (sqrt(1/3) / sqrt(3)) = 2 on 2 df,
+    p = 1 - 2/sqrt(6); d_z = (2/3) / sqrt(1/3) = 2/sqrt(3).  all: d_z = 0.4 / sqrt(0.3).
+    The intervals are the seeded bootstrap's (n_boot=100, seed=5).
+    """
     tables = {"base": table(BASE_ROWS), "A": table(SYS_A_ROWS)}
-    first = compare(tables, "base", ["R@2kt"], n_boot=100, seed=5)
-    second = compare(tables, "base", ["R@2kt"], n_boot=100, seed=5)
-    assert first == second
+    rows = compare(tables, "base", ["R@2kt"], n_boot=100, seed=5)
+    common = {"baseline": "base", "system": "A", "metric": "R@2kt"}
+    assert rows == [
+        {**common, "lang": "fi", "n": 3, "mean_baseline": 0.3333333333333333, "mean_system": 1.0,
+         "mean_diff": 0.6666666666666666, "ci95": [0.0, 1.0], "p_value": 0.183503419072274,
+         "p_holm": 0.367006838144548, "p_perm": 0.5, "p_perm_holm": 1.0,
+         "effect_dz": 1.1547005383792512, "effect_ci": [0.0, None]},
+        {**common, "lang": "ja", "n": 2, "mean_baseline": 0.5, "mean_system": 0.5, "mean_diff": 0.0,
+         "ci95": [0.0, 0.0], "p_value": 1.0, "p_holm": 1.0, "p_perm": 1.0, "p_perm_holm": 1.0,
+         "effect_dz": None, "effect_ci": [None, None]},
+        {**common, "lang": "all", "n": 5, "mean_baseline": 0.4, "mean_system": 0.8, "mean_diff": 0.4,
+         "ci95": [0.2, 0.8], "p_value": 0.17780780835622137, "p_holm": 0.17780780835622137,
+         "p_perm": 0.5, "p_perm_holm": 0.5, "effect_dz": 0.7302967433402214,
+         "effect_ci": [0.44721359549995787, 1.788854381999832]},
+    ]
+    assert rows[0]["p_value"] == pytest.approx(1 - 2 / math.sqrt(6), rel=1e-14)
+    assert rows[0]["effect_dz"] == pytest.approx(2 / math.sqrt(3), rel=1e-15)
+    assert rows[2]["effect_dz"] == pytest.approx(0.4 / math.sqrt(0.3), rel=1e-15)
+    assert compare(tables, "base", ["R@2kt"], n_boot=100, seed=5) == rows  # deterministic
 
 
 def test_compare_language_with_no_pairs():

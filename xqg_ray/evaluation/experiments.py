@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from ..config import RunConfig
 from .languages import group_of, language_order, resource_level
-from .significance import holm
+from .multitest import holm
+from .significance import POOLED, bootstrap_distribution, percentile_ci
 
 
 def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
@@ -36,11 +37,11 @@ def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, se
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_boot)
     for s in strata:
-        boots += s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(axis=1)
+        # Languages in sorted order on the one generator: the draws every stored interval was made with.
+        boots += bootstrap_distribution(s, n_boot, rng)
     boots /= len(strata)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boots, [a, 1.0 - a])
-    return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [float(lo), float(hi)]}
+    lo, hi = percentile_ci(boots, level)
+    return {"mean": float(np.mean([s.mean() for s in strata])), "ci95": [lo, hi]}
 
 
 def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Sequence[Mapping[str, Any]],
@@ -49,7 +50,7 @@ def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Seque
     macro metric + interval and the pooled comparison to the baseline, p Holm-adjusted
     across the points (the family a reader scans for "which values help")."""
     by_name = {s.name: s for s in cfg.systems}
-    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == "all"}
+    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == POOLED}
     out: List[Dict[str, Any]] = []
     for parent in cfg.systems:
         if parent.sweep_of:

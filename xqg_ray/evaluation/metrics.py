@@ -35,7 +35,30 @@ from nltk.tokenize import word_tokenize
 
 TOKENIZER = "nltk.word_tokenize(preserve_line=True)"
 
-METRIC_NAMES = ["R@2kt", "R@5kt", "Recall@1", "Recall@5", "Recall@20", "MRR@10"]
+
+
+def metric_names(kt: Sequence[int] = (2, 5), recall_k: Sequence[int] = (1, 5, 20), mrr_k: int = 10) -> list[str]:
+    """The metric columns, in order: ``R@{N}kt`` per N in ``kt``, ``Recall@{k}`` per k in
+    ``recall_k``, then ``MRR@{mrr_k}`` (the run's ``eval.kt``, ``eval.recall_k``, ``eval.mrr_k``).
+
+    The one place these names are spelled; everything else derives them from here
+    or reads them from metrics.json's ``metric_names``.
+    """
+    return [f"R@{n}kt" for n in kt] + [f"Recall@{k}" for k in recall_k] + [f"MRR@{mrr_k}"]
+
+
+def headline_metrics(names: Sequence[str]) -> list[str]:
+    """Of a run's ``metric_names``: the R@kt metrics (XOR-Retrieve's headline) and the MRR
+    (rank-sensitive: it still moves where R@kt saturates on small corpora), in that order.
+
+    These get a per-language table, a bar chart and the experiment tables; Recall@k
+    stays in metrics.json.
+    """
+    return [n for n in names if n.startswith("R@")] + [n for n in names if n.startswith("MRR@")]
+
+
+# The names with the default eval settings.
+METRIC_NAMES = metric_names()
 
 # Answers the official script drops: XOR-TyDi boolean questions cannot be
 # answered by span matching, so they are excluded from XOR-Retrieve scoring.
@@ -155,8 +178,8 @@ def per_query_metrics(
 ) -> pa.Table:
     """One row per query: qid, lang, then a float64 column per metric (null when skipped).
 
-    Column names are ``R@{N}kt`` for N in ``kt``, ``Recall@{k}`` for k in
-    ``recall_ks`` and ``MRR@{mrr_k}``; with the defaults they are ``METRIC_NAMES``.
+    Column names are ``metric_names(kt, recall_ks, mrr_k)``; with the defaults
+    they are ``METRIC_NAMES``.
     Rows follow the input query order.
 
     Raises ValueError for a qid missing from ``rankings`` (a lost ranking must
@@ -170,10 +193,8 @@ def per_query_metrics(
         _check_k(k)
     _check_k(mrr_k)
 
-    kt_names = [f"R@{n}kt" for n in kt]
-    recall_names = [f"Recall@{k}" for k in recall_ks]
-    mrr_name = f"MRR@{mrr_k}"
-    names = kt_names + recall_names + [mrr_name]
+    names = metric_names(kt, recall_ks, mrr_k)
+    kt_names, recall_names, mrr_name = names[:len(kt)], names[len(kt):-1], names[-1]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate metric columns: {names}")
     max_tokens = max(kt) * 1000 if kt else 0

@@ -6,10 +6,11 @@ Every system is scored on the same questions, so comparisons are paired by qid:
 * a paired randomisation test (sign flips of the per-query differences,
   ``scipy.stats.permutation_test``), exact when 2^n is small, the test of
   choice for binary per-query metrics such as R@kt;
-* Holm-Bonferroni correction (``statsmodels``) across the languages of one
-  (system, metric) family, and across any family a caller names (sweep points);
-* a percentile-bootstrap 95% CI for the mean per-query difference, and effect
-  sizes (mean difference, Cohen's d_z) with ``scipy.stats.bootstrap`` CIs.
+* Holm-Bonferroni correction (:mod:`xqg_ray.evaluation.multitest`) across the
+  languages of one (system, metric) family;
+* the bootstrap (:func:`bootstrap_distribution`, the one resampler of the
+  package): a percentile 95% CI for the mean per-query difference, and effect
+  sizes (mean difference, Cohen's d_z) with percentile or BCa CIs.
 
 All outputs are plain Python floats/ints/lists so they can go straight into
 metrics.json.  None is used (never NaN, which is not valid JSON) where a value
@@ -21,7 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +31,7 @@ from scipy import stats
 from .multitest import holm
 
 # Upper bound on the number of resampled indices held in memory at once by
-# bootstrap_ci: pooled comparisons can have tens of thousands of pairs, and
+# bootstrap_distribution: pooled comparisons can have tens of thousands of pairs, and
 # n_boot x n int64 indices would otherwise take hundreds of MB.
 _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
 
@@ -118,6 +119,40 @@ def _rng_kw(seed: int) -> dict[str, Any]:
     return {_RNG_ARG: np.random.default_rng(seed)}
 
 
+def bootstrap_distribution(
+    values: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    batch: Optional[int] = None,
+) -> np.ndarray:
+    """The bootstrap: ``statistic`` of ``n_boot`` resamples (with replacement) of ``values``, in draw order.
+
+    ``values`` are per-query values (or paired differences, resampled as pairs);
+    ``statistic(resamples, axis=-1)`` reduces each row.  Draws are
+    ``rng.integers(0, n, size=(rows, n))`` for consecutive blocks of ``batch``
+    resamples; the default block bounds the indices held at once
+    (``_BOOTSTRAP_CHUNK_ELEMENTS``).  Blocks only bound memory: the indices are
+    the same stream whatever the block size (tested), so a seed gives the same
+    distribution.  The stratified (macro) variant calls this once per stratum
+    on one generator (:func:`xqg_ray.evaluation.experiments.macro_ci`).
+    """
+    n = values.size
+    rows = batch if batch is not None else max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    out = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, rows):
+        stop = min(n_boot, start + rows)
+        out[start:stop] = statistic(values[rng.integers(0, n, size=(stop - start, n))], axis=-1)
+    return out
+
+
+def percentile_ci(distribution: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of a bootstrap distribution: its (1-level)/2 and 1-(1-level)/2 quantiles."""
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(distribution, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(
     diffs: Sequence[float],
     n_boot: int = 1000,
@@ -135,18 +170,36 @@ def bootstrap_ci(
         raise ValueError(f"bootstrap_ci needs at least one value, all finite (got {d.size} values)")
     if n_boot < 1 or not 0.0 < level < 1.0:
         raise ValueError(f"need n_boot >= 1 and level in (0, 1), got {n_boot}, {level}")
-    rng = np.random.default_rng(seed)
-    n = d.size
-    means = np.empty(n_boot, dtype=np.float64)
-    # Chunk the resamples to bound memory; the chunk size depends only on n, so
-    # the draws (and the CI) stay deterministic.
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = d[idx].mean(axis=1)
-    alpha = 1.0 - level
-    lo, hi = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return percentile_ci(bootstrap_distribution(d, n_boot, np.random.default_rng(seed)), level)
+
+
+def bca_ci(values: np.ndarray, distribution: np.ndarray, statistic: Callable[..., np.ndarray],
+           level: float = 0.95) -> tuple[float, float]:
+    """The bias-corrected and accelerated (BCa) interval of ``distribution``, the bootstrap of
+    ``statistic`` over ``values`` (Efron & Tibshirani 1993, 14.3; the formulas of
+    ``scipy.stats.bootstrap(method="BCa")``): bias from the share of resamples below the
+    observed statistic, acceleration from the jackknife.  NaN bounds where undefined."""
+    from scipy.special import ndtr, ndtri
+
+    n = values.size
+    observed = statistic(values, axis=-1)
+    share = (np.count_nonzero(distribution < observed) + np.count_nonzero(distribution <= observed)) / (2.0 * distribution.size)
+    z0 = ndtri(share)
+    # Leave-one-out statistics, a block of rows at a time (n x (n-1) values in all).
+    rows = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    jack = []
+    for k in range(0, n, rows):
+        keep = np.ones((min(rows, n - k), n), dtype=bool)
+        np.fill_diagonal(keep[:, k:], False)
+        jack.append(statistic(values[np.broadcast_to(np.arange(n), keep.shape)[keep].reshape(keep.shape[0], n - 1)], axis=-1))
+    theta = np.concatenate(jack)
+    u = (float(n) - 1) * (np.mean(theta, axis=-1, keepdims=True) - theta)
+    accel = 1 / 6 * (np.sum(u ** 3, axis=-1) / float(n) ** 3) / (np.sum(u ** 2, axis=-1) / float(n) ** 2) ** (3 / 2)
+    z = float(ndtri((1.0 - level) / 2.0))
+    levels = [ndtr(z0 + (z0 + zz) / (1 - accel * (z0 + zz))) for zz in (z, -z)]
+    if any(np.isnan(v) for v in levels):
+        return math.nan, math.nan
+    lo, hi = np.quantile(distribution, levels)
     return float(lo), float(hi)
 
 
@@ -169,8 +222,9 @@ def effect_sizes(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, see
                  level: float = 0.95, method: str = "percentile") -> dict[str, Any]:
     """Effect of a over b: {"mean_diff", "mean_diff_ci", "dz", "dz_ci"} (dz: Cohen's d_z).
 
-    CIs by ``scipy.stats.bootstrap`` over the per-query differences (resampling
-    pairs together), ``method`` "percentile" or "BCa", seeded.  None where a
+    CIs from :func:`bootstrap_distribution` over the per-query differences
+    (resampling pairs together; the draws of ``scipy.stats.bootstrap`` with the
+    same seed and batch), ``method`` "percentile" or "BCa".  None where a
     value does not exist: all for no pairs; dz and its CI for constant
     differences (d_z infinite or undefined); a CI bound that is not finite.
     """
@@ -189,11 +243,10 @@ def effect_sizes(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, see
         with warnings.catch_warnings():
             # Degenerate resamples (BCa on near-constant data) warn and give NaN -> None.
             warnings.simplefilter("ignore")
-            ci = stats.bootstrap(
-                (d,), stat, n_resamples=n_boot, vectorized=True, confidence_level=level, method=method,
-                batch=max(1, _BOOTSTRAP_CHUNK_ELEMENTS // d.size), **_rng_kw(seed),
-            ).confidence_interval
-        cis.append([float(v) if math.isfinite(v) else None for v in (ci.low, ci.high)])
+            # A fresh generator per statistic: both see the same resamples.
+            dist = bootstrap_distribution(d, n_boot, np.random.default_rng(seed), stat)
+            ci = percentile_ci(dist, level) if method == "percentile" else bca_ci(d, dist, stat, level)
+        cis.append([float(v) if math.isfinite(v) else None for v in ci])
     return {"mean_diff": mean, "mean_diff_ci": cis[0], "dz": dz, "dz_ci": cis[1]}
 
 

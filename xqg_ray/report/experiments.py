@@ -1,35 +1,35 @@
-"""report.md sections for the research questions: sweeps, robustness, languages, encoders.
+"""report.md sections and charts for the research questions: sweeps, robustness, languages, encoders.
 
 Input is metrics.json's ``experiments`` entry (see :mod:`xqg_ray.evaluation.experiments`)
-plus the comparisons; every figure drawn from it is also a table here.
+plus the comparisons; every figure drawn from it is also a table here.  The tables
+show the run's headline metrics (``metrics.headline_metrics`` of its
+``metric_names``), the charts the first R@kt and the MRR of those.
 """
 
 from __future__ import annotations
 
 from typing import Any, List, Mapping, Sequence
 
-from .markdown import MISSING, _pct, _points, _pvalue, _table
+from ..evaluation.metrics import METRIC_NAMES, headline_metrics
+from ..evaluation.significance import POOLED
+from . import plots
+from .cells import ci, ci_points, pct, points, pvalue, table
 
-# The metrics the experiment tables show (all are in metrics.json), and those drawn:
-# R@kt saturates on small corpora, where the rank-sensitive MRR still moves.
-HEADLINE = ("R@2kt", "R@5kt", "MRR@10")
-PLOTTED = ("R@2kt", "MRR@10")
+
+def shown_metrics(metrics: Mapping[str, Any]) -> List[str]:
+    """The metrics the experiment tables show: the run's headline metrics (all are in metrics.json)."""
+    return headline_metrics(metrics.get("metric_names") or METRIC_NAMES)
+
+
+def plotted_metrics(metrics: Mapping[str, Any]) -> List[str]:
+    """The metrics the experiment charts draw: the first R@kt and the MRR (R@kt saturates on
+    small corpora, where the rank-sensitive MRR still moves)."""
+    shown = shown_metrics(metrics)  # the R@kt metrics, then the MRR
+    return list(dict.fromkeys(shown[:1] + shown[-1:]))
 
 
 def _images(charts: Mapping[str, Sequence[str]], key: str, alt: str) -> List[str]:
     return [line for path in charts.get(key, []) for line in (f"![{alt}]({path})", "")]
-
-
-def _ci(ci: Any) -> str:
-    if not ci or ci[0] is None:
-        return MISSING
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def _ci_points(ci: Any) -> str:
-    if not ci or ci[0] is None:
-        return MISSING
-    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
 
 
 def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, Sequence[str]]) -> List[str]:
@@ -45,9 +45,9 @@ def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], 
             rows = []
             for p in sw["points"]:
                 s = p["metrics"][m]
-                rows.append([p["value"], p["system"], _pct(s["mean"]), _ci(s["ci95"]), _points(s.get("diff")), _ci_points(s.get("diff_ci95")),
-                             _pvalue(s.get("p_value_holm_sweep")), _pvalue(s.get("p_perm_holm_sweep"))])
-            lines += [f"{m}:", ""] + _table([sw["param"], "system", m, "95% CI", "diff", "diff 95% CI", "p t (Holm)", "p perm (Holm)"], rows) + [""]
+                rows.append([p["value"], p["system"], pct(s["mean"]), ci(s["ci95"]), points(s.get("diff")), ci_points(s.get("diff_ci95")),
+                             pvalue(s.get("p_value_holm_sweep")), pvalue(s.get("p_perm_holm_sweep"))])
+            lines += [f"{m}:", ""] + table([sw["param"], "system", m, "95% CI", "diff", "diff 95% CI", "p t (Holm)", "p perm (Holm)"], rows) + [""]
     return lines
 
 
@@ -64,10 +64,10 @@ def robustness_section(rob: Mapping[str, Any], metrics: Sequence[str], charts: M
             for name, r in systems.items():
                 if name in swept:
                     continue
-                c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == "all"), {})
-                rows.append([qset, name, _pct(r["clean"][m]["mean"]), _pct(r["metrics"][m]["mean"]), _points(c.get("mean_diff")),
-                             _ci_points(c.get("ci95")), _pvalue(c.get("p_value")), _pvalue(c.get("p_perm"))])
-        lines += [f"{m}:", ""] + _table(["perturbation", "system", "clean", "perturbed", "drop", "95% CI", "p t", "p perm"], rows) + [""]
+                c = next((x for x in r["comparisons"] if x["metric"] == m and x["lang"] == POOLED), {})
+                rows.append([qset, name, pct(r["clean"][m]["mean"]), pct(r["metrics"][m]["mean"]), points(c.get("mean_diff")),
+                             ci_points(c.get("ci95")), pvalue(c.get("p_value")), pvalue(c.get("p_perm"))])
+        lines += [f"{m}:", ""] + table(["perturbation", "system", "clean", "perturbed", "drop", "95% CI", "p t", "p perm"], rows) + [""]
     return lines
 
 
@@ -83,8 +83,8 @@ def languages_section(langs: Mapping[str, Any], metrics: Sequence[str], charts: 
     for m in metrics:
         rows = []
         for name, v in langs["values"].items():
-            rows.append([name] + [f"{_pct(v[m][k]['mean'])} {_ci(v[m][k]['ci95'])}" for k in order + groups])
-        lines += [f"{m}:", ""] + _table(["system"] + head, rows) + [""]
+            rows.append([name] + [f"{pct(v[m][k]['mean'])} {ci(v[m][k]['ci95'])}" for k in order + groups])
+        lines += [f"{m}:", ""] + table(["system"] + head, rows) + [""]
     return lines
 
 
@@ -102,19 +102,19 @@ def _swept(exp: Mapping[str, Any]) -> set:
 def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, Sequence[str]]) -> List[str]:
     """The experiment sections of report.md (empty when the run has none)."""
     exp = metrics.get("experiments") or {}
-    names = [m for m in HEADLINE if m in (metrics.get("metric_names") or HEADLINE)]
+    names = shown_metrics(metrics)
     return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts)
             + robustness_section(exp.get("robustness") or {}, names, charts, _swept(exp)) + languages_section(exp.get("languages") or {}, names, charts))
 
 
-def experiment_charts(metrics: Mapping[str, Any], plotted: Sequence[str] = PLOTTED) -> dict:
+def experiment_charts(metrics: Mapping[str, Any]) -> dict:
     """``files``: relative PNG path -> bytes; ``keys``: chart key -> paths (one per plotted metric).
 
     Keys: ``forest``, ``sweep:SYSTEM:PARAM``, ``robustness``, ``languages``.
     """
     files: dict = {}
     keys: dict = {}
-    for metric in [m for m in plotted if m in (metrics.get("metric_names") or plotted)]:
+    for metric in plotted_metrics(metrics):
         one = _charts_for(metrics, metric)
         files.update(one["files"])
         for k, path in one["keys"].items():
@@ -123,10 +123,7 @@ def experiment_charts(metrics: Mapping[str, Any], plotted: Sequence[str] = PLOTT
 
 
 def _charts_for(metrics: Mapping[str, Any], metric: str) -> dict:
-    """The experiment figures of one metric: ``files`` (path -> PNG) and ``keys`` (chart key -> path).
-    """
-    from . import plots
-
+    """The experiment figures of one metric: ``files`` (path -> PNG) and ``keys`` (chart key -> path)."""
     exp = metrics.get("experiments") or {}
     swept = _swept(exp)
     files: dict = {}

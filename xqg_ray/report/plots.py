@@ -1,8 +1,9 @@
-"""Report figures for experiments: forest, sweep, robustness and per-language plots.
+"""Report figures: the per-metric bar chart, and the forest, sweep, robustness and per-language plots.
 
 Every function takes plain lists/dicts (what metrics.json holds) and returns PNG
 bytes: matplotlib's Agg backend on a ``Figure`` (no pyplot registry), and PNG
-metadata without the matplotlib version, so the same input gives the same bytes.
+metadata without the matplotlib version, so the same input gives the same bytes
+(except the bar chart, which has always carried it: see ``bar_chart_png``).
 
 The one shape shared by most inputs, a *point*: a metric value with an optional
 confidence interval, written as any of::
@@ -23,10 +24,12 @@ import io
 import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from ..evaluation.metrics import METRIC_NAMES
+from ..evaluation.significance import POOLED
+from .cells import SIGNIFICANCE_ALPHA, is_missing, languages_of, systems_of
+
 Point = Union[None, float, Mapping[str, Any]]
 
-SIGNIFICANCE_ALPHA = 0.05
-POOLED = "all"  # significance.compare()'s pooled row
 
 
 def _figure(width: float, height: float) -> Any:
@@ -38,12 +41,12 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(min(width, 24.0), min(height, 40.0)), dpi=100)
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, version_stamp: bool = False) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     # No "Software" entry: it names the matplotlib version, and bytes should not
     # change with it; Agg output is otherwise a pure function of the input.
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", **({} if version_stamp else {"metadata": {"Software": None}}))
     return buf.getvalue()
 
 
@@ -118,6 +121,57 @@ def _categories(names: Sequence[str], pts: Mapping[str, list], inches_each: floa
 
 def _legend(ax: Any) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+
+
+def bar_values(metrics: Mapping[str, Any], metric: str) -> tuple[list[str], dict[str, list[Optional[float]]]]:
+    """The bar chart's groups (languages sorted, then "macro") and, per system, its value
+    of ``metric`` in each group: None where it has none (a gap, never a bar of 0)."""
+    systems = systems_of(metrics)
+    groups = languages_of(systems) + ["macro"]
+
+    def value(sysm: Mapping[str, Any], group: str) -> Optional[float]:
+        block = sysm.get("macro") if group == "macro" else (sysm.get("per_language") or {}).get(group)
+        v = (block or {}).get(metric)
+        return None if is_missing(v) else float(v)
+
+    return groups, {name: [value(sysm, g) for g in groups] for name, sysm in systems.items()}
+
+
+def bar_chart_figure(metrics: Mapping[str, Any], metric: str = METRIC_NAMES[0]) -> Any:
+    """The figure of ``bar_chart_png``, before encoding: one bar container per system, in
+    system order, one bar per group; a missing value's bar is invisible."""
+    groups, values = bar_values(metrics, metric)
+    names = list(values)
+    fig = _figure(max(6.0, 0.6 * len(groups) * max(1, len(names)) + 2.0), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    bar_w = 0.8 / max(1, len(names))
+    for s_idx, name in enumerate(names):
+        xs = [g + (s_idx - (len(names) - 1) / 2.0) * bar_w for g in range(len(groups))]
+        ys = values[name]
+        bars = ax.bar(xs, [0.0 if y is None else y for y in ys], width=bar_w, label=name)
+        # A missing value gets no bar at all, so it cannot be read as a score of 0.
+        for y, patch in zip(ys, bars.patches):
+            if y is None:
+                patch.set_visible(False)
+    ax.set_xticks(list(range(len(groups))))
+    ax.set_xticklabels(groups)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel(f"{metric} (fraction)")
+    ax.set_title(metric)
+    if names:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def bar_chart_png(metrics: Mapping[str, Any], metric: str = METRIC_NAMES[0]) -> bytes:
+    """Grouped bar chart of ``metric``: one group per language plus "macro", one bar per system.
+
+    ``metrics`` is metrics.json's structure.  Returns PNG bytes; nothing is
+    written to disk.  Missing values leave a gap.  Unlike the other figures the
+    PNG keeps matplotlib's "Software" entry: that is what every run so far wrote.
+    """
+    return _png(bar_chart_figure(metrics, metric), version_stamp=True)
 
 
 def forest_plot(
