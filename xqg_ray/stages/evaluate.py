@@ -24,7 +24,7 @@ from .context import Context
 
 def metric_names(ctx: Context) -> List[str]:
     e = ctx.cfg.eval
-    return [f"R@{n}kt" for n in e.kt] + [f"Recall@{k}" for k in e.recall_k] + [f"MRR@{e.mrr_k}"]
+    return M.metric_names(e.kt, e.recall_k, e.mrr_k)
 
 
 def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:
@@ -79,7 +79,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
-    from ..report.markdown import bar_chart_png, render_markdown
+    from ..report.write import write_report
     from ..evaluation.significance import compare
     from ..config.systems import comparisons as pairs
 
@@ -136,17 +136,6 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
-    charts = {}
-    for metric in [n for n in names if n.startswith("R@")] + [f"MRR@{e.mrr_k}"]:
-        fname = f"plots/{metric.replace('@', '_at_')}.png"
-        ctx.storage.write_bytes(join(ctx.root, fname), bar_chart_png(result, metric))
-        charts[metric] = fname
-    from ..report.experiments import experiment_charts
-
-    extra = experiment_charts(result)
-    for fname, png in extra["files"].items():
-        ctx.storage.write_bytes(join(ctx.root, fname), png)
-    result["plots"] = {"charts": charts, "experiments": extra["keys"]}
-    ctx.storage.write_text(join(ctx.root, "report.md"), render_markdown(result, charts, extra["keys"]))
+    write_report(ctx.storage, ctx.root, result)
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
     return result
