@@ -198,3 +198,40 @@ def test_a_missing_sealed_file_is_one_line_naming_it_and_what_to_delete(publishe
     with pytest.raises(IntegrityError) as e:
         read_sealed(storage, str(root), "s/commits/p0-0123.json")
     assert str(e.value) == f"{root}/s/commits/p0-0123.json is missing: rerun the same command to recompute it"
+
+
+def _systems(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())["systems"]
+
+
+def test_a_non_utf8_pointer_stops_the_run_in_one_line_and_the_advice_works(done, tmp_path, shared_datasets):
+    work = _copy(done, tmp_path)
+    ptr = work / "index" / "xqg" / "current.json"
+    ptr.write_bytes(b"\xff" + ptr.read_bytes()[1:])
+    with pytest.raises(IntegrityError) as e:
+        run(_cfg(work, shared_datasets))
+    assert str(e.value) == f"{ptr} is not UTF-8 text (byte 0): the file is damaged; delete it and rerun the same command to recompute it"
+    ptr.unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+
+
+def test_a_deleted_published_manifest_is_recomputed(done, tmp_path, shared_datasets):
+    """Needs Ledger.current() to read through read_published (a missing manifest means not published)."""
+    work = _copy(done, tmp_path)
+    ptr = json.loads((work / "index" / "xqg" / "current.json").read_text())
+    (work / ptr["manifest"]).unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+    assert (work / ptr["manifest"]).is_file()
+
+
+def test_a_deleted_snapshot_names_the_pointer_to_delete_and_the_advice_works(done, tmp_path, shared_datasets):
+    """Needs stages/prepare.py to read the snapshot with reset="benchmark/current.json"."""
+    work = _copy(done, tmp_path)
+    snap = work / current(work, "benchmark")["snapshot_file"]
+    snap.unlink()
+    with pytest.raises(IntegrityError) as e:
+        run(_cfg(work, shared_datasets))
+    assert str(e.value) == f"{snap} is missing: delete {work}/benchmark/current.json and rerun the same command to recompute it"
+    (work / "benchmark" / "current.json").unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+    assert snap.is_file()
