@@ -175,3 +175,18 @@ def test_a_take_over_of_a_version_that_changed_fails_and_keeps_it(place):
     assert storage.read_bytes(uri) == b'{"token": "renewed"}'
     if not root.startswith("s3://"):
         assert sorted(os.listdir(root)) == [LOCK_NAME]  # nothing moved aside is left behind
+
+
+def test_the_driver_takes_the_lock_before_it_writes_anything(place, holder, shared_datasets, capsys):
+    """Needs the flows.py wiring in the h6 report: `xqg-ray prepare` beside a running driver stops in one line."""
+    from xqg_ray.cli import main
+
+    storage, root, endpoint = place
+    s3 = [f"storage.s3_endpoint={endpoint}", "storage.access_key=testing", "storage.secret_key=testing"] if endpoint else []
+    rc = main(["prepare", str(REPO / "conf" / "smoke.yaml"), f"output_dir={root}", f"benchmark.source={shared_datasets}",
+               "ray.progress=false", *s3])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"xqg-ray: {root} is in use by another xqg-ray run (host {socket.gethostname()}, pid {holder.pid}, ")
+    assert not storage.exists(join(root, "config.yaml"))  # the loser wrote nothing
+    assert _lock(storage, root)["pid"] == holder.pid
