@@ -17,7 +17,8 @@ import pytest
 from corpus_versions import current
 from xqg_ray.cli import main
 from xqg_ray.config import load_config
-from xqg_ray.store.integrity import IntegrityError
+from xqg_ray.store.integrity import IntegrityError, read_published, read_sealed, write_sealed
+from xqg_ray.store.storage import Storage
 from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,10 +127,6 @@ def test_a_copied_output_dir_reruns_without_touching_the_original(done, tmp_path
 
 
 # -- every way a manifest read fails is one line naming the file, and its advice works ------------------------
-
-from xqg_ray.store.integrity import read_published, read_sealed, write_sealed  # noqa: E402
-from xqg_ray.store.storage import Storage  # noqa: E402
-
 
 @pytest.fixture
 def published(tmp_path):
