@@ -17,7 +17,8 @@ import pytest
 from corpus_versions import current
 from xqg_ray.cli import main
 from xqg_ray.config import load_config
-from xqg_ray.store.integrity import IntegrityError
+from xqg_ray.store.integrity import IntegrityError, read_published, read_sealed, write_sealed
+from xqg_ray.store.storage import Storage
 from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,111 @@ def test_a_copied_output_dir_reruns_without_touching_the_original(done, tmp_path
     assert _digests(done) == before
     m = current(work, "index/xqg")
     assert all((work / sh["file"]).is_file() and not (done / sh["file"]).exists() for sh in m["shards"])
+
+
+# -- every way a manifest read fails is one line naming the file, and its advice works ------------------------
+
+@pytest.fixture
+def published(tmp_path):
+    """A stage ``s`` with a sealed manifest and its pointer, as the ledger writes them."""
+    storage = Storage()
+    write_sealed(storage, str(tmp_path), "s/manifests/ab.json", {"stage": "s", "alpha": 0.1, "units": [{"file": "s/data/x.parquet"}]})
+    write_sealed(storage, str(tmp_path), "s/current.json", {"manifest": "s/manifests/ab.json", "fingerprint": "ab"})
+    return storage, tmp_path
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (lambda raw: raw[: len(raw) // 2], "is truncated (Expecting ',' delimiter at line 7 column 3)"),
+        (lambda raw: b"", "is truncated (Expecting value at line 1 column 1)"),
+        (lambda raw: raw[:10] + b"\xff" + raw[11:], "is not UTF-8 text (byte 10): the file is damaged;"),
+        (lambda raw: b"alpha: 0.1\n", "is not valid JSON (Expecting value at line 1 column 1)"),
+        (lambda raw: raw.replace(b"0.1", b"0.5"), "was edited after it was written (its seal does not match)"),
+        (lambda raw: b"[1]\n", "was edited after it was written (its seal does not match)"),
+    ],
+    ids=["truncated", "empty", "not-utf8", "not-json", "edited", "not-an-object"],
+)
+def test_a_damaged_manifest_is_one_line_and_deleting_the_pointer_unpublishes(published, damage, problem):
+    storage, root = published
+    path = root / "s" / "manifests" / "ab.json"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(IntegrityError) as e:
+        read_published(storage, str(root), "s/current.json")
+    sep = " " if problem.endswith(";") else ": "
+    edited = "; change settings in the config, not in manifests" if "edited" in problem else ""
+    assert str(e.value) == f"{path} {problem}{sep}delete {root}/s/current.json and rerun the same command to recompute it{edited}"
+    (root / "s" / "current.json").unlink()  # the advice
+    assert read_published(storage, str(root), "s/current.json") is None  # not published: the rerun recomputes
+
+
+@pytest.mark.parametrize("damage", [lambda raw: raw[:-20], lambda raw: b"\xfe" + raw, lambda raw: raw.replace(b"ab", b"cd", 1)],
+                         ids=["truncated", "not-utf8", "edited"])
+def test_a_damaged_pointer_says_delete_it_and_deleting_it_unpublishes(published, damage):
+    storage, root = published
+    ptr = root / "s" / "current.json"
+    ptr.write_bytes(damage(ptr.read_bytes()))
+    with pytest.raises(IntegrityError) as e:
+        read_published(storage, str(root), "s/current.json")
+    msg = str(e.value)
+    assert msg.startswith(f"{ptr} ") and "\n" not in msg
+    assert "delete it and rerun the same command to recompute it" in msg
+    ptr.unlink()
+    assert read_published(storage, str(root), "s/current.json") is None
+
+
+def test_a_deleted_manifest_or_pointer_means_not_published(published):
+    storage, root = published
+    assert read_published(storage, str(root), "s/current.json")["alpha"] == 0.1
+    (root / "s" / "manifests" / "ab.json").unlink()
+    assert read_published(storage, str(root), "s/current.json") is None
+    (root / "s" / "current.json").unlink()
+    assert read_published(storage, str(root), "s/current.json") is None
+
+
+def test_a_missing_sealed_file_is_one_line_naming_it_and_what_to_delete(published):
+    storage, root = published
+    (root / "s" / "manifests" / "ab.json").unlink()
+    with pytest.raises(IntegrityError) as e:
+        read_sealed(storage, str(root), "s/manifests/ab.json", reset="s/current.json")
+    assert str(e.value) == f"{root}/s/manifests/ab.json is missing: delete {root}/s/current.json and rerun the same command to recompute it"
+    with pytest.raises(IntegrityError) as e:
+        read_sealed(storage, str(root), "s/commits/p0-0123.json")
+    assert str(e.value) == f"{root}/s/commits/p0-0123.json is missing: rerun the same command to recompute it"
+
+
+def _systems(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())["systems"]
+
+
+def test_a_non_utf8_pointer_stops_the_run_in_one_line_and_the_advice_works(done, tmp_path, shared_datasets):
+    work = _copy(done, tmp_path)
+    ptr = work / "index" / "xqg" / "current.json"
+    ptr.write_bytes(b"\xff" + ptr.read_bytes()[1:])
+    with pytest.raises(IntegrityError) as e:
+        run(_cfg(work, shared_datasets))
+    assert str(e.value) == f"{ptr} is not UTF-8 text (byte 0): the file is damaged; delete it and rerun the same command to recompute it"
+    ptr.unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+
+
+def test_a_deleted_published_manifest_is_recomputed(done, tmp_path, shared_datasets):
+    """Needs Ledger.current() to read through read_published (a missing manifest means not published)."""
+    work = _copy(done, tmp_path)
+    ptr = json.loads((work / "index" / "xqg" / "current.json").read_text())
+    (work / ptr["manifest"]).unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+    assert (work / ptr["manifest"]).is_file()
+
+
+def test_a_deleted_snapshot_names_the_pointer_to_delete_and_the_advice_works(done, tmp_path, shared_datasets):
+    """Needs stages/prepare.py to read the snapshot with reset="benchmark/current.json"."""
+    work = _copy(done, tmp_path)
+    snap = work / current(work, "benchmark")["snapshot_file"]
+    snap.unlink()
+    with pytest.raises(IntegrityError) as e:
+        run(_cfg(work, shared_datasets))
+    assert str(e.value) == f"{snap} is missing: delete {work}/benchmark/current.json and rerun the same command to recompute it"
+    (work / "benchmark" / "current.json").unlink()
+    assert run(_cfg(work, shared_datasets))["systems"] == _systems(done)
+    assert snap.is_file()
