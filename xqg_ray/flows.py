@@ -10,7 +10,8 @@ of rebuilt.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator
 
 from .arrow_utils import arrow_to_vectors
 from .config import RunConfig, to_yaml
@@ -25,49 +26,53 @@ from .stages.generate import run_generate
 from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
 from .stages.search import run_search
-from .store.storage import Storage, join
+from .store.lock import hold_output
+from .store.storage import Storage, check_writable, join
 from .config.systems import encoders_used
 
 
-def _context(cfg: RunConfig) -> Context:
+@contextmanager
+def _context(cfg: RunConfig) -> Iterator[Context]:
     preflight(cfg)  # every value that can fail late, before any work
     storage = Storage(cfg.storage)
-    storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
-    init_ray(cfg.ray)
-    return Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
+    check_writable(storage, cfg.output_dir)  # the bucket exists, the directory can be written
+    with hold_output(storage, cfg.output_dir):  # one writer per output directory, until the run ends
+        storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
+        init_ray(cfg.ray)
+        yield Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
 
 
 def prepare(cfg: RunConfig) -> Dict[str, Any]:
     """Only the benchmark stage (questions + corpus snapshot); returns the benchmark manifest."""
-    ctx = _context(cfg)
-    ctx.bench, ctx.snapshot = run_benchmark(ctx)
-    return ctx.bench
+    with _context(cfg) as ctx:
+        ctx.bench, ctx.snapshot = run_benchmark(ctx)
+        return ctx.bench
 
 
 def run(cfg: RunConfig) -> Dict[str, Any]:
     """Run (or resume, or update) the whole job for ``cfg``; returns the contents of metrics.json."""
-    ctx = _context(cfg)
-    ctx.bench, ctx.snapshot = run_benchmark(ctx)
-    preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
-    gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
-    embs, qms = {}, {}
-    for enc in encoders_used(cfg):  # one pool per encoder; every encoder reads the same generated queries
-        embs[enc], qms[enc] = run_encode(ctx, gens, enc)
-    queries = load_queries(ctx)
-    indexes = run_index(ctx, embs)
-    jobs: Dict[str, list] = {}
-    for enc, qm in qms.items():
-        mine = [sc.name for sc in cfg.systems if sc.encoder == enc]
-        for qset, rec in qm["sets"].items():
-            # Every query set (clean, each perturbation) on every system of this encoder.
-            qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
-            if qt["qid"].to_pylist() != queries["qid"].to_pylist():
-                raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
-            jobs.setdefault(qset, []).append((mine, arrow_to_vectors(qt["vector"])))
-    with ctx.timer.stage("search") as s:
-        results = run_search(ctx, indexes, jobs)
-        s["rows"] = sum(len(q) * len(names) for parts in jobs.values() for names, q in parts)
-    return evaluate(ctx, queries, results, indexes)
+    with _context(cfg) as ctx:
+        ctx.bench, ctx.snapshot = run_benchmark(ctx)
+        preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
+        gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
+        embs, qms = {}, {}
+        for enc in encoders_used(cfg):  # one pool per encoder; every encoder reads the same generated queries
+            embs[enc], qms[enc] = run_encode(ctx, gens, enc)
+        queries = load_queries(ctx)
+        indexes = run_index(ctx, embs)
+        jobs: Dict[str, list] = {}
+        for enc, qm in qms.items():
+            mine = [sc.name for sc in cfg.systems if sc.encoder == enc]
+            for qset, rec in qm["sets"].items():
+                # Every query set (clean, each perturbation) on every system of this encoder.
+                qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
+                if qt["qid"].to_pylist() != queries["qid"].to_pylist():
+                    raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
+                jobs.setdefault(qset, []).append((mine, arrow_to_vectors(qt["vector"])))
+        with ctx.timer.stage("search") as s:
+            results = run_search(ctx, indexes, jobs)
+            s["rows"] = sum(len(q) * len(names) for parts in jobs.values() for names, q in parts)
+        return evaluate(ctx, queries, results, indexes)
 
 
 __all__ = ["run", "prepare"]

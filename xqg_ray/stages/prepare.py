@@ -63,7 +63,7 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         m = led.published(fp) if ctx.resume else None
         if m is not None:
             s.update(rows=m["counts"]["passages"] + m["counts"]["queries_total"], reused=True)
-            return m, read_sealed(ctx.storage, ctx.root, m["snapshot_file"])
+            return m, read_sealed(ctx.storage, ctx.root, m["snapshot_file"], reset=f"{STAGE}/current.json")
         prefix = f"{STAGE}/data/{fp[:16]}"
         built = run_tasks(_build_tables, [(cfg.benchmark, cfg.storage, ctx.root, prefix)], 1)[0]
         files = built["files"]
@@ -77,7 +77,7 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             if cfg.benchmark.corpus_limit > 0:
                 keep = KeepSpec(golds=built["extra"]["golds"], limit=cfg.benchmark.corpus_limit, seed=cfg.benchmark.seed)
         prior = led.current()
-        parent = read_sealed(ctx.storage, ctx.root, prior["snapshot_file"]) if prior else None
+        parent = read_sealed(ctx.storage, ctx.root, prior["snapshot_file"], reset=f"{STAGE}/current.json") if prior else None
         if parent is not None and parent["num_partitions"] != cfg.corpus.num_partitions:
             parent = None  # another layout: nothing to diff against
         snap = ingest_corpus(cfg.storage, ctx.root, inputs, num_partitions=cfg.corpus.num_partitions, fmt=cfg.corpus.format,

@@ -25,7 +25,7 @@ import json
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
-from .integrity import IntegrityError, read_sealed, write_sealed
+from .integrity import IntegrityError, read_published, read_sealed, write_sealed
 from .storage import Storage, join
 
 CURRENT = "current.json"
@@ -84,11 +84,7 @@ class Ledger:
     # -- versions ----------------------------------------------------------------
     def current(self) -> Optional[Dict[str, Any]]:
         """The published manifest named by ``current.json`` (verified), or None."""
-        ptr = join(self.root, self.stage, CURRENT)
-        if not self.storage.exists(ptr):
-            return None
-        p = read_sealed(self.storage, self.root, f"{self.stage}/{CURRENT}")
-        return read_sealed(self.storage, self.root, p["manifest"])
+        return read_published(self.storage, self.root, f"{self.stage}/{CURRENT}")
 
     def published(self, fp: str) -> Optional[Dict[str, Any]]:
         """The current manifest if it was made from inputs with fingerprint ``fp``."""
