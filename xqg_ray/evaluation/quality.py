@@ -266,9 +266,9 @@ def repetition(text: str) -> Dict[str, float]:
         best_run = max(best_run, run)
     grams = char_ngrams(text, CHAR_GRAM)
     return {
-        "repeated_tokens": 1.0 - len(set(toks)) / len(toks) if len(toks) >= MIN_TOKENS else 0.0,
+        "repeated_tokens": (len(toks) - len(set(toks))) / len(toks) if len(toks) >= MIN_TOKENS else 0.0,
         "max_run": best_run,
-        "repeated_grams": 1.0 - len(set(grams)) / len(grams) if len(grams) >= MIN_CHAR_GRAMS else 0.0,
+        "repeated_grams": (len(grams) - len(set(grams))) / len(grams) if len(grams) >= MIN_CHAR_GRAMS else 0.0,
     }
 
 
