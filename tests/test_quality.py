@@ -45,6 +45,10 @@ def test_target_language_flags_an_english_question_in_the_hindi_slot() -> None:
 
 
 def test_target_language_chooses_only_among_the_allowed_languages() -> None:
+    # XQuAD questions that all 140 languages would give to a neighbour (mr, wuu, arz, gl).
+    texts = ["लेडी गागा ने क्या गाया?", "谁是梅尔菲伯爵？", "ماذا كان هويهوي؟", "¿Cuánto duraría esta coalición?"]
+    langs = ["hi", "zh", "ar", "es"]
+    assert Q.target_language(texts, langs, langs + ["en"]) == [True, True, True, True]
     # Spanish is not allowed, so a Spanish question can only be judged "not German".
     assert Q.target_language(["¿En qué país se inventó el piano?"], ["es"], ["de", "en"]) == [None]
     assert Q.target_language(["¿En qué país se inventó el piano?"], ["de"], ["de", "en"]) == [False]
@@ -109,6 +113,13 @@ def test_duplicates_within_passage_keep_the_first() -> None:
         "",
     ]
     assert Q.duplicates_within_passage(questions) == [False, True, False, True, True, False, False]
+    # A chain: the third is near the flagged second (5-gram Jaccard 0.88) but not the kept first (0.78).
+    chain = [
+        "Wer gewann den Super Bowl 50 in Santa Clara?",
+        "Wer gewann den Super Bowl 50 in Santa Clara 2016?",
+        "Wer gewann den Super Bowl 50 in Santa Clara 2016 knapp?",
+    ]
+    assert Q.duplicates_within_passage(chain) == [False, True, False]
 
 
 def test_degenerate_flags_loops_only() -> None:
@@ -123,6 +134,13 @@ def test_degenerate_flags_loops_only() -> None:
         "Wo liegen die Harvard Medical School, School of Dental Medicine und School of Public Health?"
     ) is False
     assert Q.degenerate("石油危机导致石油公司在哪个地区增加石油供应?") is False
+    # XQuAD's largest token share (0.389) and 4-gram share (0.339), under 0.45 and 0.4.
+    harvard = (
+        "Unde este poziționată Școala de Medicină Harvard, școala de Medicină Dentară Harvard, "
+        "și școala de Sănătate Publică Harvard?"
+    )
+    assert Q.repetition(harvard) == {"repeated_tokens": 7 / 18, "max_run": 1, "repeated_grams": 40 / 118}
+    assert Q.degenerate(harvard) is False
     assert Q.degenerate("Who? Who?") is False
     assert Q.degenerate("") is False
 
@@ -229,5 +247,8 @@ def test_quality_report_counts_per_language_and_overall() -> None:
         {"empty": False, "wrong_language": False, "exemplar": Q.EXACT, "duplicate": False, "degenerate": False},
         {"empty": False, "wrong_language": True, "exemplar": None, "duplicate": False, "degenerate": False},
     ]
+    # The same question on two passages is no duplicate: duplicates are within one passage.
+    twice = [{"passage_id": p, "lang": "de", "text": "Wer gewann den Super Bowl 50?"} for p in (1, 2)]
+    assert [f["duplicate"] for f in Q.question_flags(twice)] == [False, False]
     with pytest.raises(ValueError, match="6 rows but 1 round-trip ranks"):
         Q.quality_report(rows, ranks=[1])
