@@ -27,7 +27,7 @@ the report can count with it, from the same definitions:
   question equals a normalised exemplar question; "near" = at least 0.7 of the
   smaller of the two character 5-gram sets shared with an exemplar question,
   or the question names one of the exemplar's marks (its title's word bigrams,
-  a one-word title, or caller-given keywords) that its own passage does not
+  a one-word title, or caller-given keywords: :func:`exemplar_marks`) that its own passage does not
   contain.  The XQuAD questions of de, es, zh, ar, hi never saw the exemplars,
   so every flag among them is a false one: none of the 5 x 1,190 is flagged
   (largest 5-gram overlap 0.647, "Wie hoch ist die ..." against "Wie hoch ist
@@ -70,11 +70,6 @@ _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
 
 EXACT = "exact"
 NEAR = "near"
-
-# Measures quality_report counts, in the order it lists them; a question flagged
-# by any of them is counted as "rejected" (what a filter would drop).
-MEASURES = ("empty", "wrong_language", "exemplar_exact", "exemplar_near", "duplicate", "degenerate")
-
 
 def normalise(text: str) -> str:
     """NFKC, casefolded, punctuation and symbols as spaces, whitespace collapsed (any script)."""
@@ -162,10 +157,12 @@ def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
 
 
 def exemplar_marks(exemplar: Mapping[str, Any]) -> List[str]:
-    """Normalised phrases that name an exemplar's passage: its title's word bigrams (the title itself when
-    it is one word of at least 4 characters) and its ``keywords`` (target-language names, e.g. "mauer")."""
+    """Normalised phrases that name an exemplar's passage: its title's word bigrams of two words of at
+    least 3 characters ("great wall", not "of china": a preposition makes a bigram common), the title
+    itself when it is one word of at least 4 characters, and its ``keywords`` (target-language names the
+    title does not give, e.g. "mauer" for the Great Wall in German)."""
     words = tokens(exemplar.get("title", ""))
-    marks = [" ".join(words[i : i + 2]) for i in range(len(words) - 1)]
+    marks = [f"{a} {b}" for a, b in zip(words, words[1:]) if len(a) >= 3 and len(b) >= 3]
     if len(words) == 1 and len(words[0]) >= 4:
         marks.append(words[0])
     marks += [normalise(k) for k in exemplar.get("keywords", ()) if normalise(k)]
@@ -403,22 +400,25 @@ def question_flags(
     ]
 
 
+# What quality_report counts, per question flags (question_flags), in its order.
+# A question flagged by any of them is "rejected": what a filter would drop.
+FLAGGED = {
+    "empty": lambda f: f["empty"],
+    "wrong_language": lambda f: f["wrong_language"] is True,
+    "exemplar_exact": lambda f: f["exemplar"] == EXACT,
+    "exemplar_near": lambda f: f["exemplar"] == NEAR,
+    "duplicate": lambda f: f["duplicate"],
+    "degenerate": lambda f: f["degenerate"],
+}
+MEASURES = tuple(FLAGGED)
+
+
 def _group_report(texts: List[str], flags: List[Dict[str, Any]], ranks: Optional[np.ndarray]) -> Dict[str, Any]:
     """Counts and rates of one group of questions (a language, or all)."""
     n = len(flags)
-    counts = {
-        "empty": sum(f["empty"] for f in flags),
-        "wrong_language": sum(f["wrong_language"] is True for f in flags),
-        "exemplar_exact": sum(f["exemplar"] == EXACT for f in flags),
-        "exemplar_near": sum(f["exemplar"] == NEAR for f in flags),
-        "duplicate": sum(f["duplicate"] for f in flags),
-        "degenerate": sum(f["degenerate"] for f in flags),
-    }
+    counts = {m: sum(bool(flagged(f)) for f in flags) for m, flagged in FLAGGED.items()}
     counts["language_unknown"] = sum(f["wrong_language"] is None for f in flags)
-    counts["rejected"] = sum(
-        f["empty"] or f["wrong_language"] is True or f["exemplar"] is not None or f["duplicate"] or f["degenerate"]
-        for f in flags
-    )
+    counts["rejected"] = sum(any(flagged(f) for flagged in FLAGGED.values()) for f in flags)
     out: Dict[str, Any] = {
         "n": n,
         "counts": counts,
