@@ -71,6 +71,7 @@ _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
 EXACT = "exact"
 NEAR = "near"
 
+
 def normalise(text: str) -> str:
     """NFKC, casefolded, punctuation and symbols as spaces, whitespace collapsed (any script)."""
     text = unicodedata.normalize("NFKC", text or "").casefold()
@@ -124,8 +125,10 @@ def target_language(
     The identifier chooses only among ``allowed_langs`` (the run's languages
     plus English: a question that is really English is the usual failure, and a
     choice among 140 languages would confuse close ones such as hi/mr or es/gl).
-    None when it cannot tell: an empty text, or an expected language the model
-    does not know.  Codes of ``allowed_langs`` it does not know are left out.
+    None when it cannot tell: an empty text, or an expected language that is
+    not allowed or that the model does not know (:func:`identifiable_languages`);
+    codes of ``allowed_langs`` it does not know are left out.  The raw text is
+    classified (py3langid reads bytes n-grams; punctuation is evidence too).
     """
     if len(texts) != len(expected_langs):
         raise ValueError(f"{len(texts)} texts but {len(expected_langs)} expected languages")
@@ -142,6 +145,13 @@ def target_language(
 
 
 # -- exemplar copies ---------------------------------------------------------------
+# 5-grams span most word pairs in alphabetic scripts and two to three words in
+# Chinese.  0.7 is above the largest overlap of any XQuAD question of de, es,
+# zh, ar, hi with its language's exemplars (0.647; 0.5 would flag 3 of 5,950).
+EXEMPLAR_NGRAM = 5
+EXEMPLAR_OVERLAP = 0.7
+
+
 def overlap(a: Sequence[str], b: Sequence[str]) -> float:
     """|A & B| / min(|A|, |B|) over the distinct grams: 1.0 when one is inside the other, 0.0 if either is empty."""
     sa, sb = set(a), set(b)
@@ -179,8 +189,8 @@ def _names(text_norm: str, mark: str) -> bool:
 def exemplar_copies(
     questions: Sequence[str],
     exemplars: Sequence[Mapping[str, Any]],
-    ngram: int = 5,
-    threshold: float = 0.7,
+    ngram: int = EXEMPLAR_NGRAM,
+    threshold: float = EXEMPLAR_OVERLAP,
     passages: Optional[Sequence[str]] = None,
 ) -> List[Optional[str]]:
     """Per question: "exact", "near" or None.
@@ -191,9 +201,8 @@ def exemplar_copies(
 
     * "exact": ``normalise(question) == normalise(exemplar["question"])``.
     * "near": :func:`overlap` of their character ``ngram``-grams is at least
-      ``threshold`` (a copy with a word changed, or the exemplar question inside
-      a longer one; 5-grams span most word pairs in alphabetic scripts and
-      two-to-three words in Chinese), or the question names one of
+      ``threshold`` (a copy with a word changed, the exemplar question inside a
+      longer one, or a fragment of it), or the question names one of
       :func:`exemplar_marks` that its own passage (``passages[i]``, when given)
       does not contain: naming the Great Wall is a leak for a passage about a
       football match, not for one about China.
@@ -222,7 +231,15 @@ def exemplar_copies(
 
 
 # -- duplicates --------------------------------------------------------------------
-def duplicates_within_passage(questions: Sequence[str], ngram: int = 5, threshold: float = 0.8) -> List[bool]:
+# Jaccard, not overlap: a short question inside a longer one about the same
+# passage can be a different question ("Wer gewann?" / "Wer gewann 1995?").
+DUPLICATE_NGRAM = 5
+DUPLICATE_JACCARD = 0.8
+
+
+def duplicates_within_passage(
+    questions: Sequence[str], ngram: int = DUPLICATE_NGRAM, threshold: float = DUPLICATE_JACCARD
+) -> List[bool]:
     """Per question of one passage, whether it repeats an earlier kept one.
 
     Repeat: the same normalised text, or character ``ngram``-gram
@@ -245,8 +262,9 @@ def duplicates_within_passage(questions: Sequence[str], ngram: int = 5, threshol
 # -- degenerate repetition ---------------------------------------------------------
 # Thresholds set above the largest value among all 14,280 XQuAD questions (12
 # languages), which flag none of them; the Apollo loop is caught by its token
-# share (7 of 12 tokens repeat: 0.583).  XQuAD maxima: token share 0.389 (a question naming "Harvard"
-# three times), run 2 ("die die" is German grammar), 4-gram share 0.339.
+# share (7 of 12 tokens repeat: 0.583).  XQuAD maxima: token share 0.389 (a
+# question naming "Harvard" three times), run 2 ("die die" is German grammar),
+# 4-gram share 0.339 (the same question).
 MIN_TOKENS = 6              # "Who? Who?" is too short to call a loop
 MAX_REPEATED_TOKENS = 0.45  # share of tokens that repeat an earlier one (Apollo example: 7 of 12)
 MAX_RUN = 2                 # the same token 3 times in a row
@@ -281,7 +299,8 @@ def degenerate(text: str) -> bool:
 
 # -- length ------------------------------------------------------------------------
 def length_stats(texts: Sequence[str]) -> Dict[str, Any]:
-    """Characters (of the stripped text) and :func:`tokens`: mean, min, max; how many and what share are empty."""
+    """Characters (of the stripped text) and :func:`tokens`: mean, min, max; how many and what share are
+    empty (nothing left after :func:`normalise`: blank or only punctuation, as "?")."""
     n = len(texts)
     chars = [len((t or "").strip()) for t in texts]
     toks = [len(tokens(t)) for t in texts]
