@@ -84,3 +84,14 @@ def test_mode_from_env_and_argument(monkeypatch):
     monkeypatch.setenv("XQG_PROGRESS", "bars")
     with pytest.raises(UserError, match=r"^XQG_PROGRESS='bars': use bar, json or auto \(bar on a terminal, else JSON lines\)$"):
         StageTimer(io.StringIO())
+
+
+@pytest.mark.parametrize("mode", ["json", "bar"])
+def test_events_never_print_a_credential(mode):
+    """A warning naming a presigned URL or user:password@ is masked in both output modes."""
+    out = FakeTTY() if mode == "bar" else io.StringIO()
+    timer = StageTimer(out, mode=mode)
+    timer.event("ingest", "warning", message="read s3://b/k?X-Amz-Security-Token=SENTINEL1&x=1 via http://u:SENTINEL2@host/")
+    text = out.getvalue()
+    assert "SENTINEL1" not in text and "SENTINEL2" not in text
+    assert "X-Amz-Security-Token=***" in text and "http://***@host/" in text

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from .config.secrets import redact
 from .errors import UserError
 
 MODES = ("auto", "bar", "json")
@@ -75,7 +76,8 @@ class StageTimer:
             for key in m:
                 m[key] += float(fields.get(key) or 0.0)
         if self.mode == "json":
-            print(json.dumps({"xqg": stage, "event": event, **fields}, ensure_ascii=False), file=self.stream, flush=True)
+            # Events carry URIs and messages: a presigned token or user:password@ never reaches a log.
+            print(redact(json.dumps({"xqg": stage, "event": event, **fields}, ensure_ascii=False)), file=self.stream, flush=True)
         else:
             self._bar_event(stage, event, fields)
 
@@ -104,7 +106,7 @@ class StageTimer:
         if self._drawn:
             self.stream.write("\n")
             self._drawn = 0
-        self.stream.write(text + "\n")
+        self.stream.write(redact(text) + "\n")
         self.stream.flush()
 
     def _row(self, name: str, rows: int, seconds: float, reused: bool) -> Dict[str, Any]:
