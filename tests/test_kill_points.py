@@ -1,0 +1,98 @@
+"""A driver SIGKILLed at any of eight points resumes to outputs identical to an uninterrupted run.
+
+The points: ingest (the benchmark stage), generation, encoding, index build,
+search, evaluate, the report (its first chart on disk) and an index *update*
+(version 2 of the corpus over version 1's outputs).  One output directory is
+killed once at each point in turn, each kill landing after the previous
+attempt's committed work, so every rerun resumes a half-done run; then the
+same command finishes and every run file, per-query table and metric equals
+the uninterrupted build's.  The driver's JSON progress events say when a stage
+has started; a kill lands right after that line (or after a file appears).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pyarrow.parquet as pq
+import pytest
+
+from corpus_versions import assert_same_runs, current, files_overrides
+from procs import kill_all_using, kill_session
+from xqg_ray.config import load_config
+from xqg_ray.pipeline import run
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "conf" / "smoke.yaml")
+SYSTEMS = ["baseline", "xqg", "xqg-a0.3", "causal-mean"]
+
+
+def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[tuple] = None, timeout: float = 240.0) -> str:
+    """Run the CLI; SIGKILL its driver (then every process of its session) right after ``stage`` starts or a
+    file matching ``path_glob`` (dir, pattern) appears.  Returns what triggered the kill."""
+    ray_tmp = tempfile.mkdtemp(prefix="xp", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "XQG_PROGRESS": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args], cwd=REPO, start_new_session=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    hit, t0 = "", time.time()
+    try:
+        while not hit and time.time() - t0 < timeout:
+            if path_glob is not None and path_glob[0].is_dir() and any(path_glob[0].glob(path_glob[1])):
+                hit = f"file {path_glob[1]}"
+                break
+            ready, _, _ = select.select([proc.stdout], [], [], 0.02)
+            if ready:
+                line = proc.stdout.readline()
+                if not line and proc.poll() is not None:
+                    break
+                if stage is not None and f'"xqg": "{stage}", "event": "start"' in line:
+                    hit = f"stage {stage}"
+            elif proc.poll() is not None:
+                break
+    finally:
+        proc.kill()  # SIGKILL the driver
+        proc.wait()
+        kill_session(proc.pid)  # raylet, GCS, workers: all in the driver's session
+        kill_all_using(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    if not hit:
+        pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached")
+    return hit
+
+
+def _same(out: Path, ref: Path, ref_metrics: dict, final: dict) -> None:
+    for s in SYSTEMS:
+        assert_same_runs(out / "runs" / f"{s}.trec", ref / "runs" / f"{s}.trec")
+        assert pq.read_table(out / "per_query" / f"{s}.parquet").equals(pq.read_table(ref / "per_query" / f"{s}.parquet")), s
+    assert final["systems"] == ref_metrics["systems"]
+    assert final["comparisons"] == ref_metrics["comparisons"]
+
+
+def test_kill_at_eight_points_then_resume(versions, ray_local, scratch_v2, tmp_path):
+    ref = tmp_path / "ref"
+    ref_metrics = run(load_config(SMOKE, files_overrides(versions["v1"], versions["queries"], ref)))
+    out = tmp_path / "killed"
+    v1 = files_overrides(versions["v1"], versions["queries"], out)
+    hits = [_kill_at(v1, stage=s) for s in ("benchmark", "generated/t5", "embeddings", "index", "search", "evaluate")]
+    hits.append(_kill_at(v1, path_glob=(out / "plots", "*.png")))
+    assert hits == ["stage benchmark", "stage generated/t5", "stage embeddings", "stage index", "stage search",
+                    "stage evaluate", "file *.png"]
+    assert not (out / "metrics.json").exists()  # every kill landed before the run finished
+    final = run(load_config(SMOKE, v1))
+    _same(out, ref, ref_metrics, final)
+    # The eighth point: an index update (corpus version 2 over version 1's outputs), killed as the index stage starts.
+    v2 = files_overrides(versions["v2"], versions["queries"], out)
+    assert _kill_at(v2, stage="index") == "stage index"
+    updated = run(load_config(SMOKE, v2))
+    scratch, rebuilt = scratch_v2
+    _same(out, scratch, rebuilt, updated)
+    for s in SYSTEMS:
+        assert current(out, f"index/{s}")["modes"] == ["updated"], s
