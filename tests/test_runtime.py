@@ -259,3 +259,32 @@ def test_a_wait_that_cannot_finish_times_out_naming_what_it_waited_for(ray_local
     finally:
         cluster.wait_timeout_s = saved
         ray_local.cancel(ref, force=True)
+
+
+def test_tasks_and_ray_data_pools_no_node_holds_are_refused_at_once(ray_local):
+    from xqg_ray.runtime.tasks import run_tasks
+    from xqg_ray.runtime.units import on_ray_data
+
+    with pytest.raises(ClusterError) as info:
+        run_tasks(_raise, [("xqg_ray.errors:UserError", MESSAGE)], 64)
+    assert str(info.value) == ("cannot schedule a _raise task, 64 CPU each, on this cluster (1 node, 4 CPUs, 0 GPUs: 0 fit): "
+                               "change ray.actor_num_cpus")
+    big = Pool(num_cpus=8.0, num_gpus=0.0, min_actors=2, max_actors=2, torch_threads=1)
+    with pytest.raises(ClusterError) as info:
+        list(on_ray_data(['{"unit": 0}', '{"unit": 1}'], _unit_runner_class(), {"kind": "xqg_ray.errors:UserError"}, big, 2))
+    assert str(info.value) == ("cannot schedule 2 FailingUnit actors (the stage's ray.<stage>.min_actors), 8 CPU each, on this cluster "
+                               "(1 node, 4 CPUs, 0 GPUs: 0 fit): change that stage's ray.<stage>.min_actors or num_cpus/num_gpus (or ray.actor_*)")
+
+
+def test_the_job_with_more_shards_than_cpus_stops_at_search_with_one_line(ray_local, tmp_path, shared_datasets, tiny_models):
+    """Through the library (``pipeline.run``, no CLI check before it): the search stage refuses before starting
+    any actor, instead of waiting forever for the fifth."""
+    from xqg_ray.pipeline import run
+
+    out = tmp_path / "run"
+    cfg = load_config(SMOKE, ["index.num_shards=5", "corpus.num_partitions=8", f"output_dir={out}", f"benchmark.source={shared_datasets}"])
+    with pytest.raises(ClusterError) as info:
+        run(cfg)
+    assert str(info.value).startswith("cannot schedule 5 search actors (one per index shard), 1 CPU each, on this cluster (1 node, 4 CPUs")
+    assert (out / "index").is_dir()  # it got as far as search
+    assert not (out / "runs").exists()

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ..config import Pool, RayConfig, stage_pool
 from ..errors import carry_user_errors, reraise_user_error
+from .capacity import Demand, require
 from .cluster import ClusterError, current
 # run_tasks lives in .tasks; the stages import it from here (until their imports move).
 from .tasks import run_tasks
@@ -140,14 +141,17 @@ def on_model_hosts(units: List[str], cls: type, ctor: Dict[str, Any], pool: Pool
 def on_ray_data(units: List[str], cls: type, ctor: Dict[str, Any], pool: Pool, size: int) -> Iterator[Tuple[int, str]]:
     """(unit index, summary JSON) from a Ray Data actor pool of 1 to ``size`` actors of ``cls(**ctor)``.
 
-    The pool's first actors must start within the cluster's ``wait_timeout_s`` (an autoscaler adds
-    nodes meanwhile), else a :class:`~xqg_ray.runtime.cluster.ClusterError` names them.
+    A pool the cluster cannot hold is refused up front where the cluster's size is fixed; elsewhere its
+    first actors must start within the cluster's ``wait_timeout_s`` (an autoscaler adds nodes
+    meanwhile), else a :class:`~xqg_ray.runtime.cluster.ClusterError` names them.
     """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     cluster = current()
     min_size = min(size, max(1, pool.min_actors))
+    require([Demand(f"{min_size} {cls.__name__} actors (the stage's ray.<stage>.min_actors)", min_size, pool.num_cpus, pool.num_gpus,
+                    "that stage's ray.<stage>.min_actors or num_cpus/num_gpus (or ray.actor_*)")])
     DataContext.get_current().wait_for_min_actors_s = max(1, int(cluster.wait_timeout_s))
     ds = ray.data.from_items([{"i": i, "unit": u} for i, u in enumerate(units)], override_num_blocks=len(units))
     ds = ds.map_batches(
