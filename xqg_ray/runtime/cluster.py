@@ -170,7 +170,7 @@ class Cluster:
         """``ray.get(refs)``, giving up (a :class:`ClusterError` naming ``what``) once nothing finished for ``wait_timeout_s``."""
         import ray
 
-        pending = list(refs)
+        pending = list(dict.fromkeys(refs))  # ray.wait refuses a ref twice
         while pending:
             done, pending = ray.wait(pending, num_returns=len(pending), timeout=self.wait_timeout_s)
             if not done:
