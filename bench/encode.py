@@ -142,7 +142,8 @@ def main() -> None:
     from xqg_ray.ingest import ingest_corpus
     from xqg_ray.models.encoder import Encoder, format_passage, length_order, plan_batches
     from xqg_ray.models.loading import resolve_model
-    from xqg_ray.runtime.units import init_ray, run_units
+    from xqg_ray.runtime.cluster import init_ray
+    from xqg_ray.runtime.units import run_units
     from xqg_ray.stages.encode import EncodePartition
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-10 s progress lines

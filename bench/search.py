@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs (and FAISS threads) per shard actor")
     a = ap.parse_args()
     from xqg_ray.config import RayConfig
-    from xqg_ray.runtime.units import init_ray, wait_for_hosts
+    from xqg_ray.runtime.cluster import init_ray, wait_for_hosts
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     init_ray(RayConfig(num_cpus=a.num_cpus, progress=False))

@@ -28,12 +28,23 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "no xquad/ directory" in capsys.readouterr().err
 
 
+def test_more_shards_than_cpus_is_refused_before_any_work(tmp_path, ray_local, capsys):
+    """The session's local cluster has 4 CPUs: 5 search actors of 1 CPU never all run, so the run is refused
+    once Ray is up, before the benchmark stage writes anything (it used to hang at search)."""
+    out = tmp_path / "run"
+    assert main(["run", SMOKE, "index.num_shards=5", "corpus.num_partitions=8", f"output_dir={out}"]) == 2
+    assert capsys.readouterr().err == ("xqg-ray: cannot schedule 5 search actors (one per index shard), 1 CPU each, on this cluster "
+                                       "(1 node, 4 CPUs, 0 GPUs: 4 fit): change index.num_shards or ray.search.num_cpus/num_gpus "
+                                       "(or give the cluster more)\n")
+    assert not out.exists()
+
+
 STOP_SCRIPT = """
 import json, os
 os.environ["RAY_AUTH_MODE"] = "disabled"
 from ray._private import node
 from xqg_ray.config import RayConfig
-from xqg_ray.runtime.units import init_ray, stop_local_cluster
+from xqg_ray.runtime.cluster import init_ray, stop_local_cluster
 order = []
 kill = node.Node._kill_process_impl
 def logged(self, process_type, *a, **kw):

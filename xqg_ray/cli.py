@@ -46,7 +46,7 @@ def _import(names, errors: dict) -> None:
 
 
 def _import_while_ray_starts(cfg):
-    """``pipeline.run``, imported while Ray starts, after the preflight.
+    """``pipeline.run``, imported while Ray starts, after the preflight; Ray's capacity checked before returning it.
 
     The pipeline's imports (nltk, scipy, pyarrow) and Ray Data take seconds.
     Starting Ray is mostly waiting for its processes, so importing them in a
@@ -57,7 +57,8 @@ def _import_while_ray_starts(cfg):
     import threading
 
     from .config.preflight import preflight
-    from .runtime.units import init_ray
+    from .runtime.capacity import check_schedulable
+    from .runtime.cluster import init_ray
 
     preflight(cfg)  # a config error is still reported before Ray starts
     errors: dict = {}
@@ -65,6 +66,7 @@ def _import_while_ray_starts(cfg):
     t.start()
     init_ray(cfg.ray)
     t.join()
+    check_schedulable(cfg)  # every actor pool fits the cluster, before any work
     if "error" in errors:
         raise errors["error"]
     threading.Thread(target=_import, args=(BEFORE_THE_REPORT, {}), daemon=True).start()

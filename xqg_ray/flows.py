@@ -18,7 +18,8 @@ from .config import RunConfig, to_yaml
 from .store.integrity import read_table_verified
 from .config.preflight import preflight, preflight_index
 from .progress import StageTimer
-from .runtime.units import init_ray, threads_for
+from .runtime.cluster import init_ray
+from .runtime.units import threads_for
 from .stages.context import Context
 from .stages.encode import run_encode
 from .stages.evaluate import evaluate

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .flows import prepare, run
-from .runtime.units import init_ray
+from .runtime.cluster import init_ray
 
 __all__ = ["run", "prepare", "init_ray"]

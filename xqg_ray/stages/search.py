@@ -24,6 +24,9 @@ from ..errors import UserError, reraise_user_error
 from ..store.integrity import read_verified
 from ..store.storage import Storage
 from ..retrieval.topk import faiss_threads, merge_topk
+from ..runtime.capacity import require, search_demand
+from ..runtime.cluster import current
+from ..runtime.remote import remote_class
 from .context import Context
 
 
@@ -81,10 +84,12 @@ class ShardSearcher:
 
 
 def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool) -> List[Any]:
-    """One :class:`ShardSearcher` actor per shard position, holding that shard of every system."""
-    import ray
+    """One :class:`ShardSearcher` actor per shard position, holding that shard of every system.
 
-    cls = ray.remote(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)(ShardSearcher)
+    All must run at once: refused (one line) where the cluster cannot hold them, rather than waiting forever.
+    """
+    require([search_demand(num_shards, pool)])
+    cls = remote_class(ShardSearcher, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)
     return [cls.remote(root, storage_cfg, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(num_shards)]
 
 
@@ -140,7 +145,7 @@ def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarr
 def _fan_out(searchers: Sequence, systems: Sequence[str], qref: Any, bounds: List[Tuple[int, int]], n: int, k: int, k1: int,
              higher_is_better: bool) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """:func:`search_shards` once the questions are in the object store: submit, merge, ask again."""
-    import ray
+    cluster, what = current(), f"search results from {len(searchers)} shard actors"
 
     def submit(name: str) -> List[List[Any]]:  # [batch][shard]
         return [[s.search.remote(name, qref, a, b, k1) for s in searchers] for a, b in bounds]
@@ -151,7 +156,7 @@ def _fan_out(searchers: Sequence, systems: Sequence[str], qref: Any, bounds: Lis
     for j, name in enumerate(systems):
         refs, pending = pending, submit(systems[j + 1]) if j + 1 < len(systems) else None
         for b, ((a, _), row) in enumerate(zip(bounds, refs)):
-            per_shard = ray.get(row)
+            per_shard = cluster.get(row, what)
             md, mi = merge_topk(*zip(*per_shard), k, higher_is_better=higher_is_better)
             redo = _incomplete(per_shard, md, mi, k1, higher_is_better) if k1 < k else np.zeros(0, np.int64)
             if len(redo):
@@ -162,7 +167,7 @@ def _fan_out(searchers: Sequence, systems: Sequence[str], qref: Any, bounds: Lis
             merged.setdefault(name, []).append((md, mi))
     for name, b, redo, again_refs in redos:
         md, mi = merged[name][b]
-        md[redo], mi[redo] = merge_topk(*zip(*ray.get(again_refs)), k, higher_is_better=higher_is_better)
+        md[redo], mi[redo] = merge_topk(*zip(*cluster.get(again_refs, what)), k, higher_is_better=higher_is_better)
     return {name: (np.concatenate([d for d, _ in merged[name]]), np.concatenate([i for _, i in merged[name]])) for name in systems}
 
 
@@ -184,7 +189,7 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
             for systems, qvecs in parts:
                 out.setdefault(qset, {}).update(search_shards(actors, systems, qvecs, k, ctx.cfg.search.query_batch_size,
                                                               higher_is_better=ctx.cfg.index.metric == "ip"))
-        for load, work in ray.get([a.timings.remote() for a in actors]):
+        for load, work in current().get([a.timings.remote() for a in actors], f"{S} search actors' timings"):
             ctx.timer.event("search", "unit", load_seconds=round(load, 4), work_seconds=round(work, 4))
         return out
     except Exception as e:
