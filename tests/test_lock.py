@@ -100,7 +100,7 @@ def test_a_held_lock_is_never_taken_over_its_lease_is_renewed(place, holder):
     contender = OutputLock(storage, root, lease_s=1.0, renew_s=0.2, wait_s=3.0, poll_s=0.2)
     contender.host = "another-host"  # so only the lease decides, not the same-host pid check
     t0 = time.monotonic()
-    with pytest.raises(OutputLocked, match=rf"\(waited 3 s\)"):
+    with pytest.raises(OutputLocked, match=r"\(waited 3 s\)"):
         contender.acquire()
     assert time.monotonic() - t0 >= 3.0  # three whole leases went by
     now = _lock(storage, root)

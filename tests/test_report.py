@@ -6,7 +6,6 @@ import io
 
 import pytest
 
-import numpy as np
 import pyarrow as pa
 
 from xqg_ray.evaluation.metrics import metric_names

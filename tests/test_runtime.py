@@ -276,15 +276,21 @@ def test_tasks_and_ray_data_pools_no_node_holds_are_refused_at_once(ray_local):
                                "(1 node, 4 CPUs, 0 GPUs: 0 fit): change that stage's ray.<stage>.min_actors or num_cpus/num_gpus (or ray.actor_*)")
 
 
-def test_the_job_with_more_shards_than_cpus_stops_at_search_with_one_line(ray_local, tmp_path, shared_datasets, tiny_models):
-    """Through the library (``pipeline.run``, no CLI check before it): the search stage refuses before starting
-    any actor, instead of waiting forever for the fifth."""
+@pytest.mark.parametrize("guard", ["before any work", "at search"])
+def test_the_job_with_more_shards_than_cpus_stops_with_one_line(guard, ray_local, tmp_path, shared_datasets, tiny_models, monkeypatch):
+    """Through the library (``pipeline.run``): refused before any work by the driver's check; and, with that
+    check bypassed, the search stage still refuses before starting any actor, instead of waiting forever
+    for the fifth."""
+    from xqg_ray import flows
     from xqg_ray.pipeline import run
 
+    if guard == "at search":
+        monkeypatch.setattr(flows, "check_schedulable", lambda cfg: None)
     out = tmp_path / "run"
     cfg = load_config(SMOKE, ["index.num_shards=5", "corpus.num_partitions=8", f"output_dir={out}", f"benchmark.source={shared_datasets}"])
     with pytest.raises(ClusterError) as info:
         run(cfg)
     assert str(info.value).startswith("cannot schedule 5 search actors (one per index shard), 1 CPU each, on this cluster (1 node, 4 CPUs")
-    assert (out / "index").is_dir()  # it got as far as search
+    assert (out / "index").is_dir() == (guard == "at search")  # only the bypassed check gets as far as search
+    assert not (out / "benchmark").exists() or guard == "at search"
     assert not (out / "runs").exists()

@@ -112,3 +112,8 @@ def test_perturbations_are_checked_when_the_config_loads():
         "  - perturbations[0].kind='typo': use one of swap, drop, insert, keyboard, char, word_order, word_drop",
         "  - perturbation names must be unique and not 'clean', got ['clean']",
     ]
+
+
+def test_ray_wait_timeout_must_be_positive():
+    with pytest.raises(ConfigError, match=r"ray\.wait_timeout_s=0\.0: must be > 0"):
+        load_config(SMOKE, ["ray.wait_timeout_s=0"])

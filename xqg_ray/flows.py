@@ -18,6 +18,7 @@ from .config import RunConfig, to_yaml
 from .store.integrity import read_table_verified
 from .config.preflight import preflight, preflight_index
 from .progress import StageTimer
+from .runtime.capacity import check_schedulable
 from .runtime.cluster import init_ray
 from .runtime.units import threads_for
 from .stages.context import Context
@@ -40,6 +41,7 @@ def _context(cfg: RunConfig) -> Iterator[Context]:
     with hold_output(storage, cfg.output_dir):  # one writer per output directory, until the run ends
         storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
         init_ray(cfg.ray)
+        check_schedulable(cfg)  # every pool and the search actors fit the cluster, before any work
         yield Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
 
 

@@ -265,6 +265,10 @@ class RayConfig:
     encode: PoolConfig = field(default_factory=PoolConfig)
     search: PoolConfig = field(default_factory=PoolConfig)
     progress: bool = True
+    # Any wait on the cluster (a unit, a task, a search batch, an actor's start) gives up with one
+    # line naming what it waited for once nothing has finished for this long: a pool the cluster
+    # cannot schedule stops the run instead of hanging it.  Generous: one unit may take minutes.
+    wait_timeout_s: float = 1800.0
 
 
 @dataclass(frozen=True)

@@ -204,4 +204,6 @@ def run_problems(cfg: RunConfig) -> List[str]:
             errs.append(f"ray.{stage} (or ray.actor_*): num_cpus > 0, num_gpus >= 0 and 1 <= min_actors <= max_actors")
         if pl.num_gpus > 1 and pl.num_gpus != int(pl.num_gpus):
             errs.append(f"ray.{stage}.num_gpus={pl.num_gpus}: fractions are for sharing one GPU; use a whole number above 1")
+    if not cfg.ray.wait_timeout_s > 0:
+        errs.append(f"ray.wait_timeout_s={cfg.ray.wait_timeout_s}: must be > 0 (seconds a wait on the cluster may see nothing finish)")
     return errs

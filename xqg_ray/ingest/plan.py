@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import pyarrow.parquet as pq
 
 from ..config import StorageConfig
+from ..runtime.cluster import current
+from ..runtime.remote import remote_function
 from ..store.storage import Storage
 from .readers import check_columns, docid_column, first_json_keys, tsv_header
 from .sources import count_lines, first_line, format_of, is_gzip, iter_range_lines, range_bytes
@@ -68,8 +70,6 @@ def make_plan(storage_cfg: StorageConfig, files: List[str], fmt: str, chunk_byte
     Raises :class:`~xqg_ray.ingest.sources.CorpusError` for a file whose header
     (TSV), footer (Parquet) or first JSON object (JSONL) lacks a required column.
     """
-    import ray
-
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
     storage = Storage(storage_cfg)
@@ -94,9 +94,9 @@ def make_plan(storage_cfg: StorageConfig, files: List[str], fmt: str, chunk_byte
         c["chunk"] = i
 
     ranges = [c for c in chunks if c["kind"] == "range"]
-    task = ray.remote(count_range).options(num_cpus=num_cpus)
-    counted = ray.get([task.remote(storage_cfg, c["uri"], c["start"], c["end"], c["size"], c["fmt"] == "jsonl")
-                       for c in ranges])
+    task = remote_function(count_range, num_cpus=num_cpus)
+    counted = current().get([task.remote(storage_cfg, c["uri"], c["start"], c["end"], c["size"], c["fmt"] == "jsonl")
+                             for c in ranges], "the line counts of the corpus files")
     next_line: Dict[int, int] = {}
     keys_of: Dict[int, List[str]] = {}
     for c, (n, keys) in zip(ranges, counted):  # ranges are in file, then offset order

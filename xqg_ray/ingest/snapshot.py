@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..config import StorageConfig
 from ..errors import reraise_user_error
+from ..runtime.cluster import current
+from ..runtime.remote import remote_function
 from ..store.integrity import write_sealed
 from ..store.storage import Storage, join
 from .partition import parse_batch, reduce_partition
@@ -57,22 +59,17 @@ def _sha256_file(storage_cfg: StorageConfig, uri: str) -> Dict[str, Any]:
     return {"uri": uri, "bytes": n, "sha256": h.hexdigest()}
 
 
-def _get_all(refs: list) -> list:
-    """ray.get after *every* task finished: staging is only removed once no task can still read it."""
-    import ray
-
-    if refs:
-        ray.wait(refs, num_returns=len(refs))
-    return ray.get(refs)
+def _get_all(refs: list, what: str) -> list:
+    """ray.get after *every* task finished (staging is only removed once no task can still read it),
+    giving up with one line naming ``what`` once nothing finished for the cluster's wait timeout."""
+    return current().get(refs, what) if refs else []
 
 
 def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: float = 0.5) -> List[Dict[str, Any]]:
     """``[{"uri", "bytes", "sha256"}]`` of ``files``, one Ray task per file, in input order."""
-    import ray
-
-    task = ray.remote(_sha256_file).options(num_cpus=num_cpus)
+    task = remote_function(_sha256_file, num_cpus=num_cpus)
     try:
-        return ray.get([task.remote(storage_cfg, f) for f in files])
+        return current().get([task.remote(storage_cfg, f) for f in files], "the sha256 of the input files")
     except Exception as e:
         reraise_user_error(e)
         raise
@@ -158,14 +155,14 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
     q_chunks = [[s["chunk"] for s in stats if s["quarantined"] and s["chunk"] % P == p] for p in range(P)]
     parents = {r["partition"]: r for r in parent["partitions"]} if parent is not None else {}
     where = f"corpus snapshot {parent['snapshot']}" if parent is not None else ""
-    task = ray.remote(reduce_partition).options(num_cpus=num_cpus)
+    task = remote_function(reduce_partition, num_cpus=num_cpus)
     common = dict(golds=list(keep.golds) if keep else None, seed=keep.seed if keep else 0)
 
     keep_all, cut, n_extra = True, None, 0
     if keep is not None:
         n_extra = max(0, keep.limit - len(set(keep.golds)))
         sel = _get_all([task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], [], select=n_extra, **common)
-                       for p in range(P)])
+                       for p in range(P)], "the corpus partitions' passage selection (benchmark.corpus_limit)")
         if sum(r["nongold"] for r in sel) > n_extra:
             keep_all = False
             best = heapq.nsmallest(n_extra, (k for r in sel for k in r["keys"]))
@@ -175,7 +172,7 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
         task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], q_chunks[p], parent_rec=parents.get(p),
                     parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
         for p in range(P)
-    ])
+    ], "the corpus partitions' reduce")
     quarantine = [r["quarantine"] for r in results if r["quarantine"]]
     n_quarantined = sum(s["quarantined"] for s in stats) + sum(r["duplicates"] for r in results)
     kept = sum(r["rows"] for r in results)

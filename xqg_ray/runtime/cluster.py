@@ -114,12 +114,12 @@ class Cluster:
             # A private in-process cluster: no token auth needed on loopback.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             start_ray(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-            cluster = cls(local=True, node_id=ray.get_runtime_context().get_node_id())
+            cluster = cls(local=True, node_id=ray.get_runtime_context().get_node_id(), wait_timeout_s=rc.wait_timeout_s)
             pools = [stage_pool(rc, st) for st in ("generate", "encode")]
             cluster.model_hosts(max([p.max_actors for p in pools if p.num_gpus == 0] or [0]))
         else:
             start_ray(address=rc.address, logging_level=logging.WARNING)
-            cluster = cls(local=False)
+            cluster = cls(local=False, wait_timeout_s=rc.wait_timeout_s)
         return cluster
 
     def fixed(self) -> bool:

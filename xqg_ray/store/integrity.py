@@ -114,7 +114,7 @@ def read_sealed(storage: Storage, root: str, rel: str, reset: str = "") -> Dict[
         "delete it and rerun the same command to recompute it")
     try:
         text = storage.read_bytes(uri).decode("utf-8")
-    except StorageError as e:
+    except StorageError:
         if storage.exists(uri):  # there but unreadable (permissions, the server): the storage error says what to fix
             raise
         again = f"delete {join(root, reset)} and rerun the same command" if other else "rerun the same command"
