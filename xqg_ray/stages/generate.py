@@ -49,7 +49,7 @@ def generate_units(ctx: Context, name: str) -> Tuple[str, Plan, List[GenerateUni
     keys = {label: fingerprint({"gen": gfp, "digest": part["digest"]}) for label, part in parts.items()}
 
     def prior_entries(m: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-        return {ctx.partition_label(u.partition): u for u in m["units"]} if m.get("gen_fp") == gfp else {}
+        return {ctx.partition_label(u["partition"]): u for u in m["units"]} if m.get("gen_fp") == gfp else {}
 
     plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
     units = [GenerateUnit(partition=parts[label]["partition"], unit=label, key=keys[label], corpus=file_record(parts[label]),
