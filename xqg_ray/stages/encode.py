@@ -40,7 +40,7 @@ from .reuse import split_reuse
 from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..store.storage import Storage
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
-from .context import PIPELINE_VERSION, Context
+from .context import PIPELINE_VERSION, Context, partition_label
 
 EMB, QUERIES = "embeddings", "queries"
 
@@ -50,8 +50,13 @@ def ledger_names(enc: str) -> Tuple[str, str]:
     return (EMB, QUERIES) if enc == DEFAULT_ENCODER else (f"encoders/{enc}/{EMB}", f"encoders/{enc}/{QUERIES}")
 
 
+def encoder_key(cfg: EncoderConfig) -> str:
+    """Everything an embedding depends on besides its text: the encoder's settings."""
+    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(cfg)})
+
+
 def encoder_fingerprint(ctx: Context, enc: str = DEFAULT_ENCODER) -> str:
-    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(encoder_cfg(ctx.cfg, enc))})
+    return encoder_key(encoder_cfg(ctx.cfg, enc))
 
 
 def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -61,6 +66,22 @@ def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, D
         spec = section_dict(p)
         sets[p.name] = {"key": fingerprint({"enc": efp, "queries": qrec["sha256"], "perturbation": spec}), "perturbation": spec}
     return sets
+
+
+def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[str, Dict[str, Any]]) -> Dict[str, EncodePartitionUnit]:
+    """label -> the embeddings unit of every partition of ``snapshot`` (no prior version), keyed as the stage keys it.
+
+    ``efp``: :func:`encoder_fingerprint`; ``gens``: generator name -> its published manifest (none: passages only).
+    """
+    gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
+    out: Dict[str, EncodePartitionUnit] = {}
+    for part in snapshot["partitions"]:
+        p, label = part["partition"], partition_label(part["partition"])
+        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
+        key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
+        out[label] = EncodePartitionUnit(stage=led.stage, partition=p, unit=label, key=key, corpus=file_record(part), gens=gin,
+                                         prior=None, out=led.data_rel(label, key))
+    return out
 
 
 @dataclass
@@ -87,13 +108,8 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
     qrec = ctx.bench["files"]["queries"]
     qsets = query_set_units(ctx, efp, qrec)
     qfp = fingerprint({"enc": efp, "queries": qrec["sha256"], "sets": {n: q["key"] for n, q in qsets.items()}})
-    gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
-    parts, gins, keys = {}, {}, {}
-    for part in ctx.snapshot["partitions"]:
-        p, label = part["partition"], ctx.partition_label(part["partition"])
-        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
-        parts[label], gins[label] = part, gin
-        keys[label] = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
+    todo_units = passage_units(led, ctx.snapshot, efp, gens)
+    keys = {label: u.key for label, u in todo_units.items()}
 
     def prior_entries(m: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         return {ctx.partition_label(u["partition"]): u for u in m["units"]} if m.get("enc_fp") == efp else {}
@@ -102,10 +118,10 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
     qplan = plan_stage(qled, qfp, {_qlabel(n): q["key"] for n, q in qsets.items()}, ctx.resume)
     units: List[Record] = []
     if plan.published is None:
-        units += [EncodePartitionUnit(stage=emb_stage, partition=parts[label]["partition"], unit=label, key=keys[label],
-                                      corpus=file_record(parts[label]), gens=gins[label],
-                                      prior=file_record(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]))
-                  for label in plan.todo]
+        for label in plan.todo:
+            u = todo_units[label]
+            u.prior = file_record(plan.prior[label]) if label in plan.prior else None
+            units.append(u)
     if qplan.published is None:
         by_label = {_qlabel(n): n for n in qsets}
         units += [EncodeQueriesUnit(stage=q_stage, unit=label, set=by_label[label], key=qsets[by_label[label]]["key"], queries=qrec,

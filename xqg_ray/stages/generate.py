@@ -131,7 +131,7 @@ class GeneratePartition(UnitRunner):
             record["set_aside"] = set_aside.num_rows
         else:
             reused, todo = split_reuse(corpus, prior)
-            computed = self._generate(todo)
+            computed = self.generate_table(todo)
             todo_rows = todo.num_rows
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
         parts = [t for t in (reused, computed) if t is not None and t.num_rows]
@@ -142,7 +142,8 @@ class GeneratePartition(UnitRunner):
         committed = self.ledger.commit(u.unit, u.key, record)
         return {**record, "key": u.key, "commit": self.ledger.commit_rel(u.unit, u.key), "created": committed["created"]}
 
-    def _generate(self, todo: pa.Table) -> pa.Table:
+    def generate_table(self, todo: pa.Table) -> pa.Table:
+        """GENERATED_SCHEMA rows of the passages of ``todo`` (id, title, text, content_hash)."""
         # One call for the partition: prompts are batched across its passages
         # (each passage's queries are still independent of its neighbours).
         results = self.gen.generate_many(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))
