@@ -36,7 +36,7 @@ TINY = {
     "fixed_cost.py": ([], r"run 1: wall [0-9.]+ s; model work [0-9.]+ s \+ loading [0-9.]+ s = [0-9.]+ s; ratio wall/model [0-9.]+x \(goal <= 2\)"),
     "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de"],
                        r'\{"run": "\+10\.0% \(6 passages\)", .*"index_modes": \["updated"\], "added": 6\}'),
-    "driver_memory.py": (["--n", "40", "--factor", "2"], r'\{"passages": 80, "seconds": [0-9.]+, "driver_peak_rss_mb": [0-9.]+\}'),
+    "driver_memory.py": (["--n", "40", "--factor", "2", "--partitions", "2"], r'\{"passages": 80, "seconds": [0-9.]+, "driver_peak_rss_mb": [0-9.]+\}'),
 }
 
 
@@ -51,10 +51,14 @@ def run_script(name: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def results(tiny_models, shared_datasets):
+def results(request, tiny_models, shared_datasets):
+    """name -> finished process of every script the selected tests ask for, run three at a time."""
+    wanted = {item.callspec.params["name"] for item in request.session.items if hasattr(item, "callspec") and "name" in item.callspec.params}
+    if any(item.name == "test_incremental_full_build_line_is_json" for item in request.session.items):
+        wanted.add("incremental.py")
+    # The slowest first (TINY lists them last), so the three workers finish together.
+    order = [n for n in reversed(list(TINY)) if n in wanted]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        # The slowest first, so the three workers finish together.
-        order = sorted(TINY, key=lambda n: list(TINY).index(n), reverse=True)
         return dict(zip(order, pool.map(run_script, order)))
 
 
