@@ -81,3 +81,30 @@ def test_a_changed_file_stops_the_run_and_deleting_it_leads_out(finished, shared
     assert [sh["mode"] for sh in current(out, "index/baseline")["shards"]] == ["built", "resumed"]
     assert outputs(out) == outputs(first)
     assert again["systems"] == metrics["systems"]
+
+
+def test_planner_trusts_only_records_whose_files_are_there(tmp_path):
+    """plan_stage on a bare ledger: committed -> resumed, file deleted or resized -> todo, published -> done."""
+    from xqg_ray.stages.plan import plan_stage
+    from xqg_ray.store.integrity import write_committed
+    from xqg_ray.store.ledger import Ledger
+    from xqg_ray.store.storage import Storage
+
+    root = str(tmp_path)
+    led = Ledger(Storage(), root, "generated/g")
+    units = {"p-00000": "k0" * 8, "p-00001": "k1" * 8}
+    for label, key in units.items():
+        rec = write_committed(led.storage, root, led.data_rel(label, key), label.encode())
+        led.commit(label, key, {**rec, "rows": 1})
+    plan = plan_stage(led, "fp", units, resume=True)
+    assert (plan.published, sorted(plan.resumed), plan.todo) == (None, ["p-00000", "p-00001"], [])
+    assert {r["mode"] for r in plan.resumed.values()} == {"resumed"}
+    m = led.publish("fp", {"units": [{**plan.resumed[label], "commit": led.commit_rel(label, key)} for label, key in units.items()]})
+    assert plan_stage(led, "fp", units, resume=True).published == m
+    assert plan_stage(led, "fp", units, resume=False).todo == ["p-00000", "p-00001"]
+    (tmp_path / led.data_rel("p-00001", units["p-00001"])).write_bytes(b"longer than before")
+    plan = plan_stage(led, "fp", units, resume=True, prior_entries=lambda m: {f"p-0000{i}": u for i, u in enumerate(m["units"])})
+    assert (plan.published, sorted(plan.resumed), plan.todo, sorted(plan.prior)) == (None, ["p-00000"], ["p-00001"], ["p-00000"])
+    (tmp_path / led.data_rel("p-00000", units["p-00000"])).unlink()
+    plan = plan_stage(led, "fp", units, resume=True)
+    assert (plan.published, plan.resumed, plan.todo) == (None, {}, ["p-00000", "p-00001"])
