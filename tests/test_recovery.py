@@ -108,3 +108,23 @@ def test_planner_trusts_only_records_whose_files_are_there(tmp_path):
     (tmp_path / led.data_rel("p-00000", units["p-00000"])).unlink()
     plan = plan_stage(led, "fp", units, resume=True)
     assert (plan.published, plan.resumed, plan.todo) == (None, {}, ["p-00000", "p-00001"])
+
+
+def test_a_deleted_corpus_partition_is_ingested_again(finished, shared_datasets, tmp_path):
+    first, metrics = finished
+    out = tmp_path / "run"
+    shutil.copytree(first, out)
+    import json
+
+    snap = json.loads((out / current(out, "benchmark")["snapshot_file"]).read_text())
+    part = snap["partitions"][1]
+    (out / part["file"]).unlink()
+    again = run(cfg_for(out, shared_datasets))
+    assert again["stages"]["benchmark"]["reused"] is False
+    new = json.loads((out / current(out, "benchmark")["snapshot_file"]).read_text())
+    assert [(p["file"], p["sha256"]) for p in new["partitions"]] == [(p["file"], p["sha256"]) for p in snap["partitions"]]
+    assert new["corpus_hash"] == snap["corpus_hash"]
+    # Same corpus: every later stage is reused as published.
+    assert [k for k in ("generated/t5", "generated/gpt2", "embeddings", "index") if not again["stages"][k]["reused"]] == []
+    assert outputs(out) == outputs(first)
+    assert again["systems"] == metrics["systems"]

@@ -94,6 +94,8 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             parent = read_sealed(ctx.storage, ctx.root, prior["snapshot_file"])
         if parent is not None and parent["num_partitions"] != cfg.corpus.num_partitions:
             parent = None  # another layout: nothing to diff against
+        if parent is not None and missing_files(ctx.storage, ctx.root, parent):
+            parent = None  # a partition file was deleted: ingest everything again rather than diff against what is gone
         snap = ingest_corpus(cfg.storage, ctx.root, inputs, num_partitions=cfg.corpus.num_partitions, fmt=cfg.corpus.format,
                              chunk_bytes=cfg.corpus.read_chunk_mb << 20, parent=parent, keep=keep, sources=sources,
                              num_cpus=min(1.0, cfg.ray.actor_num_cpus))
