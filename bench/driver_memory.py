@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def one(n: int, work: Path) -> dict:
+def one(n: int, work: Path, partitions: int = 16) -> dict:
     from synth import write_corpus, write_queries
 
     from xqg_ray.config import load_config
@@ -34,7 +34,7 @@ def one(n: int, work: Path) -> dict:
     queries = write_queries(work / "queries.parquet", files)
     cfg = load_config(str(REPO / "conf" / "smoke.yaml"), [
         f"output_dir={work / 'out'}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
-        "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]", "corpus.num_partitions=16",
+        "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]", f"corpus.num_partitions={partitions}",
         "generators.t5.languages=[de]", "generators.t5.n_per_language=1", "generators.t5.max_new_tokens=4", "ray.progress=false",
     ])
     cfg.systems = [s for s in cfg.systems if s.name in ("baseline", "xqg")]
@@ -48,17 +48,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--factor", type=int, default=10)
+    ap.add_argument("--partitions", type=int, default=16, help="corpus partitions (fewer: a quicker run, as in tests/test_bench_scripts.py)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print("RESULT " + json.dumps(one(a.one, Path(a.work))), flush=True)
+        print("RESULT " + json.dumps(one(a.one, Path(a.work), a.partitions)), flush=True)
         return
     rows = []
     for n in (a.n, a.n * a.factor):
         with tempfile.TemporaryDirectory() as d:
             env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-            out = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", d], env=env, capture_output=True, text=True, cwd=REPO)
+            out = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", d, "--partitions", str(a.partitions)], env=env, capture_output=True, text=True, cwd=REPO)
             if out.returncode:
                 sys.exit(out.stderr[-3000:])
             rows.append(json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]))

@@ -101,20 +101,13 @@ def read_passages(source: str, limit: int) -> List[Dict[str, str]]:
     return [{"docid": d, "title": title, "text": text} for _, _, d, title, text in (paras[:limit] if limit else paras)]
 
 
-def stage_units(root: str, snap: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The embeddings units ``run_encode`` builds for a snapshot with no generators and no prior output."""
-    from xqg_ray.store.ledger import Ledger, file_record, fingerprint
-    from xqg_ray.stages.encode import EMB
+def stage_units(root: str, snap: Dict[str, Any], cfg: Any) -> List[Dict[str, Any]]:
+    """The embeddings units ``run_encode`` plans for a snapshot with no generators and no prior output."""
+    from xqg_ray.stages.encode import EMB, encoder_key, passage_units
+    from xqg_ray.store.ledger import Ledger
     from xqg_ray.store.storage import Storage
 
-    led = Ledger(Storage(), root, EMB)
-    units = []
-    for part in snap["partitions"]:
-        p = part["partition"]
-        label, key = f"p-{p:05d}", fingerprint({"bench": part["digest"]})
-        units.append({"kind": "partition", "stage": EMB, "partition": p, "unit": label, "key": key, "corpus": file_record(part),
-                      "gens": {}, "prior": None, "out": led.data_rel(label, key)})
-    return units
+    return [u.to_json() for u in passage_units(Ledger(Storage(), root, EMB), snap, encoder_key(cfg), {}).values()]
 
 
 def main() -> None:
@@ -193,7 +186,7 @@ def main() -> None:
         del enc
 
         init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
-        units = stage_units(root, snap)
+        units = stage_units(root, snap, cfg)
         pool = Pool(num_cpus=1.0, num_gpus=0.0, min_actors=a.actors, max_actors=a.actors, torch_threads=a.threads)
         ctor = {"root": root, "storage_cfg": StorageConfig(), "cfg": cfg, "threads": a.threads}
         t = time.perf_counter()

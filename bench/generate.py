@@ -45,9 +45,9 @@ from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 class TimedGeneratePartition(GeneratePartition):
     """The stage's actor, reporting the seconds its generation took (model load excluded)."""
 
-    def _generate(self, todo):  # noqa: ANN001, ANN202
+    def generate_table(self, todo):  # noqa: ANN001, ANN202
         t = time.perf_counter()
-        out = super()._generate(todo)
+        out = super().generate_table(todo)
         with open(os.path.join(self.root, "gen_seconds.txt"), "a") as f:
             f.write(f"{time.perf_counter() - t}\n")
         return out
@@ -134,10 +134,12 @@ def main() -> None:
     import torch
 
     from xqg_ray.config import BenchmarkConfig, CorpusConfig, EncoderConfig, GeneratorConfig, RayConfig, RunConfig, SystemConfig, stage_pool
-    from xqg_ray.store.ledger import Ledger, file_record, fingerprint
     from xqg_ray.models.generator import QueryGenerator
     from xqg_ray.pipeline import prepare
+    from xqg_ray.progress import StageTimer
     from xqg_ray.runtime.units import run_units
+    from xqg_ray.stages.context import Context
+    from xqg_ray.stages.generate import generate_actor_args, generate_units
     from xqg_ray.store.storage import Storage
 
     torch.set_num_threads(a.threads)
@@ -173,14 +175,9 @@ def main() -> None:
             res = [legacy_generate(gen, *r) for r in rows]
             report("today", slots, sum(f for _, f in res), time.perf_counter() - t)
         if "stage" in arms:
-            stage = "generated/g"
-            led = Ledger(Storage(cfg.storage), str(out), stage)
-            units = []
-            for part in snap["partitions"]:
-                label = f"p-{part['partition']:05d}"
-                key = fingerprint({"bench": part["digest"]})
-                units.append({"partition": part["partition"], "unit": label, "key": key, "corpus": file_record(part), "prior": None, "out": led.data_rel(label, key)})
-            ctor = {"root": str(out), "storage_cfg": cfg.storage, "stage": stage, "name": "g", "cfg": gcfg, "threads": a.threads, "num_partitions": 1}
+            ctx = Context(cfg=cfg, storage=Storage(cfg.storage), root=str(out), timer=StageTimer(), threads=a.threads, bench=m, snapshot=snap)
+            units = [u.to_json() for u in generate_units(ctx, "g")[2]]
+            ctor = generate_actor_args(ctx, "g")
             t = time.perf_counter()
             summaries = run_units(units, TimedGeneratePartition, ctor, stage_pool(ray_cfg, "generate"))
             wall = time.perf_counter() - t

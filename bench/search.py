@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = {"xquad": 2_067, "synth": 200_000}
+CASES = {"xquad": 2_067, "synth": 200_000, "tiny": 300}  # tiny: tests/test_bench_scripts.py
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -42,6 +42,11 @@ def seed_for(*parts: object) -> int:
     return int.from_bytes(h, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def shard_partitions(num_partitions: int, num_shards: int) -> list:
+    """Which partitions each shard holds (``p % num_shards``): shard membership never depends on row order."""
+    return [[p for p in range(num_partitions) if p % num_shards == s] for s in range(num_shards)]
+
+
 def shard_of(ids: np.ndarray, num_shards: int) -> np.ndarray:
     """Shard assignment by id: stable under incremental corpus updates."""
     return (np.asarray(ids, dtype=np.int64) % num_shards).astype(np.int64)

@@ -75,7 +75,7 @@ def preflight_index(ctx) -> None:
     import numpy as np
 
     from ..retrieval.index import build_index
-    from ..stages.index import shard_partitions
+    from ..ids import shard_partitions
 
     cfg = ctx.cfg
     rows = {p["partition"]: p["rows"] for p in ctx.snapshot["partitions"]}

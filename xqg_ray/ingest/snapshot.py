@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
 from ..config import StorageConfig
+from ..config.secrets import redact
 from ..errors import reraise_user_error
 from ..runtime.cluster import current
 from ..runtime.remote import remote_function
@@ -208,7 +209,8 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
         "quarantine": quarantine,
         "changes": changes,
         "corpus_hash": corpus_hash,
-        "sources": sources,
+        # The id above hashes the real URIs; what is written has any presigned token or user:password@ masked.
+        "sources": [{**s, "uri": redact(s["uri"])} for s in sources] if sources else sources,
         "limit": limit,
     }
     return write_sealed(storage, root, f"corpus/snapshots/{snapshot}.json", manifest)

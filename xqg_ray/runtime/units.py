@@ -27,8 +27,6 @@ from ..config import Pool, RayConfig, stage_pool
 from ..errors import carry_user_errors, reraise_user_error
 from .capacity import Demand, require
 from .cluster import ClusterError, current
-# run_tasks lives in .tasks; the stages import it from here (until their imports move).
-from .tasks import run_tasks
 
 
 def threads_for(rc: RayConfig, stage: str = "encode") -> int:
@@ -200,4 +198,4 @@ def iter_progress(total: int, stage: str, event: Callable[..., None]) -> Callabl
     return cb
 
 
-__all__ = ["threads_for", "UnitRunner", "run_units", "on_model_hosts", "on_ray_data", "IndexedRunner", "run_tasks", "iter_progress"]
+__all__ = ["threads_for", "UnitRunner", "run_units", "on_model_hosts", "on_ray_data", "IndexedRunner", "iter_progress"]

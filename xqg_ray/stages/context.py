@@ -13,6 +13,11 @@ from ..store.storage import Storage
 PIPELINE_VERSION = 3
 
 
+def partition_label(p: int) -> str:
+    """The unit label of corpus partition ``p`` (its commit and data files carry it)."""
+    return f"p-{p:05d}"
+
+
 @dataclass
 class Context:
     cfg: RunConfig
@@ -34,4 +39,4 @@ class Context:
         return stage_pool(self.cfg.ray, stage)
 
     def partition_label(self, p: int) -> str:
-        return f"p-{p:05d}"
+        return partition_label(p)

@@ -11,6 +11,7 @@ never by the corpus).  Every encoder of the run has its own pair of ledgers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -21,13 +22,25 @@ from ..arrow_utils import vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
-from ..store.ledger import Ledger, file_record, fingerprint, row_counts
+from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
+from .plan import Plan, plan_stage
+from .records import (
+    EmbeddingsEntry,
+    EmbeddingsManifest,
+    EncodePartitionUnit,
+    EncodeQueriesUnit,
+    QueriesManifest,
+    QuerySetEntry,
+    Record,
+    encode_unit,
+    entries,
+)
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
 from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..store.storage import Storage
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
-from .context import PIPELINE_VERSION, Context
+from .context import PIPELINE_VERSION, Context, partition_label
 
 EMB, QUERIES = "embeddings", "queries"
 
@@ -37,8 +50,13 @@ def ledger_names(enc: str) -> Tuple[str, str]:
     return (EMB, QUERIES) if enc == DEFAULT_ENCODER else (f"encoders/{enc}/{EMB}", f"encoders/{enc}/{QUERIES}")
 
 
+def encoder_key(cfg: EncoderConfig) -> str:
+    """Everything an embedding depends on besides its text: the encoder's settings."""
+    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(cfg)})
+
+
 def encoder_fingerprint(ctx: Context, enc: str = DEFAULT_ENCODER) -> str:
-    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(encoder_cfg(ctx.cfg, enc))})
+    return encoder_key(encoder_cfg(ctx.cfg, enc))
 
 
 def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -50,8 +68,39 @@ def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, D
     return sets
 
 
-def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT_ENCODER) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(embeddings manifest, queries manifest) of encoder ``enc`` for the snapshot, the generators' outputs and the query sets."""
+def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[str, Dict[str, Any]]) -> Dict[str, EncodePartitionUnit]:
+    """label -> the embeddings unit of every partition of ``snapshot`` (no prior version), keyed as the stage keys it.
+
+    ``efp``: :func:`encoder_fingerprint`; ``gens``: generator name -> its published manifest (none: passages only).
+    """
+    gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
+    out: Dict[str, EncodePartitionUnit] = {}
+    for part in snapshot["partitions"]:
+        p, label = part["partition"], partition_label(part["partition"])
+        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
+        key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
+        out[label] = EncodePartitionUnit(stage=led.stage, partition=p, unit=label, key=key, corpus=file_record(part), gens=gin,
+                                         prior=None, out=led.data_rel(label, key))
+    return out
+
+
+@dataclass
+class EncodePlan:
+    """What the encode stage of one encoder still has to do, for both of its ledgers."""
+
+    fp: str
+    qfp: str
+    emb: Plan
+    queries: Plan
+    qsets: Dict[str, Dict[str, Any]]
+    units: List[Record]
+
+
+def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT_ENCODER) -> EncodePlan:
+    """The plans of both ledgers of encoder ``enc`` and the unit plans still to run (partitions, then query sets).
+
+    The public entry point of the stage's planning (``bench/encode.py`` uses it).
+    """
     efp = encoder_fingerprint(ctx, enc)
     emb_stage, q_stage = ledger_names(enc)
     led, qled = Ledger(ctx.storage, ctx.root, emb_stage), Ledger(ctx.storage, ctx.root, q_stage)
@@ -59,67 +108,69 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT
     qrec = ctx.bench["files"]["queries"]
     qsets = query_set_units(ctx, efp, qrec)
     qfp = fingerprint({"enc": efp, "queries": qrec["sha256"], "sets": {n: q["key"] for n, q in qsets.items()}})
+    todo_units = passage_units(led, ctx.snapshot, efp, gens)
+    keys = {label: u.key for label, u in todo_units.items()}
+
+    def prior_entries(m: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+        return {ctx.partition_label(u["partition"]): u for u in m["units"]} if m.get("enc_fp") == efp else {}
+
+    plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
+    qplan = plan_stage(qled, qfp, {_qlabel(n): q["key"] for n, q in qsets.items()}, ctx.resume)
+    units: List[Record] = []
+    if plan.published is None:
+        for label in plan.todo:
+            u = todo_units[label]
+            u.prior = file_record(plan.prior[label]) if label in plan.prior else None
+            units.append(u)
+    if qplan.published is None:
+        by_label = {_qlabel(n): n for n in qsets}
+        units += [EncodeQueriesUnit(stage=q_stage, unit=label, set=by_label[label], key=qsets[by_label[label]]["key"], queries=qrec,
+                                    perturbation=qsets[by_label[label]]["perturbation"], out=qled.data_rel(label, qsets[by_label[label]]["key"]))
+                  for label in qplan.todo]
+    return EncodePlan(fp=fp, qfp=qfp, emb=plan, queries=qplan, qsets=qsets, units=units)
+
+
+def encode_actor_args(ctx: Context, enc: str = DEFAULT_ENCODER) -> Dict[str, Any]:
+    """The constructor arguments of :class:`EncodePartition` for encoder ``enc``."""
+    return {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": encoder_cfg(ctx.cfg, enc), "threads": ctx.pool("encode").torch_threads}
+
+
+def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT_ENCODER) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(embeddings manifest, queries manifest) of encoder ``enc`` for the snapshot, the generators' outputs and the query sets."""
+    efp = encoder_fingerprint(ctx, enc)
+    emb_stage, q_stage = ledger_names(enc)
+    qrec = ctx.bench["files"]["queries"]
     with ctx.timer.stage(emb_stage) as s:
-        m = led.published(fp) if ctx.resume else None
-        qm = qled.published(qfp) if ctx.resume else None
-        units: List[Dict[str, Any]] = []
-        records: Dict[int, Dict[str, Any]] = {}
-        if m is None:
-            prior = led.current()
-            prior_units = {u["partition"]: u for u in prior["units"]} if prior and prior.get("enc_fp") == efp else {}
-            gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
-            for part in ctx.snapshot["partitions"]:
-                p, label = part["partition"], ctx.partition_label(part["partition"])
-                gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
-                key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
-                rec = led.committed(label, key) if ctx.resume else None
-                if rec is not None:
-                    records[p] = {**rec, "resumed": True}
-                    continue
-                pu = prior_units.get(p)
-                units.append({"kind": "partition", "stage": emb_stage, "partition": p, "unit": label, "key": key, "corpus": file_record(part),
-                              "gens": gin, "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
-        qrecords: Dict[str, Dict[str, Any]] = {}
-        for name, q in qsets.items() if qm is None else ():
-            label = _qlabel(name)
-            rec = qled.committed(label, q["key"]) if ctx.resume else None
-            if rec is not None:
-                qrecords[name] = {**rec, "resumed": True}
-                continue
-            units.append({"kind": "queries", "stage": q_stage, "unit": label, "set": name, "key": q["key"], "queries": qrec,
-                          "perturbation": q["perturbation"], "out": qled.data_rel(label, q["key"])})
-        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "cfg": encoder_cfg(ctx.cfg, enc), "threads": ctx.pool("encode").torch_threads}
-        for summary in run_units(units, EncodePartition, ctor, ctx.pool("encode"), iter_progress(len(units), emb_stage, ctx.timer.event)):
+        ep = encode_units(ctx, gens, enc)
+        m, qm, units = ep.emb.published, ep.queries.published, ep.units
+        records: Dict[str, Dict[str, Any]] = dict(ep.emb.resumed)
+        qrecords: Dict[str, Dict[str, Any]] = {r["set"]: r for r in ep.queries.resumed.values()}
+        on_done = iter_progress(len(units), emb_stage, ctx.timer.event)
+        for summary in run_units([u.to_json() for u in units], EncodePartition, encode_actor_args(ctx, enc), ctx.pool("encode"), on_done):
             if "set" in summary:
                 qrecords[summary["set"]] = summary
             else:
-                records[summary["partition"]] = summary
+                records[summary["unit"]] = summary
         if m is None:
-            ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
+            ordered = [records[ctx.partition_label(p["partition"])] for p in ctx.snapshot["partitions"]]
             dims = {r["dim"] for r in ordered if r.get("dim")}
-            counts = {n: _merge_counts([r["counts"][n] for r in ordered]) for n in gens}
-            m = led.publish(fp, {
-                "enc_fp": efp,
-                "encoder_name": enc,
-                "encoder": section_dict(encoder_cfg(ctx.cfg, enc)),
-                "snapshot": ctx.snapshot["snapshot"],
-                "passages": ctx.snapshot.get("changes", {}),
-                "rows": row_counts(ordered),
-                "computed_by_kind": _sum_dicts([r["computed_by_kind"] for r in ordered if not r.get("resumed")]),
-                "unit_counts": {"total": len(ordered), "computed": len(ordered) - sum(1 for r in ordered if r.get("resumed")), "resumed": sum(1 for r in ordered if r.get("resumed"))},
-                "dim": dims.pop() if dims else None,
-                "counts": counts,
-                "generators": {n: gm["gen_fp"] for n, gm in gens.items()},
-                "units": [{k: r[k] for k in ("partition", "key", "file", "sha256", "bytes", "rows", "computed", "reused", "commit") if k in r} for r in ordered],
-            })
-        computed_q = sum(r["rows"] for r in qrecords.values() if not r.get("resumed"))
+            n_resumed = sum(1 for r in ordered if is_resumed(r))
+            m = Ledger(ctx.storage, ctx.root, emb_stage).publish(ep.fp, EmbeddingsManifest(
+                enc_fp=efp, encoder_name=enc, encoder=section_dict(encoder_cfg(ctx.cfg, enc)), snapshot=ctx.snapshot["snapshot"],
+                passages=ctx.snapshot.get("changes", {}), rows=row_counts(ordered),
+                computed_by_kind=_sum_dicts([r["computed_by_kind"] for r in ordered if not is_resumed(r)]),
+                unit_counts={"total": len(ordered), "computed": len(ordered) - n_resumed, "resumed": n_resumed},
+                dim=dims.pop() if dims else None, counts={n: _merge_counts([r["counts"][n] for r in ordered]) for n in gens},
+                generators={n: gm["gen_fp"] for n, gm in gens.items()}, units=entries(EmbeddingsEntry, ordered),
+            ).to_json())
+        computed_q = sum(r["rows"] for r in qrecords.values() if not is_resumed(r))
         if qm is None:
-            qm = qled.publish(qfp, {"enc_fp": efp, "encoder_name": enc, "queries_sha256": qrec["sha256"], "computed": computed_q,
-                                    "sets": {n: {**{k: r[k] for k in ("file", "sha256", "bytes", "rows", "dim")},
-                                                 "perturbation": qsets[n]["perturbation"], "commit": qled.commit_rel(_qlabel(n), qsets[n]["key"])}
-                                             for n, r in qrecords.items()}})
+            qled = Ledger(ctx.storage, ctx.root, q_stage)
+            sets = {n: QuerySetEntry.from_json({**r, "perturbation": ep.qsets[n]["perturbation"], "commit": qled.commit_rel(_qlabel(n), ep.qsets[n]["key"])})
+                    for n, r in qrecords.items()}
+            qm = qled.publish(ep.qfp, QueriesManifest(enc_fp=efp, encoder_name=enc, queries_sha256=qrec["sha256"], computed=computed_q, sets=sets).to_json())
         s["rows"] = m["rows"]["computed"]
-        s["reused"] = not any(u["kind"] == "partition" for u in units)
+        s["reused"] = not any(isinstance(u, EncodePartitionUnit) for u in units)
     # The test questions: their own ledger, so metrics.json says whether they were encoded again.
     ctx.timer.record(q_stage, rows=computed_q, seconds=ctx.timer.stages[emb_stage]["seconds"], reused=computed_q == 0)
     return m, qm
@@ -157,23 +208,24 @@ class EncodePartition(UnitRunner):
         self.encoder = Encoder(cfg, threads)
         self.schema = embeddings_schema(self.encoder.dim)
 
-    def run_unit(self, u: Dict[str, Any]) -> Dict[str, Any]:
-        led = Ledger(self.storage, self.root, u["stage"])
-        record = self._queries(u) if u["kind"] == "queries" else self._partition(u)
-        record.update(unit=u["unit"], dim=self.encoder.dim)
-        led.commit(u["unit"], u["key"], record)
-        return {**record, "key": u["key"], "commit": led.commit_rel(u["unit"], u["key"])}
+    def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
+        u = encode_unit(plan)
+        led = Ledger(self.storage, self.root, u.stage)
+        record = self._queries(u) if isinstance(u, EncodeQueriesUnit) else self._partition(u)
+        record.update(unit=u.unit, dim=self.encoder.dim)
+        led.commit(u.unit, u.key, record)
+        return {**record, "key": u.key, "commit": led.commit_rel(u.unit, u.key)}
 
-    def _queries(self, u: Dict[str, Any]) -> Dict[str, Any]:
-        q = read_table_verified(self.storage, self.root, u["queries"], ["qid", "lang", "text"], where="the benchmark manifest")
-        if u["perturbation"] is not None:
+    def _queries(self, u: EncodeQueriesUnit) -> Dict[str, Any]:
+        q = read_table_verified(self.storage, self.root, u.queries, ["qid", "lang", "text"], where="the benchmark manifest")
+        if u.perturbation is not None:
             from ..evaluation.perturb import perturb_table
 
-            q = perturb_table(q, PerturbationConfig(**u["perturbation"]))
+            q = perturb_table(q, PerturbationConfig(**u.perturbation))
         vecs = self.encoder.encode(q["text"].to_pylist(), "query")
         t = pa.table({"qid": q["qid"], "lang": q["lang"], "text": q["text"], "vector": vectors_to_arrow(vecs)}, schema=query_vectors_schema(self.encoder.dim))
-        rec = write_table_committed(self.storage, self.root, u["out"], t)
-        rec["set"] = u["set"]
+        rec = write_table_committed(self.storage, self.root, u.out, t)
+        rec["set"] = u.set
         return rec
 
     def _rows(self, kind: str, src: str, ids: pa.Array, hashes: pa.Array, vecs: np.ndarray, counts: np.ndarray,
@@ -200,11 +252,11 @@ class EncodePartition(UnitRunner):
         # float64 sums: the same total regardless of how queries were batched.
         return sums.sum(axis=1).astype(np.float32), counts.sum(axis=1), sums, counts
 
-    def _partition(self, u: Dict[str, Any]) -> Dict[str, Any]:
+    def _partition(self, u: EncodePartitionUnit) -> Dict[str, Any]:
         from ..models.encoder import format_passage
 
-        corpus = read_table_verified(self.storage, self.root, u["corpus"], ["id", "title", "text", "content_hash"], where="the corpus snapshot")
-        prior = read_table_verified(self.storage, self.root, u["prior"], where="the previous embeddings manifest") if u["prior"] else None
+        corpus = read_table_verified(self.storage, self.root, u.corpus, ["id", "title", "text", "content_hash"], where="the corpus snapshot")
+        prior = read_table_verified(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
         pieces, computed, reused, counts = [], {}, {}, {}
 
         def prior_of(kind: str, src: str) -> Optional[pa.Table]:
@@ -218,7 +270,7 @@ class EncodePartition(UnitRunner):
         pieces += [old, self._rows(PASSAGE, "", todo["id"], todo["content_hash"], vecs, np.ones(todo.num_rows, np.int32))]
         computed[PASSAGE], reused[PASSAGE] = todo.num_rows, 0 if old is None else old.num_rows
         work = []
-        for name, g in u["gens"].items():
+        for name, g in u.gens.items():
             gt = read_table_verified(self.storage, self.root, g, ["id", "content_hash", "queries"], where=f"the generated/{name} manifest")
             old, todo = split_reuse(gt, prior_of(gen_kind(name), g["src"]))
             work.append((name, g, old, todo, todo["queries"].to_pylist()))
@@ -236,7 +288,7 @@ class EncodePartition(UnitRunner):
             all_counts = np.concatenate([np.asarray(c, np.int64), np.zeros(0, np.int64) if old is None else old["count"].to_numpy().astype(np.int64)])
             counts[name] = check_counts(all_counts)
         out = pa.concat_tables([p for p in pieces if p is not None]).sort_by([("kind", "ascending"), ("id", "ascending")])
-        rec = write_table_committed(self.storage, self.root, u["out"], out)
-        rec.update(partition=u["partition"], computed=sum(computed.values()), reused=sum(reused.values()),
+        rec = write_table_committed(self.storage, self.root, u.out, out)
+        rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
                    computed_by_kind=computed, reused_by_kind=reused, counts=counts)
         return rec

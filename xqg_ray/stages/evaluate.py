@@ -1,4 +1,4 @@
-"""Evaluate stage: run files, per-query metrics, paired comparisons, metrics.json and the report.
+"""Evaluate stage: run files, per-query metrics, paired comparisons and metrics.json (the report package draws).
 
 The driver reads the texts of the retrieved passages only: the ids in the
 test questions' top-k are looked up in their corpus partitions by Ray tasks,
@@ -16,9 +16,10 @@ import pyarrow.compute as pc
 from ..evaluation import metrics as M
 from ..config import StorageConfig
 from ..store.integrity import read_table_verified
-from ..runtime.units import run_tasks
+from ..runtime.tasks import run_tasks
 from ..store.storage import Storage, join
 from ..schemas import CLEAN
+from ..report.write import write_report
 from .context import Context
 
 
@@ -48,19 +49,47 @@ def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]
     return out
 
 
+def project_order(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of the valid hits (id >= 0) in the project's ranking: score descending, then passage id ascending."""
+    keep = np.flatnonzero(np.asarray(ids) >= 0)
+    s, p = np.asarray(scores, np.float32)[keep], np.asarray(ids, np.int64)[keep]
+    return keep[np.lexsort((p, -s))]
+
+
+def strictly_decreasing(scores: np.ndarray) -> np.ndarray:
+    """float32 ``scores`` (non-increasing, in rank order) made strictly decreasing: each score that does
+    not fall below the one before it becomes that one stepped down by one float32 ulp."""
+    out = np.asarray(scores, np.float32).copy()
+    for r in range(1, len(out)):
+        if out[r] >= out[r - 1]:
+            out[r] = np.nextafter(out[r - 1], np.float32(-np.inf))
+    return out
+
+
 def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]], where: str = "runs") -> Dict[str, List[str]]:
-    """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids."""
+    """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids.
+
+    Tie rule: the project ranks by score descending, then passage id
+    ascending -- the run file, the prediction JSON and the metrics (which use
+    the returned rankings) all in that order.  TREC tools re-sort a run by
+    score, then docno descending, so the run file's scores are written at full
+    float32 round-trip precision (``%.9g``) and, where equal, stepped down by
+    one float32 ulp per tied position (:func:`strictly_decreasing`): any TREC
+    tool then reproduces the project's ranks exactly.
+    """
     max_tokens = max(ctx.cfg.eval.kt) * 1000
     lines, preds, rankings = [], [], {}
     for qid, lang, row_d, row_i in zip(queries["qid"].to_pylist(), queries["lang"].to_pylist(), d, i):
-        hits = [(int(p), float(s)) for s, p in zip(row_d, row_i) if p >= 0]
-        docids = [docs[p][0] for p, _ in hits]
+        order = project_order(row_d, row_i)
+        hits = [int(p) for p in np.asarray(row_i, np.int64)[order]]
+        scores = strictly_decreasing(np.asarray(row_d, np.float32)[order])
+        docids = [docs[p][0] for p in hits]
         rankings[qid] = docids
-        lines += [f"{qid} Q0 {docids[r - 1]} {r} {score:.6f} {name}" for r, (_, score) in enumerate(hits, 1)]
+        lines += [f"{qid} Q0 {docids[r - 1]} {r} {float(score):.9g} {name}" for r, score in enumerate(scores, 1)]
         # Only the passages the metric can read: word_tokenize never yields fewer
         # tokens than whitespace splitting, so N*1000 whitespace tokens suffice.
         ctxs, n = [], 0
-        for p, _ in hits:
+        for p in hits:
             if n >= max_tokens:
                 break
             ctxs.append(docs[p][1])
@@ -79,7 +108,6 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
-    from ..report.write import write_report
     from ..evaluation.significance import compare
     from ..config.systems import comparisons as pairs
 
@@ -136,6 +164,6 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
-    write_report(ctx.storage, ctx.root, result)
+    write_report(ctx.storage, ctx.root, result)  # sets result["plots"]
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
     return result

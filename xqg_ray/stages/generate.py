@@ -8,7 +8,7 @@ passages; removed passages simply are not carried over.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 from ..config import GeneratorConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
+from .plan import Plan, plan_stage
+from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
@@ -34,40 +36,53 @@ def generator_fingerprint(ctx: Context, name: str) -> str:
     return fingerprint(key)
 
 
-def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
-    """Queries from generator ``name`` for the snapshot's passages; returns the stage manifest."""
-    g = ctx.cfg.generators[name]
+def generate_units(ctx: Context, name: str) -> Tuple[str, Plan, List[GenerateUnit]]:
+    """(stage fingerprint, plan, unit plans still to run) of generator ``name`` for the context's snapshot.
+
+    The public entry point of the stage's planning (``bench/generate.py`` uses it).
+    """
     stage = f"generated/{name}"
     led = Ledger(ctx.storage, ctx.root, stage)
     gfp = generator_fingerprint(ctx, name)
     fp = fingerprint({"gen": gfp, "corpus": ctx.snapshot["corpus_hash"]})
+    parts = {ctx.partition_label(part["partition"]): part for part in ctx.snapshot["partitions"]}
+    keys = {label: fingerprint({"gen": gfp, "digest": part["digest"]}) for label, part in parts.items()}
+
+    def prior_entries(m: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+        return {ctx.partition_label(u["partition"]): u for u in m["units"]} if m.get("gen_fp") == gfp else {}
+
+    plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
+    units = [GenerateUnit(partition=parts[label]["partition"], unit=label, key=keys[label], corpus=file_record(parts[label]),
+                          prior=file_record(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]))
+             for label in plan.todo]
+    return fp, plan, units
+
+
+def generate_actor_args(ctx: Context, name: str) -> Dict[str, Any]:
+    """The constructor arguments of :class:`GeneratePartition` for generator ``name``."""
+    g = ctx.cfg.generators[name]
+    ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": f"generated/{name}", "name": name, "cfg": g,
+            "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"]}
+    if g.kind == "provided":
+        ctor["provided"] = provided_source(ctx, name)
+        ctor["evaluated"] = ctx.bench["evaluated"]
+    return ctor
+
+
+def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
+    """Queries from generator ``name`` for the snapshot's passages; returns the stage manifest."""
+    g = ctx.cfg.generators[name]
+    stage = f"generated/{name}"
     with ctx.timer.stage(stage) as s:
-        m = led.published(fp) if ctx.resume else None
-        if m:
-            s.update(rows=m["rows"]["total"], reused=True)
-            return m
-        prior = led.current()
-        prior_units = {u["partition"]: u for u in prior["units"]} if prior and prior.get("gen_fp") == gfp else {}
-        records: Dict[int, Dict[str, Any]] = {}
-        units: List[Dict[str, Any]] = []
-        for part in ctx.snapshot["partitions"]:
-            p, label = part["partition"], ctx.partition_label(part["partition"])
-            key = fingerprint({"gen": gfp, "digest": part["digest"]})
-            rec = led.committed(label, key) if ctx.resume else None
-            if rec is not None:
-                records[p] = {**rec, "resumed": True}
-                continue
-            pu = prior_units.get(p)
-            units.append({"partition": p, "unit": label, "key": key, "corpus": file_record(part),
-                          "prior": file_record(pu) if pu else None, "out": led.data_rel(label, key)})
-        ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": stage, "name": name, "cfg": g,
-                "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"]}
-        if g.kind == "provided":
-            ctor["provided"] = provided_source(ctx, name)
-            ctor["evaluated"] = ctx.bench["evaluated"]
-        for summary in run_units(units, GeneratePartition, ctor, ctx.pool("generate"), iter_progress(len(units), stage, ctx.timer.event)):
-            records[summary["partition"]] = summary
-        ordered = [records[p["partition"]] for p in ctx.snapshot["partitions"]]
+        fp, plan, units = generate_units(ctx, name)
+        if plan.published:
+            s.update(rows=plan.published["rows"]["total"], reused=True)
+            return plan.published
+        records: Dict[str, Dict[str, Any]] = dict(plan.resumed)
+        on_done = iter_progress(len(units), stage, ctx.timer.event)
+        for summary in run_units([u.to_json() for u in units], GeneratePartition, generate_actor_args(ctx, name), ctx.pool("generate"), on_done):
+            records[summary["unit"]] = summary
+        ordered = [records[ctx.partition_label(p["partition"])] for p in ctx.snapshot["partitions"]]
         rows = row_counts(ordered)
         failed = sum(r["failed_slots"] for r in ordered)
         set_aside = sum(r.get("set_aside", 0) for r in ordered)
@@ -76,23 +91,13 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
         if set_aside:
             ctx.timer.event(stage, "warning", message=f"{set_aside} provided queries set aside (see {stage}/data/quarantine-*.parquet)")
         s["rows"] = rows["computed"]
-        manifest = {
-            "gen_fp": gfp,
-            "generator": section_dict(g),
-            "snapshot": ctx.snapshot["snapshot"],
-            "passages": ctx.snapshot.get("changes", {}),
-            "rows": rows,
-            "unit_counts": {"total": len(ordered), "computed": len(units), "resumed": len(ordered) - len(units)},
-            "failed_slots": failed,
-            "set_aside": set_aside,
-            "units": [_unit_entry(r) for r in ordered],
-        }
-        return led.publish(fp, manifest)
-
-
-def _unit_entry(r: Dict[str, Any]) -> Dict[str, Any]:
-    keep = ("partition", "key", "file", "sha256", "bytes", "rows", "computed", "reused", "failed_slots", "set_aside", "quarantine", "commit")
-    return {k: r[k] for k in keep if k in r}
+        manifest = GeneratedManifest(
+            gen_fp=generator_fingerprint(ctx, name), generator=section_dict(g), snapshot=ctx.snapshot["snapshot"],
+            passages=ctx.snapshot.get("changes", {}), rows=rows,
+            unit_counts={"total": len(ordered), "computed": len(units), "resumed": len(ordered) - len(units)},
+            failed_slots=failed, set_aside=set_aside, units=entries(GeneratedEntry, ordered),
+        )
+        return Ledger(ctx.storage, ctx.root, stage).publish(fp, manifest.to_json())
 
 
 class GeneratePartition(UnitRunner):
@@ -109,34 +114,36 @@ class GeneratePartition(UnitRunner):
 
             self.gen = QueryGenerator(name, cfg, threads)
 
-    def run_unit(self, u: Dict[str, Any]) -> Dict[str, Any]:
+    def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
+        u = GenerateUnit.from_json(plan)
         cols = ["id", "docid", "title", "text", "content_hash"]
-        corpus = read_table_verified(self.storage, self.root, u["corpus"], cols, where="the corpus snapshot")
-        prior = read_table_verified(self.storage, self.root, u["prior"], where="the previous generated manifest") if u["prior"] else None
-        record: Dict[str, Any] = {"partition": u["partition"], "unit": u["unit"]}
+        corpus = read_table_verified(self.storage, self.root, u.corpus, cols, where="the corpus snapshot")
+        prior = read_table_verified(self.storage, self.root, u.prior, where="the previous generated manifest") if u.prior else None
+        record: Dict[str, Any] = {"partition": u.partition, "unit": u.unit}
         if self.cfg.kind == "provided":
             # Joining a table is cheap: always from scratch, never partly reused.
-            computed, set_aside = self.provided.for_partition(u["partition"], corpus)
+            computed, set_aside = self.provided.for_partition(u.partition, corpus)
             reused = computed.slice(0, 0)
             todo_rows = computed.num_rows
             if set_aside.num_rows:
-                qrel = u["out"].replace("/data/", "/data/quarantine-")
+                qrel = u.out.replace("/data/", "/data/quarantine-")
                 record["quarantine"] = write_table_committed(self.storage, self.root, qrel, set_aside.cast(SET_ASIDE_SCHEMA))
             record["set_aside"] = set_aside.num_rows
         else:
             reused, todo = split_reuse(corpus, prior)
-            computed = self._generate(todo)
+            computed = self.generate_table(todo)
             todo_rows = todo.num_rows
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
         parts = [t for t in (reused, computed) if t is not None and t.num_rows]
         out = pa.concat_tables(parts).sort_by("id") if parts else GENERATED_SCHEMA.empty_table()
-        rec = write_table_committed(self.storage, self.root, u["out"], out)
+        rec = write_table_committed(self.storage, self.root, u.out, out)
         failed = int(pc.sum(out["failed"]).as_py() or 0)
         record.update(rec, computed=todo_rows, reused=0 if reused is None else reused.num_rows, failed_slots=failed)
-        committed = self.ledger.commit(u["unit"], u["key"], record)
-        return {**record, "key": u["key"], "commit": self.ledger.commit_rel(u["unit"], u["key"]), "created": committed["created"]}
+        committed = self.ledger.commit(u.unit, u.key, record)
+        return {**record, "key": u.key, "commit": self.ledger.commit_rel(u.unit, u.key), "created": committed["created"]}
 
-    def _generate(self, todo: pa.Table) -> pa.Table:
+    def generate_table(self, todo: pa.Table) -> pa.Table:
+        """GENERATED_SCHEMA rows of the passages of ``todo`` (id, title, text, content_hash)."""
         # One call for the partition: prompts are batched across its passages
         # (each passage's queries are still independent of its neighbours).
         results = self.gen.generate_many(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))

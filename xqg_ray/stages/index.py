@@ -12,12 +12,13 @@ vector is, so the next update can diff without the old embeddings.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
+from ..ids import shard_partitions
 from ..retrieval.augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
 from ..store.integrity import (
@@ -26,18 +27,15 @@ from ..store.integrity import (
     write_committed,
     write_table_committed,
 )
-from ..store.ledger import Ledger, file_record, fingerprint
-from ..runtime.units import run_tasks
+from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
+from .plan import Plan, plan_stage
+from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
+from ..runtime.tasks import run_tasks
 from .reuse import diff_versions
 from ..schemas import SHARD_IDS_SCHEMA
 from ..store.storage import Storage
 from ..config.systems import encoder_label
 from .context import PIPELINE_VERSION, Context
-
-
-def shard_partitions(num_partitions: int, num_shards: int) -> List[List[int]]:
-    """Which partitions each shard holds (``p % num_shards``): shard membership never depends on row order."""
-    return [[p for p in range(num_partitions) if p % num_shards == s] for s in range(num_shards)]
 
 
 def _unequal_counts_policy(ctx: Context, sysc, counts: Dict[str, int]) -> None:
@@ -60,6 +58,65 @@ def index_settings(sysc) -> Dict[str, Any]:
     return {k: v for k, v in asdict(sysc).items() if k in keep}
 
 
+@dataclass
+class SystemPlan:
+    """One system's index plan: its ledger's plan and what its manifest needs."""
+
+    sysc: Any
+    fp: str
+    config_key: str
+    plan: Plan
+    shards: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+
+def index_jobs(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str, SystemPlan], List[ShardJob]]:
+    """(system -> its plan, one shard job per (shard, encoder) with work left): the index stage's planning."""
+    cfg = ctx.cfg
+    S, P = cfg.index.num_shards, ctx.snapshot["num_partitions"]
+    groups = shard_partitions(P, S)
+    plans: Dict[str, SystemPlan] = {}
+    todo: Dict[Tuple[int, str], List[ShardSystem]] = {}
+    for sysc in cfg.systems:
+        emb = embs[sysc.encoder]
+        emb_units = {u["partition"]: u for u in emb["units"]}
+        led = Ledger(ctx.storage, ctx.root, f"index/{sysc.name}")
+        gen_fp = emb["generators"].get(sysc.generator) if sysc.generator else None
+        if sysc.generator:
+            _unequal_counts_policy(ctx, sysc, emb["counts"][sysc.generator])
+        config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": index_settings(sysc), "index": section_dict(cfg.index),
+                                  "partitions": P, "enc": emb["enc_fp"], "gen": gen_fp})
+        fp = fingerprint({"config": config_key, "emb": emb["fingerprint"]})
+        keys = {shard_label(s): fingerprint({"config": config_key, "parts": [emb_units[p]["key"] for p in parts]}) for s, parts in enumerate(groups)}
+
+        def prior_entries(m: Dict[str, Any], config_key: str = config_key) -> Dict[str, Dict[str, Any]]:
+            return {shard_label(sh["shard"]): sh for sh in m["shards"]} if m.get("config_key") == config_key else {}
+
+        plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
+        sp = SystemPlan(sysc=sysc, fp=fp, config_key=config_key, plan=plan)
+        plans[sysc.name] = sp
+        if plan.published:
+            continue
+        sp.shards = {int(rec["shard"]): rec for rec in plan.resumed.values()}
+        for label in plan.todo:
+            s, key, ps = int(label[2:]), keys[label], plan.prior.get(label)
+            todo.setdefault((s, sysc.encoder), []).append(ShardSystem(
+                name=sysc.name, generator=sysc.generator, alpha=sysc.alpha, aggregation=sysc.aggregation, n=sysc.n,
+                stage=f"index/{sysc.name}", label=label, key=key,
+                out=led.data_rel(label, key, ".faiss"), ids_out=led.data_rel(label, key, ".ids.parquet"),
+                prior={"index": file_record(ps), "ids": ps["ids"]} if ps else None,
+            ))
+    jobs = []
+    for (s, enc), systems in sorted(todo.items()):
+        units = {u["partition"]: u for u in embs[enc]["units"]}
+        jobs.append(ShardJob(root=ctx.root, shard=s, emb_files=[file_record(units[p]) for p in groups[s]], systems=systems,
+                             dim=embs[enc]["dim"], factory=cfg.index.factory, metric=cfg.index.metric, threads=ctx.threads))
+    return plans, jobs
+
+
+def shard_label(shard: int) -> str:
+    return f"s-{shard:05d}"
+
+
 def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """Every system's index manifest, building or updating only the shards whose inputs changed.
 
@@ -67,78 +124,40 @@ def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
     """
     cfg = ctx.cfg
     S, P = cfg.index.num_shards, ctx.snapshot["num_partitions"]
-    groups = shard_partitions(P, S)
     manifests: Dict[str, Dict[str, Any]] = {}
-    todo: Dict[Tuple[int, str], List[Dict[str, Any]]] = {}
-    pending: Dict[str, Dict[str, Any]] = {}
     with ctx.timer.stage("index") as st:
-        for sysc in cfg.systems:
-            emb = embs[sysc.encoder]
-            emb_units = {u["partition"]: u for u in emb["units"]}
-            led = Ledger(ctx.storage, ctx.root, f"index/{sysc.name}")
-            gen_fp = emb["generators"].get(sysc.generator) if sysc.generator else None
-            if sysc.generator:
-                _unequal_counts_policy(ctx, sysc, emb["counts"][sysc.generator])
-            config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": index_settings(sysc), "index": section_dict(cfg.index),
-                                      "partitions": P, "enc": emb["enc_fp"], "gen": gen_fp})
-            fp = fingerprint({"config": config_key, "emb": emb["fingerprint"]})
-            m = led.published(fp) if ctx.resume else None
-            if m:
-                manifests[sysc.name] = m
-                continue
-            prior = led.current()
-            prior_shards = {sh["shard"]: sh for sh in prior["shards"]} if prior and prior.get("config_key") == config_key else {}
-            shards: Dict[int, Dict[str, Any]] = {}
-            for s, parts in enumerate(groups):
-                label = f"s-{s:05d}"
-                key = fingerprint({"config": config_key, "parts": [emb_units[p]["key"] for p in parts]})
-                rec = led.committed(label, key) if ctx.resume else None
-                if rec is not None:
-                    shards[s] = {**rec, "mode": "resumed"}
-                    continue
-                ps = prior_shards.get(s)
-                todo.setdefault((s, sysc.encoder), []).append({
-                    "name": sysc.name, "generator": sysc.generator, "alpha": sysc.alpha, "aggregation": sysc.aggregation, "n": sysc.n,
-                    "stage": f"index/{sysc.name}", "label": label, "key": key,
-                    "out": led.data_rel(label, key, ".faiss"), "ids_out": led.data_rel(label, key, ".ids.parquet"),
-                    "prior": {"index": file_record(ps), "ids": ps["ids"]} if ps else None,
-                })
-            pending[sysc.name] = {"led": led, "fp": fp, "config_key": config_key, "sys": sysc, "shards": shards}
-        args = []
-        for (s, enc), systems in sorted(todo.items()):
-            units = {u["partition"]: u for u in embs[enc]["units"]}
-            args.append((ctx.root, ctx.cfg.storage, s, [file_record(units[p]) for p in groups[s]], systems, embs[enc]["dim"],
-                         cfg.index.factory, cfg.index.metric, ctx.threads))
-        for rows in run_tasks(build_shard, args, cfg.ray.actor_num_cpus):
+        plans, jobs = index_jobs(ctx, embs)
+        pending = {name: sp for name, sp in plans.items() if not sp.plan.published}
+        manifests.update({name: sp.plan.published for name, sp in plans.items() if sp.plan.published})
+        for rows in run_tasks(build_shard, [(job.to_json(), ctx.cfg.storage) for job in jobs], cfg.ray.actor_num_cpus):
             for r in rows:
-                pending[r["system"]]["shards"][r["shard"]] = r
+                pending[r["system"]].shards[r["shard"]] = r
         for name, pend in pending.items():
-            sysc = pend["sys"]
-            shards = [pend["shards"][s] for s in range(S)]
+            sysc = pend.sysc
+            shards = [pend.shards[s] for s in range(S)]
             ntotal = sum(int(sh["ntotal"]) for sh in shards)
             if ntotal != ctx.snapshot["rows"]["kept"]:
                 raise RuntimeError(f"index {name}: {ntotal} vectors in shards, the corpus snapshot holds {ctx.snapshot['rows']['kept']} passages")
             emb = embs[sysc.encoder]
-            manifests[name] = pend["led"].publish(pend["fp"], {
-                "config_key": pend["config_key"], "system": asdict(sysc), "num_shards": S, "num_partitions": P, "dim": emb["dim"],
-                "metric": cfg.index.metric, "factory": cfg.index.factory, "encoder": emb["encoder"]["model"],
-                "encoder_name": encoder_label(sysc.encoder), "embeddings": emb["fingerprint"],
-                "alpha": sysc.alpha if sysc.generator else 0.0, "aggregation": sysc.aggregation if sysc.generator else None,
-                "n": sysc.n if sysc.generator else None,
-                "generator": sysc.generator or None, "query_counts": emb["counts"][sysc.generator] if sysc.generator else None,
-                "corpus_hash": ctx.snapshot["corpus_hash"], "snapshot": ctx.snapshot["snapshot"], "ntotal": ntotal,
-                "changes": {k: sum(int(sh.get(k, 0)) for sh in shards if sh.get("mode") != "resumed") for k in ("added", "removed")},
-                "modes": sorted({sh.get("mode", "") for sh in shards}),
-                "shards": [{k: sh[k] for k in ("shard", "key", "file", "sha256", "bytes", "ntotal", "ids", "commit", "mode") if k in sh} for sh in shards],
-            })
-        st["rows"] = sum(sum(int(sh.get("added", 0)) for sh in p["shards"].values() if sh.get("mode") != "resumed") for p in pending.values())
-        st["reused"] = not todo
+            manifests[name] = Ledger(ctx.storage, ctx.root, f"index/{name}").publish(pend.fp, IndexManifest(
+                config_key=pend.config_key, system=asdict(sysc), num_shards=S, num_partitions=P, dim=emb["dim"],
+                metric=cfg.index.metric, factory=cfg.index.factory, encoder=emb["encoder"]["model"],
+                encoder_name=encoder_label(sysc.encoder), embeddings=emb["fingerprint"],
+                alpha=sysc.alpha if sysc.generator else 0.0, aggregation=sysc.aggregation if sysc.generator else None,
+                n=sysc.n if sysc.generator else None,
+                generator=sysc.generator or None, query_counts=emb["counts"][sysc.generator] if sysc.generator else None,
+                corpus_hash=ctx.snapshot["corpus_hash"], snapshot=ctx.snapshot["snapshot"], ntotal=ntotal,
+                changes={k: sum(int(sh.get(k, 0)) for sh in shards if not is_resumed(sh)) for k in ("added", "removed")},
+                modes=sorted({sh.get("mode", "") for sh in shards}),
+                shards=entries(ShardEntry, shards),
+            ).to_json())
+        st["rows"] = sum(sum(int(sh.get("added", 0)) for sh in p.shards.values() if not is_resumed(sh)) for p in pending.values())
+        st["reused"] = not jobs
     return manifests
 
 
-def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: List[Dict[str, Any]], systems: List[Dict[str, Any]],
-                dim: int, factory: str, metric: str, threads: int) -> List[Dict[str, Any]]:
-    """Ray task: one shard of every listed system, built from scratch or updated from its prior version."""
+def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Dict[str, Any]]:
+    """Ray task: one shard of every system of a :class:`ShardJob`, built from scratch or updated from its prior version."""
     import faiss
 
     from ..retrieval.index import (
@@ -149,37 +168,40 @@ def build_shard(root: str, storage_cfg: StorageConfig, shard: int, emb_files: Li
         update_index,
     )
 
-    faiss.omp_set_num_threads(max(1, threads))
+    job = ShardJob.from_json(job_json)
+    systems = job.systems
+    root, shard, dim = job.root, job.shard, job.dim
+    faiss.omp_set_num_threads(max(1, job.threads))
     storage = Storage(storage_cfg)
-    cols = ["kind", "id", "content_hash", "vector", "count"] + (["slots", "slot_counts"] if any(int(s.get("n") or 0) > 0 for s in systems) else [])
-    tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in emb_files]
+    cols = ["kind", "id", "content_hash", "vector", "count"] + (["slots", "slot_counts"] if any(int(s.n or 0) > 0 for s in systems) else [])
+    tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in job.emb_files]
     group = pa.concat_tables(tables) if tables else None
     out = []
     for system in systems:
         if group is None or group.num_rows == 0:
             ids, hashes, vecs = np.zeros(0, np.int64), pa.array([], pa.string()), np.zeros((0, dim), np.float32)
         else:
-            ids, hashes, vecs = system_vectors(group, system, dim)
+            ids, hashes, vecs = system_vectors(group, system.to_json(), dim)
         new = pa.table({"id": pa.array(ids, pa.int64()), "content_hash": hashes}, schema=SHARD_IDS_SCHEMA)
         index: Optional[Any] = None
         mode, added, removed = "built", len(ids), 0
-        prior = system["prior"]
+        prior = system.prior
         if prior is not None:
-            old = read_table_verified(storage, root, prior["ids"], where=f"the {system['stage']} manifest")
+            old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest")
             remove, add = diff_versions(old, new)
-            index = index_from_bytes(read_verified(storage, root, prior["index"], where=f"the {system['stage']} manifest"))
+            index = index_from_bytes(read_verified(storage, root, prior["index"], where=f"the {system.stage} manifest"))
             if update_index(index, remove, vecs[add], ids[add]):
                 mode, added, removed = "updated", int(add.sum()), int(len(remove))
             else:
                 index = None  # this index type cannot remove ids: rebuild
         if index is None:
-            index = build_index(vecs, ids, dim, factory, metric)
+            index = build_index(vecs, ids, dim, job.factory, job.metric)
         if index.ntotal != len(ids):
-            raise RuntimeError(f"shard {shard} of {system['name']}: index holds {index.ntotal} vectors, expected {len(ids)}")
-        rec = write_committed(storage, root, system["out"], index_to_bytes(index))
-        rec["ids"] = write_table_committed(storage, root, system["ids_out"], new)
-        rec.update(system=system["name"], shard=shard, ntotal=int(len(ids)), added=added, removed=removed, mode=mode)
-        led = Ledger(storage, root, system["stage"])
-        led.commit(system["label"], system["key"], rec)
-        out.append({**rec, "key": system["key"], "commit": led.commit_rel(system["label"], system["key"])})
+            raise RuntimeError(f"shard {shard} of {system.name}: index holds {index.ntotal} vectors, expected {len(ids)}")
+        rec = write_committed(storage, root, system.out, index_to_bytes(index))
+        rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
+        rec.update(system=system.name, shard=shard, ntotal=int(len(ids)), added=added, removed=removed, mode=mode)
+        led = Ledger(storage, root, system.stage)
+        led.commit(system.label, system.key, rec)
+        out.append({**rec, "key": system.key, "commit": led.commit_rel(system.label, system.key)})
     return out

@@ -17,13 +17,16 @@ import pyarrow as pa
 
 from ..benchmark.build import BenchmarkError, build_benchmark, xquad_files
 from ..config import BenchmarkConfig, StorageConfig, section_dict
+from ..config.secrets import mask_secrets, redact
 from ..benchmark.corpus import list_corpus_files
 from ..ids import passage_id
 from ..ingest import KeepSpec, fingerprint_sources, ingest_corpus
 from ..store.integrity import read_sealed, read_table_verified, write_table_committed
-from ..store.ledger import Ledger, fingerprint
-from ..runtime.units import run_tasks
-from ..store.storage import Storage
+from ..store.ledger import Ledger, fingerprint, missing_files
+from .plan import plan_stage
+from .records import BenchmarkManifest
+from ..runtime.tasks import run_tasks
+from ..store.storage import Storage, join
 from .context import PIPELINE_VERSION, Context
 
 STAGE = "benchmark"
@@ -60,10 +63,20 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         sources = fingerprint_sources(cfg.storage, input_files(ctx))
         fp = fingerprint({"v": PIPELINE_VERSION, "benchmark": section_dict(cfg.benchmark), "corpus": section_dict(cfg.corpus),
                           "sources": [(x["uri"], x["sha256"]) for x in sources]})
-        m = led.published(fp) if ctx.resume else None
+        snapshots: Dict[str, Dict[str, Any]] = {}
+
+        def snapshot_intact(m: Dict[str, Any]) -> bool:
+            # The published benchmark is done only while its corpus snapshot and partition files are there too.
+            if not ctx.storage.exists(join(ctx.root, m["snapshot_file"])):
+                return False
+            snapshots[m["snapshot_file"]] = read_sealed(ctx.storage, ctx.root, m["snapshot_file"])
+            return not missing_files(ctx.storage, ctx.root, snapshots[m["snapshot_file"]])
+
+        plan = plan_stage(led, fp, {}, ctx.resume, usable=snapshot_intact)
+        m = plan.published
         if m is not None:
             s.update(rows=m["counts"]["passages"] + m["counts"]["queries_total"], reused=True)
-            return m, read_sealed(ctx.storage, ctx.root, m["snapshot_file"], reset=f"{STAGE}/current.json")
+            return m, snapshots[m["snapshot_file"]]
         prefix = f"{STAGE}/data/{fp[:16]}"
         built = run_tasks(_build_tables, [(cfg.benchmark, cfg.storage, ctx.root, prefix)], 1)[0]
         files = built["files"]
@@ -76,25 +89,30 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             inputs = list_corpus_files(ctx.storage, cfg.benchmark.corpus, cfg.corpus.format)
             if cfg.benchmark.corpus_limit > 0:
                 keep = KeepSpec(golds=built["extra"]["golds"], limit=cfg.benchmark.corpus_limit, seed=cfg.benchmark.seed)
-        prior = led.current()
-        parent = read_sealed(ctx.storage, ctx.root, prior["snapshot_file"], reset=f"{STAGE}/current.json") if prior else None
+        prior = plan.current
+        parent = None
+        if prior is not None and ctx.storage.exists(join(ctx.root, prior["snapshot_file"])):
+            parent = read_sealed(ctx.storage, ctx.root, prior["snapshot_file"], reset=f"{STAGE}/current.json")
         if parent is not None and parent["num_partitions"] != cfg.corpus.num_partitions:
             parent = None  # another layout: nothing to diff against
+        if parent is not None and missing_files(ctx.storage, ctx.root, parent):
+            parent = None  # a partition file was deleted: ingest everything again rather than diff against what is gone
         snap = ingest_corpus(cfg.storage, ctx.root, inputs, num_partitions=cfg.corpus.num_partitions, fmt=cfg.corpus.format,
                              chunk_bytes=cfg.corpus.read_chunk_mb << 20, parent=parent, keep=keep, sources=sources,
-                             num_cpus=min(1.0, cfg.ray.actor_num_cpus))
+                             num_cpus=min(1.0, cfg.ray.actor_num_cpus), max_passage_chars=cfg.corpus.max_passage_chars)
         _check_golds(ctx, snap, built["extra"].get("golds") or [], cfg.benchmark.queries)
         counts = {"passages": snap["rows"]["kept"], "queries": built["languages"], "queries_total": sum(built["languages"].values()),
                   "quarantined": snap["rows"]["quarantined"] + files["quarantine"]["rows"], "provided": files.get("provided", {}).get("rows", 0)}
         s["rows"] = counts["passages"] + counts["queries_total"]
         snapshot_file = f"corpus/snapshots/{snap['snapshot']}.json"
-        m = led.publish(fp, {
-            "kind": cfg.benchmark.kind, "config": section_dict(cfg.benchmark), "sources": sources, "source": built["source"],
-            "snapshot": snap["snapshot"], "snapshot_file": snapshot_file, "parent_snapshot": snap.get("parent"),
-            "corpus_hash": snap["corpus_hash"], "changes": snap["changes"], "files": files, "counts": counts,
-            "languages": sorted(built["languages"]), "notes": built["notes"], "evaluated": built["evaluated"],
-            **{k: v for k, v in built["extra"].items() if k != "golds"},
-        }, keep=[files[k]["file"] for k in files])
+        m = led.publish(fp, BenchmarkManifest(
+            kind=cfg.benchmark.kind, config=section_dict(mask_secrets(cfg.benchmark)),
+            sources=[{**x, "uri": redact(x["uri"])} for x in sources], source=built["source"],
+            snapshot=snap["snapshot"], snapshot_file=snapshot_file, parent_snapshot=snap.get("parent"),
+            corpus_hash=snap["corpus_hash"], changes=snap["changes"], files=files, counts=counts,
+            languages=sorted(built["languages"]), notes=built["notes"], evaluated=built["evaluated"],
+            extra={k: v for k, v in built["extra"].items() if k != "golds"},
+        ).to_json(), keep=[files[k]["file"] for k in files])
         # The corpus directory keeps exactly what the current snapshot names.
         Ledger(ctx.storage, ctx.root, "corpus").gc(snap, keep=[snapshot_file])
         return m, snap

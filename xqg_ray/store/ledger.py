@@ -22,13 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
 from typing import Any, Dict, Iterable, List, Optional
+
+import pyarrow.fs as pafs
 
 from .integrity import IntegrityError, read_published, read_sealed, write_sealed
 from .storage import Storage, join
 
 CURRENT = "current.json"
+
+# The one resume marker of every stage: a unit record taken from an earlier
+# attempt's commit (not computed in this run) has ``mode == RESUMED``.
+RESUMED = "resumed"
 
 
 def fingerprint(obj: Any) -> str:
@@ -45,12 +52,59 @@ def file_record(rec: Dict[str, Any]) -> Dict[str, Any]:
     return {k: rec[k] for k in ("file", "sha256", "bytes")}
 
 
+def is_resumed(record: Dict[str, Any]) -> bool:
+    """Whether a unit record was resumed from an earlier attempt's commit rather than computed now."""
+    return record.get("mode") == RESUMED
+
+
 def row_counts(records: List[Dict[str, Any]]) -> Dict[str, int]:
     """Rows computed in this run, reused from an earlier version, and resumed from an earlier attempt."""
-    computed = sum(r["computed"] for r in records if not r.get("resumed"))
-    reused = sum(r["reused"] for r in records if not r.get("resumed"))
-    resumed = sum(r["rows"] for r in records if r.get("resumed"))
+    computed = sum(r["computed"] for r in records if not is_resumed(r))
+    reused = sum(r["reused"] for r in records if not is_resumed(r))
+    resumed = sum(r["rows"] for r in records if is_resumed(r))
     return {"total": sum(r["rows"] for r in records), "computed": computed, "reused": reused, "resumed": resumed}
+
+
+def file_records(obj: Any) -> Iterable[Dict[str, Any]]:
+    """Every ``{file, sha256, bytes}`` record inside a manifest or commit record (nested dicts and lists)."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("file"), str) and "bytes" in obj:
+            yield obj
+        for v in obj.values():
+            yield from file_records(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from file_records(v)
+
+
+def file_sizes(storage: Storage, root: str, rel_dirs: Iterable[str], recursive: bool = False) -> Dict[str, int]:
+    """Relative path -> size of the files under ``root/d`` for each ``d`` of ``rel_dirs``: one listing each."""
+    sizes: Dict[str, int] = {}
+    for d in sorted(set(rel_dirs)):
+        fs, path = storage.resolve(join(root, d))
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
+        except (FileNotFoundError, NotADirectoryError):
+            infos = []
+        base = path.rstrip("/") + "/"
+        for info in infos:
+            if info.type == pafs.FileType.File and info.path.startswith(base):
+                sizes[posixpath.join(d, info.path[len(base):])] = info.size
+    return sizes
+
+
+def missing_files(storage: Storage, root: str, obj: Any, sizes: Optional[Dict[str, int]] = None) -> List[str]:
+    """Relative paths of the files ``obj`` records that are absent or not of their recorded size.
+
+    Cheap on purpose: storage metadata only (one listing per directory, or the
+    ``sizes`` a caller listed once), no reads; the sha256 is still checked when
+    a file is read.  What is missing here is recomputed by its stage instead of
+    failing every rerun the same way.
+    """
+    recs = list(file_records(obj))
+    if sizes is None:
+        sizes = file_sizes(storage, root, (posixpath.dirname(r["file"]) for r in recs))
+    return [r["file"] for r in recs if sizes.get(r["file"]) != r["bytes"]]
 
 
 class Ledger:
@@ -87,9 +141,22 @@ class Ledger:
         return read_published(self.storage, self.root, f"{self.stage}/{CURRENT}")
 
     def published(self, fp: str) -> Optional[Dict[str, Any]]:
-        """The current manifest if it was made from inputs with fingerprint ``fp``."""
+        """The current manifest if it was made from inputs with fingerprint ``fp`` and every file it names is there."""
         m = self.current()
-        return m if m is not None and m.get("fingerprint") == fp else None
+        if m is None or m.get("fingerprint") != fp:
+            return None
+        return None if missing_files(self.storage, self.root, m) else m
+
+    def file_sizes(self) -> Dict[str, int]:
+        """Relative path -> size of every file under this stage (one recursive listing)."""
+        return file_sizes(self.storage, self.root, [self.stage], recursive=True)
+
+    def intact(self, record: Dict[str, Any], sizes: Optional[Dict[str, int]] = None) -> bool:
+        """Whether every file a commit record or manifest entry names exists with its recorded size.
+
+        ``sizes``: :meth:`file_sizes`, listed once for many records.
+        """
+        return not missing_files(self.storage, self.root, record, sizes)
 
     def publish(self, fp: str, manifest: Dict[str, Any], keep: Iterable[str] = ()) -> Dict[str, Any]:
         """Write the stage manifest, move the pointer to it, then delete what it does not name.

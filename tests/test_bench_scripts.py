@@ -1,0 +1,79 @@
+"""Every script in bench/ runs in its tiny mode (small arguments, tiny random models) and prints its result line.
+
+The benches call the stages' public entry points (``generate_units``,
+``passage_units`` ...), so a refactor that breaks them fails here, not the
+next time someone measures.  The scripts run as subprocesses, three at a
+time: most of each one's seconds are a local Ray cluster starting, not CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+
+# script -> (tiny-mode arguments, a regex one line of its stdout must match in full).
+TINY = {
+    "index_update.py": (["--n", "2000", "--dim", "16", "--factory", "IVF8,Flat", "--threads", "1"],
+                        r"full build of 2000 vectors \(IVF8,Flat, dim 16\): [0-9.]+ s"),
+    "ingest.py": (["--n", "500", "--files", "2", "--partitions", "2", "--chunk-mb", "1", "--num-cpus", "2"],
+                  r"rows 500: single-process read_corpus .* \(.*, 2 partitions, 2 logical CPUs\); ratio [0-9.]+x"),
+    "search.py": (["--cases", "tiny", "--queries", "50", "--dim", "16", "--k", "10", "--shards", "2", "--repeat", "1", "--num-cpus", "2"],
+                  r"tiny: 300 passages x 50 queries, k=10, dim 16, median of 1: .* same id at 100\.000% of ranks, max \|score diff\| 0\.00e\+00; .*"),
+    "encode.py": (["--limit", "16", "--model", "tiny:tiny-bert", "--max-len", "32", "--partitions", "2", "--num-cpus", "2", "--threads", "1"],
+                  r"stage .* run_units EncodePartition, 2 partitions, 1 actor\(s\) x 1 threads; max \|diff\| vs direct 0\.0e\+00"),
+    "generate.py": (["--model", "tiny:tiny-gpt2", "--passages", "4", "--languages", "de", "--max-new-tokens", "4", "--batch-size", "4", "--threads", "1"],
+                    r" +stage: [0-9.]+ questions/s \(4 slots, 0 empty, [0-9.]+ s\); wall with actor start \+ model load [0-9.]+ s"),
+    "fixed_cost.py": ([], r"run 1: wall [0-9.]+ s; model work [0-9.]+ s \+ loading [0-9.]+ s = [0-9.]+ s; ratio wall/model [0-9.]+x \(goal <= 2\)"),
+    "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de"],
+                       r'\{"run": "\+10\.0% \(6 passages\)", .*"index_modes": \["updated"\], "added": 6\}'),
+    "driver_memory.py": (["--n", "40", "--factor", "2", "--partitions", "2"], r'\{"passages": 80, "seconds": [0-9.]+, "driver_peak_rss_mb": [0-9.]+\}'),
+}
+
+
+def scripts() -> list:
+    """Every runnable script of bench/ (``synth.py`` is a module the others import)."""
+    return sorted(p.name for p in BENCH.glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
+
+
+def run_script(name: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, str(BENCH / name), *TINY[name][0]], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def results(request, tiny_models, shared_datasets):
+    """name -> finished process of every script the selected tests ask for, run three at a time."""
+    wanted = {item.callspec.params["name"] for item in request.session.items if hasattr(item, "callspec") and "name" in item.callspec.params}
+    if any(item.name == "test_incremental_full_build_line_is_json" for item in request.session.items):
+        wanted.add("incremental.py")
+    # The slowest first (TINY lists them last), so the three workers finish together.
+    order = [n for n in reversed(list(TINY)) if n in wanted]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(order, pool.map(run_script, order)))
+
+
+def test_every_bench_script_has_a_tiny_mode():
+    assert scripts() == sorted(TINY)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_bench_script_runs_in_tiny_mode(results, name):
+    r = results[name]
+    assert r.returncode == 0, r.stderr[-3000:]
+    pattern = re.compile(TINY[name][1])
+    assert any(pattern.fullmatch(line) for line in r.stdout.splitlines()), r.stdout[-3000:]
+
+
+def test_incremental_full_build_line_is_json(results):
+    first = json.loads(next(line for line in results["incremental.py"].stdout.splitlines() if line.startswith("{")))
+    assert (first["run"], first["passages"]) == ("full build", 60)
