@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from xqg_ray.cli import main
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "conf" / "smoke.yaml")
@@ -26,6 +28,17 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "num_shard" in capsys.readouterr().err
     assert main(["run", SMOKE, f"output_dir={tmp_path}", "benchmark.source=/nonexistent"]) == 2
     assert "no xquad/ directory" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback_of_a_user_error(capsys):
+    """One line and exit 2 by default; ``--debug`` lets the same error propagate with its traceback."""
+    from xqg_ray.config import ConfigError
+
+    assert main(["run", SMOKE, "index.num_shards=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == err.strip().count("\n") + 1 and "Traceback" not in err
+    with pytest.raises(ConfigError, match="index.num_shards"):
+        main(["--debug", "run", SMOKE, "index.num_shards=0"])
 
 
 def test_more_shards_than_cpus_is_refused_before_any_work(tmp_path, ray_local, capsys):

@@ -21,7 +21,13 @@ def _print_table(metrics: dict) -> None:
     for sysname, res in metrics["systems"].items():
         vals = [res["macro"].get(n) for n in names]
         print(sysname.ljust(width) + "".join(("–" if v is None else f"{100 * v:.1f}").rjust(11) for v in vals))
-    sig = [c for c in metrics["comparisons"] if c["lang"] == "all" and c["metric"] in ("R@2kt", "MRR@10")]
+    from .evaluation.metrics import headline_metrics
+    from .evaluation.significance import POOLED
+
+    # The first R@kt and the MRR the run was configured with (eval.kt, eval.mrr_k), pooled over languages.
+    heads = headline_metrics(names)
+    shown = {heads[0], heads[-1]} if heads else set()
+    sig = [c for c in metrics["comparisons"] if c["lang"] == POOLED and c["metric"] in shown]
     for c in sig:
         print(f"  {c['system']} vs {c['baseline']} {c['metric']} (all languages): "
               f"{100 * c['mean_diff']:+.1f} points, 95% CI [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}], p={c['p_value']:.3g}")
@@ -77,6 +83,7 @@ def _import_while_ray_starts(cfg):
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="xqg-ray", description="xQG cross-lingual dense retrieval on Ray")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of a failure the message alone would explain")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the whole job for a config")
     r.add_argument("config", help="YAML config (e.g. conf/demo.yaml)")
@@ -109,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         # Problems the user fixes in the config, the data or the files: a message, not a traceback.
         found = user_error(e)
-        if found is None:
+        if found is None or args.debug:
             raise
         # Messages quote paths, URLs and overrides: no credential in them reaches the terminal or a log.
         print(f"xqg-ray: {redact(str(found))}", file=sys.stderr)
