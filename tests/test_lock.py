@@ -190,3 +190,24 @@ def test_the_driver_takes_the_lock_before_it_writes_anything(place, holder, shar
     assert err[0].startswith(f"xqg-ray: {root} is in use by another xqg-ray run (host {socket.gethostname()}, pid {holder.pid}, ")
     assert not storage.exists(join(root, "config.yaml"))  # the loser wrote nothing
     assert _lock(storage, root)["pid"] == holder.pid
+
+
+def test_a_driver_that_lost_its_lock_neither_publishes_nor_deletes(place):
+    """A holder that stalled past its lease and was taken over stops at its next publish: no manifest,
+    no pointer, and the files another run's manifests name stay."""
+    from xqg_ray.store.ledger import Ledger
+
+    storage, root, _ = place
+    storage.write_text(join(root, "stage/data/other-run.parquet"), "named by the new holder")
+    lock = OutputLock(storage, root, lease_s=30, renew_s=10).acquire()
+    try:
+        lock.lost = True  # what renew_loop sets when another driver took the lease over
+        with pytest.raises(OutputLocked, match=r"this run lost its lock to another driver .* stopped before publishing or deleting anything"):
+            Ledger(storage, root, "stage").publish("f" * 64, {"units": []})
+        assert not storage.exists(join(root, "stage/current.json"))
+        assert storage.exists(join(root, "stage/data/other-run.parquet"))
+    finally:
+        lock.release()
+    # Released (this process no longer holds a lock on root): publishing works again.
+    Ledger(storage, root, "stage").publish("f" * 64, {"units": []})
+    assert storage.exists(join(root, "stage/current.json"))

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import pyarrow.fs as pafs
 
 from .integrity import IntegrityError, read_published, read_sealed, write_sealed
+from .lock import ensure_still_held
 from .storage import Storage, join
 
 CURRENT = "current.json"
@@ -164,6 +165,7 @@ class Ledger:
         ``keep``: relative paths under this stage that stay even though the
         manifest does not list them (none by default).
         """
+        ensure_still_held(self.root)  # a driver that lost its lock neither publishes nor deletes
         rel = f"{self.stage}/manifests/{fp[:16]}.json"
         m = write_sealed(self.storage, self.root, rel, {"stage": self.stage, "fingerprint": fp, "created": now(), **manifest})
         write_sealed(self.storage, self.root, f"{self.stage}/{CURRENT}", {"manifest": rel, "fingerprint": fp})

@@ -226,6 +226,25 @@ class S3LockObject:
                 self._call("release the lock", self.client.delete_object)
 
 
+# The locks this process holds, by output root: what a stage checks before it
+# publishes or deletes anything (see ensure_still_held).
+_HELD: Dict[str, "OutputLock"] = {}
+
+
+def ensure_still_held(root: str) -> None:
+    """Raise :class:`OutputLocked` if this process held the lock on ``root`` and lost it to another driver.
+
+    Called before a stage publishes a manifest and deletes what it no longer names: a
+    driver that stalled past its lease (and was taken over) must not delete the files
+    the new holder's manifests name.  A root this process never locked (a library
+    caller writing directly) is not checked.
+    """
+    lock = _HELD.get(root)
+    if lock is not None and lock.lost:
+        raise OutputLocked(f"{root}: this run lost its lock to another driver (it could not renew it for {lock.lease_s:g} s); "
+                           f"it stopped before publishing or deleting anything: rerun when the other run has finished")
+
+
 class OutputLock:
     """The lease lock on one output directory (local or ``s3://``); a context manager.
 
@@ -327,6 +346,7 @@ class OutputLock:
                 raise OutputLocked(self.message(info))
             time.sleep(min(self.poll_s, left))
         self.tag, self.lost = tag, False
+        _HELD[self.root] = self
         self.stop.clear()
         self.thread = threading.Thread(target=self.renew_loop, name="xqg-output-lock", daemon=True)
         self.thread.start()
@@ -358,6 +378,8 @@ class OutputLock:
             except (OSError, StorageError) as e:  # never hide the run's own error; the lease frees it
                 log.warning("could not delete the lock %s (%s); it expires %g s after its last renewal", self.uri, e, self.lease_s)
         self.tag = None
+        if _HELD.get(self.root) is self:
+            del _HELD[self.root]
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
@@ -371,4 +393,4 @@ def hold_output(storage: Storage, root: str, wait_s: float = 0.0) -> OutputLock:
     return OutputLock(storage, root, wait_s=wait_s).acquire()
 
 
-__all__ = ["LOCK_NAME", "OutputLock", "OutputLocked", "hold_output", "pid_alive"]
+__all__ = ["LOCK_NAME", "OutputLock", "OutputLocked", "ensure_still_held", "hold_output", "pid_alive"]
