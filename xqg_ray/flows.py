@@ -34,27 +34,28 @@ from .config.systems import encoders_used
 
 
 @contextmanager
-def _context(cfg: RunConfig) -> Iterator[Context]:
+def _context(cfg: RunConfig, whole_job: bool) -> Iterator[Context]:
     preflight(cfg)  # every value that can fail late, before any work
     storage = Storage(cfg.storage)
     check_writable(storage, cfg.output_dir)  # the bucket exists, the directory can be written
     with hold_output(storage, cfg.output_dir):  # one writer per output directory, until the run ends
         storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
         init_ray(cfg.ray)
-        check_schedulable(cfg)  # every pool and the search actors fit the cluster, before any work
+        if whole_job:  # `prepare` starts no actor pool and no search actor
+            check_schedulable(cfg)  # every pool and the search actors fit the cluster, before any work
         yield Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
 
 
 def prepare(cfg: RunConfig) -> Dict[str, Any]:
     """Only the benchmark stage (questions + corpus snapshot); returns the benchmark manifest."""
-    with _context(cfg) as ctx:
+    with _context(cfg, whole_job=False) as ctx:
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
         return ctx.bench
 
 
 def run(cfg: RunConfig) -> Dict[str, Any]:
     """Run (or resume, or update) the whole job for ``cfg``; returns the contents of metrics.json."""
-    with _context(cfg) as ctx:
+    with _context(cfg, whole_job=True) as ctx:
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
         preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
         gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
