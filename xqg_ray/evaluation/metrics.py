@@ -22,7 +22,9 @@ this choice so that metrics.json says which variant produced the numbers.
 
 Aggregation: a language's value is the mean over its non-null per-query values;
 the macro value is the unweighted mean over languages that have a value (this
-is how XOR-Retrieve reports its headline number).
+is how XOR-Retrieve reports its headline number).  A system whose encoder was
+not trained on a query language has that language marked not covered and left
+out of its macro (``coverage.py``).
 """
 
 from __future__ import annotations
@@ -287,11 +289,21 @@ def aggregate(per_query: pa.Table, metric_names: Sequence[str] = METRIC_NAMES) -
         entry["n"] = len(rows)
         per_language[lang] = entry
 
+    return {"per_language": per_language, "macro": macro_average(per_language, metric_names, per_query.num_rows)}
+
+
+def macro_average(per_language: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str], n: int) -> dict:
+    """The macro block of :func:`aggregate` from its per-language blocks (every one given is averaged).
+
+    ``{metric: unweighted mean over languages with a value, "n_<metric>": queries
+    counted, "n_languages_<metric>": languages averaged, "n": n}``; ``n`` is the
+    caller's query count (every query, or those of the languages kept).
+    """
     macro: dict[str, Any] = {}
     for m in metric_names:
         lang_vals = [e[m] for e in per_language.values() if e[m] is not None]
         macro[m] = _mean(lang_vals)
         macro[f"n_{m}"] = sum(e[f"n_{m}"] for e in per_language.values())
         macro[f"n_languages_{m}"] = len(lang_vals)
-    macro["n"] = per_query.num_rows
-    return {"per_language": per_language, "macro": macro}
+    macro["n"] = n
+    return macro

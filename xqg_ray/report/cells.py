@@ -11,6 +11,8 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 MISSING = "–"  # en dash: what any None / absent value renders as
+# A language the system's encoder was not trained on (evaluation/coverage.py): not a score, not missing data.
+NOT_COVERED_CELL = "not covered"
 
 # A comparison is marked significant (table "*", filled forest marker) below this p.
 SIGNIFICANCE_ALPHA = 0.05

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from ..evaluation.coverage import NOT_COVERED, is_covered
 from ..evaluation.metrics import METRIC_NAMES, headline_metrics
 from ..evaluation.significance import POOLED
 from .cells import (
-    MISSING, SIGNIFICANCE_ALPHA, integer, is_missing, languages_of, number, pct, points, pvalue, systems_of, table,
+    MISSING, NOT_COVERED_CELL, SIGNIFICANCE_ALPHA, integer, is_missing, languages_of, number, pct, points, pvalue, systems_of, table,
 )
 from .experiments import render_experiments
 
@@ -72,7 +73,15 @@ def _macro_section(systems: Mapping[str, Any], metric_names: Sequence[str]) -> l
         macro = sysm.get("macro") or {}
         rows.append([name] + [pct(macro.get(m)) for m in metric_names] + [integer(macro.get("n"))])
     return ["## Macro averages (%)", "",
-            "Unweighted mean over languages.", ""] + table(header, rows) + [""]
+            "Unweighted mean over languages."] + _coverage_note(systems) + [""] + table(header, rows) + [""]
+
+
+def _coverage_note(systems: Mapping[str, Any]) -> list[str]:
+    """A bullet per system whose encoder does not cover some query languages (evaluation/coverage.py); none, no lines."""
+    notes = [f"- {name}: its encoder does not cover {', '.join(sysm[NOT_COVERED])}; not scored there, "
+             f"so its macro (and n) is over the covered languages only."
+             for name, sysm in systems.items() if sysm.get(NOT_COVERED)]
+    return [""] + notes if notes else []
 
 
 def _per_language_section(systems: Mapping[str, Any], metric: str) -> list[str]:
@@ -86,7 +95,7 @@ def _per_language_section(systems: Mapping[str, Any], metric: str) -> list[str]:
         # n is the language's query count; identical across systems scoring the
         # same queries, so show the first one available.
         n = next((b.get(f"n_{metric}", b.get("n")) for b in blocks if b), None)
-        rows.append([lang, integer(n)] + [pct(b.get(metric)) for b in blocks])
+        rows.append([lang, integer(n)] + [pct(b.get(metric)) if is_covered(b) else NOT_COVERED_CELL for b in blocks])
     macro_row = ["macro", MISSING] + [pct((systems[n].get("macro") or {}).get(metric)) for n in names]
     rows.append(macro_row)
     return [f"## {metric} per language (%)", ""] + table(header, rows) + [""]
