@@ -202,10 +202,10 @@ class EncodePartition(UnitRunner):
     """Actor: loads the encoder once; each call encodes what one unit still lacks."""
 
     def __init__(self, root: str, storage_cfg: StorageConfig, cfg: EncoderConfig, threads: int):
-        from ..models.encoder import Encoder
+        from ..models.factory import make_encoder
 
         self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
-        self.encoder = Encoder(cfg, threads)
+        self.encoder = make_encoder(cfg, threads)
         self.schema = embeddings_schema(self.encoder.dim)
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:

@@ -19,6 +19,7 @@ from ..store.integrity import read_table_verified
 from ..runtime.tasks import run_tasks
 from ..store.storage import Storage, join
 from ..schemas import CLEAN
+from ..evaluation.coverage import apply_coverage, covered_per_query
 from ..report.write import write_report
 from .context import Context
 
@@ -128,8 +129,10 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                 t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
                 ctx.storage.write_table(join(ctx.root, f"per_query/{sub}{name}.parquet"), t)
                 per_query_sets[qset][name] = t
+        # Languages an encoder does not cover (mUSE: el, hi, vi) are marked, not scored.
+        per_query_sets = {q: covered_per_query(ctx.cfg, t, names) for q, t in per_query_sets.items()}
         per_query = per_query_sets[CLEAN]
-        systems = {name: M.aggregate(t, names) for name, t in per_query.items()}
+        systems = apply_coverage(ctx.cfg, {name: M.aggregate(t, names) for name, t in per_query.items()}, names)
         s["rows"] = len(qrows) * sum(len(r) for r in results.values())
     with ctx.timer.stage("compare") as s:
         cmp_kw = {"n_boot": e.bootstrap_samples, "seed": e.seed, "n_perm": e.permutation_samples}
