@@ -58,13 +58,13 @@ def test_redact(text, expected):
 
 
 def test_the_cli_error_line_is_redacted(tmp_path, monkeypatch, capsys):
-    import xqg_ray.runtime.units as units
+    import xqg_ray.runtime.cluster as cluster
     from xqg_ray.cli import main
 
     def never(*a, **k):
         raise AssertionError("Ray started before the preflight refused the config")
 
-    monkeypatch.setattr(units, "init_ray", never)
+    monkeypatch.setattr(cluster, "init_ray", never)
     rc = main(["run", SMOKE, f"output_dir={tmp_path / 'run'}", "encoder.model=https://u:SENTINEL1x@example.org/m?token=SENTINEL2x"])
     err = capsys.readouterr().err
     assert rc == 2 and "SENTINEL" not in err
