@@ -12,8 +12,10 @@ vector is, so the next update can diff without the old embeddings.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +25,9 @@ from ..retrieval.augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
 from ..store.integrity import (
     read_table_verified,
-    read_verified,
-    write_committed,
+    staging_path,
+    verified_local_file,
+    write_file_committed,
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
@@ -32,7 +35,7 @@ from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
 from .reuse import diff_versions
-from ..schemas import SHARD_IDS_SCHEMA
+from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
 from ..config.systems import encoder_label
 from .context import PIPELINE_VERSION, Context
@@ -157,51 +160,117 @@ def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
 
 
 def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Dict[str, Any]]:
-    """Ray task: one shard of every system of a :class:`ShardJob`, built from scratch or updated from its prior version."""
+    """Ray task: one shard of every system of a :class:`ShardJob`, built from scratch or updated from its prior version.
+
+    Systems one after another, each freed before the next: a system reads from each
+    embeddings file only its own rows and columns (the passages', then its
+    generator's), file by file, and an update keeps only the rows to add.  The index
+    is written by FAISS to a local file and committed from there (hashed while
+    streaming), never serialised into memory.  Peak: about three copies of the
+    shard's vectors for an xQG system (E(p), the query sums, the index), two for the
+    baseline, plus one embeddings file.
+    """
     import faiss
 
-    from ..retrieval.index import (
-        build_index,
-        index_from_bytes,
-        index_to_bytes,
-        system_vectors,
-        update_index,
-    )
-
     job = ShardJob.from_json(job_json)
-    systems = job.systems
-    root, shard, dim = job.root, job.shard, job.dim
     faiss.omp_set_num_threads(max(1, job.threads))
     storage = Storage(storage_cfg)
-    cols = ["kind", "id", "content_hash", "vector", "count"] + (["slots", "slot_counts"] if any(int(s.n or 0) > 0 for s in systems) else [])
-    tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in job.emb_files]
-    group = pa.concat_tables(tables) if tables else None
     out = []
-    for system in systems:
-        if group is None or group.num_rows == 0:
-            ids, hashes, vecs = np.zeros(0, np.int64), pa.array([], pa.string()), np.zeros((0, dim), np.float32)
-        else:
-            ids, hashes, vecs = system_vectors(group, system.to_json(), dim)
-        new = pa.table({"id": pa.array(ids, pa.int64()), "content_hash": hashes}, schema=SHARD_IDS_SCHEMA)
-        index: Optional[Any] = None
-        mode, added, removed = "built", len(ids), 0
-        prior = system.prior
-        if prior is not None:
-            old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest")
-            remove, add = diff_versions(old, new)
-            index = index_from_bytes(read_verified(storage, root, prior["index"], where=f"the {system.stage} manifest"))
-            if update_index(index, remove, vecs[add], ids[add]):
-                mode, added, removed = "updated", int(add.sum()), int(len(remove))
-            else:
-                index = None  # this index type cannot remove ids: rebuild
-        if index is None:
-            index = build_index(vecs, ids, dim, job.factory, job.metric)
-        if index.ntotal != len(ids):
-            raise RuntimeError(f"shard {shard} of {system.name}: index holds {index.ntotal} vectors, expected {len(ids)}")
-        rec = write_committed(storage, root, system.out, index_to_bytes(index))
-        rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
-        rec.update(system=system.name, shard=shard, ntotal=int(len(ids)), added=added, removed=removed, mode=mode)
-        led = Ledger(storage, root, system.stage)
+    for system in job.systems:
+        rec = build_system_shard(storage, job, system)
+        led = Ledger(storage, job.root, system.stage)
         led.commit(system.label, system.key, rec)
         out.append({**rec, "key": system.key, "commit": led.commit_rel(system.label, system.key)})
     return out
+
+
+def embedding_parts(storage: Storage, job: ShardJob, kind: str, columns: List[str],
+                    keep: Optional[Callable[[pa.Table], np.ndarray]] = None) -> Iterator[pa.Table]:
+    """The rows of ``kind`` of each embeddings file of the shard (only ``columns``), one
+    table per file, read when asked for; ``keep`` (table -> mask) drops rows as they are read."""
+    import pyarrow.compute as pc
+
+    for f in job.emb_files:
+        t = read_table_verified(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")
+        t = t.filter(pc.equal(t["kind"], kind)).drop_columns(["kind"])
+        if keep is not None:
+            t = t.filter(pa.array(keep(t)))
+        yield t
+
+
+def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> Dict[str, Any]:
+    """Build or update one system's shard; its commit record (index file, ids sidecar, counts, mode)."""
+    from ..retrieval.index import build_index, read_index_file, rows_to_add, system_vectors, update_index, write_index_file
+
+    root, dim, prior = job.root, job.dim, system.prior
+    old = old_ids = None
+    if prior is not None:
+        old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest").sort_by("id")
+        old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
+    # An update reads the vectors of the rows to add only (new or changed passages);
+    # which ids those are is known from each file's (id, content_hash) as it is read.
+    seen: List[pa.Table] = []
+
+    def keep_passages(t: pa.Table) -> np.ndarray:
+        seen.append(t.select(["id", "content_hash"]))
+        return rows_to_add(old_ids, old_hashes, t["id"].to_numpy(), t["content_hash"].combine_chunks()) if old is not None else np.ones(t.num_rows, bool)
+
+    unchanged: List[np.ndarray] = []
+
+    def keep_queries(t: pa.Table) -> np.ndarray:
+        if not unchanged:
+            unchanged.append(np.setdiff1d(np.concatenate([s["id"].to_numpy() for s in seen]) if seen else np.zeros(0, np.int64), add_ids))
+        return ~np.isin(t["id"].to_numpy(), unchanged[0])
+
+    passages = embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"], keep_passages)
+    gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
+    queries = embedding_parts(storage, job, gen_kind(system.generator), gen_cols, keep_queries if old is not None else None) if system.generator else iter(())
+    add_ids = np.zeros(0, np.int64)
+
+    def passage_parts() -> Iterator[pa.Table]:
+        nonlocal add_ids
+        parts = list(passages)
+        add_ids = np.concatenate([t["id"].to_numpy() for t in parts]) if parts else np.zeros(0, np.int64)
+        yield from parts
+
+    ids_add, _, vecs = system_vectors(passage_parts(), queries, system.to_json(), dim)
+    new = pa.concat_tables(seen).sort_by("id") if seen else SHARD_IDS_SCHEMA.empty_table()
+    new = pa.table({"id": new["id"].combine_chunks(), "content_hash": new["content_hash"].combine_chunks()}, schema=SHARD_IDS_SCHEMA)
+    mode, added, removed = "built", new.num_rows, 0
+    index: Optional[Any] = None
+    if old is not None:
+        remove, add = diff_versions(old, new)
+        if not np.array_equal(new["id"].to_numpy()[add], ids_add):
+            raise RuntimeError(f"shard {job.shard} of {system.name}: the rows read to add differ from the versions' diff")
+        # Read into memory (not mapped): the update changes it in place.
+        index = read_index_file(verified_local_file(storage, root, prior["index"], index_cache_dir(), where=f"the {system.stage} manifest"))
+        if update_index(index, remove, vecs, ids_add):
+            mode, added, removed = "updated", int(add.sum()), int(len(remove))
+        else:
+            index = None  # this index type cannot remove ids: rebuild from every row
+            del vecs
+            ids_add, _, vecs = system_vectors(embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"]),
+                                              embedding_parts(storage, job, gen_kind(system.generator), gen_cols) if system.generator else iter(()),
+                                              system.to_json(), dim)
+    if index is None:
+        index = build_index(vecs, ids_add, dim, job.factory, job.metric)
+    del vecs
+    if index.ntotal != new.num_rows:
+        raise RuntimeError(f"shard {job.shard} of {system.name}: index holds {index.ntotal} vectors, expected {new.num_rows}")
+    local = staging_path(storage, root, system.out)
+    try:
+        write_index_file(index, local)
+    except BaseException:
+        if os.path.exists(local):
+            os.remove(local)
+        raise
+    del index
+    rec = write_file_committed(storage, root, system.out, local)
+    rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
+    rec.update(system=system.name, shard=job.shard, ntotal=int(new.num_rows), added=added, removed=removed, mode=mode)
+    return rec
+
+
+def index_cache_dir() -> str:
+    """Where index shards of an ``s3://`` run are downloaded to on a worker (one copy per sha256)."""
+    return os.path.join(tempfile.gettempdir(), "xqg-ray-index-cache")
