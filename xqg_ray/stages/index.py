@@ -34,7 +34,6 @@ from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
-from .reuse import diff_versions
 from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
 from ..config.systems import encoder_label
@@ -203,55 +202,61 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     from ..retrieval.index import build_index, read_index_file, rows_to_add, system_vectors, update_index, write_index_file
 
     root, dim, prior = job.root, job.dim, system.prior
-    old = old_ids = None
+    old = None
     if prior is not None:
         old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest").sort_by("id")
         old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
-    # An update reads the vectors of the rows to add only (new or changed passages);
-    # which ids those are is known from each file's (id, content_hash) as it is read.
-    seen: List[pa.Table] = []
+    # An update reads the vectors of the rows to add only (new or changed passages),
+    # known from each file's (id, content_hash) as it is read; the query rows of
+    # unchanged passages are dropped as they are read too.
+    seen: List[Tuple[pa.Table, np.ndarray]] = []  # per file: (id, content_hash) of every passage, rows to add
+    sidecar: List[Any] = []  # [new (id, content_hash) sorted by id, ids of the unchanged passages]
 
     def keep_passages(t: pa.Table) -> np.ndarray:
-        seen.append(t.select(["id", "content_hash"]))
-        return rows_to_add(old_ids, old_hashes, t["id"].to_numpy(), t["content_hash"].combine_chunks()) if old is not None else np.ones(t.num_rows, bool)
+        add = rows_to_add(old_ids, old_hashes, t["id"].to_numpy(), t["content_hash"].combine_chunks()) if old is not None else np.ones(t.num_rows, bool)
+        seen.append((t.select(["id", "content_hash"]), add))
+        return add
 
-    unchanged: List[np.ndarray] = []
+    def versions() -> Tuple[pa.Table, np.ndarray]:
+        """The new version's sidecar and its unchanged ids, once every passage row was seen."""
+        if not sidecar:
+            t = pa.concat_tables([v for v, _ in seen]) if seen else SHARD_IDS_SCHEMA.empty_table()
+            order = np.argsort(t["id"].to_numpy(), kind="stable")
+            add = np.concatenate([m for _, m in seen])[order] if seen else np.zeros(0, bool)
+            new = pa.table({"id": t["id"].combine_chunks().take(pa.array(order)),
+                            "content_hash": t["content_hash"].combine_chunks().take(pa.array(order))}, schema=SHARD_IDS_SCHEMA)
+            sidecar.extend([new, new["id"].to_numpy()[~add]])
+        return sidecar[0], sidecar[1]
 
     def keep_queries(t: pa.Table) -> np.ndarray:
-        if not unchanged:
-            unchanged.append(np.setdiff1d(np.concatenate([s["id"].to_numpy() for s in seen]) if seen else np.zeros(0, np.int64), add_ids))
-        return ~np.isin(t["id"].to_numpy(), unchanged[0])
+        unchanged = versions()[1]
+        g = t["id"].to_numpy()
+        pos = np.minimum(np.searchsorted(unchanged, g), max(len(unchanged) - 1, 0))
+        return ~(unchanged[pos] == g) if len(unchanged) else np.ones(len(g), bool)
 
-    passages = embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"], keep_passages)
     gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
-    queries = embedding_parts(storage, job, gen_kind(system.generator), gen_cols, keep_queries if old is not None else None) if system.generator else iter(())
-    add_ids = np.zeros(0, np.int64)
 
-    def passage_parts() -> Iterator[pa.Table]:
-        nonlocal add_ids
-        parts = list(passages)
-        add_ids = np.concatenate([t["id"].to_numpy() for t in parts]) if parts else np.zeros(0, np.int64)
-        yield from parts
+    def queries(keep: Optional[Callable[[pa.Table], np.ndarray]]) -> Iterator[pa.Table]:
+        return embedding_parts(storage, job, gen_kind(system.generator), gen_cols, keep) if system.generator else iter(())
 
-    ids_add, _, vecs = system_vectors(passage_parts(), queries, system.to_json(), dim)
-    new = pa.concat_tables(seen).sort_by("id") if seen else SHARD_IDS_SCHEMA.empty_table()
-    new = pa.table({"id": new["id"].combine_chunks(), "content_hash": new["content_hash"].combine_chunks()}, schema=SHARD_IDS_SCHEMA)
+    ids_add, _, vecs = system_vectors(embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"], keep_passages),
+                                      queries(keep_queries if old is not None else None), system.to_json(), dim)
+    new = versions()[0]
     mode, added, removed = "built", new.num_rows, 0
     index: Optional[Any] = None
     if old is not None:
-        remove, add = diff_versions(old, new)
-        if not np.array_equal(new["id"].to_numpy()[add], ids_add):
-            raise RuntimeError(f"shard {job.shard} of {system.name}: the rows read to add differ from the versions' diff")
+        # Removed: the old versions the new one does not hold (gone or changed); the
+        # same split as reuse.diff_versions, by binary search on ids instead of strings.
+        remove = old_ids[rows_to_add(new["id"].to_numpy(), new["content_hash"], old_ids, old_hashes)]
         # Read into memory (not mapped): the update changes it in place.
         index = read_index_file(verified_local_file(storage, root, prior["index"], index_cache_dir(), where=f"the {system.stage} manifest"))
         if update_index(index, remove, vecs, ids_add):
-            mode, added, removed = "updated", int(add.sum()), int(len(remove))
+            mode, added, removed = "updated", len(ids_add), len(remove)
         else:
             index = None  # this index type cannot remove ids: rebuild from every row
             del vecs
             ids_add, _, vecs = system_vectors(embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"]),
-                                              embedding_parts(storage, job, gen_kind(system.generator), gen_cols) if system.generator else iter(()),
-                                              system.to_json(), dim)
+                                              queries(None), system.to_json(), dim)
     if index is None:
         index = build_index(vecs, ids_add, dim, job.factory, job.metric)
     del vecs
