@@ -183,68 +183,85 @@ def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Di
     return out
 
 
-def embedding_parts(storage: Storage, job: ShardJob, kind: str, columns: List[str],
-                    keep: Optional[Callable[[pa.Table], np.ndarray]] = None) -> Iterator[pa.Table]:
-    """The rows of ``kind`` of each embeddings file of the shard (only ``columns``), one
-    table per file, read when asked for; ``keep`` (table -> mask) drops rows as they are read."""
+PASSAGE_COLUMNS = ["id", "content_hash", "vector"]
+
+
+def embedding_parts(storage: Storage, job: ShardJob, wanted: Dict[str, List[str]]) -> Iterator[Dict[str, pa.Table]]:
+    """Per embeddings file of the shard, read when asked for: kind -> that kind's rows, only its columns (``wanted``)."""
     import pyarrow.compute as pc
 
+    columns = list(dict.fromkeys(c for cols in wanted.values() for c in cols))
     for f in job.emb_files:
         t = read_table_verified(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")
-        t = t.filter(pc.equal(t["kind"], kind)).drop_columns(["kind"])
-        if keep is not None:
-            t = t.filter(pa.array(keep(t)))
-        yield t
+        yield {kind: t.filter(pc.equal(t["kind"], kind)).select(cols) for kind, cols in wanted.items()}
+
+
+def in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Mask of ``ids`` found in the sorted array ``sorted_ids`` (binary search)."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), bool)
+    return sorted_ids[np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)] == ids
+
+
+def sidecar_table(seen: List[Tuple[pa.Table, np.ndarray]]) -> Tuple[pa.Table, np.ndarray]:
+    """(the shard version's (id, content_hash) sidecar sorted by id, ids of its unchanged passages)
+    from each file's passage (id, content_hash) and its mask of rows to add."""
+    if not seen:
+        return SHARD_IDS_SCHEMA.empty_table(), np.zeros(0, np.int64)
+    t = pa.concat_tables([v for v, _ in seen])
+    order = np.argsort(t["id"].to_numpy(), kind="stable")
+    add = np.concatenate([m for _, m in seen])[order]
+    take = pa.array(order)
+    new = pa.table({"id": t["id"].combine_chunks().take(take), "content_hash": t["content_hash"].combine_chunks().take(take)},
+                   schema=SHARD_IDS_SCHEMA)
+    return new, new["id"].to_numpy()[~add]
 
 
 def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> Dict[str, Any]:
-    """Build or update one system's shard; its commit record (index file, ids sidecar, counts, mode)."""
+    """Build or update one system's shard; its commit record (index file, ids sidecar, counts, mode).
+
+    A build reads the files twice, passages then queries, so that only one kind's
+    parts are held next to the shard's vectors.  An update reads each file once and
+    keeps only the rows to add (new or changed passages, known from each file's
+    (id, content_hash) against the prior sidecar) and their query rows.
+    """
     from ..retrieval.index import build_index, read_index_file, rows_to_add, system_vectors, update_index, write_index_file
 
-    root, dim, prior = job.root, job.dim, system.prior
-    old = None
-    if prior is not None:
+    root, dim, prior, sysj = job.root, job.dim, system.prior, system.to_json()
+    gen = gen_kind(system.generator) if system.generator else ""
+    gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
+    seen: List[Tuple[pa.Table, np.ndarray]] = []  # per file: passage (id, content_hash), rows to add
+
+    def passages() -> Iterator[pa.Table]:
+        for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS}):
+            seen.append((d[PASSAGE].select(["id", "content_hash"]), np.ones(d[PASSAGE].num_rows, bool)))
+            yield d[PASSAGE]
+
+    def queries() -> Iterator[pa.Table]:
+        return (d[gen] for d in embedding_parts(storage, job, {gen: gen_cols})) if gen else iter(())
+
+    mode, index = "built", None
+    if prior is None:
+        ids_add, _, vecs = system_vectors(passages(), queries(), sysj, dim)
+        new, _ = sidecar_table(seen)
+        added, removed = new.num_rows, 0
+    else:
         old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest").sort_by("id")
         old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
-    # An update reads the vectors of the rows to add only (new or changed passages),
-    # known from each file's (id, content_hash) as it is read; the query rows of
-    # unchanged passages are dropped as they are read too.
-    seen: List[Tuple[pa.Table, np.ndarray]] = []  # per file: (id, content_hash) of every passage, rows to add
-    sidecar: List[Any] = []  # [new (id, content_hash) sorted by id, ids of the unchanged passages]
-
-    def keep_passages(t: pa.Table) -> np.ndarray:
-        add = rows_to_add(old_ids, old_hashes, t["id"].to_numpy(), t["content_hash"].combine_chunks()) if old is not None else np.ones(t.num_rows, bool)
-        seen.append((t.select(["id", "content_hash"]), add))
-        return add
-
-    def versions() -> Tuple[pa.Table, np.ndarray]:
-        """The new version's sidecar and its unchanged ids, once every passage row was seen."""
-        if not sidecar:
-            t = pa.concat_tables([v for v, _ in seen]) if seen else SHARD_IDS_SCHEMA.empty_table()
-            order = np.argsort(t["id"].to_numpy(), kind="stable")
-            add = np.concatenate([m for _, m in seen])[order] if seen else np.zeros(0, bool)
-            new = pa.table({"id": t["id"].combine_chunks().take(pa.array(order)),
-                            "content_hash": t["content_hash"].combine_chunks().take(pa.array(order))}, schema=SHARD_IDS_SCHEMA)
-            sidecar.extend([new, new["id"].to_numpy()[~add]])
-        return sidecar[0], sidecar[1]
-
-    def keep_queries(t: pa.Table) -> np.ndarray:
-        unchanged = versions()[1]
-        g = t["id"].to_numpy()
-        pos = np.minimum(np.searchsorted(unchanged, g), max(len(unchanged) - 1, 0))
-        return ~(unchanged[pos] == g) if len(unchanged) else np.ones(len(g), bool)
-
-    gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
-
-    def queries(keep: Optional[Callable[[pa.Table], np.ndarray]]) -> Iterator[pa.Table]:
-        return embedding_parts(storage, job, gen_kind(system.generator), gen_cols, keep) if system.generator else iter(())
-
-    ids_add, _, vecs = system_vectors(embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"], keep_passages),
-                                      queries(keep_queries if old is not None else None), system.to_json(), dim)
-    new = versions()[0]
-    mode, added, removed = "built", new.num_rows, 0
-    index: Optional[Any] = None
-    if old is not None:
+        p_add, g_rest = [], []
+        for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS, **({gen: gen_cols} if gen else {})}):
+            p = d[PASSAGE]
+            add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
+            seen.append((p.select(["id", "content_hash"]), add))
+            p_add.append(p.filter(pa.array(add)))
+            if gen:  # this file's unchanged passages' query rows go now; any other file's below
+                same = np.sort(p["id"].to_numpy()[~add])
+                g_rest.append(d[gen].filter(pa.array(~in_sorted(same, d[gen]["id"].to_numpy()))))
+            del d, p
+        new, unchanged = sidecar_table(seen)
+        g_add = [g.filter(pa.array(~in_sorted(unchanged, g["id"].to_numpy()))) for g in g_rest]
+        ids_add, _, vecs = system_vectors(p_add, g_add, sysj, dim)
+        del p_add, g_rest, g_add
         # Removed: the old versions the new one does not hold (gone or changed); the
         # same split as reuse.diff_versions, by binary search on ids instead of strings.
         remove = old_ids[rows_to_add(new["id"].to_numpy(), new["content_hash"], old_ids, old_hashes)]
@@ -255,8 +272,9 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
         else:
             index = None  # this index type cannot remove ids: rebuild from every row
             del vecs
-            ids_add, _, vecs = system_vectors(embedding_parts(storage, job, PASSAGE, ["id", "content_hash", "vector"]),
-                                              queries(None), system.to_json(), dim)
+            seen.clear()
+            ids_add, _, vecs = system_vectors(passages(), queries(), sysj, dim)
+            added, removed = new.num_rows, 0
     if index is None:
         index = build_index(vecs, ids_add, dim, job.factory, job.metric)
     del vecs
