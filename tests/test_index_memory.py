@@ -166,6 +166,9 @@ def test_system_vectors_from_parts_equal_one_sorted_augment(monkeypatch):
     assert np.array_equal(got, augment(pv[o], gv[o], counts[o], 0.3, "mean"))
     base = system_vectors([ptab(slice(0, 40))], [], {"generator": ""}, DIM)[2]
     assert np.array_equal(base, pv[o])
+    none = ptab(slice(0, 40)).filter(pa.array(np.zeros(40, bool)))  # a file with no rows to add: no chunks
+    e_ids, e_h, e = system_vectors([none, none], [gtab(slice(0, 0))], system, DIM)
+    assert (e_ids.tolist(), e_h.to_pylist(), e.shape) == ([], [], (0, DIM))
     with pytest.raises(ValueError, match="generator g: 1 query rows have ids not in the passage embeddings"):
         system_vectors([ptab(slice(1, 40))], [gtab(slice(0, 40))], system, DIM)
 

@@ -119,7 +119,7 @@ def system_vectors(passages: Iterable[pa.Table], queries: Iterable[pa.Table], sy
     order = np.argsort(ids, kind="stable")
     rank = np.empty(len(ids), np.int64)
     rank[order] = np.arange(len(ids))
-    hashes = pa.concat_arrays([c for t in parts for c in t["content_hash"].chunks]).take(pa.array(order)) if parts else pa.array([], pa.string())
+    hashes = pa.chunked_array([c for t in parts for c in t["content_hash"].chunks], pa.string()).combine_chunks().take(pa.array(order))
     p_vecs, o = np.empty((len(ids), dim), np.float32), 0
     while parts:
         t = parts.pop(0)
