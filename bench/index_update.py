@@ -36,7 +36,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--factory", default="IVF256,Flat")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sizes", default="10000,100000", help="passages per shard for the shard-path figures")
+    ap.add_argument("--sizes", default=None, help="passages per shard for the shard-path figures (default 10000,100000; "
+                                                  "only --n when --n is below 100000, as in a quick check)")
     ap.add_argument("--shard-dim", type=int, default=16)
     ap.add_argument("--shard-factory", default="Flat")
     ap.add_argument("--repeats", type=int, default=3, help="shard-path runs per figure; the least CPU time is kept")
@@ -44,7 +45,8 @@ def main() -> None:
     a = ap.parse_args()
     if not a.shard_only:
         faiss_level(a)
-    for n in (int(x) for x in a.sizes.split(",")):
+    sizes = a.sizes or ("10000,100000" if a.n >= 100_000 else str(a.n))
+    for n in (int(x) for x in sizes.split(",")):
         shard_path(n, a.shard_dim, a.shard_factory, a.repeats)
 
 
