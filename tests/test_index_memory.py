@@ -158,7 +158,7 @@ def test_system_vectors_from_parts_equal_one_sorted_augment(monkeypatch):
     def gtab(s):
         return pa.table({"id": ids[s], "vector": vectors_to_arrow(gv[s]), "count": counts[s]})
 
-    monkeypatch.setattr(rindex, "AUGMENT_ROWS", 3)
+    monkeypatch.setattr(rindex, "AUGMENT_CHUNK_BYTES", 3 * 8 * DIM)  # 3 rows at a time
     system = {"generator": "g", "alpha": 0.3, "aggregation": "mean", "n": 0}
     got_ids, got_h, got = system_vectors([ptab(slice(0, 17)), ptab(slice(17, 40))], [gtab(slice(30, 40)), gtab(slice(0, 30))], system, DIM)
     o = np.argsort(ids)

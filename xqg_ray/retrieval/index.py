@@ -99,7 +99,9 @@ def update_index(index, remove_ids: np.ndarray, add_vectors: np.ndarray, add_ids
     return True
 
 
-AUGMENT_ROWS = 65_536  # rows augmented at a time: float64 temporaries bounded, same bits as one call
+# Rows are augmented a chunk at a time: its float64 temporaries (about six arrays of
+# rows x dim x 8 bytes) stay near 100 MB whatever the shard size, with the same bits as one call.
+AUGMENT_CHUNK_BYTES = 1 << 24
 
 
 def system_vectors(passages: Iterable[pa.Table], queries: Iterable[pa.Table], system: Mapping,
@@ -112,7 +114,7 @@ def system_vectors(passages: Iterable[pa.Table], queries: Iterable[pa.Table], sy
     ``slots``/``slot_counts`` when the system uses ``n`` > 0 queries per language).
     Each part is copied into its place in the sorted output and dropped, so the shard's
     vectors are held once plus one part (two while the passage parts are placed), and
-    the augmentation runs :data:`AUGMENT_ROWS` rows at a time.
+    the augmentation runs :data:`AUGMENT_CHUNK_BYTES` of float64 rows at a time.
     """
     parts = list(passages)
     ids = np.concatenate([t["id"].to_numpy() for t in parts]) if parts else np.zeros(0, np.int64)
@@ -145,8 +147,9 @@ def system_vectors(passages: Iterable[pa.Table], queries: Iterable[pa.Table], sy
         sums[pos] = g_vecs
         counts[pos] = g_counts
     out = p_vecs  # augmented in place, chunk by chunk: each chunk's inputs are read before it is written
-    for a in range(0, len(p_ids), AUGMENT_ROWS):
-        b = a + AUGMENT_ROWS
+    rows = max(1, AUGMENT_CHUNK_BYTES // (8 * max(1, dim)))
+    for a in range(0, len(p_ids), rows):
+        b = a + rows
         out[a:b] = augment(p_vecs[a:b], sums[a:b], counts[a:b], float(system["alpha"]), system["aggregation"])
     return p_ids, hashes, out
 
