@@ -12,8 +12,10 @@ vector is, so the next update can diff without the old embeddings.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,16 +25,16 @@ from ..retrieval.augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
 from ..store.integrity import (
     read_table_verified,
-    read_verified,
-    write_committed,
+    staging_path,
+    verified_local_file,
+    write_file_committed,
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
-from .reuse import diff_versions
-from ..schemas import SHARD_IDS_SCHEMA
+from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
 from ..config.systems import encoder_label
 from .context import PIPELINE_VERSION, Context
@@ -157,51 +159,141 @@ def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
 
 
 def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Dict[str, Any]]:
-    """Ray task: one shard of every system of a :class:`ShardJob`, built from scratch or updated from its prior version."""
+    """Ray task: one shard of every system of a :class:`ShardJob`, built from scratch or updated from its prior version.
+
+    Systems one after another, each freed before the next: a system reads from each
+    embeddings file only its own rows and columns (the passages', then its
+    generator's), file by file, and an update keeps only the rows to add.  The index
+    is written by FAISS to a local file and committed from there (hashed while
+    streaming), never serialised into memory.  Peak: about three copies of the
+    shard's vectors for an xQG system (E(p), the query sums, the index), two for the
+    baseline, plus one embeddings file.
+    """
     import faiss
 
-    from ..retrieval.index import (
-        build_index,
-        index_from_bytes,
-        index_to_bytes,
-        system_vectors,
-        update_index,
-    )
-
     job = ShardJob.from_json(job_json)
-    systems = job.systems
-    root, shard, dim = job.root, job.shard, job.dim
     faiss.omp_set_num_threads(max(1, job.threads))
     storage = Storage(storage_cfg)
-    cols = ["kind", "id", "content_hash", "vector", "count"] + (["slots", "slot_counts"] if any(int(s.n or 0) > 0 for s in systems) else [])
-    tables = [read_table_verified(storage, root, f, cols, where="the embeddings manifest") for f in job.emb_files]
-    group = pa.concat_tables(tables) if tables else None
     out = []
-    for system in systems:
-        if group is None or group.num_rows == 0:
-            ids, hashes, vecs = np.zeros(0, np.int64), pa.array([], pa.string()), np.zeros((0, dim), np.float32)
-        else:
-            ids, hashes, vecs = system_vectors(group, system.to_json(), dim)
-        new = pa.table({"id": pa.array(ids, pa.int64()), "content_hash": hashes}, schema=SHARD_IDS_SCHEMA)
-        index: Optional[Any] = None
-        mode, added, removed = "built", len(ids), 0
-        prior = system.prior
-        if prior is not None:
-            old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest")
-            remove, add = diff_versions(old, new)
-            index = index_from_bytes(read_verified(storage, root, prior["index"], where=f"the {system.stage} manifest"))
-            if update_index(index, remove, vecs[add], ids[add]):
-                mode, added, removed = "updated", int(add.sum()), int(len(remove))
-            else:
-                index = None  # this index type cannot remove ids: rebuild
-        if index is None:
-            index = build_index(vecs, ids, dim, job.factory, job.metric)
-        if index.ntotal != len(ids):
-            raise RuntimeError(f"shard {shard} of {system.name}: index holds {index.ntotal} vectors, expected {len(ids)}")
-        rec = write_committed(storage, root, system.out, index_to_bytes(index))
-        rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
-        rec.update(system=system.name, shard=shard, ntotal=int(len(ids)), added=added, removed=removed, mode=mode)
-        led = Ledger(storage, root, system.stage)
+    for system in job.systems:
+        rec = build_system_shard(storage, job, system)
+        led = Ledger(storage, job.root, system.stage)
         led.commit(system.label, system.key, rec)
         out.append({**rec, "key": system.key, "commit": led.commit_rel(system.label, system.key)})
     return out
+
+
+PASSAGE_COLUMNS = ["id", "content_hash", "vector"]
+
+
+def embedding_parts(storage: Storage, job: ShardJob, wanted: Dict[str, List[str]]) -> Iterator[Dict[str, pa.Table]]:
+    """Per embeddings file of the shard, read when asked for: kind -> that kind's rows, only its columns (``wanted``)."""
+    import pyarrow.compute as pc
+
+    columns = list(dict.fromkeys(c for cols in wanted.values() for c in cols))
+    for f in job.emb_files:
+        t = read_table_verified(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")
+        yield {kind: t.filter(pc.equal(t["kind"], kind)).select(cols) for kind, cols in wanted.items()}
+
+
+def in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Mask of ``ids`` found in the sorted array ``sorted_ids`` (binary search)."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), bool)
+    return sorted_ids[np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)] == ids
+
+
+def sidecar_table(seen: List[Tuple[pa.Table, np.ndarray]]) -> Tuple[pa.Table, np.ndarray]:
+    """(the shard version's (id, content_hash) sidecar sorted by id, ids of its unchanged passages)
+    from each file's passage (id, content_hash) and its mask of rows to add."""
+    if not seen:
+        return SHARD_IDS_SCHEMA.empty_table(), np.zeros(0, np.int64)
+    t = pa.concat_tables([v for v, _ in seen])
+    order = np.argsort(t["id"].to_numpy(), kind="stable")
+    add = np.concatenate([m for _, m in seen])[order]
+    take = pa.array(order)
+    new = pa.table({"id": t["id"].combine_chunks().take(take), "content_hash": t["content_hash"].combine_chunks().take(take)},
+                   schema=SHARD_IDS_SCHEMA)
+    return new, new["id"].to_numpy()[~add]
+
+
+def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> Dict[str, Any]:
+    """Build or update one system's shard; its commit record (index file, ids sidecar, counts, mode).
+
+    A build reads the files twice, passages then queries, so that only one kind's
+    parts are held next to the shard's vectors.  An update reads each file once and
+    keeps only the rows to add (new or changed passages, known from each file's
+    (id, content_hash) against the prior sidecar) and their query rows.
+    """
+    from ..retrieval.index import build_index, read_index_file, rows_to_add, system_vectors, update_index, write_index_file
+
+    root, dim, prior, sysj = job.root, job.dim, system.prior, system.to_json()
+    gen = gen_kind(system.generator) if system.generator else ""
+    gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
+    seen: List[Tuple[pa.Table, np.ndarray]] = []  # per file: passage (id, content_hash), rows to add
+
+    def passages() -> Iterator[pa.Table]:
+        for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS}):
+            seen.append((d[PASSAGE].select(["id", "content_hash"]), np.ones(d[PASSAGE].num_rows, bool)))
+            yield d[PASSAGE]
+
+    def queries() -> Iterator[pa.Table]:
+        return (d[gen] for d in embedding_parts(storage, job, {gen: gen_cols})) if gen else iter(())
+
+    mode, index = "built", None
+    if prior is None:
+        ids_add, _, vecs = system_vectors(passages(), queries(), sysj, dim)
+        new, _ = sidecar_table(seen)
+        added, removed = new.num_rows, 0
+    else:
+        old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest").sort_by("id")
+        old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
+        p_add, g_rest = [], []
+        for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS, **({gen: gen_cols} if gen else {})}):
+            p = d[PASSAGE]
+            add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
+            seen.append((p.select(["id", "content_hash"]), add))
+            p_add.append(p.filter(pa.array(add)))
+            if gen:  # this file's unchanged passages' query rows go now; any other file's below
+                same = np.sort(p["id"].to_numpy()[~add])
+                g_rest.append(d[gen].filter(pa.array(~in_sorted(same, d[gen]["id"].to_numpy()))))
+            del d, p
+        new, unchanged = sidecar_table(seen)
+        g_add = [g.filter(pa.array(~in_sorted(unchanged, g["id"].to_numpy()))) for g in g_rest]
+        ids_add, _, vecs = system_vectors(p_add, g_add, sysj, dim)
+        del p_add, g_rest, g_add
+        # Removed: the old versions the new one does not hold (gone or changed); the
+        # same split as reuse.diff_versions, by binary search on ids instead of strings.
+        remove = old_ids[rows_to_add(new["id"].to_numpy(), new["content_hash"], old_ids, old_hashes)]
+        # Read into memory (not mapped): the update changes it in place.
+        index = read_index_file(verified_local_file(storage, root, prior["index"], index_cache_dir(), where=f"the {system.stage} manifest"))
+        if update_index(index, remove, vecs, ids_add):
+            mode, added, removed = "updated", len(ids_add), len(remove)
+        else:
+            index = None  # this index type cannot remove ids: rebuild from every row
+            del vecs
+            seen.clear()
+            ids_add, _, vecs = system_vectors(passages(), queries(), sysj, dim)
+            added, removed = new.num_rows, 0
+    if index is None:
+        index = build_index(vecs, ids_add, dim, job.factory, job.metric)
+    del vecs
+    if index.ntotal != new.num_rows:
+        raise RuntimeError(f"shard {job.shard} of {system.name}: index holds {index.ntotal} vectors, expected {new.num_rows}")
+    local = staging_path(storage, root, system.out)
+    try:
+        write_index_file(index, local)
+    except BaseException:
+        if os.path.exists(local):
+            os.remove(local)
+        raise
+    del index
+    rec = write_file_committed(storage, root, system.out, local)
+    rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
+    rec.update(system=system.name, shard=job.shard, ntotal=int(new.num_rows), added=added, removed=removed, mode=mode)
+    return rec
+
+
+def index_cache_dir() -> str:
+    """Where index shards of an ``s3://`` run are downloaded to on a worker (one copy per sha256)."""
+    return os.path.join(tempfile.gettempdir(), "xqg-ray-index-cache")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import Pool, StorageConfig
 from ..errors import UserError, reraise_user_error
-from ..store.integrity import read_verified
+from ..store.integrity import verified_local_file
 from ..store.storage import Storage
 from ..retrieval.topk import faiss_threads, merge_topk
 from ..runtime.capacity import require, search_demand
@@ -34,13 +34,14 @@ RESERVOIR_MIN_K = 32  # per-shard k from which FAISS selects with a reservoir (s
 
 
 class ShardSearcher:
-    """A Ray actor holding shard ``s`` of several systems in memory."""
+    """A Ray actor holding shard ``s`` of several systems, each memory-mapped from its file where the index type allows."""
 
     def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[str, Dict[str, Any]], threads: int = 1):
         t0 = time.perf_counter()
         import faiss
 
-        from ..retrieval.index import index_from_bytes
+        from ..retrieval.index import read_index_file
+        from .index import index_cache_dir
 
         # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))
@@ -52,7 +53,10 @@ class ShardSearcher:
         storage = Storage(storage_cfg)
         self.error: UserError | None = None
         try:
-            self.indexes = {name: index_from_bytes(read_verified(storage, root, rec, where=f"the index/{name} manifest")) for name, rec in shards.items()}
+            # One copy of each shard, memory-mapped from the committed file (a local copy of an
+            # s3:// one): the page cache holds the vectors, shared by every actor on the node.
+            self.indexes = {name: read_index_file(verified_local_file(storage, root, rec, index_cache_dir(), where=f"the index/{name} manifest"), mmap=True)
+                            for name, rec in shards.items()}
         except UserError as e:
             # An error in an actor's constructor reaches the driver as ActorDiedError,
             # without the message; raised from a method call it arrives intact.

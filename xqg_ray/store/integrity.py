@@ -167,3 +167,116 @@ __all__ = [
     "write_sealed",
     "write_table_committed",
 ]
+
+
+# -- Committed files written and read as local files (index shards) -----------------
+# An index shard is as large as its share of the corpus (GBs): it is written by FAISS
+# straight to a file and hashed while streaming, never held as bytes.
+
+CHUNK = 1 << 20  # bytes per read while hashing or copying: bounded memory whatever the file size
+
+
+def sha256_file(path: str) -> str:
+    """sha256 of a local file, read in :data:`CHUNK` pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def staging_path(storage: Storage, root: str, rel: str) -> str:
+    """A fresh local path to write ``root/rel``'s content to before :func:`write_file_committed`:
+    beside the destination for a local root (so committing is a rename), in the temp dir otherwise."""
+    import os
+    import tempfile
+    import uuid
+
+    from .storage import is_remote, translated
+
+    dest = join(root, rel)
+    if not is_remote(dest):
+        fs, path = storage.resolve(dest)
+        with translated(dest, "write"):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    return os.path.join(tempfile.gettempdir(), f"xqg-{uuid.uuid4().hex}-{os.path.basename(rel)}")
+
+
+def write_file_committed(storage: Storage, root: str, rel: str, local: str) -> Dict[str, Any]:
+    """Commit the local file ``local`` (from :func:`staging_path`) as ``root/rel``; returns ``{file, sha256, bytes}``.
+
+    Hashed by streaming; a local root gets it by an atomic rename (after fsync), an
+    ``s3://`` root by a streamed upload (one object PUT, atomic).  ``local`` is gone afterwards.
+    """
+    import os
+
+    from .storage import is_remote, translated
+
+    dest = join(root, rel)
+    try:
+        size = os.path.getsize(local)
+        digest = sha256_file(local)
+        fs, path = storage.resolve(dest)
+        with translated(dest, "write", size):
+            if not is_remote(dest):
+                with open(local, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(local, path)
+            else:
+                parent = path.rsplit("/", 1)[0]
+                if parent:
+                    fs.create_dir(parent, recursive=True)
+                with open(local, "rb") as src, fs.open_output_stream(path, compression=None) as out:
+                    for block in iter(lambda: src.read(CHUNK), b""):
+                        out.write(block)
+    finally:
+        if os.path.exists(local):
+            os.remove(local)
+    return {"file": rel, "sha256": digest, "bytes": size}
+
+
+def verified_local_file(storage: Storage, root: str, rec: Dict[str, Any], cache_dir: str, where: str = "its commit record") -> str:
+    """A local path holding ``rec["file"]`` checked against ``rec["sha256"]`` by streaming (never all in memory).
+
+    A local root gives the committed file itself; an ``s3://`` root is downloaded once
+    into ``cache_dir`` (named by its sha256, hashed while it streams in, renamed when
+    complete) and that copy is checked again when reused.
+    """
+    import os
+    import uuid
+
+    from .storage import is_remote, translated
+
+    uri = join(root, rec["file"])
+    if not storage.exists(uri):
+        raise IntegrityError(f"{uri} is missing but named by {where}: rerun the same command to recompute it")
+    mismatch = IntegrityError(f"{uri} does not match its sha256 in {where}: the file changed after it was committed; "
+                              "delete it and rerun the same command to recompute it")
+    if not is_remote(uri):
+        path = storage.resolve(uri)[1]
+        with translated(uri, "read"):
+            if sha256_file(path) != rec["sha256"]:
+                raise mismatch
+        return path
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"{rec['sha256']}{os.path.splitext(rec['file'])[1]}")
+    if os.path.exists(path) and sha256_file(path) == rec["sha256"]:
+        return path
+    tmp, h = f"{path}.tmp-{uuid.uuid4().hex[:8]}", hashlib.sha256()
+    fs, key = storage.resolve(uri)
+    try:
+        with translated(uri, "read"), fs.open_input_stream(key, compression=None) as src, open(tmp, "wb") as out:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != rec["sha256"]:
+            raise mismatch
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+__all__ += ["sha256_file", "staging_path", "verified_local_file", "write_file_committed"]
