@@ -1,0 +1,65 @@
+"""Work proportional to the change: input files skipped by fingerprint, provided queries read per
+partition, evaluation reading only the row groups of the retrieved ids, search and evaluation reused."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from xqg_ray.ids import content_hash, passage_id
+from xqg_ray.ingest.partition import ROW_GROUP_ROWS, partition_bytes
+from xqg_ray.ingest.readers import CLEAN_SCHEMA
+from xqg_ray.stages.evaluate import read_rows_by_id, row_groups_holding
+from xqg_ray.store.integrity import IntegrityError, write_committed
+from xqg_ray.store.storage import Storage
+
+
+def _partition(n: int) -> pa.Table:
+    docids = [f"d{i}" for i in range(n)]
+    titles = [f"t{i}" for i in range(n)]
+    texts = [f"passage number {i}" for i in range(n)]
+    t = pa.table({"docid": docids, "id": pa.array([passage_id(d) for d in docids], pa.int64()), "title": titles,
+                  "text": texts, "content_hash": [content_hash(a, b) for a, b in zip(titles, texts)]}, schema=CLEAN_SCHEMA)
+    return t.sort_by("id")
+
+
+# -- evaluation reads only the row groups holding the wanted ids -----------------------------------------------
+
+def test_a_lookup_of_k_ids_reads_at_most_k_row_groups(tmp_path):
+    t = _partition(3 * ROW_GROUP_ROWS + 100)
+    storage = Storage()
+    rec = write_committed(storage, str(tmp_path), "corpus/parts/p-00000-x.parquet", partition_bytes(t))
+    meta = pq.ParquetFile(tmp_path / rec["file"]).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [4096, 4096, 4096, 100]
+    ids = t["id"].to_numpy()
+    want = np.array([ids[5], ids[4096 * 2 + 7]], np.int64)  # in groups 0 and 2
+    assert row_groups_holding(meta, "id", want) == [0, 2]
+    got = read_rows_by_id(storage, str(tmp_path), rec, want)
+    assert got.rows_read == 2 * ROW_GROUP_ROWS
+    expected = t.filter(pa.compute.is_in(t["id"], value_set=pa.array(want))).select(["id", "docid", "text"])
+    assert got.table.equals(expected)
+    assert read_rows_by_id(storage, str(tmp_path), rec, np.array([ids[-1]], np.int64)).rows_read == 100
+    # An id below every group's minimum touches none.
+    assert read_rows_by_id(storage, str(tmp_path), rec, np.array([int(ids[0]) - 1], np.int64)).rows_read == 0
+
+
+def test_a_lookup_checks_size_and_every_row_read(tmp_path):
+    t = _partition(50)
+    storage = Storage()
+    rec = write_committed(storage, str(tmp_path), "p.parquet", partition_bytes(t))
+    want = t["id"].to_numpy()[:3]
+    bad = t.set_column(3, "text", pa.array(["changed"] + t["text"].to_pylist()[1:]))
+    (tmp_path / "p.parquet").write_bytes(partition_bytes(bad))
+    rec_same_size = {**rec, "bytes": (tmp_path / "p.parquet").stat().st_size}
+    with pytest.raises(IntegrityError, match="does not match its id or content hash"):
+        read_rows_by_id(storage, str(tmp_path), rec_same_size, want)
+    size = rec_same_size["bytes"]
+    with pytest.raises(IntegrityError) as e:
+        read_rows_by_id(storage, str(tmp_path), {**rec, "bytes": size + 1}, want)
+    assert str(e.value) == (f"{tmp_path}/p.parquet is {size} bytes, the corpus snapshot recorded {size + 1}: the file changed "
+                            "after it was committed; delete it and rerun the same command to recompute it")
