@@ -63,3 +63,34 @@ def test_a_lookup_checks_size_and_every_row_read(tmp_path):
         read_rows_by_id(storage, str(tmp_path), {**rec, "bytes": size + 1}, want)
     assert str(e.value) == (f"{tmp_path}/p.parquet is {size} bytes, the corpus snapshot recorded {size + 1}: the file changed "
                             "after it was committed; delete it and rerun the same command to recompute it")
+
+
+# -- provided queries: split once by partition, each unit reads its slice ---------------------------------------
+
+def test_each_unit_reads_only_its_partitions_provided_rows(tmp_path):
+    from xqg_ray.config import StorageConfig
+    from xqg_ray.stages.provided import ProvidedQueries, split_provided
+
+    corpus = _partition(6)  # d0 d1 d2 d5 in partition 1, d3 d4 in partition 0 (id % 2); "nope" hashes to 0
+    rows = [("d0", "de", "eins"), ("nope", "de", "zwei"), ("d3", "fr", "trois"), ("d0", "de", " "),
+            ("d1", "fr", "quatre"), ("d0", "de", "fünf")]
+    src = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"docid": [r[0] for r in rows], "lang": [r[1] for r in rows], "text": [r[2] for r in rows]}), src)
+    root = str(tmp_path / "out")
+    idx = split_provided(StorageConfig(), root, "logs", {"uri": str(src), "sha256": "x"}, {"qids": [], "texts": []}, 2, "provided/logs/k")
+    assert [(s["partition"], s["rows"], s["file"]) for s in idx["slices"]] == [
+        (0, 2, "provided/logs/k/p-00000.parquet"), (1, 4, "provided/logs/k/p-00001.parquet")]
+    q = ProvidedQueries(Storage(), root, idx)
+    by_part = {p: corpus.filter(pa.array([i % 2 == p for i in corpus["id"].to_pylist()])) for p in (0, 1)}
+
+    out, aside = q.for_partition(0, by_part[0])
+    assert q.rows_read == 2
+    assert dict(zip(by_part[0]["docid"].to_pylist(), out["queries"].to_pylist())) == {"d3": [{"lang": "fr", "text": "trois"}], "d4": []}
+    assert [(r["line"], r["docid"], r["reason"]) for r in aside.to_pylist()] == [(2, "nope", "docid not in corpus")]
+
+    out, aside = q.for_partition(1, by_part[1])
+    assert q.rows_read == 2 + 4
+    assert out["id"].to_pylist() == by_part[1]["id"].to_pylist()
+    assert dict(zip(by_part[1]["docid"].to_pylist(), out["queries"].to_pylist())) == {
+        "d0": [{"lang": "de", "text": "eins"}, {"lang": "de", "text": "fünf"}], "d1": [{"lang": "fr", "text": "quatre"}], "d2": [], "d5": []}
+    assert [(r["line"], r["docid"], r["reason"]) for r in aside.to_pylist()] == [(4, "d0", "empty query text")]
