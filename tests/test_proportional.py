@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -94,3 +95,105 @@ def test_each_unit_reads_only_its_partitions_provided_rows(tmp_path):
     assert dict(zip(by_part[1]["docid"].to_pylist(), out["queries"].to_pylist())) == {
         "d0": [{"lang": "de", "text": "eins"}, {"lang": "de", "text": "fünf"}], "d1": [{"lang": "fr", "text": "quatre"}], "d2": [], "d5": []}
     assert [(r["line"], r["docid"], r["reason"]) for r in aside.to_pylist()] == [(4, "d0", "empty query text")]
+
+
+# -- unchanged input files are not read again ------------------------------------------------------------------
+
+@pytest.fixture
+def hashed_files(monkeypatch):
+    """The files whose bytes are read to hash them (the only reads fingerprinting does), in call order."""
+    from xqg_ray.ingest import snapshot
+
+    seen: list = []
+    real = snapshot.fingerprint_sources
+
+    def counting(storage_cfg, files, num_cpus=0.5):
+        seen.extend(files)
+        return real(storage_cfg, files, num_cpus)
+
+    monkeypatch.setattr(snapshot, "fingerprint_sources", counting)
+    return seen
+
+
+def test_unchanged_files_are_not_read_touched_ones_are_hashed_edited_ones_are_new(tmp_path, ray_local, hashed_files):
+    from xqg_ray.config import StorageConfig
+    from xqg_ray.ingest.snapshot import fingerprint_sources_cached
+
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    files[0].write_text('{"docid": "a", "text": "alpha"}\n')
+    files[1].write_text('{"docid": "b", "text": "beta"}\n')
+    uris = [str(f) for f in files]
+
+    def sha(f):
+        return hashlib.sha256(f.read_bytes()).hexdigest()
+
+    first = fingerprint_sources_cached(StorageConfig(), uris, {})
+    assert hashed_files == uris and first.hashed == uris
+    assert first.sources == [{"uri": str(f), "bytes": f.stat().st_size, "sha256": sha(f)} for f in files]
+
+    again = fingerprint_sources_cached(StorageConfig(), uris, first.cache)
+    assert hashed_files == uris  # nothing read
+    assert again.hashed == [] and again.sources == first.sources and again.cache == first.cache
+
+    st = files[0].stat()
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, same bytes
+    touched = fingerprint_sources_cached(StorageConfig(), uris, again.cache)
+    assert hashed_files == uris + [uris[0]] and touched.sources == first.sources
+    assert touched.cache != again.cache  # the new stamp is recorded: the next run reads nothing
+
+    files[1].write_text('{"docid": "b", "text": "BETA"}\n')  # edited, same size
+    edited = fingerprint_sources_cached(StorageConfig(), uris, touched.cache)
+    assert hashed_files == uris + [uris[0], uris[1]]
+    assert edited.sources == [first.sources[0], {"uri": uris[1], "bytes": files[1].stat().st_size, "sha256": sha(files[1])}]
+    assert edited.sources[1]["sha256"] != first.sources[1]["sha256"]
+
+
+# -- a second identical run searches nothing and gives the same results ----------------------------------------
+
+def test_a_second_identical_run_reads_no_input_and_searches_nothing(tmp_path, ray_local, tiny_models, shared_datasets,
+                                                                    hashed_files, monkeypatch):
+    import json
+
+    from xqg_ray import flows
+    from xqg_ray.config import load_config
+    from xqg_ray.pipeline import run
+
+    searches: list = []
+    real = flows.run_search
+
+    def counting(ctx, manifests, jobs):
+        searches.append(sorted(manifests))
+        return real(ctx, manifests, jobs)
+
+    monkeypatch.setattr(flows, "run_search", counting)
+    out = tmp_path / "out"
+
+    def cfg(*extra):
+        c = load_config(str(Path(__file__).resolve().parents[1] / "conf" / "smoke.yaml"),
+                        [f"output_dir={out}", f"benchmark.source={shared_datasets}", "ray.progress=false",
+                         "benchmark.corpus_limit=24", "benchmark.max_queries_per_language=6", *extra])
+        c.systems = [s for s in c.systems if s.name in ("baseline", "xqg")]
+        return c
+
+    first = run(cfg())
+    n_inputs = len(hashed_files)
+    assert n_inputs > 0 and searches == [["baseline", "xqg"]]
+    runs = {p.name: p.read_bytes() for p in sorted((out / "runs").iterdir())}
+    per_query = {p.name: p.read_bytes() for p in sorted((out / "per_query").iterdir())}
+
+    second = run(cfg())
+    assert len(hashed_files) == n_inputs  # no input file read again
+    assert searches == [["baseline", "xqg"]]  # no search, no shard actor
+    assert second["stages"]["search"]["reused"] is True and second["stages"]["search"]["rows"] == 0
+    assert second["systems"] == first["systems"] and second["comparisons"] == first["comparisons"]
+    assert {p.name: p.read_bytes() for p in sorted((out / "runs").iterdir())} == runs
+    assert {p.name: p.read_bytes() for p in sorted((out / "per_query").iterdir())} == per_query
+    assert json.loads((out / "results" / "current.json").read_text())["fingerprint"]
+
+    # Another alpha for xqg: only xqg is searched again; baseline's results are reused.
+    c = cfg()
+    c.systems[1].alpha = 0.05
+    third = run(c)
+    assert searches == [["baseline", "xqg"], ["xqg"]]
+    assert third["systems"]["baseline"] == first["systems"]["baseline"]
+    assert (out / "runs" / "baseline.trec").read_bytes() == runs["baseline.trec"]

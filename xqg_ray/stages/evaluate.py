@@ -8,7 +8,7 @@ one per partition that holds any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,7 @@ from ..schemas import CLEAN
 from ..store.integrity import IntegrityError
 from ..report.write import write_report
 from .context import Context
+from .results import ResultStore
 
 
 def metric_names(ctx: Context) -> List[str]:
@@ -165,10 +166,12 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
 
 
 def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
-             index_manifests: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None) -> Dict[str, Any]:
     """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
 
     ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
+    ``store``: the run's results ledger; a (query set, system) it has evaluated
+    is copied back from it, every other one is evaluated and committed to it.
     Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
@@ -178,7 +181,10 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     names = metric_names(ctx)
     e = ctx.cfg.eval
     with ctx.timer.stage("evaluate") as s:
-        docs = lookup_passages(ctx, np.concatenate([i.reshape(-1) for res in results.values() for _, i in res.values()]))
+        # Only the passages of the (query set, system) pairs not evaluated before are looked up.
+        todo = [i.reshape(-1) for qset, res in results.items() for name, (_, i) in res.items()
+                if store is None or store.evaluated(qset, name) is None]
+        docs = lookup_passages(ctx, np.concatenate(todo)) if todo else {}
         text_of = {docid: text for docid, text in docs.values()}
         qrows = [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
             queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
@@ -186,11 +192,24 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         for qset, res in results.items():
             # The clean questions keep the plain paths; a perturbation gets its own directory.
             sub = "" if qset == CLEAN else f"perturbed/{qset}/"
+            where = f"runs/{sub}".rstrip("/")
             per_query_sets[qset] = {}
             for name, (d, i) in res.items():
-                ranks = write_runs(ctx, name, queries, d, i, docs, where=f"runs/{sub}".rstrip("/"))
-                t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
-                ctx.storage.write_table(join(ctx.root, f"per_query/{sub}{name}.parquet"), t)
+                paths = {"per_query": join(ctx.root, f"per_query/{sub}{name}.parquet"),
+                         "trec": join(ctx.root, where, f"{name}.trec"), "xor": join(ctx.root, where, f"{name}.xor.json")}
+                done = store.evaluated(qset, name) if store is not None else None
+                if done is not None:
+                    # The same top-k, questions, corpus and settings: the committed files, byte for byte.
+                    data = {f: store.read(done[f]) for f in paths}
+                    for f, uri in paths.items():
+                        ctx.storage.write_bytes(uri, data[f])
+                    t = pq.read_table(pa.BufferReader(data["per_query"]))
+                else:
+                    ranks = write_runs(ctx, name, queries, d, i, docs, where=where)
+                    t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+                    ctx.storage.write_table(paths["per_query"], t)
+                    if store is not None:
+                        store.commit_eval(qset, name, {f: ctx.storage.read_bytes(uri) for f, uri in paths.items()})
                 per_query_sets[qset][name] = t
         per_query = per_query_sets[CLEAN]
         systems = {name: M.aggregate(t, names) for name, t in per_query.items()}
