@@ -197,3 +197,16 @@ def test_a_second_identical_run_reads_no_input_and_searches_nothing(tmp_path, ra
     assert searches == [["baseline", "xqg"], ["xqg"]]
     assert third["systems"]["baseline"] == first["systems"]["baseline"]
     assert (out / "runs" / "baseline.trec").read_bytes() == runs["baseline.trec"]
+
+
+def test_an_s3_file_is_stamped_by_size_and_etag(s3_endpoint):
+    from xqg_ray.config import StorageConfig
+    from xqg_ray.ingest.snapshot import file_stamp
+
+    storage = Storage(StorageConfig(s3_endpoint=s3_endpoint, access_key="testing", secret_key="testing"))
+    client = storage.s3_client()
+    client.put_object(Bucket="xqg-test", Key="stamp/a.jsonl", Body=b"alpha\n")
+    first = file_stamp(storage, "s3://xqg-test/stamp/a.jsonl")
+    assert first == [6, '"' + hashlib.md5(b"alpha\n").hexdigest() + '"']  # a single-part upload's ETag is its MD5
+    client.put_object(Bucket="xqg-test", Key="stamp/a.jsonl", Body=b"ALPHA\n")
+    assert file_stamp(storage, "s3://xqg-test/stamp/a.jsonl", client) == [6, '"' + hashlib.md5(b"ALPHA\n").hexdigest() + '"']

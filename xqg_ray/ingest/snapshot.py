@@ -78,16 +78,17 @@ def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: 
         raise
 
 
-def file_stamp(storage: Storage, uri: str) -> List[Any]:
+def file_stamp(storage: Storage, uri: str, s3_client: Any = None) -> List[Any]:
     """What says a file is unchanged without reading it: ``[size, mtime_ns]`` locally, ``[size, ETag]`` on S3.
 
     Storage metadata only (a stat, or one HEAD request).  S3's ETag changes with
     the content of every write; a local mtime changes on every write too, but
     also on a touch, which is why a changed stamp only means "hash it again".
+    ``s3_client``: one boto3 client for many calls (made here when not given).
     """
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://"):].partition("/")
-        head = storage.s3_client().head_object(Bucket=bucket, Key=key)
+        head = (s3_client or storage.s3_client()).head_object(Bucket=bucket, Key=key)
         return [int(head["ContentLength"]), str(head["ETag"])]
     fs, path = storage.resolve(uri)
     info = fs.get_file_info(path)
@@ -115,7 +116,8 @@ def fingerprint_sources_cached(storage_cfg: StorageConfig, files: List[str], cac
     ``files``.
     """
     storage = Storage(storage_cfg)
-    stamps = {f: file_stamp(storage, f) for f in files}
+    client = storage.s3_client() if any(f.startswith("s3://") for f in files) else None
+    stamps = {f: file_stamp(storage, f, client) for f in files}
     keys = {f: hashlib.sha256(f.encode()).hexdigest() for f in files}
     todo = [f for f in files if (cache.get(keys[f]) or {}).get("stamp") != stamps[f]]
     fresh = {r["uri"]: r for r in fingerprint_sources(storage_cfg, todo, num_cpus)}
