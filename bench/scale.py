@@ -5,7 +5,8 @@
     .venv/bin/python bench/scale.py --tiny          # 200 and 2k (tests/test_bench_scripts.py)
 
 Each size runs in its own process (a fresh driver and a fresh local Ray
-cluster) on a synthetic files-kind corpus (``bench/synth.py``) with the tiny
+cluster; one after the other, except in ``--tiny``, a smoke test of this
+script, where both run at once) on a synthetic files-kind corpus (``bench/synth.py``) with the tiny
 encoder, the baseline and one xQG system whose queries come from a provided
 query table (one query per passage).  It prints, per stage, the seconds and
 rows/s of ``metrics.json`` and the CPU-seconds of the driver's whole process
@@ -224,14 +225,23 @@ def main() -> None:
         print("RESULT " + json.dumps(one(a.one, Path(a.work), a.partitions, a.shards)), flush=True)
         return
     rows = []
-    for n in (a.n, a.n * a.factor):
-        with tempfile.TemporaryDirectory() as d:
-            env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-            args = [sys.executable, __file__, "--one", str(n), "--work", d, "--partitions", str(a.partitions), "--shards", str(a.shards)]
-            out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO)
-            if out.returncode:
-                sys.exit(out.stderr[-3000:])
-            rows.append(json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        procs = []
+        for n in (a.n, a.n * a.factor):
+            work = Path(d) / str(n)
+            work.mkdir()
+            args = [sys.executable, __file__, "--one", str(n), "--work", str(work), "--partitions", str(a.partitions), "--shards", str(a.shards)]
+            # Output to files, not pipes: a child never blocks on a full pipe while another is waited for.
+            with (work / "stdout").open("w") as out, (work / "stderr").open("w") as err:
+                procs.append((work, subprocess.Popen(args, env=env, stdout=out, stderr=err, text=True, cwd=REPO)))
+            if not a.tiny:
+                procs[-1][1].wait()  # measured one at a time; --tiny (a smoke test of this script) runs both at once
+        for work, p in procs:
+            if p.wait():
+                sys.exit((work / "stderr").read_text()[-3000:])
+            stdout = (work / "stdout").read_text()
+            rows.append(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
             print_size(rows[-1])
             sys.stdout.flush()
     small, big = rows
