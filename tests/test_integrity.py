@@ -61,7 +61,7 @@ def _first(out: Path, stage: str, key: str = "units") -> Path:
         ("corpus", None, ["generators.t5.seed=7"]),  # generation reads the corpus partitions again
         ("generated/t5", "units", ["encoder.max_passage_length=100"]),  # encoding reads the generated queries
         ("embeddings", "units", ["alpha"]),  # a new alpha rebuilds the index from the embeddings
-        ("index/xqg", "shards", []),  # search reads the shards
+        ("index/xqg", "shards", ["search.top_k=21"]),  # search reads the shards (another k: not a committed result)
         ("benchmark", None, []),  # the evaluated questions are read on every run
     ],
 )

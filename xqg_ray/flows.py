@@ -5,13 +5,14 @@ test questions' top-k pass through here.  Rerunning the same command resumes
 (skips every committed unit) and, pointed at a new version of the corpus,
 updates incrementally: a new corpus snapshot with a parent, generation and
 encoding of the added and changed passages only, index shards updated in place
-of rebuilt.
+of rebuilt, and search and evaluation only for systems whose index or query
+vectors changed (the ``results/`` ledger, :mod:`xqg_ray.stages.results`).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 from .arrow_utils import arrow_to_vectors
 from .config import RunConfig, to_yaml
@@ -27,6 +28,7 @@ from .stages.evaluate import evaluate
 from .stages.generate import run_generate
 from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
+from .stages.results import ResultStore
 from .stages.search import run_search
 from .store.lock import hold_output
 from .store.storage import Storage, check_writable, join
@@ -64,19 +66,49 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
             embs[enc], qms[enc] = run_encode(ctx, gens, enc)
         queries = load_queries(ctx)
         indexes = run_index(ctx, embs)
-        jobs: Dict[str, list] = {}
-        for enc, qm in qms.items():
-            mine = [sc.name for sc in cfg.systems if sc.encoder == enc]
-            for qset, rec in qm["sets"].items():
-                # Every query set (clean, each perturbation) on every system of this encoder.
-                qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
-                if qt["qid"].to_pylist() != queries["qid"].to_pylist():
-                    raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
-                jobs.setdefault(qset, []).append((mine, arrow_to_vectors(qt["vector"])))
-        with ctx.timer.stage("search") as s:
-            results = run_search(ctx, indexes, jobs)
-            s["rows"] = sum(len(q) * len(names) for parts in jobs.values() for names, q in parts)
-        return evaluate(ctx, queries, results, indexes)
+        results, store = search_or_reuse(ctx, indexes, qms, queries)
+        metrics = evaluate(ctx, queries, results, indexes, store)
+        store.publish()
+        return metrics
+
+
+def search_or_reuse(ctx: Context, indexes: Dict[str, Dict[str, Any]], qms: Dict[str, Dict[str, Any]],
+                    queries: Any) -> Tuple[Dict[str, Dict[str, Tuple[Any, Any]]], ResultStore]:
+    """Per query set and system, the merged top-k: from the results ledger where its index and
+    query vectors are unchanged, searched (and committed) otherwise; no shard actor starts when
+    nothing is left to search."""
+    cfg = ctx.cfg
+    pairs: Dict[str, Dict[str, str]] = {}
+    for enc, qm in qms.items():
+        for qset, rec in qm["sets"].items():
+            pairs.setdefault(qset, {}).update({sc.name: rec["sha256"] for sc in cfg.systems if sc.encoder == enc})
+    store = ResultStore(ctx, indexes, pairs)
+    # The order systems are evaluated and reported in: query set, then encoder, then config order.
+    results: Dict[str, Dict[str, Tuple[Any, Any]]] = {qset: dict.fromkeys(systems) for qset, systems in pairs.items()}
+    jobs: Dict[str, list] = {}
+    for enc, qm in qms.items():
+        mine = [sc.name for sc in cfg.systems if sc.encoder == enc]
+        for qset, rec in qm["sets"].items():
+            results[qset].update({n: store.searched(qset, n) for n in mine})
+            todo = [n for n in mine if results[qset][n] is None]
+            if not todo:
+                continue
+            # Every query set (clean, each perturbation) on every system of this encoder not searched before.
+            qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
+            if qt["qid"].to_pylist() != queries["qid"].to_pylist():
+                raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
+            jobs.setdefault(qset, []).append((todo, arrow_to_vectors(qt["vector"])))
+    with ctx.timer.stage("search") as s:
+        if jobs:
+            searched = sorted({n for parts in jobs.values() for names, _ in parts for n in names})
+            fresh = run_search(ctx, {n: indexes[n] for n in searched}, jobs)
+            for qset, res in fresh.items():
+                for name, (d, i) in res.items():
+                    store.commit_search(qset, name, d, i)
+                    results[qset][name] = (d, i)
+        s["rows"] = sum(len(q) * len(names) for parts in jobs.values() for names, q in parts)
+        s["reused"] = not jobs
+    return results, store
 
 
 __all__ = ["run", "prepare"]

@@ -7,21 +7,27 @@ one per partition that holds any of them.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ..evaluation import metrics as M
 from ..config import StorageConfig
-from ..store.integrity import read_table_verified
+from ..ids import content_hash, passage_id
+from ..ingest.readers import CLEAN_SCHEMA
 from ..runtime.tasks import run_tasks
 from ..store.storage import Storage, join
 from ..schemas import CLEAN
 from ..evaluation.coverage import apply_coverage, covered_per_query
+from ..store.integrity import IntegrityError
 from ..report.write import write_report
 from .context import Context
+from .results import ResultStore
 
 
 def metric_names(ctx: Context) -> List[str]:
@@ -29,10 +35,69 @@ def metric_names(ctx: Context) -> List[str]:
     return M.metric_names(e.kt, e.recall_k, e.mrr_k)
 
 
+def row_groups_holding(meta: pq.FileMetaData, column: str, ids: np.ndarray) -> List[int]:
+    """Row groups of a Parquet file whose ``column`` min/max statistics admit any of ``ids``.
+
+    A row group without statistics is kept (it cannot be ruled out).  Corpus
+    partition files are sorted by id and cut into bounded row groups
+    (:data:`xqg_ray.ingest.partition.ROW_GROUP_ROWS`), so k ids touch at most k groups.
+    """
+    want = np.sort(np.asarray(ids, np.int64))
+    col = meta.schema.to_arrow_schema().get_field_index(column)
+    out = []
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max:
+            out.append(g)
+            continue
+        lo = np.searchsorted(want, st.min, side="left")
+        if lo < len(want) and want[lo] <= st.max:
+            out.append(g)
+    return out
+
+
+@dataclass
+class RowLookup:
+    """Rows of the wanted ids from one partition file, and how many rows were read to find them."""
+
+    table: pa.Table
+    rows_read: int
+
+
+def read_rows_by_id(storage: Storage, root: str, rec: Dict[str, Any], ids: np.ndarray, where: str = "the corpus snapshot") -> RowLookup:
+    """(id, docid, text) of ``ids`` from a committed corpus partition file, reading only the row groups holding them.
+
+    The whole file's sha256 cannot be checked without reading all of it, so what
+    is verified is: the file exists with its recorded size, its Parquet footer
+    parses, and every row read is intact -- its id is the hash of its docid and
+    its content_hash the sha256 of its (title, text).  The full sha256 is checked
+    wherever a partition is read whole (generate, encode, the next ingest's diff).
+    """
+    uri = join(root, rec["file"])
+    fs, path = storage.resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise IntegrityError(f"{uri} is missing but named by {where}: rerun the same command to recompute it")
+    if info.size != rec["bytes"]:
+        raise IntegrityError(f"{uri} is {info.size} bytes, {where} recorded {rec['bytes']}: the file changed after it was "
+                             "committed; delete it and rerun the same command to recompute it")
+    cols = ["id", "docid", "title", "text", "content_hash"]
+    with fs.open_input_file(path) as f:
+        pf = pq.ParquetFile(f)
+        groups = row_groups_holding(pf.metadata, "id", ids)
+        t = pf.read_row_groups(groups, columns=cols) if groups else pa.table({c: pa.array([], CLEAN_SCHEMA.field(c).type) for c in cols})
+    rows_read = t.num_rows
+    t = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
+    for pid, docid, title, text, ch in zip(*(t[c].to_pylist() for c in cols)):
+        if pid != passage_id(docid) or ch != content_hash(title, text):
+            raise IntegrityError(f"{uri}: the row of docid {docid!r} does not match its id or content hash: the file changed "
+                                 "after it was committed; delete it and rerun the same command to recompute it")
+    return RowLookup(table=t.select(["id", "docid", "text"]), rows_read=rows_read)
+
+
 def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:
-    """Ray task: (id, docid, text) of ``ids`` from one corpus partition."""
-    t = read_table_verified(Storage(storage_cfg), root, rec, ["id", "docid", "text"], where="the corpus snapshot")
-    return t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
+    """Ray task: (id, docid, text) of ``ids`` from one corpus partition (only the row groups holding them)."""
+    return read_rows_by_id(Storage(storage_cfg), root, rec, ids).table
 
 
 def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]:
@@ -102,10 +167,12 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
 
 
 def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
-             index_manifests: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None) -> Dict[str, Any]:
     """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
 
     ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
+    ``store``: the run's results ledger; a (query set, system) it has evaluated
+    is copied back from it, every other one is evaluated and committed to it.
     Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
@@ -115,7 +182,10 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     names = metric_names(ctx)
     e = ctx.cfg.eval
     with ctx.timer.stage("evaluate") as s:
-        docs = lookup_passages(ctx, np.concatenate([i.reshape(-1) for res in results.values() for _, i in res.values()]))
+        # Only the passages of the (query set, system) pairs not evaluated before are looked up.
+        todo = [i.reshape(-1) for qset, res in results.items() for name, (_, i) in res.items()
+                if store is None or store.evaluated(qset, name) is None]
+        docs = lookup_passages(ctx, np.concatenate(todo)) if todo else {}
         text_of = {docid: text for docid, text in docs.values()}
         qrows = [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
             queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
@@ -123,11 +193,24 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         for qset, res in results.items():
             # The clean questions keep the plain paths; a perturbation gets its own directory.
             sub = "" if qset == CLEAN else f"perturbed/{qset}/"
+            where = f"runs/{sub}".rstrip("/")
             per_query_sets[qset] = {}
             for name, (d, i) in res.items():
-                ranks = write_runs(ctx, name, queries, d, i, docs, where=f"runs/{sub}".rstrip("/"))
-                t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
-                ctx.storage.write_table(join(ctx.root, f"per_query/{sub}{name}.parquet"), t)
+                paths = {"per_query": join(ctx.root, f"per_query/{sub}{name}.parquet"),
+                         "trec": join(ctx.root, where, f"{name}.trec"), "xor": join(ctx.root, where, f"{name}.xor.json")}
+                done = store.evaluated(qset, name) if store is not None else None
+                if done is not None:
+                    # The same top-k, questions, corpus and settings: the committed files, byte for byte.
+                    data = {f: store.read(done[f]) for f in paths}
+                    for f, uri in paths.items():
+                        ctx.storage.write_bytes(uri, data[f])
+                    t = pq.read_table(pa.BufferReader(data["per_query"]))
+                else:
+                    ranks = write_runs(ctx, name, queries, d, i, docs, where=where)
+                    t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+                    ctx.storage.write_table(paths["per_query"], t)
+                    if store is not None:
+                        store.commit_eval(qset, name, {f: ctx.storage.read_bytes(uri) for f, uri in paths.items()})
                 per_query_sets[qset][name] = t
         # Languages an encoder does not cover (mUSE: el, hi, vi) are marked, not scored.
         per_query_sets = {q: covered_per_query(ctx.cfg, t, names) for q, t in per_query_sets.items()}

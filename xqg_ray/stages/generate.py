@@ -23,7 +23,7 @@ from .reuse import split_reuse
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
 from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
-from .provided import ProvidedQueries, provided_source
+from .provided import ProvidedQueries, provided_slices, provided_source
 
 
 def generator_fingerprint(ctx: Context, name: str) -> str:
@@ -64,8 +64,7 @@ def generate_actor_args(ctx: Context, name: str) -> Dict[str, Any]:
     ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": f"generated/{name}", "name": name, "cfg": g,
             "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"]}
     if g.kind == "provided":
-        ctor["provided"] = provided_source(ctx, name)
-        ctor["evaluated"] = ctx.bench["evaluated"]
+        ctor["provided"] = provided_slices(ctx, name)  # split once; each unit reads its partition's slice
     return ctor
 
 
@@ -108,7 +107,7 @@ class GeneratePartition(UnitRunner):
         self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
         self.ledger = Ledger(self.storage, root, stage)
         if cfg.kind == "provided":
-            self.provided = ProvidedQueries(self.storage, root, name, provided or {}, evaluated or {}, num_partitions)
+            self.provided = ProvidedQueries(self.storage, root, provided or {"slices": []})
         else:
             from ..models.generator import QueryGenerator
 

@@ -20,8 +20,9 @@ from ..config import BenchmarkConfig, StorageConfig, section_dict
 from ..config.secrets import mask_secrets, redact
 from ..benchmark.corpus import list_corpus_files
 from ..ids import passage_id
-from ..ingest import KeepSpec, fingerprint_sources, ingest_corpus
-from ..store.integrity import read_sealed, read_table_verified, write_table_committed
+from ..ingest import KeepSpec, ingest_corpus
+from ..ingest.snapshot import fingerprint_sources_cached
+from ..store.integrity import IntegrityError, read_sealed, read_table_verified, write_sealed, write_table_committed
 from ..store.ledger import Ledger, fingerprint, missing_files
 from .plan import plan_stage
 from .records import BenchmarkManifest
@@ -30,6 +31,8 @@ from ..store.storage import Storage, join
 from .context import PIPELINE_VERSION, Context
 
 STAGE = "benchmark"
+# uri hash -> (stamp, bytes, sha256) of every input file last run: unchanged files are not read again.
+FINGERPRINTS = f"{STAGE}/fingerprints.json"
 
 
 def input_files(ctx: Context) -> List[str]:
@@ -39,6 +42,24 @@ def input_files(ctx: Context) -> List[str]:
         f = xquad_files(b.source, st, () if b.heldout_fraction > 0 else b.languages)
         return list(f.squad) + list(f.xquad.values())
     return list_corpus_files(st, b.corpus, ctx.cfg.corpus.format) + [b.queries]
+
+
+def source_fingerprints(ctx: Context) -> List[Dict[str, Any]]:
+    """``[{"uri", "bytes", "sha256"}]`` of :func:`input_files`, reading only the files changed since the last run.
+
+    The cache is a sealed record under the output dir; a damaged or hand-edited
+    one is ignored (every file is hashed again), never trusted.
+    """
+    cache: Dict[str, Any] = {}
+    if ctx.storage.exists(join(ctx.root, FINGERPRINTS)):
+        try:
+            cache = read_sealed(ctx.storage, ctx.root, FINGERPRINTS).get("files", {})
+        except IntegrityError:
+            cache = {}
+    got = fingerprint_sources_cached(ctx.cfg.storage, input_files(ctx), cache)
+    if got.cache != cache:
+        write_sealed(ctx.storage, ctx.root, FINGERPRINTS, {"kind": "input-fingerprints", "files": got.cache})
+    return got.sources
 
 
 def _build_tables(cfg: BenchmarkConfig, storage_cfg: StorageConfig, root: str, prefix: str) -> Dict[str, Any]:
@@ -60,7 +81,7 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(benchmark manifest, corpus snapshot manifest); reused when settings and input bytes are unchanged."""
     cfg, led = ctx.cfg, Ledger(ctx.storage, ctx.root, STAGE)
     with ctx.timer.stage(STAGE) as s:
-        sources = fingerprint_sources(cfg.storage, input_files(ctx))
+        sources = source_fingerprints(ctx)
         fp = fingerprint({"v": PIPELINE_VERSION, "benchmark": section_dict(cfg.benchmark), "corpus": section_dict(cfg.corpus),
                           "sources": [(x["uri"], x["sha256"]) for x in sources]})
         snapshots: Dict[str, Dict[str, Any]] = {}
@@ -112,7 +133,7 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             corpus_hash=snap["corpus_hash"], changes=snap["changes"], files=files, counts=counts,
             languages=sorted(built["languages"]), notes=built["notes"], evaluated=built["evaluated"],
             extra={k: v for k, v in built["extra"].items() if k != "golds"},
-        ).to_json(), keep=[files[k]["file"] for k in files])
+        ).to_json(), keep=[files[k]["file"] for k in files] + [FINGERPRINTS])
         # The corpus directory keeps exactly what the current snapshot names.
         Ledger(ctx.storage, ctx.root, "corpus").gc(snap, keep=[snapshot_file])
         return m, snap
