@@ -174,3 +174,39 @@ def test_filter_config_is_validated(bad):
 
     errs = one_generator_problems("generators.g", _cfg(**bad))
     assert len(errs) == 1 and errs[0].startswith("generators.g.filters.")
+
+
+def test_human_questions_quality_from_a_provided_generators_files(tmp_path):
+    from xqg_ray.evaluation.question_quality import provided_quality
+    from xqg_ray.schemas import GENERATED_SCHEMA
+    from xqg_ray.store.integrity import write_table_committed
+    from xqg_ray.store.storage import Storage
+
+    t = pa.Table.from_pylist([
+        {"id": 11, "content_hash": "h", "queries": [{"lang": "de", "text": GOOD_DE}, {"lang": "de", "text": GOOD_DE}], "failed": 0},
+        {"id": 12, "content_hash": "h", "queries": [{"lang": "es", "text": ENGLISH}], "failed": 0}], schema=GENERATED_SCHEMA)
+    rec = write_table_committed(Storage(), str(tmp_path), "generated/human/data/p-00000-x.parquet", t)
+    q = provided_quality(Storage(), str(tmp_path), {"units": [rec]})
+    assert list(q) == [UNFILTERED] and q[UNFILTERED]["overall"]["counts"]["duplicate"] == 1
+    assert q[UNFILTERED]["by_language"]["es"]["counts"]["wrong_language"] == 1 and q[UNFILTERED]["overall"]["n"] == 3
+
+
+def _quality():
+    draws = _unit_draws()
+    return run_quality({"g": {"generator": {"filters": {"max_attempts": 3}}, "units": [
+        {"quality": unit_quality(draws), "filter": filter_counts(draws, ["de", "es"], 2)}]}})
+
+
+def test_report_table_and_chart():
+    from xqg_ray.report.question_quality import quality_chart_png, quality_tables
+
+    lines = quality_tables(_quality())
+    assert "### g (unfiltered)" in lines and "### g (kept)" in lines
+    # de: Luther's question, the exemplar copy and the coffee question twice (7, 13, 4, 4 tokens).
+    assert "| de | 4 | 0.0 | 25.0 | 0.0 | 25.0 | 0.0 | 0.0 | 50.0 | 7.0 | – |" in lines
+    assert "| all | 8 | 12.5 | 12.5 | 0.0 | 12.5 | 0.0 | 0.0 | 37.5 | 7.0 | – |" in lines
+    assert "| all | 7 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 6.1 | – |" in lines  # kept
+    assert ("Filter of g: 13 draws, 7 kept, 6 rejected (empty 1, wrong_language 1, exemplar_copy 1, duplicate 2, "
+            "degenerate 1); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
+    png = quality_chart_png(_quality())
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == quality_chart_png(_quality())

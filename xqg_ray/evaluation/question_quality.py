@@ -20,7 +20,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import pyarrow as pa
 
 from ..schemas import KEPT, UNFILTERED
-from .quality import duplicates_within_passage, finish_tally, merge_tallies, tally
+from ..config.schema import PROVIDED_KIND
+from .quality import duplicates_within_passage, finish_tally, merge_tallies, quality_report, tally
 from .question_filter import REJECT_ORDER
 
 SELECTIONS = (UNFILTERED, KEPT)
@@ -118,9 +119,27 @@ def run_quality(manifests: Mapping[str, Optional[Mapping[str, Any]]]) -> Dict[st
     return out
 
 
+def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{"unfiltered": quality_report}`` of a provided generator's questions (e.g. the held-out human ones),
+    read from its data files: the reference figures beside a generator's (no exemplars: they never saw any)."""
+    from ..store.integrity import read_table_verified
+
+    rows = []
+    for u in manifest.get("units", []):
+        t = read_table_verified(storage, root, u, ["id", "queries"], where="the generated manifest")
+        rows += [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
+    return {UNFILTERED: quality_report(rows)}
+
+
 def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict[str, Any]:
     """:func:`run_quality` of the ``generated/NAME`` manifests published under ``root`` (the evaluate stage's
-    one call): reads the manifests only."""
+    one call), plus :func:`provided_quality` for provided generators: a generating kind's figures come from
+    its manifest alone."""
     from ..store.ledger import Ledger
 
-    return run_quality({name: Ledger(storage, root, f"generated/{name}").current() for name in generators})
+    manifests = {name: Ledger(storage, root, f"generated/{name}").current() for name in generators}
+    out = run_quality(manifests)
+    for name, m in manifests.items():
+        if m and m.get("generator", {}).get("kind") == PROVIDED_KIND and m.get("units"):
+            out[name] = provided_quality(storage, root, m)
+    return {name: out[name] for name in sorted(out)}
