@@ -210,3 +210,22 @@ def test_report_table_and_chart():
             "degenerate 1); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
     png = quality_chart_png(_quality())
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == quality_chart_png(_quality())
+
+
+def test_round_trip_sample_is_seeded_and_order_free():
+    from xqg_ray.evaluation.question_quality import add_round_trip, sample_draws
+
+    draws = _unit_draws()
+    halves = [draws.slice(0, 6), draws.slice(6)]
+    one = sample_draws(halves, "g", 3, per_language=2)
+    assert one == sample_draws(halves[::-1], "g", 3, per_language=2) == sample_draws([draws], "g", 3, per_language=2)
+    assert [r["lang"] for r in one] == ["de", "de", "es", "es"] and all(r[UNFILTERED] or r[KEPT] for r in one)
+    assert sample_draws([draws], "g", 4, per_language=2) != one  # another seed, another sample
+    full = sample_draws([draws], "g", 3)
+    assert len(full) == 10  # every draw of either selection: 8 unfiltered, 7 kept, 5 in both
+    q = _quality()
+    ranks = {"g": [1 + i for i in range(len(full))]}
+    add_round_trip(q, {"g": full}, ranks, {"per_language": 200})
+    unf = [k for r, k in zip(full, ranks["g"]) if r[UNFILTERED]]
+    assert q["g"][UNFILTERED]["overall"]["round_trip"]["n"] == 8 and q["g"][UNFILTERED]["overall"]["round_trip"]["hits@1"] == (1 in unf)
+    assert q["g"][KEPT]["overall"]["round_trip"]["n"] == 7 and q["g"]["round_trip_sample"] == {"per_language": 200}

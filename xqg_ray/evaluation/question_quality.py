@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..schemas import KEPT, UNFILTERED
 from ..config.schema import PROVIDED_KIND
@@ -131,6 +132,84 @@ def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Di
     return {UNFILTERED: quality_report(rows)}
 
 
+# Round trip: a seeded sample of each generator's questions per language, re-encoded with the run's
+# encoder (the encode stage keeps only per-passage sums of question vectors) and ranked against the
+# passages of the question's own partition (exhaustive, from the stored E(p)).  Cost per generator:
+# encoding SAMPLE_PER_LANGUAGE questions per language and one score per sampled question and passage
+# of the partitions read; partitions are read in a seeded order until every language has its sample,
+# so at 18M passages in 32 partitions a question competes with about 560k passages, not 18M (its rank
+# is a lower bound on its rank in the whole index).
+SAMPLE_PER_LANGUAGE = 200
+
+
+def sample_draws(tables: Iterable[pa.Table], generator: str, seed: int, per_language: int = SAMPLE_PER_LANGUAGE) -> List[Dict[str, Any]]:
+    """Up to ``per_language`` draws per language of either selection from ``tables`` (ATTEMPTS_SCHEMA
+    rows): those of smallest seed_for(seed, "round-trip", generator, id, lang, round, draw), so the sample
+    never depends on the order of files or rows; each as ``{"id", "lang", "text", "unfiltered", "kept"}``."""
+    from ..ids import seed_for
+
+    by_lang: Dict[str, List[tuple]] = {}
+    for t in tables:
+        for r in t.to_pylist():
+            if r[UNFILTERED] or r[KEPT]:
+                key = seed_for(seed, "round-trip", generator, r["id"], r["lang"], r["round"], r["draw"])
+                by_lang.setdefault(r["lang"], []).append((key, {k: r[k] for k in ("id", "lang", "text", UNFILTERED, KEPT)}))
+    return [row for lang in sorted(by_lang) for _, row in sorted(by_lang[lang], key=lambda kr: kr[0])[:per_language]]
+
+
+def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int, embeddings: Mapping[int, Mapping[str, Any]],
+                    samples: Mapping[str, List[Dict[str, Any]]], num_partitions: int, metric: str) -> Dict[str, List[int]]:
+    """Ray task: generator -> the rank of each sampled question's own passage among its partition's
+    passages (``embeddings``: partition -> the embeddings file record), under ``encoder_cfg``."""
+    import numpy as np
+
+    from ..models.encoder import Encoder
+    from ..schemas import PASSAGE
+    from ..store.integrity import read_table_verified
+    from ..store.storage import Storage
+    from .quality import round_trip_ranks
+
+    storage, enc = Storage(storage_cfg), Encoder(encoder_cfg, threads)
+    parts: Dict[int, tuple] = {}
+    out: Dict[str, List[int]] = {}
+    for gen, rows in samples.items():
+        vecs = enc.encode([r["text"] for r in rows], "query")
+        ranks = [0] * len(rows)
+        for p in sorted({int(r["id"]) % num_partitions for r in rows}):
+            if p not in parts:
+                t = read_table_verified(storage, root, embeddings[p], ["kind", "id", "vector"], where="the embeddings manifest")
+                t = t.filter(pc.equal(t["kind"], PASSAGE))
+                ids = t["id"].to_numpy()
+                parts[p] = (ids, np.asarray(t["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1))
+            ids, pv = parts[p]
+            idx = [i for i, r in enumerate(rows) if int(r["id"]) % num_partitions == p]
+            row_of = {int(pid): k for k, pid in enumerate(ids)}
+            got = round_trip_ranks(vecs[idx], [row_of[int(rows[i]["id"])] for i in idx], pv, metric, passage_ids=ids)
+            for i, rank in zip(idx, got.tolist()):
+                ranks[i] = int(rank)
+        out[gen] = ranks
+    return out
+
+
+def add_round_trip(quality: Dict[str, Any], samples: Mapping[str, List[Dict[str, Any]]], ranks: Mapping[str, List[int]],
+                   about: Mapping[str, Any]) -> None:
+    """Put each selection's ``round_trip`` (:func:`round_trip_summary` of its sampled questions' ranks) into
+    ``quality[generator][selection]`` overall and per language, and ``round_trip_sample`` (``about``: how)."""
+    from .quality import round_trip_summary
+
+    for gen, rows in samples.items():
+        for sel in SELECTIONS:
+            rep = quality.get(gen, {}).get(sel)
+            if not rep:
+                continue
+            chosen = [(r["lang"], k) for r, k in zip(rows, ranks[gen]) if r[sel]]
+            rep["overall"]["round_trip"] = round_trip_summary([k for _, k in chosen])
+            for lang, g in rep["by_language"].items():
+                g["round_trip"] = round_trip_summary([k for l, k in chosen if l == lang])
+        if gen in quality:
+            quality[gen]["round_trip_sample"] = dict(about)
+
+
 def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict[str, Any]:
     """:func:`run_quality` of the ``generated/NAME`` manifests published under ``root`` (the evaluate stage's
     one call), plus :func:`provided_quality` for provided generators: a generating kind's figures come from
@@ -143,3 +222,49 @@ def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict
         if m and m.get("generator", {}).get("kind") == PROVIDED_KIND and m.get("units"):
             out[name] = provided_quality(storage, root, m)
     return {name: out[name] for name in sorted(out)}
+
+
+def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
+    """Round trip of every generating generator of ``quality`` under the run's default encoder, in one Ray
+    task (see ``SAMPLE_PER_LANGUAGE``); adds it in place.  ``ctx``: the stage context."""
+    from ..config.systems import DEFAULT_ENCODER, encoder_cfg
+    from ..ids import seed_for
+    from ..runtime.tasks import run_tasks
+    from ..store.integrity import read_table_verified
+    from ..store.ledger import Ledger
+
+    emb = Ledger(ctx.storage, ctx.root, "embeddings").current()
+    gens = [g for g in quality if KEPT in quality[g]]
+    if not emb or not gens:
+        return
+    embeddings = {u["partition"]: u for u in emb["units"]}
+    seed = ctx.cfg.eval.seed
+    samples, read = {}, {}
+    for g in gens:
+        units = Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"]
+        langs = ctx.cfg.generators[g].languages
+        tables, have = [], {lang: 0 for lang in langs}
+        # Partitions in a seeded order until every language has its sample.
+        for u in sorted(units, key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
+            if min(have.values()) >= SAMPLE_PER_LANGUAGE:
+                break
+            t = read_table_verified(ctx.storage, ctx.root, u["attempts"], where="the generated manifest")
+            tables.append(t)
+            for lang in t.filter(pc.or_(t[UNFILTERED], t[KEPT]))["lang"].to_pylist():
+                have[lang] = have.get(lang, 0) + 1
+        samples[g] = sample_draws(tables, g, seed)
+        read[g] = len(tables)
+    [ranks] = run_tasks(round_trip_task, [(ctx.root, ctx.cfg.storage, encoder_cfg(ctx.cfg, DEFAULT_ENCODER), ctx.pool("encode").torch_threads,
+                                           embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric)], ctx.pool("encode").num_cpus)
+    for g in gens:
+        add_round_trip(quality, {g: samples[g]}, ranks, {
+            "per_language": SAMPLE_PER_LANGUAGE, "seed": seed, "encoder": "default", "partitions_read": read[g],
+            "against": "the passages of the question's own partition (stored E(p)), exhaustive; ties by passage id"})
+
+
+def question_quality(ctx: Any) -> Dict[str, Any]:
+    """metrics.json's ``question_quality`` for the stage context ``ctx`` (the evaluate stage's one call):
+    :func:`read_run_quality` of its generators, with :func:`measure_round_trip`."""
+    quality = read_run_quality(ctx.storage, ctx.root, sorted(ctx.cfg.generators))
+    measure_round_trip(ctx, quality)
+    return quality

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..evaluation import metrics as M
-from ..evaluation.question_quality import read_run_quality
+from ..evaluation.question_quality import question_quality
 from ..config import StorageConfig
 from ..store.integrity import read_table_verified
 from ..runtime.tasks import run_tasks
@@ -165,7 +165,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
-    result["question_quality"] = read_run_quality(ctx.storage, ctx.root, sorted(ctx.cfg.generators))
+    result["question_quality"] = question_quality(ctx)
     write_report(ctx.storage, ctx.root, result)  # sets result["plots"]
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
     return result
