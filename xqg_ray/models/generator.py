@@ -23,6 +23,10 @@ from ..ids import seed_for
 from ..evaluation.question_filter import draw_flags, reject_reason, repeats_kept, selection
 from ..schemas import UNFILTERED
 
+# Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
+# filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
+RETRY_ROUNDS = 2
+
 Row = Tuple[int, str, str]  # (passage id, title, text)
 
 
