@@ -51,6 +51,7 @@ class Scripted(QueryGenerator):
         self.fewshot = load_fewshot()
         self.calls: List[List[Tuple[int, str, Tuple[int, ...]]]] = []
         self.rows: List[Tuple[int, str, str]] = []
+        self.script = SCRIPT
 
     def prompt_ids(self, title, text, lang):  # noqa: ANN001
         return (), []
@@ -62,7 +63,7 @@ class Scripted(QueryGenerator):
     def _run(self, prompts):  # noqa: ANN001
         r = len(self.calls)
         self.calls.append([(self.rows[p.row][0], p.lang, tuple(p.seeds)) for p in prompts])
-        return [SCRIPT[(self.rows[p.row][0], p.lang, r)][: len(p.seeds)] for p in prompts]
+        return [self.script[(self.rows[p.row][0], p.lang, r)][: len(p.seeds)] for p in prompts]
 
 
 def _cfg(**filters) -> GeneratorConfig:
@@ -109,6 +110,15 @@ def test_unfiltered_selection_is_the_generation_without_filters():
     # One round fewer for Luther's de (nothing to resample) and no rejection but the empty draw.
     assert [r for ds in draws for r in (d["reason"] for d in ds) if r] == ["empty"]
     assert len(off.calls) == 2
+
+
+def test_punctuation_is_a_question_without_filters_and_empty_with_them():
+    gen = Scripted(_cfg())
+    gen.script = {(12, "de", 0): ["?", OTHER_DE], (12, "de", 1): ["Wie wird Kaffee zubereitet?"], (12, "es", 0): [OTHER_ES, "¿Qué se tuesta?"]}
+    [draws] = gen.generate_attempts([OTHER])
+    # Before filters any text filled a slot (the data file keeps that); the filter calls "?" empty and resamples it.
+    assert _summary(draws)[:3] == [("de", 0, 0, "empty", False, True), ("de", 0, 1, None, True, True), ("de", 1, 0, None, True, False)]
+    assert draws[0]["duplicate"] is None
 
 
 def test_each_reason_only_when_enabled():

@@ -16,7 +16,7 @@ GENERATED_SCHEMA = pa.schema(
 # sorted by (id, language in the generator's order, round, draw), with the quality flags the filter read
 # (wrong_language null: the identifier cannot tell; exemplar "exact"/"near"/null; duplicate null for an
 # empty draw), its rejection reason (null = kept) and the two selections: ``unfiltered`` (the first
-# non-empty draws: the data file's ``queries``) and ``kept`` (the filtered questions).
+# draws with any text: the data file's ``queries``) and ``kept`` (the filtered questions).
 ATTEMPTS_SCHEMA = pa.schema(
     [("id", pa.int64()), ("content_hash", pa.string()), ("lang", pa.string()), ("round", pa.int32()), ("draw", pa.int32()),
      ("text", pa.string()), ("empty", pa.bool_()), ("wrong_language", pa.bool_()), ("exemplar", pa.string()),

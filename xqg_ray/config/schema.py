@@ -137,7 +137,7 @@ class FilterConfig:
     """Which sampled questions a generator rejects and resamples (``generators.NAME.filters``).
 
     Every draw is stored with its flags (``generated/NAME/data/attempts-*.parquet``):
-    the unfiltered selection (the first non-empty draws, what ``queries`` holds) and
+    the unfiltered selection (the first draws with any text, what ``queries`` holds) and
     the filtered one (``kept``) both come from one generation.
     """
 

@@ -8,7 +8,7 @@ flags need the passages, which only the generate stage reads).  The evaluate
 stage adds the units' records up with :func:`run_quality` from the published
 ``generated/NAME`` manifests alone, never reading a passage or a question.
 
-Both selections are measured: ``unfiltered`` (the first non-empty draws, the
+Both selections are measured: ``unfiltered`` (the first draws with any text, the
 questions the data file's ``queries`` hold) and ``kept`` (what the filter
 kept), each in :func:`~xqg_ray.evaluation.quality.quality_report`'s shape.
 """

@@ -133,8 +133,8 @@ class QueryGenerator:
     def generate_many(self, rows: Sequence[Row]) -> List[Tuple[List[Dict[str, str]], int]]:
         """``generate`` for every row, batched; each row's result equals generating it alone.
 
-        The unfiltered selection of :meth:`generate_attempts`: the first
-        non-empty draws, as before filters existed.
+        The unfiltered selection of :meth:`generate_attempts`: the first draws
+        with any text, as before filters existed.
         """
         return [selection(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED) for draws in self.generate_attempts(rows)]
 
@@ -151,7 +151,7 @@ class QueryGenerator:
         (``reason`` None; else the first reason of ``REJECT_ORDER``, and
         ``duplicate`` says whether it repeats a kept question of its passage,
         None for an empty draw).  ``unfiltered``: it is one of the first
-        non-empty draws, the selection without filters: that selection lacks
+        draws with any text (as before filters), the selection without filters: that selection lacks
         no more than the filtered one at every round, so its draws are always
         among the ones made (the same seeds as before filters).
         """
@@ -185,7 +185,8 @@ class QueryGenerator:
                 key = (p.row, p.lang)
                 dup = None if fl["empty"] else repeats_kept(t, by_passage[p.row], f.duplicate_jaccard)
                 reason = reject_reason(fl, bool(dup), f.enabled)
-                unfiltered = j < room[key] and not fl["empty"]
+                # The rule before filters: any text at all ("?" too, which the quality measures call empty).
+                unfiltered = j < room[key] and bool(t)
                 chosen[key] += unfiltered
                 if reason is None:
                     kept[key].append(t)

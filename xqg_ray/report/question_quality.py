@@ -37,7 +37,7 @@ def quality_tables(quality: Mapping[str, Any]) -> List[str]:
     header = ["language", "n"] + [t for _, t in FLAG_COLUMNS] + ["any flag", "mean tokens", "round trip @1"]
     lines = ["## Question quality", "",
              "Share of questions (%) flagged by each measure of `evaluation/quality.py`, per generator: "
-             "`unfiltered` = the first non-empty draws (the queries the data files hold), `kept` = what the "
+             "`unfiltered` = the first draws with any text (the queries the data files hold), `kept` = what the "
              "generator's filters kept. Round trip @1: the share of a sample of questions whose own passage ranks "
              "first among its partition's passages under the run's encoder (where measured).", ""]
     for name, q in quality.items():
