@@ -81,7 +81,7 @@ def test_each_filter_rejects_exactly_the_bad_draws_and_resamples_with_seeds():
     assert _summary(luther) == [
         ("de", 0, 0, None, True, True), ("de", 0, 1, "exemplar_copy", False, True),
         ("de", 1, 0, "duplicate", False, False), ("de", 2, 0, "degenerate", False, False),
-        ("es", 0, 0, "wrong_language", False, True), ("es", 0, 1, "empty", False, False),
+        ("es", 0, 0, "wrong_language", False, True), ("es", 0, 1, "blank", False, False),
         ("es", 1, 0, None, True, True), ("es", 1, 1, None, True, False),
     ]
     assert [(d["exemplar"], d["wrong_language"], d["duplicate"]) for d in luther[:2]] == [(None, False, False), ("exact", False, False)]
@@ -107,12 +107,15 @@ def test_unfiltered_selection_is_the_generation_without_filters():
     assert on.generate_many([LUTHER, OTHER]) == off.generate_many([LUTHER, OTHER])
     draws = off.generate_attempts([LUTHER, OTHER])
     assert all(d["kept"] == d["unfiltered"] for ds in draws for d in ds)
-    # One round fewer for Luther's de (nothing to resample) and no rejection but the empty draw.
-    assert [r for ds in draws for r in (d["reason"] for d in ds) if r] == ["empty"]
+    # One round fewer for Luther's de (nothing to resample) and no rejection but the blank draw.
+    assert [r for ds in draws for r in (d["reason"] for d in ds) if r] == ["blank"]
     assert len(off.calls) == 2
 
 
 def test_punctuation_is_a_question_without_filters_and_empty_with_them():
+    off = Scripted(_cfg(enabled=[]))
+    off.script = {(12, "de", 0): ["?", OTHER_DE], (12, "es", 0): [OTHER_ES, "¿Qué se tuesta?"]}
+    assert all(d["kept"] and d["unfiltered"] for d in off.generate_attempts([OTHER])[0])
     gen = Scripted(_cfg())
     gen.script = {(12, "de", 0): ["?", OTHER_DE], (12, "de", 1): ["Wie wird Kaffee zubereitet?"], (12, "es", 0): [OTHER_ES, "¿Qué se tuesta?"]}
     [draws] = gen.generate_attempts([OTHER])
@@ -123,11 +126,14 @@ def test_punctuation_is_a_question_without_filters_and_empty_with_them():
 
 def test_each_reason_only_when_enabled():
     flags = {"empty": False, "wrong_language": True, "exemplar": "near", "degenerate": True}
-    assert reject_reason(flags, True, ["degenerate"]) == "degenerate"
-    assert reject_reason(flags, True, ["duplicate", "degenerate"]) == "duplicate"
-    assert reject_reason(flags, True, []) is None
-    assert reject_reason({**flags, "wrong_language": None}, False, ["wrong_language"]) is None  # cannot tell: not wrong
-    assert reject_reason({**flags, "empty": True}, False, []) == "empty"  # always
+    assert reject_reason("q", flags, True, ["degenerate"]) == "degenerate"
+    assert reject_reason("q", flags, True, ["duplicate", "degenerate"]) == "duplicate"
+    assert reject_reason("q", flags, True, ["exemplar_copy", "duplicate"]) == "exemplar_copy"
+    assert reject_reason("q", flags, True, []) is None
+    assert reject_reason("q", {**flags, "wrong_language": None}, False, ["wrong_language"]) is None  # cannot tell: not wrong
+    assert reject_reason("?", {**flags, "empty": True}, False, ["empty", "wrong_language"]) == "empty"
+    assert reject_reason("?", {**flags, "empty": True}, False, []) is None
+    assert reject_reason("", {**flags, "empty": True}, False, []) == "blank"  # always
 
 
 def test_max_attempts_bounds_the_resampling():
@@ -147,7 +153,7 @@ def test_commit_counts_by_reason_are_exact():
     assert draws.schema == ATTEMPTS_SCHEMA and draws.num_rows == 13
     assert filter_counts(draws, ["de", "es"], 2) == {
         "draws": 13, "kept": 7, "left_empty": 1,
-        "rejected": {"total": 6, "by_reason": {"empty": 1, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}},
+        "rejected": {"total": 6, "by_reason": {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}},
     }
     kept = queries_table(draws, ["de", "es"], 2, KEPT)
     assert kept["failed"].to_pylist() == [1, 0] and kept["id"].to_pylist() == [11, 12]
@@ -163,7 +169,7 @@ def test_question_quality_in_metrics_from_the_units_records():
     got = run_quality({"g": {"generator": {"filters": {"max_attempts": 3}}, "units": units}, "human": {"units": [{}]}, "none": None})
     assert list(got) == ["g"]
     q = got["g"]
-    assert q["filter"]["rejected"]["by_reason"] == {"empty": 1, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}
+    assert q["filter"]["rejected"]["by_reason"] == {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}
     assert q["filter"]["left_empty"] == 1 and q["settings"] == {"max_attempts": 3}
     unf = q[UNFILTERED]
     assert unf["overall"]["n"] == 8 and unf["overall"]["counts"] == {
@@ -216,7 +222,7 @@ def test_report_table_and_chart():
     assert "| de | 4 | 0.0 | 25.0 | 0.0 | 25.0 | 0.0 | 0.0 | 50.0 | 7.0 | – |" in lines
     assert "| all | 8 | 12.5 | 12.5 | 0.0 | 12.5 | 0.0 | 0.0 | 37.5 | 7.0 | – |" in lines
     assert "| all | 7 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 6.1 | – |" in lines  # kept
-    assert ("Filter of g: 13 draws, 7 kept, 6 rejected (empty 1, wrong_language 1, exemplar_copy 1, duplicate 2, "
+    assert ("Filter of g: 13 draws, 7 kept, 6 rejected (blank 1, empty 0, wrong_language 1, exemplar_copy 1, duplicate 2, "
             "degenerate 1); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
     png = quality_chart_png(_quality())
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == quality_chart_png(_quality())

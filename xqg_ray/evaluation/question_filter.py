@@ -5,9 +5,10 @@ draw of a sampling round at once with the measures of
 :mod:`xqg_ray.evaluation.quality` (the same definitions metrics.json counts
 with), and :func:`reject_reason` decides, per draw, in the order of
 ``REJECT_ORDER``, given whether it repeats a question already kept for its
-passage (:func:`repeats_kept`).  An empty draw is always rejected (that was the
-generator's only retry rule before filters); the other reasons only when the
-generator's ``filters.enabled`` names them.
+passage (:func:`repeats_kept`).  A draw with no text at all (``BLANK``) is
+always rejected (the generator's only retry rule before filters); the other
+reasons only when the generator's ``filters.enabled`` names them, so with none
+enabled the filtered selection is the unfiltered one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from ..config.schema import FILTER_REASONS
 from ..schemas import KEPT, UNFILTERED
 from .quality import degenerate, duplicates_within_passage, exemplar_copies, normalise, target_language
 
-EMPTY = "empty"
+BLANK = "blank"
 # One reason per rejected draw, the first that applies: counts by reason then add up to the rejections.
-REJECT_ORDER = (EMPTY,) + FILTER_REASONS
+REJECT_ORDER = (BLANK,) + FILTER_REASONS
 
 
 def draw_flags(
@@ -55,20 +56,21 @@ def repeats_kept(text: str, kept: Sequence[str], jaccard: float) -> bool:
     return duplicates_within_passage([*kept, text], threshold=jaccard)[-1]
 
 
-def reject_reason(flags: Mapping[str, Any], duplicate: bool, enabled: Iterable[str]) -> Optional[str]:
-    """The first reason of ``REJECT_ORDER`` that rejects a draw with these ``flags`` (from :func:`draw_flags`)
-    and ``duplicate`` (from :func:`repeats_kept`), or None to keep it; a language the identifier cannot
-    tell is not wrong."""
+def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled: Iterable[str]) -> Optional[str]:
+    """The first reason of ``REJECT_ORDER`` that rejects the draw ``text`` with these ``flags`` (from
+    :func:`draw_flags`) and ``duplicate`` (from :func:`repeats_kept`), or None to keep it; a language the
+    identifier cannot tell is not wrong."""
     on = set(enabled)
     hit = {
-        EMPTY: flags["empty"],
+        BLANK: not text,
+        "empty": flags["empty"],
         "wrong_language": flags["wrong_language"] is True,
         "exemplar_copy": flags["exemplar"] is not None,
         "duplicate": duplicate,
         "degenerate": flags["degenerate"],
     }
     for reason in REJECT_ORDER:
-        if hit[reason] and (reason == EMPTY or reason in on):
+        if hit[reason] and (reason == BLANK or reason in on):
             return reason
     return None
 

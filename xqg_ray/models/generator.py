@@ -184,7 +184,7 @@ class QueryGenerator:
             for (p, j, t), fl in zip(flat, flags):
                 key = (p.row, p.lang)
                 dup = None if fl["empty"] else repeats_kept(t, by_passage[p.row], f.duplicate_jaccard)
-                reason = reject_reason(fl, bool(dup), f.enabled)
+                reason = reject_reason(t, fl, bool(dup), f.enabled)
                 # The rule before filters: any text at all ("?" too, which the quality measures call empty).
                 unfiltered = j < room[key] and bool(t)
                 chosen[key] += unfiltered
