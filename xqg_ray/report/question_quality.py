@@ -79,7 +79,7 @@ def quality_chart_png(quality: Mapping[str, Any]) -> bytes:
     series = chart_series(quality)
     names = list(quality)
     langs = sorted({lang for per in series[FLAG_COLUMNS[0][0]].values() for lang in per})
-    fig = Figure(figsize=(min(24.0, 2.2 + 2.6 * len(FLAG_COLUMNS)), 3.6), dpi=100)
+    fig = Figure(figsize=(min(24.0, 2.2 + 2.6 * len(FLAG_COLUMNS)), 4.0), dpi=100)
     width = 0.8 / max(1, len(names))
     for k, (flag, title) in enumerate(FLAG_COLUMNS):
         ax = fig.add_subplot(1, len(FLAG_COLUMNS), k + 1)
@@ -91,10 +91,13 @@ def quality_chart_png(quality: Mapping[str, Any]) -> bytes:
         ax.set_xticks(range(len(langs)))
         ax.set_xticklabels(langs)
         ax.set_title(title)
+        top = max([100.0 * v for per in series[flag].values() for v in per.values() if v is not None] + [0.0])
+        ax.set_ylim(0.0, max(1.0, 1.1 * top))  # a rate of 0 sits on the axis, never below it
         if k == 0:
             ax.set_ylabel("% of questions")
-    fig.axes[-1].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=max(1, len(names)), fontsize="small")
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.9))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
