@@ -12,7 +12,7 @@ GENERATED_SCHEMA = pa.schema(
     [("id", pa.int64()), ("content_hash", pa.string()), ("queries", QUERY_LIST_TYPE), ("failed", pa.int32())]
 )
 
-# generated/NAME/data/attempts-*.parquet: every question a generator drew for a passage of one partition,
+# generated/NAME/attempts/p-*.parquet: every question a generator drew for a passage of one partition,
 # sorted by (id, language in the generator's order, round, draw), with the quality flags the filter read
 # (wrong_language null: the identifier cannot tell; exemplar "exact"/"near"/null; duplicate null for an
 # empty draw), its rejection reason (null = kept) and the two selections: ``unfiltered`` (the first

@@ -136,7 +136,7 @@ class EncoderConfig:
 class FilterConfig:
     """Which sampled questions a generator rejects and resamples (``generators.NAME.filters``).
 
-    Every draw is stored with its flags (``generated/NAME/data/attempts-*.parquet``):
+    Every draw is stored with its flags (``generated/NAME/attempts/p-*.parquet``):
     the unfiltered selection (the first draws with any text, what ``queries`` holds) and
     the filtered one (``kept``) both come from one generation.
     """

@@ -146,7 +146,8 @@ class GeneratePartition(UnitRunner):
                 old = prior_draws.filter(pc.is_in(prior_draws["id"], value_set=reused["id"])).select(ATTEMPTS_SCHEMA.names).cast(ATTEMPTS_SCHEMA)
                 draws = pa.concat_tables([old, draws])
             draws = sort_draws(draws, self.cfg.languages)
-            record["attempts"] = write_table_committed(self.storage, self.root, u.out.replace("/data/", "/data/attempts-"), draws)
+            # Beside data/, not in it: data/ holds what the encode stage reads today.
+            record["attempts"] = write_table_committed(self.storage, self.root, u.out.replace("/data/", "/attempts/"), draws)
             record["filter"] = filter_counts(draws, self.cfg.languages, self.cfg.n_per_language)
             record["quality"] = unit_quality(draws)
         parts = [t for t in (reused, computed) if t is not None and t.num_rows]
