@@ -12,6 +12,21 @@ GENERATED_SCHEMA = pa.schema(
     [("id", pa.int64()), ("content_hash", pa.string()), ("queries", QUERY_LIST_TYPE), ("failed", pa.int32())]
 )
 
+# generated/NAME/attempts/p-*.parquet: every question a generator drew for a passage of one partition,
+# sorted by (id, language in the generator's order, round, draw), with the quality flags the filter read
+# (wrong_language null: the identifier cannot tell; exemplar "exact"/"near"/null; duplicate null for an
+# empty draw), its rejection reason (null = kept) and the two selections: ``unfiltered`` (the first
+# draws with any text: the data file's ``queries``) and ``kept`` (the filtered questions).
+ATTEMPTS_SCHEMA = pa.schema(
+    [("id", pa.int64()), ("content_hash", pa.string()), ("lang", pa.string()), ("round", pa.int32()), ("draw", pa.int32()),
+     ("text", pa.string()), ("empty", pa.bool_()), ("wrong_language", pa.bool_()), ("exemplar", pa.string()),
+     ("degenerate", pa.bool_()), ("duplicate", pa.bool_()), ("reason", pa.string()), ("kept", pa.bool_()),
+     ("unfiltered", pa.bool_())]
+)
+
+# The two selections of a passage's draws: ATTEMPTS_SCHEMA's boolean columns of those names.
+UNFILTERED, KEPT = "unfiltered", "kept"
+
 # generated/NAME/data/quarantine-*.parquet: provided queries set aside, with the reason.
 SET_ASIDE_SCHEMA = pa.schema([("line", pa.int64()), ("docid", pa.string()), ("reason", pa.string()), ("text", pa.string())])
 

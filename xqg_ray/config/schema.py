@@ -58,6 +58,9 @@ GENERATING_KINDS = ("seq2seq", "causal")
 PROVIDED_KIND = "provided"
 GENERATOR_KINDS = GENERATING_KINDS + (PROVIDED_KIND,)
 AGGREGATIONS = ("sum", "mean")  # sum is the paper's
+# Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
+# "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
+FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
 INDEX_METRICS = ("ip", "l2")
 # Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
 # and the kinds whose edits take two units each (a rate above 0.5 cannot be met).
@@ -147,6 +150,31 @@ class EncoderConfig:
 
 
 @dataclass
+class FilterConfig:
+    """Which sampled questions a generator rejects and resamples (``generators.NAME.filters``).
+
+    Every draw is stored with its flags (``generated/NAME/attempts/p-*.parquet``):
+    the unfiltered selection (the first draws with any text, what ``queries`` holds) and
+    the filtered one (``kept``) both come from one generation.
+    """
+
+    # All on by default: on XQuAD's human questions (evaluation/quality.py) wrong_language
+    # flags 1 of 7,140 (an English one), exemplar_copy none of 5,950, degenerate and empty
+    # none of 14,280, duplicate only real repeats within a paragraph (117, 83 exact), so a
+    # rejection is almost surely a bad question; the demo's Gemma questions were 5.2% in the
+    # wrong language and 50 of 240 German ones named the exemplar (issue 15).  The cost is
+    # only the resampled slots, and the unfiltered questions stay stored beside the kept ones.
+    enabled: List[str] = field(default_factory=lambda: list(FILTER_REASONS))
+    # exemplar_copy: share of the smaller character 5-gram set shared with an exemplar question.
+    exemplar_overlap: float = 0.7
+    # duplicate: character 5-gram Jaccard with a kept question of the same passage.
+    duplicate_jaccard: float = 0.8
+    # Sampling rounds per slot: the first draw plus max_attempts - 1 resamples of a
+    # blank or rejected one (3 = the generator's retries of blank samples before filters).
+    max_attempts: int = 3
+
+
+@dataclass
 class GeneratorConfig:
     """A query source for augmentation."""
 
@@ -168,6 +196,7 @@ class GeneratorConfig:
     batch_size: int = 8
     dtype: str = "auto"  # one of DTYPES (as encoder.dtype)
     seed: int = 0
+    filters: FilterConfig = field(default_factory=FilterConfig)
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Any, List, Optional, Sequence
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS,
-    PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
-    RunConfig, stage_pool,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS,
+    POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
+    GeneratorConfig, PerturbationConfig, RunConfig, stage_pool,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
 
@@ -135,7 +135,21 @@ def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
             errs.append(f"{where}.languages has unknown codes {bad}; known: {sorted(LANGUAGE_NAMES)}")
         if g.top_k < 1 or g.max_new_tokens < 1:
             errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
+        errs += filter_problems(f"{where}.filters", g)
     return errs + _checks(_at_least_one(f"{where}.batch_size", g.batch_size))
+
+
+def filter_problems(where: str, g: GeneratorConfig) -> List[str]:
+    """Problems of one generator's ``filters`` section found at ``where``."""
+    f = g.filters
+    errs = [e for e in (choice_problem(f"{where}.enabled", r, FILTER_REASONS) for r in f.enabled) if e]
+    if len(set(f.enabled)) != len(f.enabled):
+        errs.append(f"{where}.enabled={list(f.enabled)}: name each reason once")
+    for key in ("exemplar_overlap", "duplicate_jaccard"):
+        v = getattr(f, key)
+        if not 0.0 < v <= 1.0:
+            errs.append(f"{where}.{key}={v}: must be in (0, 1]")
+    return errs + _checks(_at_least_one(f"{where}.max_attempts", f.max_attempts))
 
 
 def system_problems(cfg: RunConfig) -> List[str]:

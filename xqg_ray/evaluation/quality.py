@@ -432,18 +432,59 @@ FLAGGED = {
 MEASURES = tuple(FLAGGED)
 
 
-def _group_report(texts: List[str], flags: List[Dict[str, Any]], ranks: Optional[np.ndarray]) -> Dict[str, Any]:
-    """Counts and rates of one group of questions (a language, or all)."""
-    n = len(flags)
+def tally(texts: Sequence[str], flags: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Mergeable counts of one group of questions and their :func:`question_flags`: ``n``, ``counts`` (each
+    of ``MEASURES``, ``language_unknown``, ``rejected``) and character / token ``chars`` and ``tokens`` as
+    [sum, min, max] (None when empty).  Summed with :func:`merge_tallies`, read with :func:`finish_tally`:
+    the generate stage tallies each partition, metrics.json adds them up."""
     counts = {m: sum(bool(flagged(f)) for f in flags) for m, flagged in FLAGGED.items()}
     counts["language_unknown"] = sum(f["wrong_language"] is None for f in flags)
     counts["rejected"] = sum(any(flagged(f) for flagged in FLAGGED.values()) for f in flags)
-    out: Dict[str, Any] = {
+
+    def span(values: List[int]) -> Optional[List[int]]:
+        return [sum(values), min(values), max(values)] if values else None
+
+    return {"n": len(flags), "counts": counts, "chars": span([len((t or "").strip()) for t in texts]),
+            "tokens": span([len(tokens(t)) for t in texts])}
+
+
+def merge_tallies(parts: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The :func:`tally` of the union of the groups ``parts`` tallied."""
+    out: Dict[str, Any] = {"n": 0, "counts": {}, "chars": None, "tokens": None}
+    for p in parts:
+        out["n"] += p["n"]
+        for k, c in p["counts"].items():
+            out["counts"][k] = out["counts"].get(k, 0) + c
+        for k in ("chars", "tokens"):
+            a, b = out[k], p[k]
+            out[k] = b if a is None else a if b is None else [a[0] + b[0], min(a[1], b[1]), max(a[2], b[2])]
+    return out
+
+
+def finish_tally(t: Mapping[str, Any]) -> Dict[str, Any]:
+    """A :func:`tally` as :func:`quality_report` shows a group: ``n``, ``counts``, ``rates`` (count / n) and
+    ``length`` (:func:`length_stats`' shape)."""
+    n = t["n"]
+    counts = {k: t["counts"].get(k, 0) for k in (*MEASURES, "language_unknown", "rejected")}
+
+    def stats(span: Optional[Sequence[int]]) -> Dict[str, Any]:
+        if not span:
+            return {"mean": None, "min": None, "max": None}
+        return {"mean": span[0] / n, "min": span[1], "max": span[2]}
+
+    empty = counts["empty"]
+    return {
         "n": n,
         "counts": counts,
         "rates": {m: (c / n if n else None) for m, c in counts.items()},
-        "length": length_stats(texts),
+        "length": {"n": n, "chars": stats(t["chars"]), "tokens": stats(t["tokens"]), "empty": empty,
+                   "empty_rate": empty / n if n else None},
     }
+
+
+def _group_report(texts: List[str], flags: List[Dict[str, Any]], ranks: Optional[np.ndarray]) -> Dict[str, Any]:
+    """Counts and rates of one group of questions (a language, or all)."""
+    out = finish_tally(tally(texts, flags))
     if ranks is not None:
         out["round_trip"] = round_trip_summary(ranks)
     return out

@@ -16,13 +16,15 @@ copied into each batch, and the ``n`` samples of a prompt share its prefill.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
 from ..ids import seed_for
+from ..evaluation.question_filter import draw_flags, reject_reason, repeats_kept, selection
+from ..schemas import UNFILTERED
 
-# Extra sampling rounds for outputs that come back empty (all special tokens,
-# or a causal continuation with no question in it).
+# Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
+# filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
 RETRY_ROUNDS = 2
 
 Row = Tuple[int, str, str]  # (passage id, title, text)
@@ -129,28 +131,70 @@ class QueryGenerator:
         return self.generate_many([(pid, title, text)])[0]
 
     def generate_many(self, rows: Sequence[Row]) -> List[Tuple[List[Dict[str, str]], int]]:
-        """``generate`` for every row, batched; each row's result equals generating it alone."""
-        n = self.cfg.n_per_language
-        base = {(i, lang): self.prompt_ids(title, text, lang) for i, (_, title, text) in enumerate(rows) for lang in self.cfg.languages}
-        got: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
-        for r in range(RETRY_ROUNDS + 1):
+        """``generate`` for every row, batched; each row's result equals generating it alone.
+
+        The unfiltered selection of :meth:`generate_attempts`: the first draws
+        with any text, as before filters existed.
+        """
+        return [selection(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED) for draws in self.generate_attempts(rows)]
+
+    def generate_attempts(self, rows: Sequence[Row]) -> List[List[Dict[str, Any]]]:
+        """Every draw of every row, in (language, round, draw) order, each with its flags and two choices.
+
+        A draw is ``{"lang", "round", "draw", "text", "empty", "wrong_language",
+        "exemplar", "degenerate", "duplicate", "reason", "kept", "unfiltered"}``.
+        Round 0 draws ``n_per_language`` samples per language; each later round
+        (up to ``filters.max_attempts`` rounds) draws as many as the filtered
+        selection still lacks, seeded per (seed, name, passage id, language,
+        round, draw), so a draw never depends on its batch and a rerun or a
+        resumed unit gets the same draws.  ``kept``: the filter keeps it
+        (``reason`` None; else the first reason of ``REJECT_ORDER``, and
+        ``duplicate`` says whether it repeats a kept question of its passage,
+        None for an empty draw).  ``unfiltered``: it is one of the first
+        draws with any text (as before filters), the selection without filters: that selection lacks
+        no more than the filtered one at every round, so its draws are always
+        among the ones made (the same seeds as before filters).
+        """
+        n, f = self.cfg.n_per_language, self.cfg.filters
+        langs = list(self.cfg.languages)
+        base = {(i, lang): self.prompt_ids(title, text, lang) for i, (_, title, text) in enumerate(rows) for lang in langs}
+        kept: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
+        chosen = {key: 0 for key in base}  # unfiltered selection sizes
+        by_passage: Dict[int, List[str]] = {i: [] for i in range(len(rows))}
+        draws: List[List[Dict[str, Any]]] = [[] for _ in rows]
+        exemplars = {lang: self.fewshot.get(lang, [])[: self.cfg.few_shot] for lang in langs} if self.cfg.kind == "causal" else {}
+        allowed = set(langs) | {"en"}
+        for r in range(max(1, f.max_attempts)):
             todo = []
             for (i, lang), (pre, suf) in base.items():
-                need = n - len(got[(i, lang)])
+                need = n - len(kept[(i, lang)])
                 if need <= 0:
                     continue
+                # Round 0 and the retries keep the seeds they had before filters.
                 tag = ("sample",) if r == 0 else ("retry", r - 1)
                 seeds = [seed_for(self.cfg.seed, self.name, rows[i][0], lang, *tag, j) for j in range(need)]
                 todo.append(Prompt(i, lang, pre, suf, seeds))
             if not todo:
                 break
-            for p, texts in zip(todo, self._run(todo)):
-                got[(p.row, p.lang)] += [t for t in texts if t]
-        out = []
-        for i in range(len(rows)):
-            queries = [{"lang": lang, "text": q} for lang in self.cfg.languages for q in got[(i, lang)][:n]]
-            out.append((queries, sum(max(0, n - len(got[(i, lang)])) for lang in self.cfg.languages)))
-        return out
+            outs = self._run(todo)
+            flat = [(p, j, t) for p, texts in zip(todo, outs) for j, t in enumerate(texts)]
+            flags = draw_flags([t for _, _, t in flat], [p.lang for p, _, _ in flat], [rows[p.row][2] for p, _, _ in flat],
+                               exemplars, allowed, f.exemplar_overlap)
+            room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p in todo}  # the unfiltered need at the round's start
+            for (p, j, t), fl in zip(flat, flags):
+                key = (p.row, p.lang)
+                dup = None if fl["empty"] else repeats_kept(t, by_passage[p.row], f.duplicate_jaccard)
+                reason = reject_reason(t, fl, bool(dup), f.enabled)
+                # The rule before filters: any text at all ("?" too, which the quality measures call empty).
+                unfiltered = j < room[key] and bool(t)
+                chosen[key] += unfiltered
+                if reason is None:
+                    kept[key].append(t)
+                    by_passage[p.row].append(t)
+                draws[p.row].append({"lang": p.lang, "round": r, "draw": j, "text": t, **fl, "duplicate": dup,
+                                     "reason": reason, "kept": reason is None, "unfiltered": unfiltered})
+        order = {lang: k for k, lang in enumerate(langs)}
+        return [sorted(d, key=lambda a: (order[a["lang"]], a["round"], a["draw"])) for d in draws]
 
     def _run(self, prompts: List[Prompt]) -> List[List[str]]:
         """Decoded samples of every prompt, in order; batches group a shared prefix and similar lengths."""

@@ -9,6 +9,7 @@ from ..store.storage import join
 from .experiments import experiment_charts
 from .markdown import render_markdown
 from .plots import bar_chart_png
+from .question_quality import CHART, quality_chart_png, quality_tables
 
 
 def write_report(storage: Any, root: str, result: Dict[str, Any]) -> None:
@@ -16,7 +17,8 @@ def write_report(storage: Any, root: str, result: Dict[str, Any]) -> None:
 
     One bar chart per headline metric of ``result["metric_names"]`` (every R@kt and
     the MRR: ``plots/R_at_2kt.png``, ...), the experiment charts, then report.md
-    linking them.  Sets ``result["plots"] = {"charts": metric -> path, "experiments":
+    linking them, then the question quality section and ``plots/question_quality.png`` when
+    ``result["question_quality"]`` has any generator.  Sets ``result["plots"] = {"charts": metric -> path, "experiments":
     chart key -> paths}`` (paths relative to ``root``), so call it before writing
     metrics.json.  ``storage`` needs ``write_bytes(uri, data)`` and ``write_text(uri, text)``.
     """
@@ -29,4 +31,11 @@ def write_report(storage: Any, root: str, result: Dict[str, Any]) -> None:
     for fname, png in extra["files"].items():
         storage.write_bytes(join(root, fname), png)
     result["plots"] = {"charts": charts, "experiments": extra["keys"]}
-    storage.write_text(join(root, "report.md"), render_markdown(result, charts, extra["keys"]))
+    quality = result.get("question_quality") or {}
+    text = render_markdown(result, charts, extra["keys"])
+    if quality:
+        # The question quality section and its chart follow the rest of the report.
+        storage.write_bytes(join(root, CHART), quality_chart_png(quality))
+        result["plots"]["question_quality"] = CHART
+        text += "\n" + "\n".join(quality_tables(quality)).rstrip("\n") + "\n"
+    storage.write_text(join(root, "report.md"), text)

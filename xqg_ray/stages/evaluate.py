@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..evaluation import metrics as M
+from .question_quality import question_quality
 from ..config import StorageConfig
 from ..ids import content_hash, passage_id
 from ..ingest.readers import CLEAN_SCHEMA
@@ -250,6 +251,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
+    result["question_quality"] = question_quality(ctx)
     write_report(ctx.storage, ctx.root, result)  # sets result["plots"]
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
     return result

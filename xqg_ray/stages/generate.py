@@ -20,7 +20,10 @@ from .plan import Plan, plan_stage
 from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
-from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
+from ..config.schema import PROVIDED_KIND
+from ..evaluation.question_filter import selection
+from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
+from ..schemas import ATTEMPTS_SCHEMA, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED
 from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
 from .provided import ProvidedQueries, provided_slices, provided_source
@@ -53,7 +56,8 @@ def generate_units(ctx: Context, name: str) -> Tuple[str, Plan, List[GenerateUni
 
     plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
     units = [GenerateUnit(partition=parts[label]["partition"], unit=label, key=keys[label], corpus=file_record(parts[label]),
-                          prior=file_record(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]))
+                          prior=file_record(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]),
+                          prior_attempts=plan.prior[label].get("attempts") if label in plan.prior else None)
              for label in plan.todo]
     return fp, plan, units
 
@@ -95,6 +99,7 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
             passages=ctx.snapshot.get("changes", {}), rows=rows,
             unit_counts={"total": len(ordered), "computed": len(units), "resumed": len(ordered) - len(units)},
             failed_slots=failed, set_aside=set_aside, units=entries(GeneratedEntry, ordered),
+            filter=None if g.kind == PROVIDED_KIND else sum_filter_counts(r.get("filter") for r in ordered),
         )
         return Ledger(ctx.storage, ctx.root, stage).publish(fp, manifest.to_json())
 
@@ -129,10 +134,21 @@ class GeneratePartition(UnitRunner):
                 record["quarantine"] = write_table_committed(self.storage, self.root, qrel, set_aside.cast(SET_ASIDE_SCHEMA))
             record["set_aside"] = set_aside.num_rows
         else:
-            reused, todo = split_reuse(corpus, prior)
-            computed = self.generate_table(todo)
+            # A passage's queries are reused only with its stored draws (output from before
+            # filters has none: it is generated again).
+            prior_draws = read_table_verified(self.storage, self.root, u.prior_attempts, where="the previous generated manifest") if u.prior_attempts else None
+            reused, todo = split_reuse(corpus, prior if prior_draws is not None else None)
+            computed, draws = self.generate_table(todo)
             todo_rows = todo.num_rows
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
+            if reused is not None and prior_draws is not None:
+                old = prior_draws.filter(pc.is_in(prior_draws["id"], value_set=reused["id"])).select(ATTEMPTS_SCHEMA.names).cast(ATTEMPTS_SCHEMA)
+                draws = pa.concat_tables([old, draws])
+            draws = sort_draws(draws, self.cfg.languages)
+            # Beside data/, not in it: data/ holds what the encode stage reads today.
+            record["attempts"] = write_table_committed(self.storage, self.root, u.out.replace("/data/", "/attempts/"), draws)
+            record["filter"] = filter_counts(draws, self.cfg.languages, self.cfg.n_per_language)
+            record["quality"] = unit_quality(draws)
         parts = [t for t in (reused, computed) if t is not None and t.num_rows]
         out = pa.concat_tables(parts).sort_by("id") if parts else GENERATED_SCHEMA.empty_table()
         rec = write_table_committed(self.storage, self.root, u.out, out)
@@ -141,15 +157,42 @@ class GeneratePartition(UnitRunner):
         committed = self.ledger.commit(u.unit, u.key, record)
         return {**record, "key": u.key, "commit": self.ledger.commit_rel(u.unit, u.key), "created": committed["created"]}
 
-    def generate_table(self, todo: pa.Table) -> pa.Table:
-        """GENERATED_SCHEMA rows of the passages of ``todo`` (id, title, text, content_hash)."""
+    def generate_table(self, todo: pa.Table) -> Tuple[pa.Table, pa.Table]:
+        """GENERATED_SCHEMA rows (the unfiltered queries) and ATTEMPTS_SCHEMA rows (every draw) of the
+        passages of ``todo`` (id, title, text, content_hash)."""
         # One call for the partition: prompts are batched across its passages
         # (each passage's queries are still independent of its neighbours).
-        results = self.gen.generate_many(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))
-        rows = [qs for qs, _ in results]
-        failed = [f for _, f in results]
-        return pa.table(
-            {"id": todo["id"], "content_hash": todo["content_hash"], "queries": pa.array(rows, type=QUERY_LIST_TYPE), "failed": pa.array(failed, pa.int32())},
-            schema=GENERATED_SCHEMA,
-        )
+        results = self.gen.generate_attempts(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))
+        draws = draws_table(todo["id"].to_pylist(), todo["content_hash"].to_pylist(), results)
+        return queries_table(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED), draws
 
+
+def queries_table(draws: pa.Table, langs: List[str], n: int, which: str) -> pa.Table:
+    """GENERATED_SCHEMA rows, one per passage of ``draws`` (ATTEMPTS_SCHEMA, in its order), sorted by id,
+    holding the ``which`` selection (``UNFILTERED``: the data file's queries; ``KEPT``: the filtered ones)
+    and its empty slots of ``n`` per language of ``langs``.  A system of filtered questions reads the
+    unit's attempts file through this."""
+    by: Dict[int, Tuple[str, List[Dict[str, Any]]]] = {}
+    for r in draws.to_pylist():
+        by.setdefault(r["id"], (r["content_hash"], []))[1].append(r)
+    ids = sorted(by)
+    chosen = [selection(by[i][1], langs, n, which) for i in ids]
+    return pa.table(
+        {"id": pa.array(ids, pa.int64()), "content_hash": pa.array([by[i][0] for i in ids], pa.string()),
+         "queries": pa.array([qs for qs, _ in chosen], type=QUERY_LIST_TYPE), "failed": pa.array([f for _, f in chosen], pa.int32())},
+        schema=GENERATED_SCHEMA,
+    )
+
+
+def draws_table(ids: List[int], hashes: List[str], draws: List[List[Dict[str, Any]]]) -> pa.Table:
+    """ATTEMPTS_SCHEMA rows of passages ``ids`` (with content ``hashes``) from their draws
+    (:meth:`QueryGenerator.generate_attempts`), in the draws' order."""
+    rows = [{"id": pid, "content_hash": h, **d} for pid, h, ds in zip(ids, hashes, draws) for d in ds]
+    return pa.Table.from_pylist(rows, schema=ATTEMPTS_SCHEMA)
+
+
+def sort_draws(draws: pa.Table, langs: List[str]) -> pa.Table:
+    """``draws`` in ATTEMPTS_SCHEMA's order: passage id, language in the generator's order, round, draw."""
+    rank = pa.array([langs.index(lang) for lang in draws["lang"].to_pylist()], pa.int32())
+    keys = pa.table({"id": draws["id"], "l": rank, "r": draws["round"], "d": draws["draw"]})
+    return draws.take(pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in keys.column_names]))

@@ -51,13 +51,16 @@ class GenerateUnit(Record):
     corpus: FileRec
     prior: Optional[FileRec]
     out: str
+    # The prior version's attempts file (every draw with its flags): a generating kind reuses a
+    # passage's queries only together with its draws.
+    prior_attempts: Optional[FileRec] = None
 
 
 @dataclass
 class GeneratedEntry(Record):
     """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
 
-    OPTIONAL = frozenset({"set_aside", "quarantine", "commit"})
+    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit"})
     partition: int
     key: str
     file: str
@@ -69,6 +72,12 @@ class GeneratedEntry(Record):
     failed_slots: int
     set_aside: Optional[int] = None
     quarantine: Optional[FileRec] = None
+    # Generating kinds: every draw with its flags (ATTEMPTS_SCHEMA), the filter's counts
+    # (evaluation.question_quality.filter_counts) and the questions' quality tallies per
+    # selection and language (evaluation.question_quality.unit_quality).
+    attempts: Optional[FileRec] = None
+    filter: Optional[Dict[str, Any]] = None
+    quality: Optional[Dict[str, Any]] = None
     # A unit resumed from an earlier attempt's commit record has no ``commit`` entry (as before).
     commit: Optional[str] = None
 
@@ -77,6 +86,7 @@ class GeneratedEntry(Record):
 class GeneratedManifest(Record):
     """The ``generated/NAME`` manifest."""
 
+    OPTIONAL = frozenset({"filter"})
     gen_fp: str
     generator: Dict[str, Any]
     snapshot: str
@@ -86,6 +96,8 @@ class GeneratedManifest(Record):
     failed_slots: int
     set_aside: int
     units: List[GeneratedEntry]
+    # Generating kinds: the filter's counts summed over the units.
+    filter: Optional[Dict[str, Any]] = None
 
 
 # -- encode ---------------------------------------------------------------------

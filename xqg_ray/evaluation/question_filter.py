@@ -1,0 +1,84 @@
+"""Question filters: the flags of each sampled question, and the reason a generator's filter rejects it.
+
+The generator samples a question per slot; :func:`draw_flags` measures every
+draw of a sampling round at once with the measures of
+:mod:`xqg_ray.evaluation.quality` (the same definitions metrics.json counts
+with), and :func:`reject_reason` decides, per draw, in the order of
+``REJECT_ORDER``, given whether it repeats a question already kept for its
+passage (:func:`repeats_kept`).  A draw with no text at all (``BLANK``) is
+always rejected (the generator's only retry rule before filters); the other
+reasons only when the generator's ``filters.enabled`` names them, so with none
+enabled the filtered selection is the unfiltered one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..config.schema import FILTER_REASONS
+from ..schemas import KEPT, UNFILTERED
+from .quality import degenerate, duplicates_within_passage, exemplar_copies, normalise, target_language
+
+BLANK = "blank"
+# One reason per rejected draw, the first that applies: counts by reason then add up to the rejections.
+REJECT_ORDER = (BLANK,) + FILTER_REASONS
+
+
+def draw_flags(
+    texts: Sequence[str],
+    langs: Sequence[str],
+    passages: Sequence[str],
+    exemplars: Mapping[str, Sequence[Mapping[str, Any]]],
+    allowed_langs: Iterable[str],
+    exemplar_overlap: float,
+) -> List[Dict[str, Any]]:
+    """Per draw: ``empty``, ``wrong_language`` (None: cannot tell), ``exemplar`` ("exact"/"near"/None) and
+    ``degenerate``; ``passages[i]`` is draw i's passage text, ``exemplars`` language -> the exemplars the
+    generator saw for it (none for seq2seq)."""
+    right = target_language(texts, langs, allowed_langs)
+    copies: List[Optional[str]] = [None] * len(texts)
+    for lang in sorted(set(langs)):
+        ex = exemplars.get(lang, ())
+        idx = [i for i, l in enumerate(langs) if l == lang]
+        if ex:
+            found = exemplar_copies([texts[i] for i in idx], ex, threshold=exemplar_overlap, passages=[passages[i] for i in idx])
+            for i, c in zip(idx, found):
+                copies[i] = c
+    return [
+        {"empty": not normalise(t), "wrong_language": None if ok is None else not ok, "exemplar": c,
+         "degenerate": bool(normalise(t)) and degenerate(t)}
+        for t, ok, c in zip(texts, right, copies)
+    ]
+
+
+def repeats_kept(text: str, kept: Sequence[str], jaccard: float) -> bool:
+    """Whether ``text`` repeats one of the questions ``kept`` so far for its passage (the duplicate measure)."""
+    return duplicates_within_passage([*kept, text], threshold=jaccard)[-1]
+
+
+def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled: Iterable[str]) -> Optional[str]:
+    """The first reason of ``REJECT_ORDER`` that rejects the draw ``text`` with these ``flags`` (from
+    :func:`draw_flags`) and ``duplicate`` (from :func:`repeats_kept`), or None to keep it; a language the
+    identifier cannot tell is not wrong."""
+    on = set(enabled)
+    hit = {
+        BLANK: not text,
+        "empty": flags["empty"],
+        "wrong_language": flags["wrong_language"] is True,
+        "exemplar_copy": flags["exemplar"] is not None,
+        "duplicate": duplicate,
+        "degenerate": flags["degenerate"],
+    }
+    for reason in REJECT_ORDER:
+        if hit[reason] and (reason == BLANK or reason in on):
+            return reason
+    return None
+
+
+def selection(draws: Sequence[Dict[str, Any]], langs: Sequence[str], n: int, which: str) -> Tuple[List[Dict[str, str]], int]:
+    """One passage's queries ``[{"lang", "text"}]`` (languages in ``langs`` order, draws in stored order)
+    and its empty slots, for the ``which`` selection (``UNFILTERED`` or ``KEPT``) of its draws."""
+    if which not in (UNFILTERED, KEPT):
+        raise ValueError(f"selection must be {UNFILTERED!r} or {KEPT!r}, not {which!r}")
+    out = [{"lang": lang, "text": d["text"]} for lang in langs for d in draws if d["lang"] == lang and d[which]]
+    return out, sum(max(0, n - sum(1 for q in out if q["lang"] == lang)) for lang in langs)

@@ -1,0 +1,166 @@
+"""Question quality of a run: per generate unit from its stored draws, summed over units for metrics.json.
+
+The generate stage stores every draw of a partition with its flags
+(``ATTEMPTS_SCHEMA``) and commits, per unit, :func:`filter_counts` (draws kept
+and rejected, by reason) and :func:`unit_quality` (mergeable
+:func:`~xqg_ray.evaluation.quality.tally` per selection and language: the
+flags need the passages, which only the generate stage reads).  The evaluate
+stage adds the units' records up with :func:`run_quality` from the published
+``generated/NAME`` manifests alone, never reading a passage or a question (its
+I/O, the human questions and the round trip live in
+:mod:`xqg_ray.stages.question_quality`).
+
+Both selections are measured: ``unfiltered`` (the first draws with any text, the
+questions the data file's ``queries`` hold) and ``kept`` (what the filter
+kept), each in :func:`~xqg_ray.evaluation.quality.quality_report`'s shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import pyarrow as pa
+
+from ..schemas import KEPT, UNFILTERED
+from .quality import duplicates_within_passage, finish_tally, merge_tallies, tally
+from .question_filter import REJECT_ORDER
+
+SELECTIONS = (UNFILTERED, KEPT)
+
+
+def filter_counts(attempts: pa.Table, langs: Sequence[str], n: int) -> Dict[str, Any]:
+    """What a unit's filter did: ``draws``, ``kept``, ``rejected`` (total and ``by_reason``, every reason of
+    ``REJECT_ORDER``, the first reason that rejected each draw) and ``left_empty`` (slots of ``n`` per
+    passage and language of ``langs`` the kept questions do not fill)."""
+    reasons = attempts["reason"].to_pylist()
+    kept = attempts[KEPT].to_pylist()
+    per_slot: Dict[tuple, int] = {}
+    for pid, lang, k in zip(attempts["id"].to_pylist(), attempts["lang"].to_pylist(), kept):
+        per_slot[(pid, lang)] = per_slot.get((pid, lang), 0) + bool(k)
+    passages = set(attempts["id"].to_pylist())
+    left = sum(max(0, n - per_slot.get((pid, lang), 0)) for pid in passages for lang in langs)
+    by_reason = {r: sum(1 for x in reasons if x == r) for r in REJECT_ORDER}
+    return {"draws": len(reasons), "kept": sum(bool(k) for k in kept),
+            "rejected": {"total": sum(by_reason.values()), "by_reason": by_reason}, "left_empty": left}
+
+
+def selection_flags(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """:func:`~xqg_ray.evaluation.quality.question_flags` of one selection's stored draws (``ATTEMPTS_SCHEMA``
+    rows, in stored order): the per-draw flags as the filter measured them, duplicates measured again
+    within the selection (per passage, in row order) as :func:`question_flags` does."""
+    dups = [False] * len(rows)
+    by_passage: Dict[int, List[int]] = {}
+    for i, r in enumerate(rows):
+        by_passage.setdefault(int(r["id"]), []).append(i)
+    for idx in by_passage.values():
+        for i, d in zip(idx, duplicates_within_passage([str(rows[i]["text"] or "") for i in idx])):
+            dups[i] = d
+    return [{"empty": bool(r["empty"]), "wrong_language": r["wrong_language"], "exemplar": r["exemplar"],
+             "duplicate": d, "degenerate": bool(r["degenerate"])} for r, d in zip(rows, dups)]
+
+
+def unit_quality(attempts: pa.Table) -> Dict[str, Dict[str, Any]]:
+    """``{selection: {lang: tally}}`` of one unit's draws, for each of ``SELECTIONS``."""
+    rows = attempts.to_pylist()
+    out: Dict[str, Dict[str, Any]] = {}
+    for sel in SELECTIONS:
+        chosen = [r for r in rows if r[sel]]
+        flags = selection_flags(chosen)
+        out[sel] = {}
+        for lang in sorted({r["lang"] for r in chosen}):
+            idx = [i for i, r in enumerate(chosen) if r["lang"] == lang]
+            out[sel][lang] = tally([str(chosen[i]["text"] or "") for i in idx], [flags[i] for i in idx])
+    return out
+
+
+def sum_filter_counts(parts: Iterable[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:
+    """:func:`filter_counts` of the union of units (parts without counts are skipped)."""
+    out: Dict[str, Any] = {"draws": 0, "kept": 0, "rejected": {"total": 0, "by_reason": {r: 0 for r in REJECT_ORDER}}, "left_empty": 0}
+    for p in parts:
+        if not p:
+            continue
+        for k in ("draws", "kept", "left_empty"):
+            out[k] += p[k]
+        out["rejected"]["total"] += p["rejected"]["total"]
+        for r, c in p["rejected"]["by_reason"].items():
+            out["rejected"]["by_reason"][r] = out["rejected"]["by_reason"].get(r, 0) + c
+    return out
+
+
+def report_of(tallies: Iterable[Mapping[str, Mapping[str, Any]]]) -> Dict[str, Any]:
+    """``{"overall", "by_language"}`` (:func:`quality_report`'s shape, without round trip) of per-language tallies."""
+    parts = list(tallies)
+    langs = sorted({lang for t in parts for lang in t})
+    by_language = {lang: finish_tally(merge_tallies(t[lang] for t in parts if lang in t)) for lang in langs}
+    return {"overall": finish_tally(merge_tallies(t[lang] for t in parts for lang in t)), "by_language": by_language}
+
+
+def generator_quality(manifest: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """One generator's quality from its published manifest: ``{"unfiltered": report, "kept": report,
+    "filter": summed counts, "settings": the generator's filters}``; None when its units carry no quality
+    (a provided generator, or output written before filters)."""
+    units = manifest.get("units", [])
+    if not units or any(u.get("quality") is None for u in units):
+        return None
+    out: Dict[str, Any] = {sel: report_of(u["quality"].get(sel, {}) for u in units) for sel in SELECTIONS}
+    out["filter"] = sum_filter_counts(u.get("filter") for u in units)
+    out["settings"] = dict(manifest.get("generator", {}).get("filters", {}))
+    return out
+
+
+def run_quality(manifests: Mapping[str, Optional[Mapping[str, Any]]]) -> Dict[str, Any]:
+    """metrics.json's ``question_quality``: generator name -> :func:`generator_quality`, for the generators
+    whose manifests carry it, in name order."""
+    out = {}
+    for name in sorted(manifests):
+        m = manifests[name]
+        q = generator_quality(m) if m else None
+        if q is not None:
+            out[name] = q
+    return out
+
+
+# Round trip: a seeded sample of each generator's questions per language, re-encoded with the run's
+# encoder (the encode stage keeps only per-passage sums of question vectors) and ranked against the
+# passages of the question's own partition (exhaustive, from the stored E(p)).  Cost per generator:
+# encoding SAMPLE_PER_LANGUAGE questions per language and one score per sampled question and passage
+# of the partitions read; partitions are read in a seeded order until every language has its sample,
+# so at 18M passages in 32 partitions a question competes with about 560k passages, not 18M (its rank
+# is a lower bound on its rank in the whole index).
+SAMPLE_PER_LANGUAGE = 200
+
+
+def sample_draws(tables: Iterable[pa.Table], generator: str, seed: int, per_language: int = SAMPLE_PER_LANGUAGE) -> List[Dict[str, Any]]:
+    """Up to ``per_language`` draws per language of either selection from ``tables`` (ATTEMPTS_SCHEMA
+    rows): those of smallest seed_for(seed, "round-trip", generator, id, lang, round, draw), so the sample
+    never depends on the order of files or rows; each as ``{"id", "lang", "text", "unfiltered", "kept"}``."""
+    from ..ids import seed_for
+
+    by_lang: Dict[str, List[tuple]] = {}
+    for t in tables:
+        for r in t.to_pylist():
+            if r[UNFILTERED] or r[KEPT]:
+                key = seed_for(seed, "round-trip", generator, r["id"], r["lang"], r["round"], r["draw"])
+                by_lang.setdefault(r["lang"], []).append((key, {k: r[k] for k in ("id", "lang", "text", UNFILTERED, KEPT)}))
+    return [row for lang in sorted(by_lang) for _, row in sorted(by_lang[lang], key=lambda kr: kr[0])[:per_language]]
+
+
+def add_round_trip(quality: Dict[str, Any], samples: Mapping[str, List[Dict[str, Any]]], ranks: Mapping[str, List[int]],
+                   about: Mapping[str, Any]) -> None:
+    """Put each selection's ``round_trip`` (:func:`round_trip_summary` of its sampled questions' ranks) into
+    ``quality[generator][selection]`` overall and per language, and ``round_trip_sample`` (``about``: how)."""
+    from .quality import round_trip_summary
+
+    for gen, rows in samples.items():
+        for sel in SELECTIONS:
+            rep = quality.get(gen, {}).get(sel)
+            if not rep:
+                continue
+            chosen = [(r["lang"], k) for r, k in zip(rows, ranks[gen]) if r[sel]]
+            rep["overall"]["round_trip"] = round_trip_summary([k for _, k in chosen])
+            for lang, g in rep["by_language"].items():
+                g["round_trip"] = round_trip_summary([k for l, k in chosen if l == lang])
+        if gen in quality:
+            quality[gen]["round_trip_sample"] = dict(about)
+
+

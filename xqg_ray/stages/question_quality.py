@@ -1,0 +1,126 @@
+"""The question-quality step of the evaluate stage: what needs the run's storage, Ray or a model.
+
+The measures and the per-unit tallies are pure (:mod:`xqg_ray.evaluation.question_quality`,
+:mod:`xqg_ray.evaluation.quality`); here they meet committed files: the
+generators' published manifests (summed, never reading a passage), the
+held-out human questions' data files, and the round trip, where a seeded
+sample of questions per language is re-encoded with the run's encoder in one
+Ray task and each ranked against its own partition's passage vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping
+
+import pyarrow.compute as pc
+
+from ..config.schema import PROVIDED_KIND
+from ..evaluation.quality import quality_report
+from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, run_quality, sample_draws
+from ..schemas import KEPT, UNFILTERED
+
+
+def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{"unfiltered": quality_report}`` of a provided generator's questions (e.g. the held-out human ones),
+    read from its data files: the reference figures beside a generator's (no exemplars: they never saw any)."""
+    from ..store.integrity import read_table_verified
+
+    rows = []
+    for u in manifest.get("units", []):
+        t = read_table_verified(storage, root, u, ["id", "queries"], where="the generated manifest")
+        rows += [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
+    return {UNFILTERED: quality_report(rows)}
+
+
+def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int, embeddings: Mapping[int, Mapping[str, Any]],
+                    samples: Mapping[str, List[Dict[str, Any]]], num_partitions: int, metric: str) -> Dict[str, List[int]]:
+    """Ray task: generator -> the rank of each sampled question's own passage among its partition's
+    passages (``embeddings``: partition -> the embeddings file record), under ``encoder_cfg``."""
+    import numpy as np
+
+    from ..models.factory import make_encoder
+    from ..schemas import PASSAGE
+    from ..store.integrity import read_table_verified
+    from ..store.storage import Storage
+    from ..evaluation.quality import round_trip_ranks
+
+    storage, enc = Storage(storage_cfg), make_encoder(encoder_cfg, threads)
+    parts: Dict[int, tuple] = {}
+    out: Dict[str, List[int]] = {}
+    for gen, rows in samples.items():
+        vecs = enc.encode([r["text"] for r in rows], "query")
+        ranks = [0] * len(rows)
+        for p in sorted({int(r["id"]) % num_partitions for r in rows}):
+            if p not in parts:
+                t = read_table_verified(storage, root, embeddings[p], ["kind", "id", "vector"], where="the embeddings manifest")
+                t = t.filter(pc.equal(t["kind"], PASSAGE))
+                ids = t["id"].to_numpy()
+                parts[p] = (ids, np.asarray(t["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1))
+            ids, pv = parts[p]
+            idx = [i for i, r in enumerate(rows) if int(r["id"]) % num_partitions == p]
+            row_of = {int(pid): k for k, pid in enumerate(ids)}
+            got = round_trip_ranks(vecs[idx], [row_of[int(rows[i]["id"])] for i in idx], pv, metric, passage_ids=ids)
+            for i, rank in zip(idx, got.tolist()):
+                ranks[i] = int(rank)
+        out[gen] = ranks
+    return out
+
+
+def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict[str, Any]:
+    """:func:`run_quality` of the ``generated/NAME`` manifests published under ``root`` (the evaluate stage's
+    one call), plus :func:`provided_quality` for provided generators: a generating kind's figures come from
+    its manifest alone."""
+    from ..store.ledger import Ledger
+
+    manifests = {name: Ledger(storage, root, f"generated/{name}").current() for name in generators}
+    out = run_quality(manifests)
+    for name, m in manifests.items():
+        if m and m.get("generator", {}).get("kind") == PROVIDED_KIND and m.get("units"):
+            out[name] = provided_quality(storage, root, m)
+    return {name: out[name] for name in sorted(out)}
+
+
+def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
+    """Round trip of every generating generator of ``quality`` under the run's default encoder, in one Ray
+    task (see ``SAMPLE_PER_LANGUAGE``); adds it in place.  ``ctx``: the stage context."""
+    from ..config.systems import DEFAULT_ENCODER, encoder_cfg
+    from ..ids import seed_for
+    from ..runtime.tasks import run_tasks
+    from ..store.integrity import read_table_verified
+    from ..store.ledger import Ledger
+
+    emb = Ledger(ctx.storage, ctx.root, "embeddings").current()
+    gens = [g for g in quality if KEPT in quality[g]]
+    if not emb or not gens:
+        return
+    embeddings = {u["partition"]: u for u in emb["units"]}
+    seed = ctx.cfg.eval.seed
+    samples, read = {}, {}
+    for g in gens:
+        units = Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"]
+        langs = ctx.cfg.generators[g].languages
+        tables, have = [], {lang: 0 for lang in langs}
+        # Partitions in a seeded order until every language has its sample.
+        for u in sorted(units, key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
+            if min(have.values()) >= SAMPLE_PER_LANGUAGE:
+                break
+            t = read_table_verified(ctx.storage, ctx.root, u["attempts"], where="the generated manifest")
+            tables.append(t)
+            for lang in t.filter(pc.or_(t[UNFILTERED], t[KEPT]))["lang"].to_pylist():
+                have[lang] = have.get(lang, 0) + 1
+        samples[g] = sample_draws(tables, g, seed)
+        read[g] = len(tables)
+    [ranks] = run_tasks(round_trip_task, [(ctx.root, ctx.cfg.storage, encoder_cfg(ctx.cfg, DEFAULT_ENCODER), ctx.pool("encode").torch_threads,
+                                           embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric)], ctx.pool("encode").num_cpus)
+    for g in gens:
+        add_round_trip(quality, {g: samples[g]}, ranks, {
+            "per_language": SAMPLE_PER_LANGUAGE, "seed": seed, "encoder": "default", "partitions_read": read[g],
+            "against": "the passages of the question's own partition (stored E(p)), exhaustive; ties by passage id"})
+
+
+def question_quality(ctx: Any) -> Dict[str, Any]:
+    """metrics.json's ``question_quality`` for the stage context ``ctx`` (the evaluate stage's one call):
+    :func:`read_run_quality` of its generators, with :func:`measure_round_trip`."""
+    quality = read_run_quality(ctx.storage, ctx.root, sorted(ctx.cfg.generators))
+    measure_round_trip(ctx, quality)
+    return quality
