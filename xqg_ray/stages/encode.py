@@ -345,16 +345,15 @@ class EncodePartition(UnitRunner):
 
     def _encode_window(self, window: List["Piece"], kind: str) -> Iterator[Tuple["Source", pa.Table, int, int]]:
         todo = [p.rows.filter(pa.array(~p.hit)) for p in window]
-        texts = [x for p, t in zip(window, todo) for x in p.source.texts(t, self.cfg.passage_template)]
+        inputs = [p.source.inputs(t, self.cfg.passage_template) for p, t in zip(window, todo)]
+        texts = [x for xs, _ in inputs for x in xs]
         vecs = self.encoder.encode(texts, kind) if texts else np.zeros((0, self.encoder.dim), np.float32)
         start = 0
-        for p, t in zip(window, todo):
-            n = int(p.source.text_counts(t).sum())
-            v, start = vecs[start : start + n], start + n
-            if p.source.name is None:
+        for p, t, (xs, langs) in zip(window, todo, inputs):
+            v, start = vecs[start : start + len(xs)], start + len(xs)
+            if langs is None:
                 rows = self._rows(PASSAGE, "", t["id"], t["content_hash"], v, np.ones(t.num_rows, np.int32))
             else:
-                langs = [[q["lang"] for q in qs] for qs in t["queries"].to_pylist()]
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
             yield p.source, interleave(rows, p.old, p.hit), t.num_rows, int(p.hit.sum())
@@ -381,12 +380,14 @@ class Source:
             return np.ones(t.num_rows, np.int64)
         return pc.list_value_length(t["queries"]).fill_null(0).to_numpy().astype(np.int64)
 
-    def texts(self, t: pa.Table, template: str) -> List[str]:
+    def inputs(self, t: pa.Table, template: str) -> Tuple[List[str], Optional[List[List[str]]]]:
+        """(texts to encode, flattened in row order; each row's query languages, None for passages)."""
         from ..models.encoder import format_passage
 
         if self.name is None:
-            return [format_passage(template, a, b) for a, b in zip(t["title"].to_pylist(), t["text"].to_pylist())]
-        return [q["text"] for qs in t["queries"].to_pylist() for q in qs]
+            return [format_passage(template, a, b) for a, b in zip(t["title"].to_pylist(), t["text"].to_pylist())], None
+        rows = t["queries"].to_pylist()
+        return [q["text"] for qs in rows for q in qs], [[q["lang"] for q in qs] for qs in rows]
 
 
 @dataclass
