@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from xqg_ray.config import EncoderConfig
+from xqg_ray.models import encoder as encoder_module
 from xqg_ray.models.encoder import (
     MAX_FORWARD_TOKENS,
     Encoder,
@@ -233,3 +234,17 @@ def test_stream_reads_one_window_at_a_time(enc, monkeypatch):
     assert enc.encode(iter(texts), "query").shape == (23, 32)  # encode takes any iterable
     with pytest.raises(ValueError):
         enc.encode_stream(texts, "title")  # checked before any window is read
+
+
+def test_tokenize_in_chunks_is_one_call(enc, monkeypatch):
+    texts = _texts(10, seed=6)
+    one = enc.tokenize(texts, 16)
+    monkeypatch.setattr(encoder_module, "TOKENIZE_ROWS", 3)
+    calls = []
+    tok = enc.tokenizer
+    monkeypatch.setattr(enc, "tokenizer", type("Tok", (), {"__call__": staticmethod(lambda b, **kw: calls.append(len(b)) or tok(b, **kw))})())
+    chunked = enc.tokenize(texts, 16)
+    assert calls == [3, 3, 3, 1]
+    for a, b in zip(one, chunked):
+        np.testing.assert_array_equal(a, b)
+    assert [len(x) for x in enc.tokenize([], 16)] == [0, 0, 0]

@@ -3,10 +3,11 @@
 One model encodes passages, generated queries and test queries (as in xQG).
 ``Encoder.encode_stream`` takes any iterable of texts and cuts it into windows
 of at most ``encoder.window_rows`` texts, so what it holds is bounded by the
-config, not by the data.  Each window is tokenized once, ordered by token
-length and cut into sub-batches by a budget of padded tokens, each padded only
-to its own longest row from the pre-tokenized ids (cuts placed to trade
-padding against forwards); pooling and L2 normalisation run on the model's
+config, not by the data.  Each window is tokenized (in calls of
+``TOKENIZE_ROWS`` texts, keeping only the flat ids), ordered by token length
+and cut into sub-batches by a budget of padded tokens, each padded only to its
+own longest row from the pre-tokenized ids (cuts placed to trade padding
+against forwards); pooling and L2 normalisation run on the model's
 device and only the pooled ``[B, H]`` vectors come back, window by window, in
 input order.  ``Encoder.encode`` is the same stream gathered into one array.
 The pure helpers (``windows``, ``plan_batches``, ``pad_rows``, numpy ``pool``)
@@ -35,6 +36,11 @@ FORWARD_OVERHEAD_TOKENS = {"cpu": 128.0, "cuda": 4096.0}
 # 3072 is about the reference loop's 16 passages of ~180 tokens.
 MAX_FORWARD_TOKENS = {"cpu": 3072}
 KINDS = ("query", "passage")
+# Texts per tokenizer call inside a window.  Until a call returns, a fast tokenizer
+# holds ~60 KB per text of ~350 tokens (token strings, offsets, the overflow past
+# max length): 1 GB for a window of 16k passages, measured here.  Calls of 1,024 keep
+# that near 60 MB; only the flat int64 ids of the window stay.
+TOKENIZE_ROWS = 1024
 
 T = TypeVar("T")
 
@@ -195,11 +201,18 @@ class Encoder:
         self.type_ids = "token_type_ids" in self.tokenizer.model_input_names
 
     def tokenize(self, texts: Sequence[str], max_len: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(flat ids, row starts, row lengths) of ``texts``, truncated to ``max_len``; one tokenizer call, no padding."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=max_len, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
+        """(flat ids, row starts, row lengths) of ``texts``, truncated to ``max_len``; no padding.
+
+        One tokenizer call per ``TOKENIZE_ROWS`` texts.
+        """
+        flats, lens = [], []
+        for chunk in windows(texts, TOKENIZE_ROWS):
+            ids = self.tokenizer(chunk, truncation=True, max_length=max_len, padding=False,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            lens.append(np.fromiter(map(len, ids), np.int64, len(ids)))
+            flats.append(np.fromiter(chain.from_iterable(ids), np.int64, int(lens[-1].sum())))
+        lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+        flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
         return flat, np.cumsum(lengths) - lengths, lengths
 
     def budget(self, max_len: int) -> int:
