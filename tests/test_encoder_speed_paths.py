@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from xqg_ray.config import EncoderConfig
+from xqg_ray.models import encoder as encoder_module
 from xqg_ray.models.encoder import (
     MAX_FORWARD_TOKENS,
     Encoder,
@@ -19,6 +20,7 @@ from xqg_ray.models.encoder import (
     plan_batches,
     pool,
     pool_torch,
+    windows,
 )
 
 WORDS = "river city bank museum treaty löwe 東京 пример the of and a".split()
@@ -190,3 +192,59 @@ def test_one_tokenizer_call_and_token_budget(enc, monkeypatch):
         assert t == longest  # padded to its own longest row only
         assert b * t <= budget or b == 1
     assert len(rec.shapes) < len(texts) / enc.cfg.batch_size  # short rows share larger batches
+
+
+def test_windows_by_hand():
+    assert list(windows(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(windows(iter([]), 3)) == []
+    assert list(windows("ab", 0)) == [["a"], ["b"]]  # never an empty window
+
+
+def test_stream_reads_one_window_at_a_time(enc, monkeypatch):
+    texts = _texts(23, seed=5)
+    whole = enc.encode(texts, "query")
+    monkeypatch.setattr(enc.cfg, "window_rows", 5)
+    taken = []
+
+    def source():
+        for t in texts:
+            taken.append(t)
+            yield t
+
+    calls = []
+    tok = enc.tokenizer
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def __call__(self, batch, **kw):
+            calls.append(len(batch))
+            return tok(batch, **kw)
+
+    monkeypatch.setattr(enc, "tokenizer", Counting())
+    stream = enc.encode_stream(source(), "query")
+    first = next(stream)
+    assert first.shape == (5, 32) and len(taken) == 5  # nothing read past the first window
+    rest = list(stream)
+    assert [len(v) for v in rest] == [5, 5, 5, 3] and calls == [5, 5, 5, 5, 3]
+    got = np.concatenate([first, *rest])
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)  # sub-batches differ, so bits may (tiny-bert: < 5e-7)
+    np.testing.assert_allclose(got, reference_encode(enc, texts, "query"), rtol=0, atol=1e-5)
+    assert enc.encode(iter(texts), "query").shape == (23, 32)  # encode takes any iterable
+    with pytest.raises(ValueError):
+        enc.encode_stream(texts, "title")  # checked before any window is read
+
+
+def test_tokenize_in_chunks_is_one_call(enc, monkeypatch):
+    texts = _texts(10, seed=6)
+    one = enc.tokenize(texts, 16)
+    monkeypatch.setattr(encoder_module, "TOKENIZE_ROWS", 3)
+    calls = []
+    tok = enc.tokenizer
+    monkeypatch.setattr(enc, "tokenizer", type("Tok", (), {"__call__": staticmethod(lambda b, **kw: calls.append(len(b)) or tok(b, **kw))})())
+    chunked = enc.tokenize(texts, 16)
+    assert calls == [3, 3, 3, 1]
+    for a, b in zip(one, chunked):
+        np.testing.assert_array_equal(a, b)
+    assert [len(x) for x in enc.tokenize([], 16)] == [0, 0, 0]

@@ -83,6 +83,7 @@ def one_encoder_problems(where: str, e: EncoderConfig) -> List[str]:
         choice_problem(f"{where}.pooling", e.pooling, POOLINGS),
         choice_problem(f"{where}.dtype", e.dtype, DTYPES),
         _at_least_one(f"{where}.batch_size", e.batch_size),
+        _at_least_one(f"{where}.window_rows", e.window_rows),
     ) + (use_encoder_problems(where, e) if e.kind == USE_ENCODER else [])
 
 

@@ -1,20 +1,23 @@
 """The shared dense encoder: HF model + tokenizer, CLS or mean pooling.
 
 One model encodes passages, generated queries and test queries (as in xQG).
-``Encoder.encode`` takes a whole window of texts (a corpus partition, all its
-generated queries): it tokenizes the window once, orders it by token length
-and cuts sub-batches by a budget of padded tokens, each padded only to its own
-longest row from the pre-tokenized ids (cuts placed to trade padding against
-forwards); pooling and L2 normalisation run on
-the model's device and only the pooled ``[B, H]`` vectors come back.
-The pure helpers (``plan_batches``, ``pad_rows``, numpy ``pool``) are tested
-without a model.
+``Encoder.encode_stream`` takes any iterable of texts and cuts it into windows
+of at most ``encoder.window_rows`` texts, so what it holds is bounded by the
+config, not by the data.  Each window is tokenized (in calls of
+``TOKENIZE_ROWS`` texts, keeping only the flat ids), ordered by token length
+and cut into sub-batches by a budget of padded tokens, each padded only to its
+own longest row from the pre-tokenized ids (cuts placed to trade padding
+against forwards); pooling and L2 normalisation run on the model's
+device and only the pooled ``[B, H]`` vectors come back, window by window, in
+input order.  ``Encoder.encode`` is the same stream gathered into one array.
+The pure helpers (``windows``, ``plan_batches``, ``pad_rows``, numpy ``pool``)
+are tested without a model.
 """
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import Any, List, Sequence, Tuple
+from itertools import chain, islice
+from typing import Any, Iterable, Iterator, List, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -32,6 +35,24 @@ FORWARD_OVERHEAD_TOKENS = {"cpu": 128.0, "cuda": 4096.0}
 # forward (the activations leave the caches; one thread, this 2-core machine);
 # 3072 is about the reference loop's 16 passages of ~180 tokens.
 MAX_FORWARD_TOKENS = {"cpu": 3072}
+KINDS = ("query", "passage")
+# Texts per tokenizer call inside a window.  Until a call returns, a fast tokenizer
+# holds ~60 KB per text of ~350 tokens (token strings, offsets, the overflow past
+# max length): 1 GB for a window of 16k passages, measured here.  Calls of 1,024 keep
+# that near 60 MB; only the flat int64 ids of the window stay.
+TOKENIZE_ROWS = 1024
+
+T = TypeVar("T")
+
+
+def windows(items: Iterable[T], rows: int) -> Iterator[List[T]]:
+    """Consecutive lists of at most ``rows`` items (the last may be shorter); never an empty one."""
+    it = iter(items)
+    while True:
+        w = list(islice(it, max(1, rows)))
+        if not w:
+            return
+        yield w
 
 
 def pool(hidden: "np.ndarray", mask: "np.ndarray", mode: str) -> "np.ndarray":
@@ -180,11 +201,18 @@ class Encoder:
         self.type_ids = "token_type_ids" in self.tokenizer.model_input_names
 
     def tokenize(self, texts: Sequence[str], max_len: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(flat ids, row starts, row lengths) of ``texts``, truncated to ``max_len``; one tokenizer call, no padding."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=max_len, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
+        """(flat ids, row starts, row lengths) of ``texts``, truncated to ``max_len``; no padding.
+
+        One tokenizer call per ``TOKENIZE_ROWS`` texts.
+        """
+        flats, lens = [], []
+        for chunk in windows(texts, TOKENIZE_ROWS):
+            ids = self.tokenizer(chunk, truncation=True, max_length=max_len, padding=False,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            lens.append(np.fromiter(map(len, ids), np.int64, len(ids)))
+            flats.append(np.fromiter(chain.from_iterable(ids), np.int64, int(lens[-1].sum())))
+        lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+        flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
         return flat, np.cumsum(lengths) - lengths, lengths
 
     def budget(self, max_len: int) -> int:
@@ -194,11 +222,27 @@ class Encoder:
         """
         return min(max(1, self.cfg.batch_size) * max_len, MAX_FORWARD_TOKENS.get(self.device, 1 << 62))
 
-    def encode(self, texts: Sequence[str], kind: str) -> np.ndarray:
-        """Encode ``texts`` as ``kind`` ("query" or "passage"); order is kept."""
+    def encode_stream(self, texts: Iterable[str], kind: str) -> Iterator[np.ndarray]:
+        """float32 vectors of ``texts`` encoded as ``kind`` ("query" or "passage"), one array per window, in input order.
+
+        Windows hold at most ``window_rows`` texts and are read from ``texts`` only
+        when the previous window's vectors have been taken: memory is bounded by
+        the config whatever the length of the stream.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}")
+        return (self.encode_window(w, kind) for w in windows(texts, self.cfg.window_rows))
+
+    def encode(self, texts: Iterable[str], kind: str) -> np.ndarray:
+        """Encode ``texts`` as ``kind`` ("query" or "passage"); order is kept (:meth:`encode_stream`, gathered)."""
+        parts = list(self.encode_stream(texts, kind))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_window(self, texts: Sequence[str], kind: str) -> np.ndarray:
+        """One window: tokenized at once, length-sorted, cut by the token budget; order is kept."""
         import torch
 
-        if kind not in ("query", "passage"):
+        if kind not in KINDS:
             raise ValueError(f"kind={kind!r}")
         prefix = self.cfg.query_prefix if kind == "query" else self.cfg.passage_prefix
         max_len = self.cfg.max_query_length if kind == "query" else self.cfg.max_passage_length
@@ -208,7 +252,7 @@ class Encoder:
         flat, starts, lengths = self.tokenize([prefix + t for t in texts], max_len)
         order = length_order(lengths)
         budget = self.budget(max_len)
-        # Pooled rows stay on the device in length order; one copy to the host at the end.
+        # Pooled rows stay on the device in length order; one copy to the host per window.
         vecs = torch.empty((len(texts), self.dim), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             for s, e in plan_batches(lengths[order], budget, self.overhead, self.quad):

@@ -7,12 +7,20 @@ partition digest and the generators' unit keys, reused per passage by
 query set -- the clean test questions and each configured perturbation of
 them -- keyed by the encoder, the questions' content and the perturbation,
 never by the corpus).  Every encoder of the run has its own pair of ledgers.
+
+A partition streams: its inputs are read batch by batch (sha256 checked by
+streaming), rows are cut into windows of at most ``encoder.window_rows`` rows
+and texts, each window is encoded and its rows written as the next row group
+of the output, so an actor holds a few windows, never a partition.  The output
+is the same whatever the window: rows sorted by (kind, id), each generator's
+slot lists as wide as the partition's widest row needs (a pass over the
+generated table finds it), float64 query sums per passage.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +29,7 @@ import pyarrow.compute as pc
 from ..arrow_utils import vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
-from ..store.integrity import read_table_verified, write_table_committed
+from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from .plan import Plan, plan_stage
 from .records import (
@@ -36,7 +44,6 @@ from .records import (
     entries,
 )
 from ..runtime.units import UnitRunner, iter_progress, run_units
-from .reuse import split_reuse
 from ..schemas import CLEAN, PASSAGE, embeddings_schema, gen_kind, query_vectors_schema
 from ..store.storage import Storage
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
@@ -243,52 +250,238 @@ class EncodePartition(UnitRunner):
                          "vector": vectors_to_arrow(vecs.reshape(n, dim)), "count": pa.array(counts, pa.int32()),
                          "slots": slot_col, "slot_counts": count_col}, schema=self.schema)
 
-    def _query_sums(self, groups: List[List[Dict[str, str]]], vecs: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(total sums, counts, per-slot sums, per-slot counts) of each passage's queries, encoded as ``vecs`` (flattened)."""
-        group, slot = slot_positions([[q["lang"] for q in g] for g in groups])
-        sums, counts = slot_sums(vecs, group, slot, len(groups))
-        if sums.shape[2] == 0:
-            sums = np.zeros((len(groups), sums.shape[1], self.encoder.dim))
+    def _query_sums(self, langs: List[List[str]], vecs: np.ndarray, width: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(total sums, counts, per-slot sums, per-slot counts) of each passage's queries (languages ``langs``), encoded as ``vecs`` (flattened).
+
+        ``width``: the slots every row gets (the partition's widest, so a row does not depend on its window).
+        """
+        group, slot = slot_positions(langs)
+        sums, counts = slot_sums(vecs.reshape(len(group), self.encoder.dim), group, slot, len(langs))
+        pad = width - sums.shape[1]
+        sums, counts = np.pad(sums, ((0, 0), (0, pad), (0, 0))), np.pad(counts, ((0, 0), (0, pad)))
         # float64 sums: the same total regardless of how queries were batched.
         return sums.sum(axis=1).astype(np.float32), counts.sum(axis=1), sums, counts
 
     def _partition(self, u: EncodePartitionUnit) -> Dict[str, Any]:
+        corpus = VerifiedParquet(self.storage, self.root, u.corpus, where="the corpus snapshot")
+        prior = VerifiedParquet(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
+        names = list(u.gens)
+        # The record's key order as before: passages, then the generators.
+        computed = {PASSAGE: 0, **{gen_kind(n): 0 for n in names}}
+        reused = dict.fromkeys(computed, 0)
+        summaries: Dict[str, List[Dict[str, int]]] = {n: [] for n in names}
+        gens = []
+        for name in sorted(names, key=gen_kind):  # the file's order: kind, then id ("gen:*" sorts before "passage")
+            g = VerifiedParquet(self.storage, self.root, u.gens[name], where=f"the generated/{name} manifest")
+            src = Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS)
+            src.width = self._slot_width(src, prior)
+            gens.append(src)
+        passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
+        with CommittedParquetWriter(self.storage, self.root, u.out, self.schema, self.cfg.window_rows) as out:
+            for sources, kind in ((gens, "query"), ([passages], "passage")):
+                for source, table, n_computed, n_reused in self._stream(sources, kind, prior):
+                    out.add(table)
+                    computed[source.kind] += n_computed
+                    reused[source.kind] += n_reused
+                    if source.name is not None:
+                        summaries[source.name].append(check_counts(table["count"].to_numpy()))
+            rec = out.commit()
+        rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
+                   computed_by_kind=computed, reused_by_kind=reused, counts={n: _merge_counts(summaries[n]) for n in names})
+        return rec
+
+    def _matched(self, source: "Source", prior: Optional[VerifiedParquet], prior_columns: Optional[List[str]] = None
+                 ) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[pa.Table]]]:
+        """(rows of the new table, bool per row: reused, the reused prior rows in row order), batch by batch."""
+        w = self.cfg.window_rows
+        rows = None if prior is None else PriorRows(prior_batches(prior, source.kind, source.src, w, prior_columns))
+        last = None
+        for b in source.file.batches(source.columns, w):
+            t = pa.Table.from_batches([b])
+            if not t.num_rows:
+                continue
+            ids = t["id"].to_numpy()
+            if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
+                raise ValueError(f"{source.file.uri}: rows are not sorted by unique id")
+            last = ids[-1]
+            if rows is None:
+                yield t, np.zeros(t.num_rows, bool), None
+            else:
+                yield (t, *rows.match(ids, t["content_hash"]))
+
+    def _slot_width(self, source: "Source", prior: Optional[VerifiedParquet]) -> int:
+        """The slots per row of a generator's computed rows: the most queries of one language in a row to compute."""
+        width = 0
+        for t, hit, _ in self._matched(source, prior, ["kind", "src", "id", "content_hash"]):
+            width = max(width, slot_width(t["queries"].filter(pa.array(~hit))))
+        return width
+
+    def _stream(self, sources: List["Source"], kind: str, prior: Optional[VerifiedParquet]) -> Iterator[Tuple["Source", pa.Table, int, int]]:
+        """(source, output rows in file order, rows computed, rows reused) of ``sources`` encoded as ``kind``, window by window.
+
+        A window takes rows in order while it holds at most ``window_rows`` rows
+        and texts to encode (a row with more texts than that fills a window alone);
+        one window of generated queries may span generators, as one encode call did.
+        """
+        w = self.cfg.window_rows
+        window: List[Piece] = []
+        n_rows = n_texts = 0
+        for source in sources:
+            for t, hit, old in self._matched(source, prior):
+                old = None if old is None else old.cast(self.schema)
+                per_row = np.where(hit, 0, source.text_counts(t))
+                before = np.r_[0, np.cumsum(hit)]  # reused rows before each row
+                start = 0
+                for i, k in enumerate(per_row.tolist()):
+                    if n_rows and (n_rows + 1 > w or n_texts + k > w):
+                        if i > start:
+                            window.append(Piece(source, t.slice(start, i - start), hit[start:i], _slice(old, before[start], before[i])))
+                        yield from self._encode_window(window, kind)
+                        window, n_rows, n_texts, start = [], 0, 0, i
+                    n_rows += 1
+                    n_texts += k
+                window.append(Piece(source, t.slice(start), hit[start:], _slice(old, before[start], before[-1])))
+        yield from self._encode_window(window, kind)
+
+    def _encode_window(self, window: List["Piece"], kind: str) -> Iterator[Tuple["Source", pa.Table, int, int]]:
+        todo = [p.rows.filter(pa.array(~p.hit)) for p in window]
+        inputs = [p.source.inputs(t, self.cfg.passage_template) for p, t in zip(window, todo)]
+        texts = [x for xs, _ in inputs for x in xs]
+        vecs = self.encoder.encode(texts, kind) if texts else np.zeros((0, self.encoder.dim), np.float32)
+        start = 0
+        for p, t, (xs, langs) in zip(window, todo, inputs):
+            v, start = vecs[start : start + len(xs)], start + len(xs)
+            if langs is None:
+                rows = self._rows(PASSAGE, "", t["id"], t["content_hash"], v, np.ones(t.num_rows, np.int32))
+            else:
+                sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
+                rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
+            yield p.source, interleave(rows, p.old, p.hit), t.num_rows, int(p.hit.sum())
+
+
+PASSAGE_COLUMNS = ["id", "title", "text", "content_hash"]
+GEN_COLUMNS = ["id", "content_hash", "queries"]
+
+
+@dataclass
+class Source:
+    """One kind of a partition's output and the committed table its rows come from (the corpus or a generator's)."""
+
+    kind: str
+    src: str
+    name: Optional[str]  # the generator; None for passages
+    file: VerifiedParquet
+    columns: List[str]
+    width: int = 0  # slots per computed row (generators)
+
+    def text_counts(self, t: pa.Table) -> np.ndarray:
+        """Texts to encode per row: one passage, or the row's queries."""
+        if self.name is None:
+            return np.ones(t.num_rows, np.int64)
+        return pc.list_value_length(t["queries"]).fill_null(0).to_numpy().astype(np.int64)
+
+    def inputs(self, t: pa.Table, template: str) -> Tuple[List[str], Optional[List[List[str]]]]:
+        """(texts to encode, flattened in row order; each row's query languages, None for passages)."""
         from ..models.encoder import format_passage
 
-        corpus = read_table_verified(self.storage, self.root, u.corpus, ["id", "title", "text", "content_hash"], where="the corpus snapshot")
-        prior = read_table_verified(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
-        pieces, computed, reused, counts = [], {}, {}, {}
+        if self.name is None:
+            return [format_passage(template, a, b) for a, b in zip(t["title"].to_pylist(), t["text"].to_pylist())], None
+        rows = t["queries"].to_pylist()
+        return [q["text"] for qs in rows for q in qs], [[q["lang"] for q in qs] for qs in rows]
 
-        def prior_of(kind: str, src: str) -> Optional[pa.Table]:
-            if prior is None:
-                return None
-            return prior.filter(pc.and_(pc.equal(prior["kind"], kind), pc.equal(prior["src"], src)))
 
-        old, todo = split_reuse(corpus, prior_of(PASSAGE, ""))
-        tmpl = self.cfg.passage_template
-        vecs = self.encoder.encode([format_passage(tmpl, t, x) for t, x in zip(todo["title"].to_pylist(), todo["text"].to_pylist())], "passage")
-        pieces += [old, self._rows(PASSAGE, "", todo["id"], todo["content_hash"], vecs, np.ones(todo.num_rows, np.int32))]
-        computed[PASSAGE], reused[PASSAGE] = todo.num_rows, 0 if old is None else old.num_rows
-        work = []
-        for name, g in u.gens.items():
-            gt = read_table_verified(self.storage, self.root, g, ["id", "content_hash", "queries"], where=f"the generated/{name} manifest")
-            old, todo = split_reuse(gt, prior_of(gen_kind(name), g["src"]))
-            work.append((name, g, old, todo, todo["queries"].to_pylist()))
-        # Every generator's queries in one window: the encoder buckets them by length together.
-        flat = [q["text"] for *_, groups in work for qs in groups for q in qs]
-        all_vecs = self.encoder.encode(flat, "query") if flat else np.zeros((0, self.encoder.dim), np.float32)
-        start = 0
-        for name, g, old, todo, groups in work:
-            kind = gen_kind(name)
-            n_q = sum(len(qs) for qs in groups)
-            sums, c, slots, slot_counts = self._query_sums(groups, all_vecs[start : start + n_q])
-            start += n_q
-            pieces += [old, self._rows(kind, g["src"], todo["id"], todo["content_hash"], sums, c, slots, slot_counts)]
-            computed[kind], reused[kind] = todo.num_rows, 0 if old is None else old.num_rows
-            all_counts = np.concatenate([np.asarray(c, np.int64), np.zeros(0, np.int64) if old is None else old["count"].to_numpy().astype(np.int64)])
-            counts[name] = check_counts(all_counts)
-        out = pa.concat_tables([p for p in pieces if p is not None]).sort_by([("kind", "ascending"), ("id", "ascending")])
-        rec = write_table_committed(self.storage, self.root, u.out, out)
-        rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
-                   computed_by_kind=computed, reused_by_kind=reused, counts=counts)
-        return rec
+@dataclass
+class Piece:
+    """Consecutive rows of one source inside one window: which the prior output holds (``hit``, rows ``old``) and which to compute."""
+
+    source: Source
+    rows: pa.Table
+    hit: np.ndarray
+    old: Optional[pa.Table]
+
+
+class PriorRows:
+    """An earlier output's rows of one (kind, src), read batch by batch in id order, matched against new rows in id order.
+
+    A row is reused when the prior holds the same (id, content_hash), as
+    :func:`xqg_ray.stages.reuse.split_reuse` decides for whole tables; both
+    tables are sorted by id, so one forward pass does it holding a batch.
+    """
+
+    def __init__(self, batches: Iterable[pa.Table]):
+        self.batches = iter(batches)
+        self.buf: Optional[pa.Table] = None
+
+    def match(self, ids: np.ndarray, hashes: pa.ChunkedArray) -> Tuple[np.ndarray, Optional[pa.Table]]:
+        """(bool per id: the prior holds that version, those prior rows in the order of ``ids``).
+
+        ``ids`` ascending, each above every id of earlier calls.
+        """
+        hit = np.zeros(len(ids), bool)
+        taken: List[pa.Table] = []
+        hashes = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
+        while len(ids):
+            if self.buf is None or not self.buf.num_rows:
+                self.buf = next(self.batches, None)
+                if self.buf is None:
+                    break
+            pid = self.buf["id"].to_numpy()
+            k = int(np.searchsorted(pid, ids[-1], side="right"))  # prior rows up to this call's last id
+            cand, self.buf = self.buf.slice(0, k), self.buf.slice(k)
+            if k:
+                pos = np.minimum(np.searchsorted(ids, pid[:k]), len(ids) - 1)
+                same = ids[pos] == pid[:k]
+                same &= pc.equal(cand["content_hash"], hashes.take(pa.array(pos))).fill_null(False).to_numpy(zero_copy_only=False)
+                hit[pos[same]] = True
+                taken.append(cand.filter(pa.array(same)))
+            if self.buf.num_rows:  # the rest lies beyond this call's ids
+                break
+        return hit, pa.concat_tables(taken) if hit.any() else None
+
+
+def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
+                  columns: Optional[List[str]] = None) -> Iterator[pa.Table]:
+    """The rows of ``prior`` of one (kind, src) in file order, skipping row groups whose statistics exclude ``kind``."""
+    meta = prior.metadata()
+    groups = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        stats = next((rg.column(j).statistics for j in range(rg.num_columns) if rg.column(j).path_in_schema == "kind"), None)
+        lo, hi = (stats.min, stats.max) if stats is not None and stats.has_min_max else ("", "\U0010ffff")
+        if _text(lo) <= kind <= _text(hi):
+            groups.append(i)
+    for b in prior.batches(columns, batch_rows, groups):
+        t = pa.Table.from_batches([b])
+        t = t.filter(pc.and_(pc.equal(t["kind"], kind), pc.equal(t["src"], src)))
+        if t.num_rows:
+            yield t
+
+
+def slot_width(queries: pa.ChunkedArray) -> int:
+    """The most queries of one language in one row (the slots :func:`slot_positions` numbers); 0 for none."""
+    q = queries.combine_chunks() if isinstance(queries, pa.ChunkedArray) else queries
+    flat = pc.list_flatten(q)
+    if not len(flat):
+        return 0
+    t = pa.table({"row": pc.list_parent_indices(q), "lang": pc.struct_field(flat, "lang")})
+    return int(pc.max(t.group_by(["row", "lang"]).aggregate([([], "count_all")])["count_all"]).as_py())
+
+
+def interleave(computed: pa.Table, old: Optional[pa.Table], hit: np.ndarray) -> pa.Table:
+    """Rows in input order: ``old`` where ``hit``, ``computed`` elsewhere (each already in that order)."""
+    if old is None or not hit.any():
+        return computed
+    if hit.all():
+        return old
+    idx = np.empty(len(hit), np.int64)
+    idx[~hit] = np.arange(int((~hit).sum()))
+    idx[hit] = int((~hit).sum()) + np.arange(int(hit.sum()))
+    return pa.concat_tables([computed, old]).take(pa.array(idx))
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _slice(t: Optional[pa.Table], a: int, b: int) -> Optional[pa.Table]:
+    return None if t is None else t.slice(int(a), int(b - a))

@@ -8,7 +8,10 @@ records are relative to the run's ``output_dir`` (the *root*), so a moved or
 copied output directory keeps working and never reads another directory's data.
 Readers go through :func:`read_verified`: a file whose bytes do not match the
 recorded sha256 is an :class:`IntegrityError` naming the file, never silently
-different data.  Manifests are JSON *sealed* with the sha256 of their own
+different data.  Files too large to hold go through the streaming pair:
+:class:`VerifiedParquet` (hash by chunks, then read batch by batch) and
+:class:`CommittedParquetWriter` (row groups to a temp file, then the same
+atomic commit and record).  Manifests are JSON *sealed* with the sha256 of their own
 content, so a hand edit of a derived fact (alpha, aggregation, corpus hash) is
 noticed too.
 
@@ -23,18 +26,25 @@ error whose advice -- delete the pointer -- leads back to that case.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-from typing import Any, Dict, List, Optional
+import os
+import tempfile
+import uuid
+from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from .storage import Storage, StorageError, join
+from .storage import Storage, StorageError, join, translated
 
 SEAL = "seal"
+# Bytes per read while hashing or copying a streamed file: memory per file, not its size.
+CHUNK_BYTES = 8 << 20
 
 
 class IntegrityError(UserError):
@@ -71,17 +81,150 @@ def read_verified(storage: Storage, root: str, rec: Dict[str, Any], where: str =
         raise IntegrityError(f"{uri} is missing but named by {where}: rerun the same command to recompute it")
     data = storage.read_bytes(uri)
     if sha256_bytes(data) != rec["sha256"]:
-        raise IntegrityError(
-            f"{uri} does not match its sha256 in {where}: the file changed after it was committed; "
-            "delete it and rerun the same command to recompute it"
-        )
+        raise _mismatch(uri, where)
     return data
+
+
+def _mismatch(uri: str, where: str) -> IntegrityError:
+    return IntegrityError(
+        f"{uri} does not match its sha256 in {where}: the file changed after it was committed; "
+        "delete it and rerun the same command to recompute it"
+    )
 
 
 def read_table_verified(
     storage: Storage, root: str, rec: Dict[str, Any], columns: Optional[List[str]] = None, where: str = "its commit record"
 ) -> pa.Table:
     return pq.read_table(pa.BufferReader(read_verified(storage, root, rec, where)), columns=columns)
+
+
+class VerifiedParquet:
+    """A committed Parquet file checked against its record by streaming, then read batch by batch.
+
+    The check reads ``CHUNK_BYTES`` at a time and :meth:`batches` decodes one
+    batch at a time from buffered column streams, so neither holds the file:
+    memory is bounded by the batch size, not by the file.  (The file is read
+    twice, once to hash and once to decode; :func:`read_table_verified` is the
+    one-read path for files small enough to hold.)
+    """
+
+    def __init__(self, storage: Storage, root: str, rec: Dict[str, Any], where: str = "its commit record"):
+        self.storage, self.uri = storage, join(root, rec["file"])
+        if not storage.exists(self.uri):
+            raise IntegrityError(f"{self.uri} is missing but named by {where}: rerun the same command to recompute it")
+        fs, path = storage.resolve(self.uri)
+        h = hashlib.sha256()
+        with translated(self.uri, "read"), fs.open_input_stream(path, compression=None) as f:
+            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                h.update(chunk)
+        if h.hexdigest() != rec["sha256"]:
+            raise _mismatch(self.uri, where)
+
+    def batches(self, columns: Optional[List[str]] = None, batch_size: int = 65_536,
+                row_groups: Optional[List[int]] = None) -> Iterator[pa.RecordBatch]:
+        """The file's rows as record batches of at most ``batch_size`` rows, in file order."""
+        fs, path = self.storage.resolve(self.uri)
+        with translated(self.uri, "read"), fs.open_input_file(path) as f:
+            # Buffered column streams: one page at a time, not a whole row group (old files have one).
+            pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=CHUNK_BYTES)
+            groups = range(pf.metadata.num_row_groups) if row_groups is None else row_groups
+            yield from pf.iter_batches(batch_size=max(1, batch_size), columns=columns, row_groups=list(groups))
+
+    def metadata(self) -> pq.FileMetaData:
+        fs, path = self.storage.resolve(self.uri)
+        with translated(self.uri, "read"), fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata
+
+
+class CommittedParquetWriter:
+    """A Parquet file written as it goes, committed atomically with its sha256 (the streaming ``write_table_committed``).
+
+    :meth:`add` buffers tables and writes every ``row_group_rows`` rows as one
+    row group to a temp file (beside the target on local disk; in the local temp
+    directory for object storage); :meth:`commit` writes the rest, hashes the
+    file by chunks and moves it into place (rename, or one upload), returning
+    ``{file, sha256, bytes, rows}``.  Fewer than ``row_group_rows`` rows make one
+    row group: the same bytes as :func:`table_bytes` of the whole table.  Used
+    as a context manager, an exception removes the temp file.
+    """
+
+    def __init__(self, storage: Storage, root: str, rel: str, schema: pa.Schema, row_group_rows: int):
+        self.storage, self.rel, self.uri, self.schema = storage, rel, join(root, rel), schema
+        self.row_group_rows = max(1, row_group_rows)
+        fs, path = storage.resolve(self.uri)
+        self.local = isinstance(fs, pafs.LocalFileSystem)
+        if self.local:
+            with translated(self.uri, "write"):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"  # the name storage.write_bytes uses for its own temp files
+        else:
+            fd, self.tmp = tempfile.mkstemp(suffix=".parquet")
+            os.close(fd)
+        self.buffer: List[pa.Table] = []
+        self.buffered = self.rows = self.peak_rows = 0
+        with translated(self.uri, "write"):
+            self.writer: Optional[pq.ParquetWriter] = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+
+    def add(self, table: pa.Table) -> None:
+        """Append rows (in file order); each full row group is written at once, so at most ``row_group_rows`` wait."""
+        while table.num_rows:
+            take = min(table.num_rows, self.row_group_rows - self.buffered)
+            self.buffer.append(table.slice(0, take))
+            self.buffered += take
+            self.peak_rows = max(self.peak_rows, self.buffered)
+            table = table.slice(take)
+            if self.buffered == self.row_group_rows:
+                self._write()
+
+    def _write(self) -> None:
+        with translated(self.uri, "write"):
+            self.writer.write_table(pa.concat_tables(self.buffer))
+        self.buffer, self.buffered, self.rows = [], 0, self.rows + self.buffered
+
+    def commit(self) -> Dict[str, Any]:
+        """Write what is buffered, move the file into place; the record for a commit."""
+        if self.buffered:
+            self._write()
+        with translated(self.uri, "write"):
+            if not self.rows:  # one empty row group, as write_table writes for an empty table
+                self.writer.write_table(self.schema.empty_table())
+            self.writer.close()
+        self.writer = None
+        h, size = hashlib.sha256(), 0
+        with open(self.tmp, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                h.update(chunk)
+                size += len(chunk)
+        fs, path = self.storage.resolve(self.uri)
+        with translated(self.uri, "write", size):
+            if self.local:
+                with open(self.tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(self.tmp, path)
+            else:
+                parent = path.rsplit("/", 1)[0] if "/" in path else ""
+                if parent:
+                    fs.create_dir(parent, recursive=True)
+                with open(self.tmp, "rb") as src, fs.open_output_stream(path, compression=None) as dst:  # one object: atomic
+                    for chunk in iter(lambda: src.read(CHUNK_BYTES), b""):
+                        dst.write(chunk)
+                os.remove(self.tmp)
+        return {"file": self.rel, "sha256": h.hexdigest(), "bytes": size, "rows": self.rows}
+
+    def close(self) -> None:
+        """Drop an uncommitted file (after an error): no temp file stays behind."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
+
+    def __enter__(self) -> "CommittedParquetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _canonical(obj: Dict[str, Any]) -> bytes:
@@ -155,7 +298,10 @@ def read_published(storage: Storage, root: str, pointer: str) -> Optional[Dict[s
 
 
 __all__ = [
+    "CHUNK_BYTES",
+    "CommittedParquetWriter",
     "IntegrityError",
+    "VerifiedParquet",
     "read_published",
     "read_sealed",
     "read_table_verified",
