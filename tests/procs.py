@@ -81,3 +81,16 @@ def stop_ray_head(proc: subprocess.Popen, temp: str) -> None:
     proc.wait()
     kill_session(proc.pid)
     kill_all_using(temp)
+
+
+def end_driver(proc: "subprocess.Popen", ray_tmp: str) -> None:
+    """SIGKILL a driver started with ``start_new_session`` and its private Ray temp dir ``ray_tmp``, then every
+    process it started (raylet, GCS, workers: all in its session or naming that dir), and remove the dir."""
+    import shutil
+
+    proc.kill()
+    proc.wait()
+    kill_session(proc.pid)
+    kill_all_using(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+

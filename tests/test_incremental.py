@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from procs import kill_all_using, kill_session
+from procs import end_driver
 from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec
 from xqg_ray.config import load_config
 from xqg_ray.pipeline import run
@@ -100,11 +100,7 @@ def _kill_when(cfg_args, commits: Path, timeout: float = 240.0) -> int:
                 pytest.fail(f"the run ended (rc {proc.returncode}) before a unit under {commits} committed")
             time.sleep(0.02)
     finally:
-        proc.kill()  # SIGKILL the driver
-        proc.wait()
-        kill_session(proc.pid)  # raylet, GCS, workers: all in the driver's session
-        kill_all_using(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        end_driver(proc, ray_tmp)  # SIGKILL the driver, then raylet, GCS and workers
     return len(list(commits.glob("*.json")))
 
 

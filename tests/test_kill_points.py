@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_versions import assert_same_runs, current, files_overrides
-from procs import kill_all_using, kill_session
+from procs import end_driver
 from xqg_ray.config import load_config
 from xqg_ray.pipeline import run
 
@@ -58,11 +57,7 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
             elif proc.poll() is not None:
                 break
     finally:
-        proc.kill()  # SIGKILL the driver
-        proc.wait()
-        kill_session(proc.pid)  # raylet, GCS, workers: all in the driver's session
-        kill_all_using(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        end_driver(proc, ray_tmp)  # SIGKILL the driver, then raylet, GCS and workers
     if not hit:
         pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached")
     return hit

@@ -57,10 +57,10 @@ class GenerateUnit(Record):
 
 
 @dataclass
-class GeneratedEntry(Record):
-    """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
+class PartitionEntry(Record):
+    """What every per-partition manifest entry holds: the unit's key, its data file and its row counts
+    (computed in this run, reused per passage from the prior version)."""
 
-    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit"})
     partition: int
     key: str
     file: str
@@ -69,6 +69,13 @@ class GeneratedEntry(Record):
     rows: int
     computed: int
     reused: int
+
+
+@dataclass
+class GeneratedEntry(PartitionEntry):
+    """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
+
+    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit"})
     failed_slots: int
     set_aside: Optional[int] = None
     quarantine: Optional[FileRec] = None
@@ -138,18 +145,10 @@ def encode_unit(d: Dict[str, Any]) -> Record:
 
 
 @dataclass
-class EmbeddingsEntry(Record):
+class EmbeddingsEntry(PartitionEntry):
     """One partition of an ``embeddings`` manifest."""
 
     OPTIONAL = frozenset({"commit"})
-    partition: int
-    key: str
-    file: str
-    sha256: str
-    bytes: int
-    rows: int
-    computed: int
-    reused: int
     commit: Optional[str] = None
 
 
