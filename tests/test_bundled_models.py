@@ -57,8 +57,12 @@ def e5(e5_ref: ModelRef):
     model = AutoModel.from_pretrained(e5_ref.path).eval()
     tok = AutoTokenizer.from_pretrained(e5_ref.path)
     print(f"\n[timing] e5 load: {time.perf_counter() - t:.1f}s")
+    # Inference only in this module; the process-wide switch is put back for the tests after it
+    # (tests/test_training.py needs gradients).
+    was = torch.is_grad_enabled()
     torch.set_grad_enabled(False)
-    return model, tok
+    yield model, tok
+    torch.set_grad_enabled(was)
 
 
 def _encode(e5, texts: List[str], batch_size: int = 8) -> np.ndarray:
