@@ -1,4 +1,4 @@
-"""Tests for the one bootstrap (significance.bootstrap_distribution, percentile_ci, bca_ci) and its users:
+"""Tests for the one bootstrap (bootstrap.bootstrap_distribution, percentile_ci, bca_ci) and its users:
 bootstrap_ci, effect_sizes and the stratified experiments.macro_ci, with scipy's bootstrap as oracle."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import pytest
 from scipy import stats
 
 from xqg_ray.evaluation.experiments import macro_ci
-from xqg_ray.evaluation.significance import (
-    bca_ci, bootstrap_ci, bootstrap_distribution, cohens_dz, effect_sizes, percentile_ci,
-)
+from xqg_ray.evaluation.bootstrap import bca_ci, bootstrap_distribution, percentile_ci
+from xqg_ray.evaluation.significance import bootstrap_ci, cohens_dz, effect_sizes
 
 
 def spread(x, axis=-1):

@@ -22,7 +22,8 @@ import pyarrow as pa
 from ..config import RunConfig
 from .languages import group_of, language_order, resource_level
 from .multitest import holm
-from .significance import POOLED, bootstrap_distribution, percentile_ci
+from .bootstrap import bootstrap_distribution, percentile_ci
+from .significance import POOLED
 
 
 def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
