@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xqg_ray.evaluation import quality as Q
+from xqg_ray.evaluation import question_quality as QQ
 from xqg_ray.retrieval.topk import exact_topk
 
 APOLLO = "Apollo 16 की Apollo Apollo के 16 के 16 16 Apollo spacecraft"
@@ -222,7 +223,7 @@ def test_quality_report_counts_per_language_and_overall() -> None:
         {"passage_id": 3, "lang": "hi", "text": APOLLO},  # degenerate
         {"passage_id": 3, "lang": "hi", "text": ""},  # empty
     ]
-    report = Q.quality_report(rows, exemplars={"de": DE_EXEMPLARS}, ranks=[1, 3, 1, 1, 12, 40])
+    report = QQ.quality_report(rows, exemplars={"de": DE_EXEMPLARS}, ranks=[1, 3, 1, 1, 12, 40])
     json.dumps(report)  # ready for metrics.json as it is
     assert report["overall"]["n"] == 6
     assert report["overall"]["counts"] == {
@@ -243,15 +244,15 @@ def test_quality_report_counts_per_language_and_overall() -> None:
     assert hi["rates"]["rejected"] == 1.0
     assert de["round_trip"]["hits@1"] == 3 and hi["round_trip"]["hits@10"] == 1
     assert report["overall"]["length"]["empty"] == 1
-    assert Q.question_flags(rows[:2], exemplars={"de": DE_EXEMPLARS}) == [
+    assert QQ.question_flags(rows[:2], exemplars={"de": DE_EXEMPLARS}) == [
         {"empty": False, "wrong_language": False, "exemplar": Q.EXACT, "duplicate": False, "degenerate": False},
         {"empty": False, "wrong_language": True, "exemplar": None, "duplicate": False, "degenerate": False},
     ]
     # The same question on two passages is no duplicate: duplicates are within one passage.
     twice = [{"passage_id": p, "lang": "de", "text": "Wer gewann den Super Bowl 50?"} for p in (1, 2)]
-    assert [f["duplicate"] for f in Q.question_flags(twice)] == [False, False]
+    assert [f["duplicate"] for f in QQ.question_flags(twice)] == [False, False]
     with pytest.raises(ValueError, match="6 rows but 1 round-trip ranks"):
-        Q.quality_report(rows, ranks=[1])
+        QQ.quality_report(rows, ranks=[1])
 
 
 def test_quality_report_of_no_questions() -> None:
@@ -265,7 +266,7 @@ def test_quality_report_of_no_questions() -> None:
         "language_unknown": 0,
         "rejected": 0,
     }
-    assert Q.quality_report([]) == {
+    assert QQ.quality_report([]) == {
         "overall": {
             "n": 0,
             "counts": counts,

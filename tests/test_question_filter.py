@@ -10,7 +10,7 @@ import pytest
 
 from xqg_ray.config import GeneratorConfig
 from xqg_ray.config.schema import FilterConfig
-from xqg_ray.evaluation.quality import quality_report
+from xqg_ray.evaluation.question_quality import quality_report
 from xqg_ray.evaluation.question_filter import reject_reason, selection
 from xqg_ray.evaluation.question_quality import filter_counts, run_quality, unit_quality
 from xqg_ray.ids import seed_for

@@ -19,11 +19,158 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from ..schemas import KEPT, UNFILTERED
-from .quality import duplicates_within_passage, finish_tally, merge_tallies, tally
+from .quality import (
+    EXACT, NEAR, degenerate, duplicates_within_passage, exemplar_copies, normalise, round_trip_summary,
+    target_language, tokens,
+)
 from .question_filter import REJECT_ORDER
+
+# -- per-question flags and their mergeable tallies -----------------------------
+def question_flags(
+    rows: Sequence[Mapping[str, Any]],
+    exemplars: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
+    allowed_langs: Optional[Iterable[str]] = None,
+) -> List[Dict[str, Any]]:
+    """Per row (``{"passage_id", "lang", "text"}``, optionally ``"passage"``: its passage's text), every
+    measure: ``empty``, ``wrong_language`` (None: cannot tell), ``exemplar`` ("exact"/"near"/None),
+    ``duplicate`` (within the rows of one passage id, in row order), ``degenerate``."""
+    langs = [str(r["lang"]) for r in rows]
+    texts = [str(r.get("text") or "") for r in rows]
+    allowed = set(allowed_langs) if allowed_langs is not None else set(langs) | {"en"}
+    right = target_language(texts, langs, allowed)
+    copies: List[Optional[str]] = [None] * len(rows)
+    for lang in sorted(set(langs)):
+        idx = [i for i, l in enumerate(langs) if l == lang]
+        ex = (exemplars or {}).get(lang, ())
+        if ex:
+            has_passage = all("passage" in rows[i] for i in idx)
+            found = exemplar_copies(
+                [texts[i] for i in idx], ex, passages=[str(rows[i]["passage"]) for i in idx] if has_passage else None
+            )
+            for i, c in zip(idx, found):
+                copies[i] = c
+    dups: List[bool] = [False] * len(rows)
+    by_passage: Dict[int, List[int]] = {}
+    for i, r in enumerate(rows):
+        by_passage.setdefault(int(r["passage_id"]), []).append(i)
+    for idx in by_passage.values():
+        for i, d in zip(idx, duplicates_within_passage([texts[i] for i in idx])):
+            dups[i] = d
+    return [
+        {
+            "empty": not normalise(t),
+            "wrong_language": None if ok is None else not ok,
+            "exemplar": c,
+            "duplicate": d,
+            "degenerate": bool(normalise(t)) and degenerate(t),
+        }
+        for t, ok, c, d in zip(texts, right, copies, dups)
+    ]
+
+
+# What quality_report counts, per question flags (question_flags), in its order.
+# A question flagged by any of them is "rejected": what a filter would drop.
+FLAGGED = {
+    "empty": lambda f: f["empty"],
+    "wrong_language": lambda f: f["wrong_language"] is True,
+    "exemplar_exact": lambda f: f["exemplar"] == EXACT,
+    "exemplar_near": lambda f: f["exemplar"] == NEAR,
+    "duplicate": lambda f: f["duplicate"],
+    "degenerate": lambda f: f["degenerate"],
+}
+MEASURES = tuple(FLAGGED)
+
+
+def tally(texts: Sequence[str], flags: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Mergeable counts of one group of questions and their :func:`question_flags`: ``n``, ``counts`` (each
+    of ``MEASURES``, ``language_unknown``, ``rejected``) and character / token ``chars`` and ``tokens`` as
+    [sum, min, max] (None when empty).  Summed with :func:`merge_tallies`, read with :func:`finish_tally`:
+    the generate stage tallies each partition, metrics.json adds them up."""
+    counts = {m: sum(bool(flagged(f)) for f in flags) for m, flagged in FLAGGED.items()}
+    counts["language_unknown"] = sum(f["wrong_language"] is None for f in flags)
+    counts["rejected"] = sum(any(flagged(f) for flagged in FLAGGED.values()) for f in flags)
+
+    def span(values: List[int]) -> Optional[List[int]]:
+        return [sum(values), min(values), max(values)] if values else None
+
+    return {"n": len(flags), "counts": counts, "chars": span([len((t or "").strip()) for t in texts]),
+            "tokens": span([len(tokens(t)) for t in texts])}
+
+
+def merge_tallies(parts: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The :func:`tally` of the union of the groups ``parts`` tallied."""
+    out: Dict[str, Any] = {"n": 0, "counts": {}, "chars": None, "tokens": None}
+    for p in parts:
+        out["n"] += p["n"]
+        for k, c in p["counts"].items():
+            out["counts"][k] = out["counts"].get(k, 0) + c
+        for k in ("chars", "tokens"):
+            a, b = out[k], p[k]
+            out[k] = b if a is None else a if b is None else [a[0] + b[0], min(a[1], b[1]), max(a[2], b[2])]
+    return out
+
+
+def finish_tally(t: Mapping[str, Any]) -> Dict[str, Any]:
+    """A :func:`tally` as :func:`quality_report` shows a group: ``n``, ``counts``, ``rates`` (count / n) and
+    ``length`` (:func:`~xqg_ray.evaluation.quality.length_stats`' shape)."""
+    n = t["n"]
+    counts = {k: t["counts"].get(k, 0) for k in (*MEASURES, "language_unknown", "rejected")}
+
+    def stats(span: Optional[Sequence[int]]) -> Dict[str, Any]:
+        if not span:
+            return {"mean": None, "min": None, "max": None}
+        return {"mean": span[0] / n, "min": span[1], "max": span[2]}
+
+    empty = counts["empty"]
+    return {
+        "n": n,
+        "counts": counts,
+        "rates": {m: (c / n if n else None) for m, c in counts.items()},
+        "length": {"n": n, "chars": stats(t["chars"]), "tokens": stats(t["tokens"]), "empty": empty,
+                   "empty_rate": empty / n if n else None},
+    }
+
+
+def _group_report(texts: List[str], flags: List[Dict[str, Any]], ranks: Optional[np.ndarray]) -> Dict[str, Any]:
+    """Counts and rates of one group of questions (a language, or all)."""
+    out = finish_tally(tally(texts, flags))
+    if ranks is not None:
+        out["round_trip"] = round_trip_summary(ranks)
+    return out
+
+
+def quality_report(
+    rows: Sequence[Mapping[str, Any]],
+    exemplars: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
+    allowed_langs: Optional[Iterable[str]] = None,
+    ranks: Optional[Sequence[int]] = None,
+) -> Dict[str, Any]:
+    """Quality of one generator's questions, ready for metrics.json: ``{"overall": G, "by_language": {lang: G}}``.
+
+    G has ``n``, exact ``counts`` and ``rates`` (count / n) of each of
+    ``MEASURES`` plus ``language_unknown`` and ``rejected`` (flagged by any
+    measure), ``length`` (:func:`~xqg_ray.evaluation.quality.length_stats`) and, when ``ranks`` (one per
+    row, from :func:`round_trip_ranks`) are given, ``round_trip``
+    (:func:`round_trip_summary`).  ``exemplars``: language -> the few-shot
+    exemplars the generator saw; ``allowed_langs`` default: the rows'
+    languages plus English.  Languages are listed sorted by code.
+    """
+    if ranks is not None and len(ranks) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(ranks)} round-trip ranks")
+    flags = question_flags(rows, exemplars, allowed_langs)
+    texts = [str(r.get("text") or "") for r in rows]
+    r = None if ranks is None else np.asarray(ranks, dtype=np.int64)
+    langs = [str(row["lang"]) for row in rows]
+    by_language = {}
+    for lang in sorted(set(langs)):
+        idx = [i for i, l in enumerate(langs) if l == lang]
+        by_language[lang] = _group_report([texts[i] for i in idx], [flags[i] for i in idx], None if r is None else r[idx])
+    return {"overall": _group_report(texts, flags, r), "by_language": by_language}
+
 
 SELECTIONS = (UNFILTERED, KEPT)
 
@@ -149,7 +296,6 @@ def add_round_trip(quality: Dict[str, Any], samples: Mapping[str, List[Dict[str,
                    about: Mapping[str, Any]) -> None:
     """Put each selection's ``round_trip`` (:func:`round_trip_summary` of its sampled questions' ranks) into
     ``quality[generator][selection]`` overall and per language, and ``round_trip_sample`` (``about``: how)."""
-    from .quality import round_trip_summary
 
     for gen, rows in samples.items():
         for sel in SELECTIONS:

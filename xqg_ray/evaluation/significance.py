@@ -8,7 +8,7 @@ Every system is scored on the same questions, so comparisons are paired by qid:
   choice for binary per-query metrics such as R@kt;
 * Holm-Bonferroni correction (:mod:`xqg_ray.evaluation.multitest`) across the
   languages of one (system, metric) family;
-* the bootstrap (:func:`bootstrap_distribution`, the one resampler of the
+* the bootstrap (:func:`~xqg_ray.evaluation.bootstrap.bootstrap_distribution`, the one resampler of the
   package): a percentile 95% CI for the mean per-query difference, and effect
   sizes (mean difference, Cohen's d_z) with percentile or BCa CIs.
 

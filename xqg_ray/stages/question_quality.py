@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping
 import pyarrow.compute as pc
 
 from ..config.schema import PROVIDED_KIND
-from ..evaluation.quality import quality_report
+from ..evaluation.question_quality import quality_report
 from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, run_quality, sample_draws
 from ..schemas import KEPT, UNFILTERED
 
