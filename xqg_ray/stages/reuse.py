@@ -3,16 +3,20 @@
 A passage's generated queries and embeddings depend only on its id, its content
 hash and the stage's settings, so an earlier output row with the same
 (id, content_hash) is the same result.  These pure functions split a partition
-into rows to reuse and rows to compute, and diff two versions of a shard.
+into rows to reuse and rows to compute, and diff two versions of a shard; the
+streaming form (:class:`PriorRows`, :func:`prior_batches`, :func:`interleave`)
+does the same a batch at a time, so a stage never holds a whole prior output.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..store.integrity import VerifiedParquet
 
 
 def version_keys(table: pa.Table) -> pa.Array:
@@ -47,3 +51,76 @@ def diff_versions(old: pa.Table, new: pa.Table) -> Tuple[np.ndarray, np.ndarray]
     remove = old["id"].filter(gone).to_numpy() if old.num_rows else np.zeros(0, np.int64)
     add = ~pc.is_in(nk, value_set=ok).to_numpy(zero_copy_only=False) if new.num_rows else np.zeros(0, bool)
     return np.asarray(remove, np.int64), add
+
+
+class PriorRows:
+    """An earlier output's rows of one (kind, src), read batch by batch in id order, matched against new rows in id order.
+
+    A row is reused when the prior holds the same (id, content_hash), as
+    :func:`xqg_ray.stages.reuse.split_reuse` decides for whole tables; both
+    tables are sorted by id, so one forward pass does it holding a batch.
+    """
+
+    def __init__(self, batches: Iterable[pa.Table]):
+        self.batches = iter(batches)
+        self.buf: Optional[pa.Table] = None
+
+    def match(self, ids: np.ndarray, hashes: pa.ChunkedArray) -> Tuple[np.ndarray, Optional[pa.Table]]:
+        """(bool per id: the prior holds that version, those prior rows in the order of ``ids``).
+
+        ``ids`` ascending, each above every id of earlier calls.
+        """
+        hit = np.zeros(len(ids), bool)
+        taken: List[pa.Table] = []
+        hashes = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
+        while len(ids):
+            if self.buf is None or not self.buf.num_rows:
+                self.buf = next(self.batches, None)
+                if self.buf is None:
+                    break
+            pid = self.buf["id"].to_numpy()
+            k = int(np.searchsorted(pid, ids[-1], side="right"))  # prior rows up to this call's last id
+            cand, self.buf = self.buf.slice(0, k), self.buf.slice(k)
+            if k:
+                pos = np.minimum(np.searchsorted(ids, pid[:k]), len(ids) - 1)
+                same = ids[pos] == pid[:k]
+                same &= pc.equal(cand["content_hash"], hashes.take(pa.array(pos))).fill_null(False).to_numpy(zero_copy_only=False)
+                hit[pos[same]] = True
+                taken.append(cand.filter(pa.array(same)))
+            if self.buf.num_rows:  # the rest lies beyond this call's ids
+                break
+        return hit, pa.concat_tables(taken) if hit.any() else None
+
+
+def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
+                  columns: Optional[List[str]] = None) -> Iterator[pa.Table]:
+    """The rows of ``prior`` of one (kind, src) in file order, skipping row groups whose statistics exclude ``kind``."""
+    meta = prior.metadata()
+    groups = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        stats = next((rg.column(j).statistics for j in range(rg.num_columns) if rg.column(j).path_in_schema == "kind"), None)
+        lo, hi = (stats.min, stats.max) if stats is not None and stats.has_min_max else ("", "\U0010ffff")
+        if _text(lo) <= kind <= _text(hi):
+            groups.append(i)
+    for b in prior.batches(columns, batch_rows, groups):
+        t = pa.Table.from_batches([b])
+        t = t.filter(pc.and_(pc.equal(t["kind"], kind), pc.equal(t["src"], src)))
+        if t.num_rows:
+            yield t
+
+
+def interleave(computed: pa.Table, old: Optional[pa.Table], hit: np.ndarray) -> pa.Table:
+    """Rows in input order: ``old`` where ``hit``, ``computed`` elsewhere (each already in that order)."""
+    if old is None or not hit.any():
+        return computed
+    if hit.all():
+        return old
+    idx = np.empty(len(hit), np.int64)
+    idx[~hit] = np.arange(int((~hit).sum()))
+    idx[hit] = int((~hit).sum()) + np.arange(int(hit.sum()))
+    return pa.concat_tables([computed, old]).take(pa.array(idx))
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
