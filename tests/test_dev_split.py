@@ -183,11 +183,13 @@ def tuned(tmp_path_factory, ray_local, shared_datasets, tiny_models):
     cfg.systems = [SystemConfig(name="baseline"),
                    SystemConfig(name="xqg", generator="t5", alpha=0.01, allow_unequal_counts=True, sweep=SweepConfig(alpha=[0.01, 0.3]))]
     cfg.generators = {"t5": cfg.generators["t5"]}
-    return out, run(expand_sweeps(cfg))
+    first = run(expand_sweeps(cfg))
+    report = (out / "report.md").read_text()
+    return out, first, run(expand_sweeps(cfg)), report
 
 
 def test_the_alpha_is_chosen_on_the_dev_questions_end_to_end(tuned) -> None:
-    out, metrics = tuned
+    out, metrics, _, _ = tuned
     bench = current(out, "benchmark")
     dev = pq.read_table(out / bench["files"]["dev"]["file"])
     test = pq.read_table(out / bench["files"]["queries"]["file"])
@@ -214,3 +216,13 @@ def test_the_alpha_is_chosen_on_the_dev_questions_end_to_end(tuned) -> None:
     assert t["system"] == point["system"] and t["test"]["MRR@10"]["mean"] == point["metrics"]["MRR@10"]["mean"]
     report = (out / "report.md").read_text()
     assert f"Chosen on 12 dev questions: alpha={chosen} " in report and "### Tuned on dev" in report
+
+
+def test_a_rerun_reuses_the_dev_search_and_chooses_the_same(tuned) -> None:
+    out, first, second, report = tuned
+    assert second["stages"]["search"]["reused"] is True and second["stages"]["queries"]["reused"] is True
+    assert second["tuning"] == first["tuning"]
+    def sweeps(text: str) -> str:  # the stage timings elsewhere in the report differ between runs
+        return text.split("## Sweeps", 1)[1].split("\n## ", 1)[0]
+
+    assert sweeps((out / "report.md").read_text()) == sweeps(report) and "Chosen on 12 dev questions" in sweeps(report)
