@@ -27,12 +27,13 @@ from .stages.encode import run_encode
 from .stages.evaluate import evaluate
 from .stages.generate import run_generate
 from .stages.index import run_index
-from .stages.prepare import load_queries, run_benchmark
+from .stages.prepare import load_dev, load_queries, run_benchmark
 from .stages.results import ResultStore
 from .stages.search import run_search
 from .store.lock import hold_output
 from .store.storage import Storage, check_writable, join
 from .config.systems import encoders_used
+from .config.schema import DEV_QUERY_SET
 
 
 @contextmanager
@@ -64,19 +65,19 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
         embs, qms = {}, {}
         for enc in encoders_used(cfg):  # one pool per encoder; every encoder reads the same generated queries
             embs[enc], qms[enc] = run_encode(ctx, gens, enc)
-        queries = load_queries(ctx)
+        queries, dev = load_queries(ctx), load_dev(ctx)
         indexes = run_index(ctx, embs)
-        results, store = search_or_reuse(ctx, indexes, qms, queries)
-        metrics = evaluate(ctx, queries, results, indexes, store)
+        results, store = search_or_reuse(ctx, indexes, qms, queries, dev)
+        metrics = evaluate(ctx, queries, results, indexes, store, dev=dev)
         store.publish()
         return metrics
 
 
 def search_or_reuse(ctx: Context, indexes: Dict[str, Dict[str, Any]], qms: Dict[str, Dict[str, Any]],
-                    queries: Any) -> Tuple[Dict[str, Dict[str, Tuple[Any, Any]]], ResultStore]:
+                    queries: Any, dev: Any = None) -> Tuple[Dict[str, Dict[str, Tuple[Any, Any]]], ResultStore]:
     """Per query set and system, the merged top-k: from the results ledger where its index and
     query vectors are unchanged, searched (and committed) otherwise; no shard actor starts when
-    nothing is left to search."""
+    nothing is left to search.  ``dev``: the dev questions (the ``dev`` query set holds them), or None."""
     cfg = ctx.cfg
     pairs: Dict[str, Dict[str, str]] = {}
     for enc, qm in qms.items():
@@ -95,7 +96,8 @@ def search_or_reuse(ctx: Context, indexes: Dict[str, Dict[str, Any]], qms: Dict[
                 continue
             # Every query set (clean, each perturbation) on every system of this encoder not searched before.
             qt = read_table_verified(ctx.storage, ctx.root, rec, ["qid", "vector"], where="the queries manifest")
-            if qt["qid"].to_pylist() != queries["qid"].to_pylist():
+            expected = dev if qset == DEV_QUERY_SET else queries
+            if expected is None or qt["qid"].to_pylist() != expected["qid"].to_pylist():
                 raise RuntimeError(f"query set {qset!r} does not hold the benchmark's questions in order")
             jobs.setdefault(qset, []).append((todo, arrow_to_vectors(qt["vector"])))
     with ctx.timer.stage("search") as s:

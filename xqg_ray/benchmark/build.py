@@ -71,6 +71,7 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
     all_bases = sorted({q.base_id for qs in src.xquad.values() for q in qs})
     frac = cfg.heldout_fraction
     heldout = {b for b in all_bases if frac > 0 and seed_for(cfg.seed, "heldout", b) / 2**63 < frac}
+    dev = dev_bases(all_bases, heldout, cfg)
 
     en_answers = {q.base_id: q.answers for q in src.xquad.get("en", [])}
 
@@ -83,9 +84,10 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
         return out
 
     qrows: List[Dict[str, Any]] = []
+    devrows: List[Dict[str, Any]] = []
     quarantine: List[Dict[str, Any]] = []
     for lang in langs:
-        cands = []
+        cands: Dict[bool, List[Any]] = {False: [], True: []}  # is a dev question -> candidates
         for q in src.xquad[lang]:
             if not q.text.strip():
                 quarantine.append(
@@ -93,12 +95,14 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
                      "reason": "empty query text", "raw": raw_text({"id": q.base_id, "lang": lang, "question": q.text})}
                 )
             elif q.base_id not in heldout:
-                cands.append(q)
-        keep = first_n_ids((q.base_id for q in cands), cfg.max_queries_per_language)
-        for q in cands:
-            if keep is None or q.base_id in keep:
-                qrows.append({"qid": f"{q.base_id}-{lang}", "lang": lang, "text": q.text,
-                              "answers": answers_for(q.base_id), "gold_docid": gold[q.base_id]})
+                cands[q.base_id in dev].append(q)
+        for is_dev, rows in ((False, qrows), (True, devrows)):
+            keep = first_n_ids((q.base_id for q in cands[is_dev]), cfg.max_queries_per_language)
+            for q in cands[is_dev]:
+                if keep is None or q.base_id in keep:
+                    rows.append({"qid": f"{q.base_id}-{lang}", "lang": lang, "text": q.text,
+                                 "answers": answers_for(q.base_id), "gold_docid": gold[q.base_id]})
+    devrows, dev_dropped = drop_shared_texts(devrows, qrows)
 
     qids = [r["qid"] for r in qrows]
     if len(set(qids)) != len(qids):
@@ -106,7 +110,7 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
         raise BenchmarkError(f"duplicated XQuAD question ids within a language file, e.g. {dups[:5]}")
 
     read = collect_passages(src.paragraphs)
-    golds = {r["gold_docid"] for r in qrows}
+    golds = {r["gold_docid"] for r in qrows + devrows}
     clean_docids = set(read.clean.column("docid").to_pylist())
     lost = sorted(golds - clean_docids)
     if lost:
@@ -117,10 +121,16 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
 
     provided = None
     extra: Dict[str, Any] = {"heldout_base_ids": len(heldout)}
+    if cfg.dev_fraction > 0:
+        extra["dev"] = {"base_ids": len({r["qid"].rsplit("-", 1)[0] for r in devrows}), "drawn_base_ids": len(dev),
+                        "questions": len(devrows), "same_text_as_evaluated": dev_dropped}
+        if dev_dropped:
+            notes.append(f"{dev_dropped} dev questions left out: their id shares a question text with an evaluated question")
     if limit_info:
         extra["corpus_limit"] = limit_info
     if frac > 0:
-        evaluated = {r["qid"].rsplit("-", 1)[0] for r in qrows}
+        # Dev questions are protected like evaluated ones: a provided question must not leak into tuning either.
+        evaluated = {r["qid"].rsplit("-", 1)[0] for r in qrows + devrows}
         provided, dropped = _xquad_provided(src, heldout, evaluated, gold, set(corpus.column("docid").to_pylist()))
         extra["provided_left_out"] = dropped
         if dropped["not_in_corpus"]:
@@ -137,10 +147,38 @@ def build_xquad(cfg: BenchmarkConfig, src: XQuADSource) -> BenchmarkTables:
         queries=queries,
         quarantine=pa.concat_tables([read.quarantine, quarantine_table(quarantine)]),
         provided=provided,
+        dev=pa.Table.from_pylist(devrows, schema=QUERIES_SCHEMA) if cfg.dev_fraction > 0 else None,
         source={"root": None, "files": files},
         notes=notes,
         extra=extra,
     )
+
+
+def dev_bases(all_bases: List[str], heldout: Set[str], cfg: BenchmarkConfig) -> Set[str]:
+    """The dev split: base ids drawn among the non-held-out ones with their own seeded key.
+
+    The held-out draw is left exactly as it is (``seed_for(seed, "heldout", b)``),
+    so ``dev_fraction=0`` changes no question's side; the conditional rate
+    ``d / (1 - h)`` makes dev about ``dev_fraction`` of all base ids.  By base id,
+    so no translation of a dev question is evaluated or provided.
+    """
+    d, h = cfg.dev_fraction, cfg.heldout_fraction
+    if d <= 0:
+        return set()
+    rate = d / (1.0 - h)
+    return {b for b in all_bases if b not in heldout and seed_for(cfg.seed, "dev", b) / 2**63 < rate}
+
+
+def drop_shared_texts(devrows: List[Dict[str, Any]], qrows: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+    """Dev rows without the base ids that share any (lang, text) with an evaluated question, and how many rows went.
+
+    XQuAD repeats some question texts under different ids; tuning on a dev copy
+    of an evaluated question would be tuning on the evaluated question.
+    """
+    evaluated_texts = {(r["lang"], r["text"]) for r in qrows}
+    twins = {r["qid"].rsplit("-", 1)[0] for r in devrows if (r["lang"], r["text"]) in evaluated_texts}
+    kept = [r for r in devrows if r["qid"].rsplit("-", 1)[0] not in twins]
+    return kept, len(devrows) - len(kept)
 
 
 def _xquad_provided(

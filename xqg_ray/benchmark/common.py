@@ -44,6 +44,7 @@ class BenchmarkTables:
     queries: pa.Table
     quarantine: pa.Table
     provided: Optional[pa.Table] = None
+    dev: Optional[pa.Table] = None  # dev questions (QUERIES_SCHEMA): tuning only, never evaluated or provided
     source: Dict[str, Any] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)  # kind-specific manifest keys

@@ -70,6 +70,10 @@ PERTURBATION_KINDS = CHAR_KINDS + WORD_KINDS
 PAIR_KINDS = ("swap", "word_order")
 # The unperturbed test questions' query set: no perturbation may take its name.
 CLEAN_QUERY_SET = "clean"
+# The dev questions' query set (benchmark.dev_fraction): searched on every system, read only by tuning.
+DEV_QUERY_SET = "dev"
+# Where eval.tune_on picks each sweep's value: on the dev questions, or nowhere (every point shown, none chosen).
+TUNE_ON = ("dev", "none")
 
 # The credential fields of `storage`: masked wherever the config is saved or shown.
 SECRET_KEYS = ("access_key", "secret_key", "session_token")
@@ -106,6 +110,9 @@ class BenchmarkConfig:
     # Fraction of XQuAD base questions held out as "provided" human queries
     # (never evaluated on); 0 disables the held-out table.
     heldout_fraction: float = 0.0
+    # xquad: fraction of XQuAD base questions set aside as dev questions (neither
+    # evaluated nor provided), drawn among the non-held-out ones; tuning reads only them.
+    dev_fraction: float = 0.0
     seed: int = 13
 
 
@@ -284,6 +291,9 @@ class EvalConfig:
     language_order: List[str] = field(default_factory=list)
     # ... and, optionally, pooled groups, e.g. {high: [de, es], low: [te, bn]}.
     language_groups: Dict[str, List[str]] = field(default_factory=dict)
+    # One of TUNE_ON: each sweep's value chosen on the dev questions (benchmark.dev_fraction > 0;
+    # without dev questions nothing is chosen), never on the evaluated ones.
+    tune_on: str = "dev"
 
 
 @dataclass

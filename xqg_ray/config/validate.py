@@ -12,9 +12,9 @@ import math
 from typing import Any, List, Optional, Sequence
 
 from .schema import (
-    AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
+    AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
     FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS,
-    POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
+    POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
     GeneratorConfig, PerturbationConfig, RunConfig, stage_pool,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
@@ -63,6 +63,10 @@ def benchmark_problems(cfg: RunConfig) -> List[str]:
         f"benchmark.kind={b.kind} needs benchmark.corpus and benchmark.queries"
         if b.kind in FILE_BENCHMARK_KINDS and not (b.corpus and b.queries) else None,
         None if 0.0 <= b.heldout_fraction < 1.0 else "benchmark.heldout_fraction must be in [0, 1)",
+        None if 0.0 <= b.dev_fraction and b.heldout_fraction + b.dev_fraction < 1.0
+        else "benchmark.dev_fraction must be >= 0 with heldout_fraction + dev_fraction < 1",
+        f"benchmark.dev_fraction applies to kind xquad only (kind={b.kind}): set it to 0"
+        if b.dev_fraction > 0 and b.kind != "xquad" else None,
     )
 
 
@@ -219,6 +223,8 @@ def perturbation_set_problems(cfg: RunConfig) -> List[str]:
     pnames = [p.name for p in cfg.perturbations]
     if len(set(pnames)) != len(pnames) or CLEAN_QUERY_SET in pnames:
         return [f"perturbation names must be unique and not {CLEAN_QUERY_SET!r}, got {pnames}"]
+    if DEV_QUERY_SET in pnames:
+        return [f"perturbation name {DEV_QUERY_SET!r} is the dev questions' query set: rename it"]
     return []
 
 
@@ -232,6 +238,7 @@ def run_problems(cfg: RunConfig) -> List[str]:
         choice_problem("corpus.format", cfg.corpus.format, CORPUS_FORMATS),
         None if cfg.index.num_shards >= 1 else "index.num_shards must be >= 1",
         choice_problem("index.metric", cfg.index.metric, INDEX_METRICS),
+        choice_problem("eval.tune_on", cfg.eval.tune_on, TUNE_ON),
     )
     if cfg.corpus.num_partitions >= 1 and cfg.index.num_shards > cfg.corpus.num_partitions:
         # Shard s holds the partitions p % num_shards == s: a shard past the last partition holds nothing.

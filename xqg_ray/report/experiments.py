@@ -32,14 +32,46 @@ def _images(charts: Mapping[str, Sequence[str]], key: str, alt: str) -> List[str
     return [line for path in charts.get(key, []) for line in (f"![{alt}]({path})", "")]
 
 
-def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, Sequence[str]]) -> List[str]:
+def tuned_section(tuning: Mapping[str, Any]) -> List[str]:
+    """The values chosen on the dev questions and their evaluated figures (empty without tuning)."""
+    if not tuning:
+        return []
+    rows, sizes, metric = [], set(), ""
+    for system, params in tuning.items():
+        for param, t in params.items():
+            metric, test = t["metric"], (t.get("test") or {}).get(t["metric"], {})
+            sizes.add(t["dev_questions"])
+            rows.append([system, param, t["chosen"], t["system"], pct(t["dev_scores"].get(str(t["chosen"]))), pct(test.get("mean")),
+                         ci(test.get("ci95")), points(test.get("diff")), ci_points(test.get("diff_ci95")), pvalue(test.get("p_value")),
+                         pvalue(test.get("p_perm"))])
+    n = ", ".join(str(x) for x in sorted(sizes))
+    return ["### Tuned on dev", "",
+            f"Each sweep's value is chosen on {n} dev questions (neither evaluated nor used as human queries) by the best "
+            f"macro {metric} there, ties to the configured value; never on the evaluated questions.  The evaluated figures "
+            "of the chosen point are the system's tuned result; its comparison to the baseline is one pre-specified test "
+            "(no sweep adjustment).", ""] + table(
+        ["system", "param", "chosen", "point", f"dev {metric}", metric, "95% CI", "diff", "diff 95% CI", "p t", "p perm"], rows) + [""]
+
+
+def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, Sequence[str]],
+                   tuning: Mapping[str, Any] | None = None) -> List[str]:
     if not sweeps:
         return []
+    tuning = tuning or {}
     lines = ["## Sweeps", "",
              "Each point is built from the stored encodings.  Differences are against the system's baseline, "
              "paired by question; p (Holm) is adjusted across the points of one sweep.", ""]
+    if not tuning:
+        lines += ["No value is chosen: the run has no dev questions (`benchmark.dev_fraction` 0) or `eval.tune_on` is none, "
+                  "and a choice on the evaluated questions would overstate it.", ""]
+    lines += tuned_section(tuning)
     for sw in sweeps:
         lines += [f"### {sw['system']}: {sw['param']}", ""]
+        t = tuning.get(sw["system"], {}).get(sw["param"])
+        if t is not None:
+            dev = ", ".join(f"{v}: {pct(s)}" for v, s in t["dev_scores"].items())
+            lines += [f"Chosen on {t['dev_questions']} dev questions: {sw['param']}={t['chosen']} "
+                      f"(dev {t['metric']} by value: {dev}).", ""]
         lines += _images(charts, f"sweep:{sw['system']}:{sw['param']}", f"{sw['system']} {sw['param']}")
         for m in metrics:
             rows = []
@@ -103,7 +135,7 @@ def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, Sequence
     """The experiment sections of report.md (empty when the run has none)."""
     exp = metrics.get("experiments") or {}
     names = shown_metrics(metrics)
-    return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts)
+    return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts, metrics.get("tuning"))
             + robustness_section(exp.get("robustness") or {}, names, charts, _swept(exp)) + languages_section(exp.get("languages") or {}, names, charts))
 
 

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from ..arrow_utils import vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
+from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from .plan import Plan, plan_stage
@@ -73,6 +74,9 @@ def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, D
     for p in ctx.cfg.perturbations:
         spec = section_dict(p)
         sets[p.name] = {"key": fingerprint({"enc": efp, "queries": qrec["sha256"], "perturbation": spec}), "perturbation": spec}
+    dev = ctx.bench["files"].get(DEV_QUERY_SET)
+    if dev is not None:  # the dev questions (benchmark.dev_fraction): their own file, never perturbed
+        sets[DEV_QUERY_SET] = {"key": fingerprint({"enc": efp, "queries": dev["sha256"]}), "perturbation": None, "queries": dev}
     return sets
 
 
@@ -132,7 +136,7 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
             units.append(u)
     if qplan.published is None:
         by_label = {_qlabel(n): n for n in qsets}
-        units += [EncodeQueriesUnit(stage=q_stage, unit=label, set=by_label[label], key=qsets[by_label[label]]["key"], queries=qrec,
+        units += [EncodeQueriesUnit(stage=q_stage, unit=label, set=by_label[label], key=qsets[by_label[label]]["key"], queries=qsets[by_label[label]].get("queries", qrec),
                                     perturbation=qsets[by_label[label]]["perturbation"], out=qled.data_rel(label, qsets[by_label[label]]["key"]))
                   for label in qplan.todo]
     return EncodePlan(fp=fp, qfp=qfp, emb=plan, queries=qplan, qsets=qsets, units=units)

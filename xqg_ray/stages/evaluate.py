@@ -24,6 +24,7 @@ from ..ingest.readers import CLEAN_SCHEMA
 from ..runtime.tasks import run_tasks
 from ..store.storage import Storage, join
 from ..schemas import CLEAN
+from ..config.schema import DEV_QUERY_SET
 from ..evaluation.coverage import apply_coverage, covered_per_query
 from ..store.integrity import IntegrityError
 from ..report.write import write_report
@@ -167,16 +168,26 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
     return rankings
 
 
+def question_rows(queries: pa.Table) -> List[Dict[str, Any]]:
+    """(qid, lang, answers, gold_docid) of each question, as the per-query metrics read them."""
+    return [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
+        queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
+
+
 def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
-             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None) -> Dict[str, Any]:
+             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None,
+             dev: Optional[pa.Table] = None) -> Dict[str, Any]:
     """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
 
-    ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
+    ``results``: query set ("clean", a perturbation or "dev") -> system -> merged (D, I).
     ``store``: the run's results ledger; a (query set, system) it has evaluated
     is copied back from it, every other one is evaluated and committed to it.
+    ``dev``: the dev questions of the ``dev`` query set; their metrics feed the
+    tuning (``eval.tune_on``) only, never a comparison or a headline table.
     Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
+    from ..evaluation.tuning import tune
     from ..evaluation.significance import compare
     from ..config.systems import comparisons as pairs
 
@@ -188,12 +199,12 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                 if store is None or store.evaluated(qset, name) is None]
         docs = lookup_passages(ctx, np.concatenate(todo)) if todo else {}
         text_of = {docid: text for docid, text in docs.values()}
-        qrows = [{"qid": a, "lang": b, "answers": c, "gold_docid": g} for a, b, c, g in zip(
-            queries["qid"].to_pylist(), queries["lang"].to_pylist(), queries["answers"].to_pylist(), queries["gold_docid"].to_pylist())]
+        tables = {qset: dev if qset == DEV_QUERY_SET else queries for qset in results}
+        rows_of = {qset: question_rows(t) for qset, t in tables.items()}
         per_query_sets: Dict[str, Dict[str, pa.Table]] = {}
         for qset, res in results.items():
-            # The clean questions keep the plain paths; a perturbation gets its own directory.
-            sub = "" if qset == CLEAN else f"perturbed/{qset}/"
+            # The clean questions keep the plain paths; a perturbation or the dev questions get their own directory.
+            sub = "" if qset == CLEAN else "dev/" if qset == DEV_QUERY_SET else f"perturbed/{qset}/"
             where = f"runs/{sub}".rstrip("/")
             per_query_sets[qset] = {}
             for name, (d, i) in res.items():
@@ -207,17 +218,18 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                         ctx.storage.write_bytes(uri, data[f])
                     t = pq.read_table(pa.BufferReader(data["per_query"]))
                 else:
-                    ranks = write_runs(ctx, name, queries, d, i, docs, where=where)
-                    t = M.per_query_metrics(qrows, ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+                    ranks = write_runs(ctx, name, tables[qset], d, i, docs, where=where)
+                    t = M.per_query_metrics(rows_of[qset], ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
                     ctx.storage.write_table(paths["per_query"], t)
                     if store is not None:
                         store.commit_eval(qset, name, {f: ctx.storage.read_bytes(uri) for f, uri in paths.items()})
                 per_query_sets[qset][name] = t
         # Languages an encoder does not cover (mUSE: el, hi, vi) are marked, not scored.
         per_query_sets = {q: covered_per_query(ctx.cfg, t, names) for q, t in per_query_sets.items()}
+        dev_per_query = per_query_sets.pop(DEV_QUERY_SET, None)  # tuning's alone: out of every table below
         per_query = per_query_sets[CLEAN]
         systems = apply_coverage(ctx.cfg, {name: M.aggregate(t, names) for name, t in per_query.items()}, names)
-        s["rows"] = len(qrows) * sum(len(r) for r in results.values())
+        s["rows"] = sum(len(rows_of[q]) * len(r) for q, r in results.items())
     with ctx.timer.stage("compare") as s:
         cmp_kw = {"n_boot": e.bootstrap_samples, "seed": e.seed, "n_perm": e.permutation_samples}
         comparisons = []
@@ -229,6 +241,9 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
             "robustness": X.robustness(per_query_sets, names, compare, e.bootstrap_samples, e.seed, e.permutation_samples),
             "languages": X.languages(ctx.cfg, per_query, names, e.bootstrap_samples, e.seed),
         }
+        # Each sweep's value is chosen on the dev questions only (never on the evaluated ones).
+        tuning = tune(experiments["sweeps"], dev_per_query, M.metric_names((), (), e.mrr_k)[0]) \
+            if e.tune_on == "dev" and dev_per_query else {}
         s["rows"] = len(comparisons)
     # Facts about the systems come from the sealed index manifests, not from the config.
     facts = ("alpha", "aggregation", "n", "generator", "encoder", "encoder_name", "embeddings", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
@@ -237,6 +252,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
             "kind": ctx.cfg.benchmark.kind,
             "passages": ctx.snapshot["rows"]["kept"],
             "queries": queries.num_rows,
+            **({"dev_questions": dev.num_rows} if dev is not None else {}),
             "languages": sorted(set(queries["lang"].to_pylist())),
             "corpus_hash": ctx.snapshot["corpus_hash"],
             "snapshot": ctx.snapshot["snapshot"],
@@ -248,6 +264,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "systems": systems,
         "comparisons": comparisons,
         "experiments": experiments,
+        **({"tuning": tuning} if tuning else {}),
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }

@@ -67,7 +67,7 @@ def _build_tables(cfg: BenchmarkConfig, storage_cfg: StorageConfig, root: str, p
     storage = Storage(storage_cfg)
     t = build_benchmark(cfg, storage)
     files: Dict[str, Any] = {}
-    for name in ("corpus", "queries", "quarantine", "provided"):
+    for name in ("corpus", "queries", "quarantine", "provided", "dev"):
         table = getattr(t, name)
         if table is not None:
             files[name] = write_table_committed(storage, root, f"{prefix}/{name}.parquet", table)
@@ -124,6 +124,8 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         _check_golds(ctx, snap, built["extra"].get("golds") or [], cfg.benchmark.queries)
         counts = {"passages": snap["rows"]["kept"], "queries": built["languages"], "queries_total": sum(built["languages"].values()),
                   "quarantined": snap["rows"]["quarantined"] + files["quarantine"]["rows"], "provided": files.get("provided", {}).get("rows", 0)}
+        if "dev" in files:  # absent without a dev split, so such a manifest is as before
+            counts["dev"] = files["dev"]["rows"]
         s["rows"] = counts["passages"] + counts["queries_total"]
         snapshot_file = f"corpus/snapshots/{snap['snapshot']}.json"
         m = led.publish(fp, BenchmarkManifest(
@@ -161,3 +163,9 @@ def _check_golds(ctx: Context, snap: Dict[str, Any], golds: List[str], where: st
 def load_queries(ctx: Context) -> pa.Table:
     """The evaluated questions (small: they stay in the driver), verified against the benchmark manifest."""
     return read_table_verified(ctx.storage, ctx.root, ctx.bench["files"]["queries"], where="the benchmark manifest")
+
+
+def load_dev(ctx: Context) -> Optional[pa.Table]:
+    """The dev questions (``benchmark.dev_fraction``), verified; None when the benchmark has none."""
+    rec = ctx.bench["files"].get("dev")
+    return None if rec is None else read_table_verified(ctx.storage, ctx.root, rec, where="the benchmark manifest")
