@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import read_verified, write_committed
 from ..store.ledger import Ledger, fingerprint
 from .context import PIPELINE_VERSION, Context
@@ -96,7 +97,7 @@ class ResultStore:
                 sk = search_key(indexes[name], qsha, cfg.search.top_k, cfg.index.metric)
                 self.keys[search_label(qset, name)] = sk
                 self.keys[eval_label(qset, name)] = fingerprint({
-                    "search": sk, "questions": ctx.bench["files"]["queries"]["sha256"], "corpus": ctx.snapshot["corpus_hash"],
+                    "search": sk, "questions": ctx.bench["files"][DEV_QUERY_SET if qset == DEV_QUERY_SET else "queries"]["sha256"], "corpus": ctx.snapshot["corpus_hash"],
                     "system": name, "qset": qset, "metrics": metric_settings})
         self.fp = fingerprint(self.keys)
         plan = plan_stage(self.ledger, self.fp, self.keys, ctx.resume)
