@@ -27,8 +27,13 @@ demo: env
 smoke: env
 	$(BIN)/xqg-ray run conf/smoke.yaml
 
+# Two pytest workers, whole files each (module fixtures such as the bench scripts' runs stay in
+# one process): most of the suite's seconds are Ray clusters and subprocess drivers starting,
+# which leave a core idle.  TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 test: env
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf out .pytest_cache
