@@ -27,7 +27,7 @@ from xqg_ray.config import ConfigError, GeneratorConfig, RunConfig, SystemConfig
 from xqg_ray.config.validate import problems
 from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, UNFILTERED
 from xqg_ray.stages.generate import queries_table
-from xqg_ray.stages.query_sources import query_sources, selected_queries
+from xqg_ray.stages.sources import query_sources, selected_queries
 from xqg_ray.store.integrity import VerifiedParquet, write_table_committed
 from xqg_ray.store.ledger import fingerprint
 from xqg_ray.store.storage import Storage

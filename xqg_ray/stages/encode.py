@@ -16,7 +16,7 @@ is the same whatever the window: rows sorted by (kind, id), each generator's
 slot lists as wide as the partition's widest row needs (a pass over the
 generated table finds it), float64 query sums per passage.  A system of a generator's
 kept questions adds a source of its own (``GENERATOR@kept``, read from the stored draws:
-:mod:`xqg_ray.stages.query_sources`); without one, the units and keys are as before filters.
+:mod:`xqg_ray.stages.sources`); without one, the units and keys are as before filters.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_d
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from .plan import Plan, plan_stage
-from .query_sources import query_sources, select_entry, selected_queries
+from .sources import GEN_COLUMNS, PASSAGE_COLUMNS, Source, query_sources, select_entry
 from .reuse import PriorRows, interleave, prior_batches
 from .records import (
     EmbeddingsEntry,
@@ -83,7 +83,7 @@ def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[st
     """label -> the embeddings unit of every partition of ``snapshot`` (no prior version), keyed as the stage keys it.
 
     ``efp``: :func:`encoder_fingerprint`; ``gens``: query source name -> its manifest
-    (:func:`~xqg_ray.stages.query_sources.query_sources`; none: passages only).
+    (:func:`~xqg_ray.stages.sources.query_sources`; none: passages only).
     """
     gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
     out: Dict[str, EncodePartitionUnit] = {}
@@ -367,47 +367,6 @@ class EncodePartition(UnitRunner):
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
             yield p.source, interleave(rows, p.old, p.hit), t.num_rows, int(p.hit.sum())
-
-
-PASSAGE_COLUMNS = ["id", "title", "text", "content_hash"]
-GEN_COLUMNS = ["id", "content_hash", "queries"]
-
-
-@dataclass
-class Source:
-    """One kind of a partition's output and the committed table its rows come from (the corpus or a generator's)."""
-
-    kind: str
-    src: str
-    name: Optional[str]  # the generator; None for passages
-    file: VerifiedParquet
-    columns: List[str]
-    # A selection of the stored draws (query_sources.selected_source); None: the file's rows as they are.
-    select: Optional[Dict[str, Any]] = None
-    width: int = 0  # slots per computed row (generators)
-
-    def batches(self, rows: int) -> Iterator[pa.Table]:
-        """The source's rows (``columns``, sorted by id) a batch at a time."""
-        if self.select is not None:
-            yield from selected_queries(self.file, self.select, rows)
-            return
-        for b in self.file.batches(self.columns, rows):
-            yield pa.Table.from_batches([b])
-
-    def text_counts(self, t: pa.Table) -> np.ndarray:
-        """Texts to encode per row: one passage, or the row's queries."""
-        if self.name is None:
-            return np.ones(t.num_rows, np.int64)
-        return pc.list_value_length(t["queries"]).fill_null(0).to_numpy().astype(np.int64)
-
-    def inputs(self, t: pa.Table, template: str) -> Tuple[List[str], Optional[List[List[str]]]]:
-        """(texts to encode, flattened in row order; each row's query languages, None for passages)."""
-        from ..models.encoder import format_passage
-
-        if self.name is None:
-            return [format_passage(template, a, b) for a, b in zip(t["title"].to_pylist(), t["text"].to_pylist())], None
-        rows = t["queries"].to_pylist()
-        return [q["text"] for qs in rows for q in qs], [[q["lang"] for q in qs] for qs in rows]
 
 
 @dataclass
