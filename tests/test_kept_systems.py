@@ -69,6 +69,40 @@ def test_kept_questions_stream_a_passage_at_a_time_whatever_the_batch(tmp_path, 
         ["d7a", "d7b", "e7a", "e7b"], ["d8b", "d8c", "e8b"], ["d9a", "d9b"]]
 
 
+def test_kept_rows_are_reused_per_passage_like_any_generator(tmp_path, tiny_models):
+    """An encode unit of a kept source, then the next version of its partition (passage 8 changed):
+    only the changed passage's kept questions are encoded again, and the rows equal a fresh unit's."""
+    from xqg_ray.config import EncoderConfig, StorageConfig
+    from xqg_ray.stages.encode import EncodePartition
+    from xqg_ray.stages.records import EncodePartitionUnit
+
+    storage, root = Storage(), str(tmp_path)
+    actor = EncodePartition(root, StorageConfig(), EncoderConfig(model=tiny_models["tiny-bert"], max_passage_length=24, dtype="float32"), 1)
+    select = {"generator": "g", "questions": KEPT, "languages": LANGS, "n": 2}
+    changed = DRAWS.filter(pc.equal(DRAWS["id"], 8)).to_pylist()
+    v2 = pa.Table.from_pylist([r for r in DRAWS.to_pylist() if r["id"] == 7]
+                              + [{**r, "content_hash": "h8-2", "text": r["text"] + "!", "kept": True} for r in changed]
+                              + [r for r in DRAWS.to_pylist() if r["id"] == 9], schema=ATTEMPTS_SCHEMA)
+
+    def unit(tag: str, draws: pa.Table, prior=None) -> dict:
+        corpus = pa.table({"id": pa.array([7, 8, 9], pa.int64()), "title": ["t"] * 3, "text": [f"passage {i} {tag[:2]}" if i == 8 else f"passage {i}" for i in (7, 8, 9)],
+                           "content_hash": sorted(set(draws["content_hash"].to_pylist()), key=lambda h: h[1])})
+        gens = {"g@kept": {"src": "S", "key": tag, "select": select, **write_table_committed(storage, root, f"in/attempts-{tag}.parquet", draws)}}
+        return actor.run_unit(EncodePartitionUnit(stage="embeddings", partition=0, unit="p-00000", key=tag, gens=gens, prior=prior, out=f"embeddings/data/{tag}.parquet",
+                                                  corpus=write_table_committed(storage, root, f"in/corpus-{tag}.parquet", corpus)).to_json())
+
+    first = unit("v1", DRAWS)
+    rows = pq.read_table(tmp_path / first["file"])
+    assert rows["kind"].to_pylist() == ["gen:g@kept"] * 3 + ["passage"] * 3 and rows["count"].to_pylist()[:3] == [4, 3, 2]
+    assert first["counts"] == {"g@kept": {"min": 2, "max": 4, "zero": 0, "passages": 3}}
+    update = unit("v2", v2, prior={k: first[k] for k in ("file", "sha256", "bytes", "rows")})
+    assert update["computed_by_kind"] == {"passage": 1, "gen:g@kept": 1} and update["reused_by_kind"] == {"passage": 2, "gen:g@kept": 2}
+    fresh = unit("v2-fresh", v2)
+    a, b = pq.read_table(tmp_path / update["file"]), pq.read_table(tmp_path / fresh["file"])
+    assert a["count"].to_pylist() == b["count"].to_pylist() == [4, 6, 2, 1, 1, 1]
+    np.testing.assert_allclose(np.stack(a["vector"].to_numpy(zero_copy_only=False)), np.stack(b["vector"].to_numpy(zero_copy_only=False)), rtol=0, atol=1e-6)
+
+
 def _manifest(name: str) -> dict:
     units = [{"partition": p, "key": f"k{p}", "file": f"generated/{name}/data/p-{p}.parquet", "sha256": "d", "bytes": 1, "rows": 3,
               "attempts": {"file": f"generated/{name}/attempts/p-{p}.parquet", "sha256": "a", "bytes": 2, "rows": 14}} for p in (0, 1)]
