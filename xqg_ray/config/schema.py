@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from ..errors import UserError
+from ..schemas import KEPT, UNFILTERED
 
 # Languages named in generator prompts ("Generate a {language} question ...").
 LANGUAGE_NAMES: Dict[str, str] = {
@@ -61,6 +62,9 @@ AGGREGATIONS = ("sum", "mean")  # sum is the paper's
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
 FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
+# Which of a generator's stored questions a system augments with (``systems[].questions``):
+# the first draws (as before filters) or the questions its filters kept; both come from one generation.
+QUESTION_SELECTIONS = (KEPT, UNFILTERED)
 INDEX_METRICS = ("ip", "l2")
 # Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
 # and the kinds whose edits take two units each (a rate above 0.5 cannot be met).
@@ -242,6 +246,11 @@ class SystemConfig:
     n: int = 0
     # sum with unequal query counts per passage is unfair (see README); refuse by default.
     allow_unequal_counts: bool = False
+    # One of QUESTION_SELECTIONS; a generating generator only.  unfiltered by default: every
+    # config written before filters keeps its vectors, keys and stored outputs, and a kept
+    # selection may hold fewer questions (slots its filters left empty), which a `sum` system
+    # refuses unless allow_unequal_counts.  Name `kept` to read the filtered questions.
+    questions: str = UNFILTERED
     # Compared against this system (empty = eval.baseline, or the first baseline of its encoder).
     baseline: str = ""
     sweep: SweepConfig = field(default_factory=SweepConfig)

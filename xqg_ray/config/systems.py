@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List
 
+from ..schemas import UNFILTERED
 from .schema import GENERATING_KINDS, SWEEP_PARAMS, EncoderConfig, RunConfig, SweepConfig, SystemConfig
 
 # The name of the `encoder` section among the encoders (it names no directory);
@@ -52,6 +53,13 @@ def queries_per_language(cfg: RunConfig, s: SystemConfig) -> int:
     """The slots per language ``s``'s generator writes (its n_per_language); 0 for none or provided queries."""
     g = cfg.generators.get(s.generator)
     return g.n_per_language if g is not None and g.kind in GENERATING_KINDS else 0
+
+
+def query_source(s: SystemConfig) -> str:
+    """The queries ``s`` augments with, named as the embeddings name them: its generator's name for
+    the unfiltered selection (the name before filters, so those outputs keep their keys),
+    ``GENERATOR@kept`` for the filtered questions, "" for a baseline."""
+    return s.generator if not s.generator or s.questions == UNFILTERED else f"{s.generator}@{s.questions}"
 
 
 def all_encoders(cfg: RunConfig) -> Dict[str, EncoderConfig]:

@@ -14,8 +14,8 @@ from typing import Any, List, Optional, Sequence
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
     FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS,
-    POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
-    GeneratorConfig, PerturbationConfig, RunConfig, stage_pool,
+    POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError,
+    EncoderConfig, GeneratorConfig, PerturbationConfig, RunConfig, SystemConfig, stage_pool,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
 
@@ -173,6 +173,7 @@ def system_problems(cfg: RunConfig) -> List[str]:
             errs.append(f"{where} uses encoder {s.encoder!r}, not in encoders {sorted(cfg.encoders)}")
         if s.aggregation not in AGGREGATIONS:
             errs.append(f"{where}: aggregation={s.aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
+        errs += question_problems(cfg, s, where)
         if s.generator and not 0.0 <= s.alpha <= 1.0:
             errs.append(f"{where}: alpha must be in [0, 1]")
         if not s.sweep_of and not name_ok(s.name):
@@ -196,6 +197,20 @@ def system_problems(cfg: RunConfig) -> List[str]:
     if cfg.eval.baseline not in names:
         errs.append(f"eval.baseline={cfg.eval.baseline!r} is not a system name ({names})")
     return errs
+
+
+def question_problems(cfg: RunConfig, s: SystemConfig, where: str) -> List[str]:
+    """``questions``: one of QUESTION_SELECTIONS, and other than the default only where there is a
+    filter to select by (a generating generator; provided queries are not filtered)."""
+    bad = choice_problem(f"{where}: questions", s.questions, QUESTION_SELECTIONS)
+    if bad or s.questions == SystemConfig.questions:
+        return _checks(bad)
+    if not s.generator:
+        return [f"{where}: questions={s.questions!r} needs a generator; remove it from the baseline"]
+    g = cfg.generators.get(s.generator)
+    if g is not None and g.kind not in GENERATING_KINDS:
+        return [f"{where}: questions={s.questions!r} needs a generating generator ({s.generator!r} is {g.kind}: its queries are not filtered)"]
+    return []
 
 
 def perturbation_problems(p: PerturbationConfig, where: str = "perturbation") -> List[str]:

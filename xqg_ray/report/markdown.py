@@ -148,14 +148,17 @@ def _stages_section(stages: Mapping[str, Any]) -> list[str]:
 
 
 def _definitions_section(indexes: Mapping[str, Any]) -> list[str]:
-    """What each system is: its generator, aggregation, alpha and queries per passage."""
+    """What each system is: its generator (with the selection of its questions it read: unfiltered
+    or kept), aggregation, alpha and queries per passage."""
     header = ["System", "Encoder", "Generator", "Aggregation", "alpha", "n/language", "Queries/passage (min–max)", "Passages without"]
     rows = []
     for name, ix in indexes.items():
         ix = ix if isinstance(ix, Mapping) else {}
         c = ix.get("query_counts") or {}
         gen = ix.get("generator")
-        rows.append([name, ix.get("encoder_name") or MISSING, gen or "– (E(p) only)", ix.get("aggregation") or MISSING,
+        # Provided queries are not filtered: they (and indexes from before filters) name no selection.
+        sel = f" ({ix['questions']})" if gen and ix.get("questions") else ""
+        rows.append([name, ix.get("encoder_name") or MISSING, f"{gen}{sel}" if gen else "– (E(p) only)", ix.get("aggregation") or MISSING,
                      MISSING if not gen else f"{ix.get('alpha'):g}", MISSING if not gen else (ix.get("n") or "all"),
                      f"{c['min']}–{c['max']}" if c else MISSING, integer(c.get("zero")) if c else MISSING])
     return ["## Systems", ""] + table(header, rows) + [""]

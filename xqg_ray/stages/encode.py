@@ -14,7 +14,9 @@ and texts, each window is encoded and its rows written as the next row group
 of the output, so an actor holds a few windows, never a partition.  The output
 is the same whatever the window: rows sorted by (kind, id), each generator's
 slot lists as wide as the partition's widest row needs (a pass over the
-generated table finds it), float64 query sums per passage.
+generated table finds it), float64 query sums per passage.  A system of a generator's
+kept questions adds a source of its own (``GENERATOR@kept``, read from the stored draws:
+:mod:`xqg_ray.stages.sources`); without one, the units and keys are as before filters.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from .plan import Plan, plan_stage
+from .sources import GEN_COLUMNS, PASSAGE_COLUMNS, Source, query_sources, select_entry
 from .reuse import PriorRows, interleave, prior_batches
 from .records import (
     EmbeddingsEntry,
@@ -83,13 +86,14 @@ def query_set_units(ctx: Context, efp: str, qrec: Dict[str, Any]) -> Dict[str, D
 def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[str, Dict[str, Any]]) -> Dict[str, EncodePartitionUnit]:
     """label -> the embeddings unit of every partition of ``snapshot`` (no prior version), keyed as the stage keys it.
 
-    ``efp``: :func:`encoder_fingerprint`; ``gens``: generator name -> its published manifest (none: passages only).
+    ``efp``: :func:`encoder_fingerprint`; ``gens``: query source name -> its manifest
+    (:func:`~xqg_ray.stages.sources.query_sources`; none: passages only).
     """
     gen_units = {n: {u["partition"]: u for u in gm["units"]} for n, gm in gens.items()}
     out: Dict[str, EncodePartitionUnit] = {}
     for part in snapshot["partitions"]:
         p, label = part["partition"], partition_label(part["partition"])
-        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p])} for n, gm in sorted(gens.items())}
+        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p]), **select_entry(gm)} for n, gm in sorted(gens.items())}
         key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
         out[label] = EncodePartitionUnit(stage=led.stage, partition=p, unit=label, key=key, corpus=file_record(part), gens=gin,
                                          prior=None, out=led.data_rel(label, key))
@@ -106,13 +110,17 @@ class EncodePlan:
     queries: Plan
     qsets: Dict[str, Dict[str, Any]]
     units: List[Record]
+    # Query source name -> its manifest: the generators' and the kept selections some system reads.
+    sources: Dict[str, Dict[str, Any]]
 
 
 def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT_ENCODER) -> EncodePlan:
     """The plans of both ledgers of encoder ``enc`` and the unit plans still to run (partitions, then query sets).
 
-    The public entry point of the stage's planning (``bench/encode.py`` uses it).
+    The public entry point of the stage's planning (``bench/encode.py`` uses it); ``gens``:
+    generator name -> its published manifest.
     """
+    gens = query_sources(ctx.cfg, gens)
     efp = encoder_fingerprint(ctx, enc)
     emb_stage, q_stage = ledger_names(enc)
     led, qled = Ledger(ctx.storage, ctx.root, emb_stage), Ledger(ctx.storage, ctx.root, q_stage)
@@ -139,7 +147,7 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
         units += [EncodeQueriesUnit(stage=q_stage, unit=label, set=by_label[label], key=qsets[by_label[label]]["key"], queries=qsets[by_label[label]].get("queries", qrec),
                                     perturbation=qsets[by_label[label]]["perturbation"], out=qled.data_rel(label, qsets[by_label[label]]["key"]))
                   for label in qplan.todo]
-    return EncodePlan(fp=fp, qfp=qfp, emb=plan, queries=qplan, qsets=qsets, units=units)
+    return EncodePlan(fp=fp, qfp=qfp, emb=plan, queries=qplan, qsets=qsets, units=units, sources=gens)
 
 
 def encode_actor_args(ctx: Context, enc: str = DEFAULT_ENCODER) -> Dict[str, Any]:
@@ -154,6 +162,7 @@ def run_encode(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAULT
     qrec = ctx.bench["files"]["queries"]
     with ctx.timer.stage(emb_stage) as s:
         ep = encode_units(ctx, gens, enc)
+        gens = ep.sources
         m, qm, units = ep.emb.published, ep.queries.published, ep.units
         records: Dict[str, Dict[str, Any]] = dict(ep.emb.resumed)
         qrecords: Dict[str, Dict[str, Any]] = {r["set"]: r for r in ep.queries.resumed.values()}
@@ -277,8 +286,9 @@ class EncodePartition(UnitRunner):
         summaries: Dict[str, List[Dict[str, int]]] = {n: [] for n in names}
         gens = []
         for name in sorted(names, key=gen_kind):  # the file's order: kind, then id ("gen:*" sorts before "passage")
-            g = VerifiedParquet(self.storage, self.root, u.gens[name], where=f"the generated/{name} manifest")
-            src = Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS)
+            sel = u.gens[name].get("select")
+            g = VerifiedParquet(self.storage, self.root, u.gens[name], where=f"the generated/{sel['generator'] if sel else name} manifest")
+            src = Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel)
             src.width = self._slot_width(src, prior)
             gens.append(src)
         passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
@@ -301,8 +311,7 @@ class EncodePartition(UnitRunner):
         w = self.cfg.window_rows
         rows = None if prior is None else PriorRows(prior_batches(prior, source.kind, source.src, w, prior_columns))
         last = None
-        for b in source.file.batches(source.columns, w):
-            t = pa.Table.from_batches([b])
+        for t in source.batches(w):
             if not t.num_rows:
                 continue
             ids = t["id"].to_numpy()
@@ -362,37 +371,6 @@ class EncodePartition(UnitRunner):
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
             yield p.source, interleave(rows, p.old, p.hit), t.num_rows, int(p.hit.sum())
-
-
-PASSAGE_COLUMNS = ["id", "title", "text", "content_hash"]
-GEN_COLUMNS = ["id", "content_hash", "queries"]
-
-
-@dataclass
-class Source:
-    """One kind of a partition's output and the committed table its rows come from (the corpus or a generator's)."""
-
-    kind: str
-    src: str
-    name: Optional[str]  # the generator; None for passages
-    file: VerifiedParquet
-    columns: List[str]
-    width: int = 0  # slots per computed row (generators)
-
-    def text_counts(self, t: pa.Table) -> np.ndarray:
-        """Texts to encode per row: one passage, or the row's queries."""
-        if self.name is None:
-            return np.ones(t.num_rows, np.int64)
-        return pc.list_value_length(t["queries"]).fill_null(0).to_numpy().astype(np.int64)
-
-    def inputs(self, t: pa.Table, template: str) -> Tuple[List[str], Optional[List[List[str]]]]:
-        """(texts to encode, flattened in row order; each row's query languages, None for passages)."""
-        from ..models.encoder import format_passage
-
-        if self.name is None:
-            return [format_passage(template, a, b) for a, b in zip(t["title"].to_pylist(), t["text"].to_pylist())], None
-        rows = t["queries"].to_pylist()
-        return [q["text"] for qs in rows for q in qs], [[q["lang"] for q in qs] for qs in rows]
 
 
 @dataclass

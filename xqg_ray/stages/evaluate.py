@@ -246,7 +246,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
             if e.tune_on == "dev" and dev_per_query else {}
         s["rows"] = len(comparisons)
     # Facts about the systems come from the sealed index manifests, not from the config.
-    facts = ("alpha", "aggregation", "n", "generator", "encoder", "encoder_name", "embeddings", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
+    facts = ("alpha", "aggregation", "n", "generator", "questions", "encoder", "encoder_name", "embeddings", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
     result = {
         "benchmark": {
             "kind": ctx.cfg.benchmark.kind,

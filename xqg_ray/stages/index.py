@@ -23,6 +23,7 @@ import pyarrow as pa
 from ..ids import shard_partitions
 from ..retrieval.augment import AUGMENT_VERSION
 from ..config import ConfigError, StorageConfig, section_dict
+from ..config.schema import GENERATING_KINDS
 from ..store.integrity import (
     read_table_verified,
     staging_path,
@@ -36,7 +37,7 @@ from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
 from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
-from ..config.systems import encoder_label
+from ..config.systems import encoder_label, query_source
 from .context import PIPELINE_VERSION, Context
 
 
@@ -82,9 +83,10 @@ def index_jobs(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
         emb = embs[sysc.encoder]
         emb_units = {u["partition"]: u for u in emb["units"]}
         led = Ledger(ctx.storage, ctx.root, f"index/{sysc.name}")
-        gen_fp = emb["generators"].get(sysc.generator) if sysc.generator else None
+        source = query_source(sysc)  # the generator's unfiltered queries, or GENERATOR@kept
+        gen_fp = emb["generators"].get(source) if sysc.generator else None
         if sysc.generator:
-            _unequal_counts_policy(ctx, sysc, emb["counts"][sysc.generator])
+            _unequal_counts_policy(ctx, sysc, emb["counts"][source])
         config_key = fingerprint({"v": PIPELINE_VERSION, "augment": AUGMENT_VERSION, "sys": index_settings(sysc), "index": section_dict(cfg.index),
                                   "partitions": P, "enc": emb["enc_fp"], "gen": gen_fp})
         fp = fingerprint({"config": config_key, "emb": emb["fingerprint"]})
@@ -102,7 +104,7 @@ def index_jobs(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
         for label in plan.todo:
             s, key, ps = int(label[2:]), keys[label], plan.prior.get(label)
             todo.setdefault((s, sysc.encoder), []).append(ShardSystem(
-                name=sysc.name, generator=sysc.generator, alpha=sysc.alpha, aggregation=sysc.aggregation, n=sysc.n,
+                name=sysc.name, generator=source, alpha=sysc.alpha, aggregation=sysc.aggregation, n=sysc.n,
                 stage=f"index/{sysc.name}", label=label, key=key,
                 out=led.data_rel(label, key, ".faiss"), ids_out=led.data_rel(label, key, ".ids.parquet"),
                 prior={"index": file_record(ps), "ids": ps["ids"]} if ps else None,
@@ -147,11 +149,12 @@ def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
                 encoder_name=encoder_label(sysc.encoder), embeddings=emb["fingerprint"],
                 alpha=sysc.alpha if sysc.generator else 0.0, aggregation=sysc.aggregation if sysc.generator else None,
                 n=sysc.n if sysc.generator else None,
-                generator=sysc.generator or None, query_counts=emb["counts"][sysc.generator] if sysc.generator else None,
+                generator=sysc.generator or None, query_counts=emb["counts"][query_source(sysc)] if sysc.generator else None,
                 corpus_hash=ctx.snapshot["corpus_hash"], snapshot=ctx.snapshot["snapshot"], ntotal=ntotal,
                 changes={k: sum(int(sh.get(k, 0)) for sh in shards if not is_resumed(sh)) for k in ("added", "removed")},
                 modes=sorted({sh.get("mode", "") for sh in shards}),
                 shards=entries(ShardEntry, shards),
+                questions=sysc.questions if sysc.generator and cfg.generators[sysc.generator].kind in GENERATING_KINDS else None,
             ).to_json())
         st["rows"] = sum(sum(int(sh.get("added", 0)) for sh in p.shards.values() if not is_resumed(sh)) for p in pending.values())
         st["reused"] = not jobs

@@ -259,6 +259,7 @@ class ShardEntry(Record):
 class IndexManifest(Record):
     """The ``index/SYSTEM`` manifest."""
 
+    OPTIONAL = frozenset({"questions"})
     config_key: str
     system: Dict[str, Any]
     num_shards: int
@@ -280,6 +281,8 @@ class IndexManifest(Record):
     changes: Dict[str, int]
     modes: List[str]
     shards: List[ShardEntry]
+    # A generating generator's system: which of its questions it read (config.schema.QUESTION_SELECTIONS).
+    questions: Optional[str] = None
 
 
 # -- benchmark ------------------------------------------------------------------
