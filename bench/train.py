@@ -13,10 +13,15 @@ one process with ``--threads`` torch threads each, float32 on CPU:
    worker's pairs streamed from Ray Data, one checkpoint at the last step.
 
 What is compared: pairs/s over the training loop (rank 0's loop time in the
-trainer: reading its batches from Ray Data, the steps and the final
+trainer: reading its batches from Ray Data and the steps, up to the final
 checkpoint; the bare loop's steps).  The trainer's whole call (Ray Train
-start-up, worker and model start, copying the model out) is printed too, and
-is a fixed cost that the loop rate leaves out.  Goal: trainer >= 0.8x bare.
+start-up, worker and model start, the final checkpoint, copying the model out)
+is printed too, and is a fixed cost that the loop rate leaves out; so are the
+loop's time waiting for batches, and the CPU seconds per pair of each arm's
+process (less distorted than wall time when the machine is shared).  Both arms
+run at the driver's priority: the trainer's workers are started at the
+driver's niceness (``trainer.run_config``), not Ray's default +15.  Goal:
+trainer >= 0.8x bare.
 """
 
 from __future__ import annotations
@@ -69,8 +74,8 @@ def squad_pairs(root: Path, limit: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
 
 
-def bare(pairs: pa.Table, enc: EncoderConfig, s: TrainSettings) -> float:
-    """Seconds of a plain loop over the same steps (model load excluded)."""
+def bare(pairs: pa.Table, enc: EncoderConfig, s: TrainSettings) -> tuple:
+    """(seconds, CPU seconds of this process) of a plain loop over the same steps (model load excluded)."""
     import torch
 
     from xqg_ray.training.step import ContrastiveStep
@@ -81,10 +86,10 @@ def bare(pairs: pa.Table, enc: EncoderConfig, s: TrainSettings) -> float:
     model = ContrastiveStep(resolve_model(enc.model).path, enc, s, len(rows))
     cols = {k: np.asarray(texts[k].to_pylist(), dtype=object) for k in ("query", "passage")}
     ids = texts["id"].to_numpy()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, r in enumerate(rows):
         model.step({"query": cols["query"][r], "passage": cols["passage"][r], "id": ids[r]}, i)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -109,7 +114,7 @@ def main() -> None:
     total = (pairs.num_rows // a.batch)
     s = TrainSettings(epochs=1, global_batch=a.batch, lr=2e-5, checkpoint_every=total, torch_threads=a.threads, cpus_per_worker=1)
     trained = total * a.batch
-    t_bare = bare(pairs, enc, s)
+    t_bare, cpu_bare = bare(pairs, enc, s)
     ray.init(num_cpus=max(2, a.threads), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         out = train_encoder(pairs, enc, s, os.path.join(tmp, "ck"), "bench", os.path.join(tmp, "model"))
@@ -119,6 +124,9 @@ def main() -> None:
     print(f"bare loop:     {t_bare:8.2f} s  {r_bare:8.1f} pairs/s")
     print(f"trainer loop:  {out.loop_seconds:8.2f} s  {r_ray:8.1f} pairs/s   (whole call {out.wall_seconds:.1f} s: "
           f"{trained / out.wall_seconds:.1f} pairs/s with start-up)")
+    print(f"trainer loop:  {out.read_seconds:8.2f} s waiting for batches, {out.step_seconds:.2f} s in steps")
+    print(f"CPU seconds per pair: bare {cpu_bare / trained:.3f}, trainer worker {out.cpu_seconds / trained:.3f}")
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))  # the machine is shared
     print(f"ratio trainer/bare: {r_ray / r_bare:.2f}x")
 
 

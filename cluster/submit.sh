@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Submit the xQG job to a running Ray cluster (`ray up -y cluster/aws-gpu.yaml` first).
 #   cluster/submit.sh conf/xor-tydi.yaml output_dir=s3://your-bucket/xqg-ray/runs/2026-11-22
+#   cluster/submit.sh conf/xor-tydi-train.yaml output_dir=...   # + the encoder trained on the questions
 # Prints the submission id and returns; follow it with
 #   ray job status|logs --follow|stop SUBMISSION_ID
 # RAY_ADDRESS defaults to the dashboard of a `ray up` cluster forwarded to this

@@ -12,8 +12,11 @@ import hashlib
 import re
 import shlex
 import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -239,3 +242,137 @@ def test_cluster_docs_name_existing_files():
     named = set(re.findall(r"\b((?:conf|cluster|jobs)/[\w.-]+\.(?:yaml|py|sh))\b", doc))
     assert {"conf/xor-tydi.yaml", "cluster/aws-gpu.yaml", "cluster/rayjob.yaml", "cluster/submit.sh"} <= named
     assert [n for n in sorted(named) if not (REPO / n).is_file()] == []
+
+
+# -- training at XOR-TyDi scale (conf/xor-tydi-train.yaml) ----------------------------
+
+TRAIN_CONF = REPO / "conf" / "xor-tydi-train.yaml"
+# What a node of each GPU group offers Ray: the launcher's g5.2xlarge (detected from
+# the instance type: 8 vCPU, 1 A10G) and the KubeRay `gpu` pod (its limits).
+G5_2XLARGE = {"CPU": 8, "GPU": 1}
+
+
+def _train_conf() -> dict:
+    return yaml.safe_load(TRAIN_CONF.read_text())
+
+
+def _training(raw: dict):
+    """(settings, the entry's own keys) of the one training in ``raw``."""
+    from xqg_ray.training.settings import TrainSettings, validate_settings
+
+    (entry,) = raw["trainings"].values()
+    own = {k: entry[k] for k in ("encoder", "pairs", "questions")}
+    return validate_settings(TrainSettings(**{k: v for k, v in entry.items() if k not in own})), own
+
+
+def test_training_config_is_xor_tydi_plus_the_trained_systems():
+    base, train = yaml.safe_load((REPO / "conf" / "xor-tydi.yaml").read_text()), _train_conf()
+    shared = ("benchmark", "corpus", "encoder", "generators", "index", "search", "eval", "ray", "storage")
+    assert {k: train[k] for k in shared} == {k: base[k] for k in shared}
+    assert set(train) == set(base) | {"trainings", "encoders"}
+    assert train["output_dir"] == BUCKET + "xqg-ray/runs/xor-tydi-train" != base["output_dir"]
+    assert train["systems"][:2] == base["systems"]
+    assert [(s["name"], s.get("encoder", ""), s.get("generator", "")) for s in train["systems"]] == [
+        ("baseline", "", ""), ("xqg", "", "mt5"), ("trained", "trained", ""), ("trained-xqg", "trained", "mt5")]
+    assert train["systems"][3]["alpha"] == 0.01 and train["systems"][3]["aggregation"] == "sum"
+    assert list(train["trainings"]) == ["mt5-trained"]
+    # The trained encoder is the base encoder's shape with the artifact's weights.
+    assert train["encoders"]["trained"] == {**base["encoder"], "model": "trained:mt5-trained"}
+    # Every field of the training is a TrainSettings field or one of the entry's own three:
+    # a misspelt key fails here before the schema (RunConfig.trainings) rejects it.
+    s, own = _training(train)
+    assert own == {"encoder": "", "pairs": "mt5", "questions": "kept"}
+    assert (s.epochs, s.global_batch, s.lr, s.warmup_steps, s.temperature, s.seed) == (1, 32, 2e-5, 1000, 0.05, 0)
+    assert (s.num_workers, s.use_gpu, s.cpus_per_worker, s.gpus_per_worker) == (1, True, 4, 1)
+    assert (s.checkpoint_every, s.keep_checkpoints, s.torch_threads) == (2000, 2, 0)
+
+
+def test_training_config_loads_once_the_train_schema_is_in():
+    from xqg_ray.config import RunConfig, load_config
+
+    if "trainings" not in RunConfig.__dataclass_fields__:
+        pytest.skip("RunConfig.trainings (the train stage's schema) is not in this checkout yet")
+    cfg = load_config(str(TRAIN_CONF))
+    assert list(cfg.trainings) == ["mt5-trained"]
+    assert cfg.encoders["trained"].model == "trained:mt5-trained"
+
+
+def test_training_fits_the_gpu_groups():
+    s, _ = _training(_train_conf())
+    launcher = _load("aws-gpu.yaml")["available_node_types"]["gpu_worker"]
+    assert launcher["node_config"]["InstanceType"] == "g5.2xlarge"
+    # Its workers run in sequence after generation, on the GPU group the pools used.
+    assert s.num_workers * s.gpus_per_worker <= launcher["max_workers"] * G5_2XLARGE["GPU"]
+    assert s.gpus_per_worker <= G5_2XLARGE["GPU"] and s.cpus_per_worker <= G5_2XLARGE["CPU"]
+    groups = {g["groupName"]: g for g in _load("rayjob.yaml")["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert s.num_workers * s.gpus_per_worker <= groups["gpu"]["maxReplicas"] * limits["nvidia.com/gpu"]
+    assert s.gpus_per_worker <= limits["nvidia.com/gpu"] and s.cpus_per_worker <= int(limits["cpu"])
+
+
+def test_training_asks_ray_train_for_gpus_nccl_and_s3_checkpoints(monkeypatch):
+    """What train_encoder hands Ray Train for the XOR-TyDi training, captured before fit() (no GPU, no S3, no Ray)."""
+    import ray.data
+    import ray.train.torch
+
+    from xqg_ray.config import EncoderConfig, StorageConfig
+    from xqg_ray.store.storage import Storage
+    from xqg_ray.training.pairs import PAIRS_SCHEMA
+    from xqg_ray.training.run import checkpoints_path
+    from xqg_ray.training.trainer import train_encoder
+
+    raw = _train_conf()
+    s, _ = _training(raw)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class FakeTrainer:
+        def __init__(self, fn, **kw):
+            seen.append(kw)
+
+        def fit(self):
+            raise Stop()
+
+    monkeypatch.setattr(ray.data, "from_arrow", lambda tables: tables)
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    n = 2 * s.global_batch
+    pairs = pa.Table.from_pylist([{"id": i, "content_hash": f"h{i}", "title": "", "text": f"passage {i}", "lang": "ar",
+                                   "query": f"q{i}", "qid": None, "source": "gen:mt5"} for i in range(n)], schema=PAIRS_SCHEMA)
+    root = checkpoints_path(raw["output_dir"], "mt5-trained")
+    assert root == BUCKET + "xqg-ray/runs/xor-tydi-train/trained/mt5-trained/checkpoints"
+    storage = Storage(StorageConfig(**raw["storage"]))
+    for settings in (s, replace(s, use_gpu=False)):
+        with pytest.raises(Stop):
+            train_encoder(pairs, EncoderConfig(**raw["encoder"]), settings, root, "key16", "/nonexistent", storage)
+    gpu, cpu = seen
+    assert (gpu["scaling_config"].num_workers, gpu["scaling_config"].use_gpu) == (1, True)
+    assert gpu["scaling_config"].resources_per_worker == {"CPU": 4, "GPU": 1}
+    assert (gpu["torch_config"].backend, cpu["torch_config"].backend) == ("nccl", "gloo")
+    assert cpu["scaling_config"].resources_per_worker == {"CPU": 4}
+    rc = gpu["run_config"]
+    assert (rc.storage_path, rc.name) == ("your-bucket/xqg-ray/runs/xor-tydi-train/trained/mt5-trained/checkpoints", "key16")
+    assert rc.storage_filesystem.region == "us-east-1" and rc.checkpoint_config.num_to_keep == 2
+    # Training workers at the driver's priority, not Ray's default +15 (bench/train.py).
+    assert rc.worker_runtime_env == {"env_vars": {"RAY_worker_niceness": "0"}}
+
+
+def test_cluster_dependencies_cover_what_training_imports():
+    """Every third-party module xqg_ray/training imports comes with the cluster's pip list (or a package it needs)."""
+    import ast
+    import importlib.metadata as md
+
+    imported = set()
+    for f in sorted((REPO / "xqg_ray" / "training").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third = sorted(m for m in imported if m not in sys.stdlib_module_names)
+    assert third == ["numpy", "pyarrow", "ray", "safetensors", "torch", "transformers"]
+    pip = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in _other_deps()}
+    transitive = {re.split(r"[<>=\[ ;(]", r)[0].lower() for p in pip for r in (md.requires(p) or []) if "extra ==" not in r}
+    # ray: the images' own (rayproject/ray:2.60.0); Ray Train needs nothing of ray[train] that data/default lack here.
+    assert [m for m in third if m != "ray" and m not in pip | transitive] == []

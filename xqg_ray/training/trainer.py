@@ -60,6 +60,9 @@ class TrainOutcome:
     losses: List[float] = field(default_factory=list)  # global loss of every step, from step 0
     loop_seconds: float = 0.0  # rank 0's training loop in this call (steps + checkpoints, no start-up)
     wall_seconds: float = 0.0  # the whole call on the driver (Ray Train start-up, model loads, copy-out)
+    read_seconds: float = 0.0  # of loop_seconds: waiting for batches from Ray Data
+    step_seconds: float = 0.0  # of loop_seconds: the optimiser steps (the rest: checkpoints before the last)
+    cpu_seconds: float = 0.0  # CPU time of rank 0's process over its loop (all threads)
 
     @property
     def pairs_per_s(self) -> float:
@@ -113,7 +116,11 @@ def train_loop(config: Dict[str, Any]) -> None:
     b = s.global_batch // world
     shard = ray.train.get_dataset_shard(f"w{rank}")
     t0 = time.perf_counter()
+    # Where the loop's time goes (this call): waiting for batches, steps, checkpoints.
+    spent = {"read_seconds": 0.0, "step_seconds": 0.0, "checkpoint_seconds": 0.0}
+    c0 = time.process_time()  # this worker process's CPU (all its threads): a measure a loaded machine distorts less
     done = start
+    t_mark = t0
     for i, batch in enumerate(shard.iter_batches(batch_size=b, batch_format="numpy", prefetch_batches=2)):
         if i < start:  # steps the checkpoint already holds: their rows are read, not trained on
             continue
@@ -121,11 +128,15 @@ def train_loop(config: Dict[str, Any]) -> None:
             break
         if not (batch["step"] == i).all():
             raise RuntimeError(f"worker {rank}: the batch read as step {i} holds rows of steps {sorted(set(batch['step'].tolist()))}")
+        t_step = time.perf_counter()
+        spent["read_seconds"] += t_step - t_mark
         state["losses"].append(model.step(batch, i))
         done = i + 1
+        t_mark = time.perf_counter()
+        spent["step_seconds"] += t_mark - t_step
         if done % s.checkpoint_every == 0 or done == total:
-            loop = time.perf_counter() - t0
-            state.update(step=done, resumed_from=start, loop_seconds=loop)
+            loop = t_mark - t0
+            state.update(step=done, resumed_from=start, loop_seconds=loop, cpu_seconds=time.process_time() - c0, **spent)
             metrics = {"step": done, "resumed_from": start, "loss": state["losses"][-1], "loop_seconds": loop}
             if rank == 0:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +144,9 @@ def train_loop(config: Dict[str, Any]) -> None:
                     ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
             else:
                 ray.train.report(metrics, checkpoint=None)
+            t_after = time.perf_counter()
+            spent["checkpoint_seconds"] += t_after - t_mark
+            t_mark = t_after
     if done != total:
         raise RuntimeError(f"worker {rank} trained to step {done} of {total}: its pairs ended early")
 
@@ -148,7 +162,15 @@ def run_config(storage_path: str, name: str, settings: TrainSettings, storage: O
         storage_path = storage_path[len("s3://"):]
     else:
         storage_path = os.path.abspath(storage_path)
-    return RunConfig(name=name, storage_path=storage_path, checkpoint_config=CheckpointConfig(num_to_keep=settings.keep_checkpoints), **kw)
+    # Ray starts its worker processes 15 nice levels below the raylet (its
+    # worker_niceness, so a busy node keeps its driver and raylet responsive).  A
+    # training worker is the run's one long CPU-bound process: at +15 it got a
+    # fraction of the CPU a bare loop gets on a shared machine (bench/train.py: 0.72x
+    # at load 38).  Same priority as the driver; on a dedicated node it changes nothing.
+    # (Ray's job manager sets the same variable for job drivers.)
+    workers = {"env_vars": {"RAY_worker_niceness": "0"}}
+    return RunConfig(name=name, storage_path=storage_path, checkpoint_config=CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+                     worker_runtime_env=workers, **kw)
 
 
 def train_encoder(pairs: pa.Table, encoder: EncoderConfig, settings: TrainSettings, storage_path: str, name: str,
@@ -204,7 +226,9 @@ def train_encoder(pairs: pa.Table, encoder: EncoderConfig, settings: TrainSettin
     resumed = int(state.get("resumed_from", 0))
     return TrainOutcome(model_dir=model_dir, steps=int(state["step"]), resumed_from=resumed,
                         pairs=(total // s.epochs) * s.global_batch, epochs=s.epochs, global_batch=s.global_batch, losses=list(state["losses"]),
-                        loop_seconds=float(state.get("loop_seconds", 0.0)), wall_seconds=time.perf_counter() - t_wall)
+                        loop_seconds=float(state.get("loop_seconds", 0.0)), wall_seconds=time.perf_counter() - t_wall,
+                        read_seconds=float(state.get("read_seconds", 0.0)), step_seconds=float(state.get("step_seconds", 0.0)),
+                        cpu_seconds=float(state.get("cpu_seconds", 0.0)))
 
 
 __all__ = ["BLOCK_ROWS", "TrainError", "TrainOutcome", "run_config", "train_encoder", "train_loop", "worker_tables"]
