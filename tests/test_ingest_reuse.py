@@ -266,3 +266,18 @@ def test_s3_update_reads_only_the_changed_object(s3_endpoint, ray_local, tmp_pat
     assert m["inputs"]["partitions_reused"] == [p for p in range(P) if p not in touched]
     scratch, _, _ = ingest("s3://xqg-ingest/reuse/scratch", prefix, {}, storage_cfg=cfg)
     assert content(m) == content(scratch)
+
+
+def test_quarantine_moves_with_the_chunk_numbers(base, tmp_path: Path) -> None:
+    """A new first file with only a bad row: f0's quarantine goes from reducer 0 to 1 (chunk c -> c % P),
+    so partitions 0 and 1 are reduced again although none of their clean rows changed."""
+    d0, _, _, cache0 = base
+    d, root = copy(base, tmp_path)
+    parent, cache, _ = ingest(root, d, rebase(cache0, d0, d))
+    assert [(r["partition"], (r["quarantine"] or {}).get("rows")) for r in parent["inputs"]["partitions"][:2]] == [(0, 1), (1, None)]
+    (d / "a.jsonl").write_bytes(jl("only-bad", " ") + b"\n")
+    m, _, _ = ingest(root, d, cache, parent=parent)
+    assert m["inputs"]["parsed"] == [str(d / "a.jsonl")]
+    assert m["inputs"]["partitions_reused"] == list(range(2, P))
+    assert [(r["partition"], (r["quarantine"] or {}).get("rows")) for r in m["inputs"]["partitions"][:2]] == [(0, 1), (1, 1)]
+    check_rebuild(tmp_path, d, m, root)
