@@ -199,6 +199,7 @@ def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str]
     staging = f"corpus/staging/{token}"  # deterministic: a rerun of the same plan overwrites the same names
     for c in plan:
         c["out"] = chunk_out(keys[c["file_idx"]], c["part"], staging, c["chunk"])
+        c["kept"] = keys[c["file_idx"]] is not None
     try:
         stats = _chunk_stats(storage_cfg, root, plan, reused, num_partitions, num_cpus, max_passage_chars)
         _check_unchanged(storage, watch)
