@@ -155,7 +155,7 @@ def read_chunk_group(storage: Storage, root: str, rel: str, row_group: int, file
     """One partition's clean candidates of one chunk file (only that row group's bytes), with ``file_idx``."""
     fs, path = storage.resolve(join(root, rel))
     with fs.open_input_file(path) as f:
-        t = pq.ParquetFile(f).read_row_group(row_group)
+        t = pq.ParquetFile(f).read_row_group(row_group, use_threads=False)  # one task per partition is the parallelism
     return _with_file_idx(t, file_idx, STAGED_SCHEMA)
 
 
