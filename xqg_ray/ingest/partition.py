@@ -2,12 +2,16 @@
 
 Map, run as Ray Data tasks: a chunk of the plan is parsed with the shared row
 rules into clean candidates and quarantine rows.  Clean candidates are cut by
-partition ``id % P`` and staged as one Arrow IPC *file* per chunk holding
-exactly P record batches (batch p = partition p), so the reducer of p reads
-just its batch (random access: on S3 only those bytes) -- no Ray Data hash
-shuffle, which was measured slow here, and one staging object per chunk
-rather than one per (chunk, partition).  Quarantine rows of chunk c are staged
-beside it and merged by reducer ``c % P``.
+partition ``id % P`` and written as one Parquet file per chunk with one row
+group per non-empty partition (:data:`CHUNK_SCHEMA`, partitions in order), so
+the reducer of p reads just its row group (random access: on S3 only those
+bytes) -- no Ray Data hash shuffle, which was measured slow here.  Quarantine
+rows of chunk c are written beside it and merged by reducer ``c % P``.  The
+chunk files of a fingerprinted input file are kept (``corpus/inputs/``, see
+:mod:`.reuse`) so that an update reuses them instead of parsing the file again;
+the others are staging, removed after the ingest.  Neither holds the file
+index: the reducer is told each chunk's current index, so a kept chunk serves
+any later file order.
 
 Reduce, one Ray task per partition: applies the duplicate rule across files
 and chunks (the smallest (file index, line) wins, as in the single-process
@@ -30,7 +34,7 @@ import pyarrow.parquet as pq
 
 from ..config import StorageConfig
 from ..ids import seed_for
-from ..store.integrity import read_table_verified, sha256_bytes, table_bytes, write_committed
+from ..store.integrity import read_table_verified, read_verified, sha256_bytes, table_bytes, write_committed
 from ..store.storage import Storage, join
 from .readers import (
     CLEAN_SCHEMA,
@@ -61,12 +65,8 @@ def partition_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def staged_clean(staging: str, chunk: int) -> str:
-    return f"{staging}/c{chunk:06d}.arrow"
-
-
-def staged_quarantine(staging: str, chunk: int) -> str:
-    return f"{staging}/q{chunk:06d}.arrow"
+# A chunk's clean candidates as kept on disk: the staged row without its file index.
+CHUNK_SCHEMA = pa.schema([f for f in STAGED_SCHEMA if f.name != "file_idx"])
 
 
 def parse_chunk(storage: Storage, c: Dict[str, Any], max_passage_chars: int = MAX_PASSAGE_CHARS) -> Collector:
@@ -91,23 +91,32 @@ def parse_chunk(storage: Storage, c: Dict[str, Any], max_passage_chars: int = MA
     return col
 
 
-def _ipc_file(groups: List[pa.Table], schema: pa.Schema) -> bytes:
-    """An Arrow IPC file with exactly one record batch per table in ``groups`` (empty ones too)."""
-    sink = io.BytesIO()
-    with pa.ipc.new_file(sink, schema) as w:
+def chunk_parquet(groups: List[pa.Table], kept: bool) -> bytes:
+    """One Parquet file, one row group per non-empty table of ``groups`` (in order).
+
+    No dictionaries (the strings are nearly all distinct: a dictionary only costs
+    time); a kept chunk is LZ4-compressed (about half the bytes, measured at a
+    third of zstd's write + read CPU), a staged one is not compressed at all.
+    """
+    buf = io.BytesIO()
+    with pq.ParquetWriter(buf, CHUNK_SCHEMA, compression="lz4" if kept else "none", use_dictionary=False) as w:
         for t in groups:
-            batches = t.combine_chunks().to_batches()
-            w.write_batch(batches[0] if batches else
-                          pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema))
-    return sink.getvalue()
+            if t.num_rows:
+                w.write_table(t.select(CHUNK_SCHEMA.names).cast(CHUNK_SCHEMA), row_group_size=t.num_rows)
+    return buf.getvalue()
 
 
-def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str, staging: str,
-                num_partitions: int, max_passage_chars: int = MAX_PASSAGE_CHARS) -> Dict[str, Any]:
-    """Ray Data UDF: parse the chunk(s) in ``batch``, stage the rows, return small per-chunk stats."""
+def row_group_of(counts: List[int], p: int) -> int:
+    """The row group holding partition ``p`` in a chunk file whose partitions have ``counts`` rows."""
+    return sum(1 for c in counts[:p] if c)
+
+
+def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str, num_partitions: int,
+                max_passage_chars: int = MAX_PASSAGE_CHARS) -> Dict[str, Any]:
+    """Ray Data UDF: parse the chunk(s) in ``batch``, write their rows at the spec's ``out`` paths, return small per-chunk stats."""
     storage = Storage(storage_cfg)
     out: Dict[str, List[Any]] = {"chunk": [], "rows_read": [], "blank_lines": [], "quarantined": [], "counts": [],
-                                 "error": []}
+                                 "clean": [], "q": [], "error": []}
     for spec in batch["spec"]:
         c = json.loads(spec)
         try:
@@ -115,34 +124,46 @@ def parse_batch(batch: Dict[str, Any], *, storage_cfg: StorageConfig, root: str,
         except CorpusError as e:
             # Returned as data: Ray Data would wrap the exception and append retry advice to its message.
             for k, v in (("chunk", c["chunk"]), ("rows_read", 0), ("blank_lines", 0), ("quarantined", 0),
-                         ("counts", "[]"), ("error", str(e))):
+                         ("counts", "[]"), ("clean", "null"), ("q", "null"), ("error", str(e))):
                 out[k].append(v)
             continue
         clean = col.clean_table()
         part = clean.column("id").to_numpy() % num_partitions if clean.num_rows else np.zeros(0, np.int64)
         counts = np.bincount(part, minlength=num_partitions)
+        clean_rec = q_rec = None
         if clean.num_rows:
             order = np.argsort(part, kind="stable")  # keeps line order inside each partition
             grouped = clean.take(pa.array(order))
             bounds = np.concatenate([[0], np.cumsum(counts)])
             groups = [grouped.slice(bounds[p], counts[p]) for p in range(num_partitions)]
-            storage.write_bytes(join(root, staged_clean(staging, c["chunk"])), _ipc_file(groups, STAGED_SCHEMA))
-        q = col.quarantine_table(with_file_idx=True)
+            clean_rec = write_committed(storage, root, c["out"] + ".parquet", chunk_parquet(groups, c["kept"]))
+        q = col.quarantine_table()
         if q.num_rows:
-            storage.write_bytes(join(root, staged_quarantine(staging, c["chunk"])), _ipc_file([q], STAGED_Q_SCHEMA))
+            q_rec = write_committed(storage, root, c["out"] + "-q.parquet", table_bytes(q.cast(QUARANTINE_SCHEMA)))
         for k, v in (("chunk", c["chunk"]), ("rows_read", col.rows_read), ("blank_lines", col.blank_lines),
-                     ("quarantined", q.num_rows), ("counts", json.dumps(counts.tolist())), ("error", "")):
+                     ("quarantined", q.num_rows), ("counts", json.dumps(counts.tolist())),
+                     ("clean", json.dumps(clean_rec)), ("q", json.dumps(q_rec)), ("error", "")):
             out[k].append(v)
     return out
 
 
-def _read_ipc(storage: Storage, uri: str, batch: Optional[int] = None) -> pa.Table:
-    fs, path = storage.resolve(uri)
+def _with_file_idx(t: pa.Table, file_idx: int, schema: pa.Schema) -> pa.Table:
+    return t.append_column("file_idx", pa.array(np.full(t.num_rows, file_idx, np.int32))).select(schema.names).cast(schema)
+
+
+def read_chunk_group(storage: Storage, root: str, rel: str, row_group: int, file_idx: int) -> pa.Table:
+    """One partition's clean candidates of one chunk file (only that row group's bytes), with ``file_idx``."""
+    fs, path = storage.resolve(join(root, rel))
     with fs.open_input_file(path) as f:
-        r = pa.ipc.open_file(f)
-        if batch is not None:
-            return pa.Table.from_batches([r.get_batch(batch)])
-        return r.read_all()
+        t = pq.ParquetFile(f).read_row_group(row_group, use_threads=False)  # one task per partition is the parallelism
+    return _with_file_idx(t, file_idx, STAGED_SCHEMA)
+
+
+def read_chunk_quarantine(storage: Storage, root: str, rel: str, file_idx: int) -> pa.Table:
+    fs, path = storage.resolve(join(root, rel))
+    with fs.open_input_file(path) as f:
+        t = pq.read_table(f)
+    return _with_file_idx(t, file_idx, STAGED_Q_SCHEMA)
 
 
 def dedup(staged: pa.Table, files: List[str]) -> Tuple[pa.Table, pa.Table]:
@@ -201,8 +222,13 @@ def _changes(new: pa.Table, old: Optional[pa.Table]) -> Dict[str, int]:
             "removed": len(old_ids) - len(oi), "unchanged": unchanged}
 
 
-def reduce_partition(storage_cfg: StorageConfig, root: str, staging: str, p: int, files: List[str],
-                     clean_chunks: List[int], q_chunks: List[int], *, parent_rec: Optional[Dict[str, Any]] = None,
+def verify_partition(storage_cfg: StorageConfig, root: str, rec: Dict[str, Any], where: str) -> None:
+    """Check a reused partition file against its sha256 (bytes only, nothing parsed); raises IntegrityError."""
+    read_verified(Storage(storage_cfg), root, rec, where)
+
+
+def reduce_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[str],
+                     clean_inputs: List[Tuple[str, int, int]], q_inputs: List[Tuple[str, int]], *, parent_rec: Optional[Dict[str, Any]] = None,
                      parent_where: str = "", golds: Optional[List[str]] = None, seed: int = 0,
                      select: int = -1, cut: Optional[Tuple[int, str]] = None, keep_all: bool = True,
                      write_parts: bool = True) -> Dict[str, Any]:
@@ -211,9 +237,11 @@ def reduce_partition(storage_cfg: StorageConfig, root: str, staging: str, p: int
     ``select >= 0`` only reports the ``select`` smallest limit keys of the
     non-gold rows (first pass of the corpus limit) and writes nothing.  In the
     final pass, non-gold rows are kept if ``keep_all`` or their key <= ``cut``.
+    ``clean_inputs``: ``(chunk file, row group, file index)`` of every chunk with rows in ``p``, in input
+    order; ``q_inputs``: ``(quarantine file, file index)`` of the chunks whose quarantine ``p`` merges.
     """
     storage = Storage(storage_cfg)
-    parts = [_read_ipc(storage, join(root, staged_clean(staging, c)), p) for c in clean_chunks]
+    parts = [read_chunk_group(storage, root, rel, rg, fi) for rel, rg, fi in clean_inputs]
     staged = pa.concat_tables(parts) if parts else STAGED_SCHEMA.empty_table()
     winners, dups = dedup(staged, files)
     check_id_collisions(winners)
@@ -251,7 +279,7 @@ def reduce_partition(storage_cfg: StorageConfig, root: str, staging: str, p: int
             rec = {"partition": p, **write_committed(storage, root, rel, partition_bytes(clean)),
                    "rows": clean.num_rows, "digest": digest}
 
-    qparts = [_read_ipc(storage, join(root, staged_quarantine(staging, c))) for c in q_chunks] + [dups]
+    qparts = [read_chunk_quarantine(storage, root, rel, fi) for rel, fi in q_inputs] + [dups]
     q = pa.concat_tables(qparts).sort_by([("file_idx", "ascending"), ("line", "ascending")])
     qrec = None
     if q.num_rows:

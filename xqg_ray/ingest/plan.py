@@ -8,6 +8,10 @@ and TSV header lines, and cuts:
 * a ``.gz`` file into one chunk (gzip cannot be entered in the middle);
 * a Parquet file into runs of whole row groups (row numbers from the footer).
 
+A file whose chunks are reused from the parent snapshot (:mod:`.reuse`) is not
+opened at all: it gets its recorded number of ``reused`` chunks, so the chunk
+numbering (and so which reducer merges which quarantine) is that of a full read.
+
 Exact line numbers (the single-process reader's) come from a parallel pass
 that counts the lines starting in each range; prefix sums per file give each
 range its first line number.  The same pass reports the keys of the first
@@ -64,8 +68,11 @@ def _parquet_chunks(storage: Storage, uri: str, chunk_bytes: int) -> List[Dict[s
 
 
 def make_plan(storage_cfg: StorageConfig, files: List[str], fmt: str, chunk_bytes: int,
-              num_cpus: float) -> List[Dict[str, Any]]:
-    """The chunks of ``files`` in input order, each a JSON-able dict with ``chunk`` and ``file_idx``.
+              num_cpus: float, reused: Optional[Dict[int, int]] = None) -> List[Dict[str, Any]]:
+    """The chunks of ``files`` in input order, each a JSON-able dict with ``chunk``, ``file_idx`` and ``part``
+    (the chunk's index within its file).
+
+    ``reused``: file index -> number of chunks, for the files not to be read (kind ``reused``).
 
     Raises :class:`~xqg_ray.ingest.sources.CorpusError` for a file whose header
     (TSV), footer (Parquet) or first JSON object (JSONL) lacks a required column.
@@ -77,7 +84,9 @@ def make_plan(storage_cfg: StorageConfig, files: List[str], fmt: str, chunk_byte
     for fi, uri in enumerate(files):
         kind = format_of(uri, fmt)
         base = {"file_idx": fi, "uri": uri, "fmt": kind}
-        if kind == "parquet":
+        if reused and fi in reused:
+            parts = [{"kind": "reused"} for _ in range(reused[fi])]
+        elif kind == "parquet":
             parts = _parquet_chunks(storage, uri, chunk_bytes)
         else:
             header = tsv_header(uri, first_line(storage, uri)) if kind == "tsv" else None
@@ -89,7 +98,7 @@ def make_plan(storage_cfg: StorageConfig, files: List[str], fmt: str, chunk_byte
                 size = fs.get_file_info(path).size
                 parts = [{"kind": "range", "start": s, "end": min(s + chunk_bytes, size), "size": size}
                          for s in range(0, size, chunk_bytes)]
-        chunks.extend({**base, **p} for p in parts)
+        chunks.extend({**base, **p, "part": j} for j, p in enumerate(parts))
     for i, c in enumerate(chunks):
         c["chunk"] = i
 

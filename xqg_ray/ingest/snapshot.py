@@ -3,13 +3,18 @@
 Flow (the driver only holds the plan, small per-chunk stats and the manifest):
 
 1. plan (:mod:`.plan`): chunks from file metadata; a parallel line-count pass;
-2. map (Ray Data, :func:`.partition.parse_batch`): each chunk parsed and
-   validated in a worker, its clean rows staged per partition under
-   ``corpus/staging/<plan digest>/``;
+   a file whose fingerprint key the parent snapshot recorded (:mod:`.reuse`)
+   is not opened: its chunks are the parent's;
+2. map (Ray Data, :func:`.partition.parse_batch`): each other chunk parsed and
+   validated in a worker, its clean rows written per partition under
+   ``corpus/inputs/<file key>/`` (a fingerprinted file: kept for the next
+   update) or ``corpus/staging/<plan digest>/``; a parsed file whose size or
+   mtime (ETag) changed meanwhile fails the ingest;
 3. corpus limit, if any: every partition reports its ``limit`` smallest keys,
    the driver picks the threshold (bounded data);
 4. reduce (one Ray task per partition): duplicates, collisions, limit, sort,
-   diff with the parent snapshot, partition file written (or reused);
+   diff with the parent snapshot, partition file written (or reused); a
+   partition whose inputs digest is the parent's is only verified, not reduced;
 5. manifest sealed at ``corpus/snapshots/<snapshot>.json``; staging removed.
 
 Every path in the manifest is relative to ``root`` (the run's output_dir).
@@ -30,9 +35,10 @@ from ..runtime.cluster import current
 from ..runtime.remote import remote_function
 from ..store.integrity import write_sealed
 from ..store.storage import Storage, join
-from .partition import parse_batch, reduce_partition
+from .partition import parse_batch, reduce_partition, verify_partition
 from .plan import make_plan
 from .readers import MAX_PASSAGE_CHARS, check_max_passage_chars
+from .reuse import chunk_out, chunk_stats, file_keys, file_records, inputs_digests, reduce_inputs, reusable_files
 from .sources import CorpusError, list_corpus_files
 
 
@@ -130,14 +136,14 @@ def fingerprint_sources_cached(storage_cfg: StorageConfig, files: List[str], cac
     return Fingerprints(sources=sources, cache=new_cache, hashed=todo)
 
 
-def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dict[str, Any]],
-             num_partitions: int, num_cpus: float, max_passage_chars: int) -> List[Dict[str, Any]]:
+def _run_map(storage_cfg: StorageConfig, root: str, plan: List[Dict[str, Any]], num_partitions: int,
+             num_cpus: float, max_passage_chars: int) -> List[Dict[str, Any]]:
     import ray
 
     items = [{"chunk": c["chunk"], "spec": json.dumps(c)} for c in plan]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         parse_batch, batch_size=1, num_cpus=num_cpus, batch_format="default",
-        fn_kwargs={"storage_cfg": storage_cfg, "root": root, "staging": staging, "num_partitions": num_partitions,
+        fn_kwargs={"storage_cfg": storage_cfg, "root": root, "num_partitions": num_partitions,
                    "max_passage_chars": max_passage_chars},
     )
     stats = sorted(ds.take_all(), key=lambda r: int(r["chunk"]))
@@ -145,7 +151,8 @@ def _run_map(storage_cfg: StorageConfig, root: str, staging: str, plan: List[Dic
     if errors:
         raise CorpusError(errors[0])  # the first bad chunk in input order, as the single-process reader
     return [{"chunk": int(r["chunk"]), "rows_read": int(r["rows_read"]), "blank_lines": int(r["blank_lines"]),
-             "quarantined": int(r["quarantined"]), "counts": json.loads(r["counts"])} for r in stats]
+             "quarantined": int(r["quarantined"]), "counts": json.loads(r["counts"]), "clean": json.loads(r["clean"]),
+             "q": json.loads(r["q"])} for r in stats]
 
 
 def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
@@ -172,8 +179,6 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
 def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
             fmt: str, chunk_bytes: int, parent: Optional[Dict[str, Any]], keep: Optional[KeepSpec],
             sources: Optional[list], num_cpus: float, max_passage_chars: int) -> Dict[str, Any]:
-    import ray
-
     check_max_passage_chars(max_passage_chars)  # here, not in every worker
     if num_partitions < 1:
         raise CorpusError(f"num_partitions must be >= 1, got {num_partitions}")
@@ -186,29 +191,82 @@ def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str]
         keep = None  # corpus_limit <= 0 means "no limit"
     storage = Storage(storage_cfg)
     files = list_corpus_files(storage, inputs, fmt)
-    plan = make_plan(storage_cfg, files, fmt, chunk_bytes, num_cpus)
+    keys = file_keys(files, sources, fmt, chunk_bytes, max_passage_chars, num_partitions)
+    reused = reusable_files(parent, keys)
+    watch = _stamps_before(storage, files, keys, reused, sources)
+    plan = make_plan(storage_cfg, files, fmt, chunk_bytes, num_cpus, {i: len(r["chunks"]) for i, r in reused.items()})
     token = hashlib.sha256(json.dumps([plan, num_partitions], sort_keys=True).encode()).hexdigest()[:16]
     staging = f"corpus/staging/{token}"  # deterministic: a rerun of the same plan overwrites the same names
+    for c in plan:
+        c["out"] = chunk_out(keys[c["file_idx"]], c["part"], staging, c["chunk"])
+        c["kept"] = keys[c["file_idx"]] is not None
     try:
-        return _map_reduce(storage_cfg, storage, root, files, plan, staging, num_partitions, parent, keep,
-                           sources, num_cpus, max_passage_chars, ray)
+        stats = _chunk_stats(storage_cfg, root, plan, reused, num_partitions, num_cpus, max_passage_chars)
+        _check_unchanged(storage, watch)
+        return _reduce(storage_cfg, storage, root, files, keys, set(reused), stats, num_partitions, parent, keep,
+                       sources, num_cpus)
     finally:
         storage.delete(join(root, staging))
         if not storage.list_files(join(root, "corpus/staging")):
             storage.delete(join(root, "corpus/staging"))  # no other ingest is staging here
 
 
-def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, keep, sources, num_cpus, max_chars, ray):
-    stats = _run_map(storage_cfg, root, staging, plan, P, num_cpus, max_chars) if plan else []
+def _stamps_before(storage: Storage, files: List[str], keys: List[Optional[str]], reused: Dict[int, Any],
+                   sources: Optional[list]) -> Dict[str, List[Any]]:
+    """:func:`file_stamp` of each keyed file to be parsed; one that is not the size fingerprinted is an error."""
+    todo = [f for i, f in enumerate(files) if keys[i] is not None and i not in reused]
+    if not todo:
+        return {}
+    size = {s["uri"]: s.get("bytes") for s in sources or []}
+    client = storage.s3_client() if any(f.startswith("s3://") for f in todo) else None
+    stamps = {f: file_stamp(storage, f, client) for f in todo}
+    for f, st in stamps.items():
+        if size.get(f) is not None and st[0] != size[f]:
+            raise CorpusError(f"{redact(f)} changed after its sha256 was taken ({size[f]} bytes then, {st[0]} now): "
+                              "rerun to fingerprint and read it again")
+    return stamps
+
+
+def _check_unchanged(storage: Storage, before: Dict[str, List[Any]]) -> None:
+    """A kept parse must be of the fingerprinted bytes: a file written to while it was read fails the ingest."""
+    if not before:
+        return
+    client = storage.s3_client() if any(f.startswith("s3://") for f in before) else None
+    for f, st in before.items():
+        if file_stamp(storage, f, client) != st:
+            raise CorpusError(f"{redact(f)} changed while the ingest read it: rerun once it is no longer being written")
+
+
+def _chunk_stats(storage_cfg: StorageConfig, root: str, plan: List[Dict[str, Any]], reused: Dict[int, Dict[str, Any]],
+                 P: int, num_cpus: float, max_chars: int) -> List[Dict[str, Any]]:
+    """Every chunk's stats in plan order: parsed now (Ray Data map) or recorded by the parent."""
+    todo = [c for c in plan if c["kind"] != "reused"]
+    parsed = {s["chunk"]: s for s in (_run_map(storage_cfg, root, todo, P, num_cpus, max_chars) if todo else [])}
+    return [chunk_stats(c["chunk"], c["file_idx"], c["part"],
+                        reused[c["file_idx"]]["chunks"][c["part"]] if c["kind"] == "reused" else parsed[c["chunk"]])
+            for c in plan]
+
+
+def _reused_partition(parent_rec: Dict[str, Any], recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """A reduce result for a partition whose inputs are the parent's: the parent's partition, unchanged."""
+    return {"partition": parent_rec["partition"], "record": dict(parent_rec), "digest": parent_rec["digest"],
+            "rows": parent_rec["rows"], "changes": {"added": 0, "changed": 0, "removed": 0, "unchanged": parent_rec["rows"]},
+            "duplicates": recorded["duplicates"], "limited_out": 0, "golds_found": 0, "quarantine": recorded["quarantine"]}
+
+
+def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, parent, keep, sources, num_cpus):
     read = sum(s["rows_read"] for s in stats)
     blank = sum(s["blank_lines"] for s in stats)
     if read == 0:
         raise CorpusError(f"the corpus is empty: 0 rows read from {len(files)} file(s) "
                           f"({blank} blank line(s)): {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}")
     candidates = sum(sum(s["counts"]) for s in stats)
-    clean_chunks = [[s["chunk"] for s in stats if s["counts"][p]] for p in range(P)]
-    q_chunks = [[s["chunk"] for s in stats if s["quarantined"] and s["chunk"] % P == p] for p in range(P)]
+    clean_inputs, q_inputs = reduce_inputs(stats, P)
+    digests = inputs_digests(stats, keys, P, limited=keep is not None)
     parents = {r["partition"]: r for r in parent["partitions"]} if parent is not None else {}
+    recorded = {r["partition"]: r for r in ((parent or {}).get("inputs") or {}).get("partitions", [])}
+    same = [p for p in range(P) if digests[p] is not None and p in parents and parents[p] is not None
+            and (recorded.get(p) or {}).get("inputs") == digests[p]]
     where = f"corpus snapshot {parent['snapshot']}" if parent is not None else ""
     task = remote_function(reduce_partition, num_cpus=num_cpus)
     common = dict(golds=list(keep.golds) if keep else None, seed=keep.seed if keep else 0)
@@ -216,18 +274,22 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
     keep_all, cut, n_extra = True, None, 0
     if keep is not None:
         n_extra = max(0, keep.limit - len(set(keep.golds)))
-        sel = _get_all([task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], [], select=n_extra, **common)
+        sel = _get_all([task.remote(storage_cfg, root, p, files, clean_inputs[p], [], select=n_extra, **common)
                        for p in range(P)], "the corpus partitions' passage selection (benchmark.corpus_limit)")
         if sum(r["nongold"] for r in sel) > n_extra:
             keep_all = False
             best = heapq.nsmallest(n_extra, (k for r in sel for k in r["keys"]))
             cut = tuple(best[-1]) if best else None  # None with keep_all=False: no non-gold row is kept
 
-    results = _get_all([
-        task.remote(storage_cfg, root, staging, p, files, clean_chunks[p], q_chunks[p], parent_rec=parents.get(p),
-                    parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
-        for p in range(P)
-    ], "the corpus partitions' reduce")
+    # A reused partition's file is still verified (a stream of its bytes, no parsing): a reused record must
+    # point at intact bytes.
+    verify = remote_function(verify_partition, num_cpus=num_cpus)
+    refs = {p: verify.remote(storage_cfg, root, parents[p], where) if p in same else
+            task.remote(storage_cfg, root, p, files, clean_inputs[p], q_inputs[p], parent_rec=parents.get(p),
+                        parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
+            for p in range(P)}
+    got = dict(zip(refs, _get_all(list(refs.values()), "the corpus partitions' reduce")))
+    results = [_reused_partition(parents[p], recorded[p]) if p in same else got[p] for p in range(P)]
     quarantine = [r["quarantine"] for r in results if r["quarantine"]]
     n_quarantined = sum(s["quarantined"] for s in stats) + sum(r["duplicates"] for r in results)
     kept = sum(r["rows"] for r in results)
@@ -266,5 +328,14 @@ def _map_reduce(storage_cfg, storage, root, files, plan, staging, P, parent, kee
         # The id above hashes the real URIs; what is written has any presigned token or user:password@ masked.
         "sources": [{**s, "uri": redact(s["uri"])} for s in sources] if sources else sources,
         "limit": limit,
+        # Per input file what its parse gave (reused by the next update); per partition what its reduce read.
+        "inputs": {
+            "files": file_records(files, keys, sources, stats),
+            "partitions": [{"partition": r["partition"], "inputs": d, "duplicates": r["duplicates"],
+                            "quarantine": r["quarantine"]} for r, d in zip(results, digests)],
+            "parsed": [redact(f) for i, f in enumerate(files) if i not in reused_idx],
+            "reused": [redact(f) for i, f in enumerate(files) if i in reused_idx],
+            "partitions_reused": same,
+        },
     }
     return write_sealed(storage, root, f"corpus/snapshots/{snapshot}.json", manifest)
