@@ -168,13 +168,15 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
 
 
 def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
-             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None) -> Dict[str, Any]:
+             index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None,
+             training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
 
     ``results``: query set ("clean" or a perturbation) -> system -> merged (D, I).
     ``store``: the run's results ledger; a (query set, system) it has evaluated
     is copied back from it, every other one is evaluated and committed to it.
-    Returns metrics.json's content.
+    ``training``: the train stage's facts (``stages.train.training_metrics``), metrics.json's
+    ``training`` when the run trained an encoder.  Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
     from ..evaluation.significance import compare
@@ -251,6 +253,8 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
+    if training:
+        result["training"] = training
     result["question_quality"] = question_quality(ctx)
     write_report(ctx.storage, ctx.root, result)  # sets result["plots"]
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)
