@@ -1,8 +1,8 @@
 """The train stage in a run (tiny random models): trained systems beside the baseline, reuse, retrain, leak guard, config errors.
 
-One run trains two encoders (``gen``: the tiny T5's kept questions; ``planted``:
-a provided table holding one evaluated question word for word), a rerun reuses
-both artifacts, and a changed learning rate retrains and re-encodes only its
+One run trains three encoders (``gen``: the tiny T5's kept questions; ``planted``:
+a provided table holding one evaluated question, in capitals; ``human``: the
+held-out human questions), a rerun reuses every artifact, and a changed learning rate retrains and re-encodes only its
 own encoder.
 """
 
@@ -29,15 +29,18 @@ generators:
 encoders:
   t: {model: "trained:gen", pooling: cls}
   p: {model: "trained:planted", pooling: cls}
+  h: {model: "trained:human", pooling: cls}
 trainings:
   gen: {pairs: t5, questions: kept, epochs: 1, global_batch: 8, lr: 0.001, torch_threads: 1, checkpoint_every: 100}
   planted: {pairs: planted, questions: unfiltered, epochs: 1, global_batch: 4, lr: 0.001, torch_threads: 1}
+  human: {pairs: human, epochs: 1, global_batch: 32, lr: 0.001, torch_threads: 1, checkpoint_every: 100}
 systems:
   - {name: baseline}
   - {name: xqg, generator: t5}
   - {name: trained, encoder: t}
   - {name: trained-xqg, encoder: t, generator: t5, baseline: baseline}
   - {name: planted, encoder: p}
+  - {name: human-trained, encoder: h}
 """
 
 
@@ -49,6 +52,7 @@ def write_cfg(tmp: Path, planted: Path) -> Path:
     base["generators"].pop("gpt2")
     base["generators"]["planted"] = extra["generators"]["planted"]
     base.update(encoders=extra["encoders"], trainings=extra["trainings"], systems=extra["systems"])
+    base["benchmark"]["heldout_fraction"] = 0.5  # the held-out human questions: the human training's pairs
     path = tmp / "train.yaml"
     path.write_text(yaml.safe_dump(base, sort_keys=False))
     return path
@@ -82,9 +86,14 @@ def trained_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
 
 def test_trained_systems_run_and_metrics_hold_training(trained_run, shared_datasets):
     tmp, path, out, m = trained_run
-    assert sorted(m["systems"]) == ["baseline", "planted", "trained", "trained-xqg", "xqg"]
+    assert sorted(m["systems"]) == ["baseline", "human-trained", "planted", "trained", "trained-xqg", "xqg"]
     t = m["training"]
-    assert set(t) == {"gen", "planted"}
+    assert set(t) == {"gen", "planted", "human"}
+    # Every held-out human question is a pair or set aside (none is an evaluated one: the benchmark drops those).
+    provided = pq.read_table(out / current(out, "benchmark")["files"]["provided"]["file"])
+    assert t["human"]["pairs"]["source"] == "human" and t["human"]["pairs"]["questions"] is None
+    assert t["human"]["pairs"]["rows"] + sum(t["human"]["pairs"]["set_aside"].values()) == provided.num_rows == 557
+    assert not {"evaluated question", "translation of an evaluated question"} & set(t["human"]["pairs"]["set_aside"])
     # Every kept draw of the tiny T5 (its attempts files) is a pair or set aside with a reason.
     kept = sum(pq.read_table(out / u["attempts"]["file"])["kept"].to_pylist().count(True) for u in current(out, "generated/t5")["units"])
     assert t["gen"]["pairs"]["source"] == "gen:t5" and t["gen"]["pairs"]["questions"] == "kept"
@@ -105,7 +114,7 @@ def test_trained_systems_run_and_metrics_hold_training(trained_run, shared_datas
 def test_rerun_reuses_the_artifacts(trained_run, shared_datasets):
     tmp, path, out, first = trained_run
     again = run(cfg_for(path, out, shared_datasets))
-    assert again["training"]["gen"]["reused"] is True and again["training"]["planted"]["reused"] is True
+    assert all(again["training"][n]["reused"] for n in ("gen", "planted", "human"))
     assert again["training"]["gen"]["key"] == first["training"]["gen"]["key"]
     assert again["stages"]["train"]["reused"] is True and again["stages"]["train"]["rows"] == 0
     assert again["stages"]["encoders/t/embeddings"]["reused"] is True
@@ -120,24 +129,54 @@ def test_changed_setting_retrains_only_its_encoder(trained_run, shared_datasets)
     assert changed["stages"]["train"]["rows"] == first["training"]["gen"]["pairs"]["rows"]
     st = changed["stages"]
     assert st["encoders/t/embeddings"]["reused"] is False
-    assert st["encoders/p/embeddings"]["reused"] is True and st["embeddings"]["reused"] is True
+    assert st["encoders/p/embeddings"]["reused"] is True and st["encoders/h/embeddings"]["reused"] is True
+    assert st["embeddings"]["reused"] is True
 
 
 def test_bad_trained_encoders_are_one_line_config_errors(tmp_path):
     path = write_cfg(tmp_path, tmp_path / "planted.jsonl")
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "encoders.t.model=trained:nope"])
-    assert "  - encoders.t.model='trained:nope': name a training, trained:NAME with NAME in trainings ['gen', 'planted']" in str(e.value)
+    assert "  - encoders.t.model='trained:nope': name a training, trained:NAME with NAME in trainings ['gen', 'human', 'planted']" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "encoders.t.pooling=mean"])
     assert ("  - encoders.t.pooling='mean' differs from encoder.pooling='cls', which trainings.gen trained with; "
             "set pooling: 'cls'") in str(e.value)
     with pytest.raises(ConfigError) as e:
-        load_config(str(path), ["output_dir=x", "trainings.gen.pairs=human"])
-    assert "  - trainings.gen.pairs=human needs held-out human questions: set benchmark.heldout_fraction > 0" in str(e.value)
+        load_config(str(path), ["output_dir=x", "benchmark.heldout_fraction=0"])
+    assert "  - trainings.human.pairs=human needs held-out human questions: set benchmark.heldout_fraction > 0" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "trainings.gen.encoder=t"])
     assert "  - trainings.gen.encoder: encoders.t is itself trained (trained:gen); train from its base instead" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "trainings.gen.colour=red"])
     assert "colour" in str(e.value)
+
+
+def test_training_section_rows_and_holm_across_systems():
+    from xqg_ray.report.training import training_section
+
+    def row(system, metric, diff, p):
+        return {"system": system, "baseline": "baseline", "metric": metric, "lang": "all", "mean_diff": diff, "ci95": [diff - 0.01, diff + 0.01], "p_value": p}
+
+    metrics = {
+        "metric_names": ["R@2kt", "MRR@10"],
+        "systems": {"baseline": {}, "xqg": {}, "trained": {}},
+        "indexes": {"baseline": {"encoder": "tiny:tiny-bert"}, "xqg": {"encoder": "tiny:tiny-bert", "generator": "t5"},
+                    "trained": {"encoder": "trained:gen@" + "a" * 64}},
+        "comparisons": [row("xqg", "R@2kt", 0.01, 0.04), row("xqg", "MRR@10", 0.02, 0.01),
+                        row("trained", "R@2kt", 0.05, 0.03), row("trained", "MRR@10", -0.02, float("nan"))],
+        "question_quality": {"t5": {"filter": {"kept": 160, "draws": 170}}},
+        "stages": {"generated/t5": {"seconds": 12.34, "reused": False}},
+        "training": {"gen": {"pairs": {"source": "gen:t5", "rows": 150}, "cost": {"epochs": 2, "wall_seconds": 30.0, "pairs_per_s": 12.5},
+                             "reused": True}},
+    }
+    lines = training_section(metrics)
+    assert lines[0] == "## Training vs augmentation"
+    body = [ln for ln in lines if ln.startswith("| ") and "---" not in ln]
+    assert body[1:] == [
+        "| baseline | E(p) | – | – | – | – | – | – | – | – | – | – | – | – | – |",
+        "| xqg | augmented by t5 | baseline | +1.0 | [+0.0, +2.0] | 0.060 | +2.0 | [+1.0, +3.0] | 0.010 | 160 | 12.3 | – | – | – | – |",
+        "| trained | trained on gen:t5 | baseline | +5.0 | [+4.0, +6.0] | 0.060 | -2.0 | [-3.0, -1.0] | – | – | – | 150 | 2 | 30.0 (reused) | 12.5 |",
+    ]
+    assert training_section({**metrics, "training": {}}) == []
