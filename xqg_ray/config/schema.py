@@ -65,13 +65,6 @@ QUESTION_SELECTIONS = (KEPT, UNFILTERED)
 HUMAN_PAIRS = "human"
 # An ``encoders`` entry's ``model`` naming the artifact of training NAME: ``trained:NAME``.
 TRAINED_PREFIX = "trained:"
-
-
-def trained_name(model: str) -> Optional[str]:
-    """NAME of a ``trained:NAME`` spec (or of ``trained:NAME@KEY``, the run's pinned form); None for any other."""
-    if not model.startswith(TRAINED_PREFIX):
-        return None
-    return model[len(TRAINED_PREFIX):].split("@", 1)[0]
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
 FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
@@ -87,6 +80,13 @@ CLEAN_QUERY_SET = "clean"
 
 # The credential fields of `storage`: masked wherever the config is saved or shown.
 SECRET_KEYS = ("access_key", "secret_key", "session_token")
+
+
+def trained_name(model: str) -> Optional[str]:
+    """NAME of a ``trained:NAME`` spec (or of ``trained:NAME@KEY``, the run's pinned form); None for any other."""
+    if not model.startswith(TRAINED_PREFIX):
+        return None
+    return model[len(TRAINED_PREFIX):].split("@", 1)[0]
 
 
 @dataclass
