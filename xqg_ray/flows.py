@@ -12,7 +12,6 @@ vectors changed (the ``results/`` ledger, :mod:`xqg_ray.stages.results`).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Dict, Iterator, Tuple
 
 from .arrow_utils import arrow_to_vectors
@@ -31,7 +30,7 @@ from .stages.index import run_index
 from .stages.prepare import load_queries, run_benchmark
 from .stages.results import ResultStore
 from .stages.search import run_search
-from .stages.train import base_view, pin_trained, run_train, training_metrics
+from .stages.train import pin_trained, run_train, training_metrics
 from .store.lock import hold_output
 from .store.storage import Storage, check_writable, join
 from .config.systems import encoders_used
@@ -39,7 +38,7 @@ from .config.systems import encoders_used
 
 @contextmanager
 def _context(cfg: RunConfig, whole_job: bool) -> Iterator[Context]:
-    preflight(base_view(cfg))  # every value that can fail late, before any work (a trained encoder: its base's model)
+    preflight(cfg)  # every value that can fail late, before any work
     storage = Storage(cfg.storage)
     check_writable(storage, cfg.output_dir)  # the bucket exists, the directory can be written
     with hold_output(storage, cfg.output_dir):  # one writer per output directory, until the run ends
@@ -61,8 +60,7 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
     """Run (or resume, or update) the whole job for ``cfg``; returns the contents of metrics.json."""
     with _context(cfg, whole_job=True) as ctx:
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
-        # The index factory can train on the smallest shard, before generation (a trained encoder: its base's dimension).
-        preflight_index(replace(ctx, cfg=base_view(cfg)))
+        preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
         gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
         trained = run_train(ctx, gens)
         # From here on a trained encoder's model is trained:NAME@KEY: its encodings are keyed by the artifact.
