@@ -30,6 +30,7 @@ from .stages.index import run_index
 from .stages.prepare import load_dev, load_queries, run_benchmark
 from .stages.results import ResultStore
 from .stages.search import run_search
+from .stages.train import pin_trained, run_train, training_metrics
 from .store.lock import hold_output
 from .store.storage import Storage, check_writable, join
 from .config.systems import encoders_used
@@ -62,13 +63,16 @@ def run(cfg: RunConfig) -> Dict[str, Any]:
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
         preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
         gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
+        trained = run_train(ctx, gens)
+        # From here on a trained encoder's model is trained:NAME@KEY: its encodings are keyed by the artifact.
+        ctx.cfg = pin_trained(cfg, trained)
         embs, qms = {}, {}
         for enc in encoders_used(cfg):  # one pool per encoder; every encoder reads the same generated queries
             embs[enc], qms[enc] = run_encode(ctx, gens, enc)
         queries, dev = load_queries(ctx), load_dev(ctx)
         indexes = run_index(ctx, embs)
         results, store = search_or_reuse(ctx, indexes, qms, queries, dev)
-        metrics = evaluate(ctx, queries, results, indexes, store, dev=dev)
+        metrics = evaluate(ctx, queries, results, indexes, store, dev=dev, training=training_metrics(cfg, trained))
         store.publish()
         return metrics
 

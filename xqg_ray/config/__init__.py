@@ -7,6 +7,7 @@ the modules behind it are free to move.  By concern:
 * ``load``: YAML + dotlist -> a validated :class:`RunConfig`, and back to YAML;
 * ``validate``: every static check, one line per problem;
 * ``secrets``: :func:`redact` for any text leaving the process, :func:`mask_secrets` for a config;
+* ``validate`` also holds the training checks (``trainings``, ``trained:NAME`` encoders);
 * ``systems``: sweeps, the encoders (:func:`all_encoders`), baselines and comparisons;
 * ``preflight``: checks that need a model's files, FAISS or the corpus (imported
   as ``xqg_ray.config.preflight``: it reaches into the retrieval and stage
@@ -24,6 +25,7 @@ from .schema import (
     FILE_BENCHMARK_KINDS,
     GENERATING_KINDS,
     GENERATOR_KINDS,
+    HUMAN_PAIRS,
     INDEX_METRICS,
     LANGUAGE_NAMES,
     PAIR_KINDS,
@@ -31,8 +33,11 @@ from .schema import (
     POOL_STAGES,
     POOLINGS,
     PROVIDED_KIND,
+    QUESTION_SELECTIONS,
     SECRET_KEYS,
     SWEEP_PARAMS,
+    TRAIN_TARGET_FIELDS,
+    TRAINED_PREFIX,
     WORD_KINDS,
     BenchmarkConfig,
     ConfigError,
@@ -50,7 +55,9 @@ from .schema import (
     StorageConfig,
     SweepConfig,
     SystemConfig,
+    TrainConfig,
     stage_pool,
+    trained_name,
 )
 from .secrets import mask_secrets, redact
 from .systems import (
@@ -66,16 +73,17 @@ from .systems import (
     point_name,
     queries_per_language,
 )
-from .validate import perturbation_problems, problems, validate
+from .validate import perturbation_problems, problems, train_settings_problems, validate
 
 __all__ = [
     "AGGREGATIONS", "BENCHMARK_KINDS", "CHAR_KINDS", "CLEAN_QUERY_SET", "CORPUS_FORMATS", "DTYPES", "FILE_BENCHMARK_KINDS",
     "GENERATING_KINDS", "GENERATOR_KINDS", "INDEX_METRICS", "LANGUAGE_NAMES", "PAIR_KINDS", "PERTURBATION_KINDS",
     "POOL_STAGES", "POOLINGS", "PROVIDED_KIND", "SECRET_KEYS", "SWEEP_PARAMS", "WORD_KINDS",
+    "HUMAN_PAIRS", "QUESTION_SELECTIONS", "TRAIN_TARGET_FIELDS", "TRAINED_PREFIX",
     "BenchmarkConfig", "ConfigError", "CorpusConfig", "EncoderConfig", "EvalConfig", "GeneratorConfig", "IndexConfig",
     "PerturbationConfig", "Pool", "PoolConfig", "RayConfig", "RunConfig", "SearchConfig", "StorageConfig", "SweepConfig",
-    "SystemConfig", "stage_pool",
-    "load_config", "section_dict", "to_yaml", "validate", "problems", "perturbation_problems", "redact", "mask_secrets",
+    "SystemConfig", "TrainConfig", "stage_pool",
+    "load_config", "section_dict", "to_yaml", "validate", "problems", "perturbation_problems", "train_settings_problems", "trained_name", "redact", "mask_secrets",
     "DEFAULT_ENCODER", "all_encoders", "baseline_of", "comparisons", "encoder_cfg", "encoder_key", "encoder_label",
     "encoders_used", "expand_sweeps", "point_name", "queries_per_language",
 ]

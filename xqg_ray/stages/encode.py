@@ -63,7 +63,8 @@ def ledger_names(enc: str) -> Tuple[str, str]:
 
 
 def encoder_key(cfg: EncoderConfig) -> str:
-    """Everything an embedding depends on besides its text: the encoder's settings."""
+    """Everything an embedding depends on besides its text: the encoder's settings (a trained
+    encoder's model is pinned to ``trained:NAME@KEY`` by the train stage, so its artifact key too)."""
     return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(cfg)})
 
 
@@ -224,9 +225,11 @@ class EncodePartition(UnitRunner):
 
     def __init__(self, root: str, storage_cfg: StorageConfig, cfg: EncoderConfig, threads: int):
         from ..models.factory import make_encoder
+        from ..training.artifact import resolve_encoder
 
         self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
-        self.encoder = make_encoder(cfg, threads)
+        # A trained encoder (model trained:NAME@KEY) loads its artifact's files, each sha256-checked.
+        self.encoder = make_encoder(resolve_encoder(self.storage, root, cfg), threads)
         self.schema = embeddings_schema(self.encoder.dim)
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:

@@ -176,7 +176,7 @@ def question_rows(queries: pa.Table) -> List[Dict[str, Any]]:
 
 def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]],
              index_manifests: Dict[str, Dict[str, Any]], store: Optional[ResultStore] = None,
-             dev: Optional[pa.Table] = None) -> Dict[str, Any]:
+             dev: Optional[pa.Table] = None, training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Runs, per-query metrics, comparisons, experiments, metrics.json, report.md and plots.
 
     ``results``: query set ("clean", a perturbation or "dev") -> system -> merged (D, I).
@@ -184,7 +184,8 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     is copied back from it, every other one is evaluated and committed to it.
     ``dev``: the dev questions of the ``dev`` query set; their metrics feed the
     tuning (``eval.tune_on``) only, never a comparison or a headline table.
-    Returns metrics.json's content.
+    ``training``: the train stage's facts (``stages.train.training_metrics``), metrics.json's
+    ``training`` when the run trained an encoder.  Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
     from ..evaluation.tuning import tune
@@ -268,6 +269,8 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
+    if training:
+        result["training"] = training
     result["question_quality"] = question_quality(ctx)
     write_report(ctx.storage, ctx.root, result)  # sets result["plots"]
     ctx.storage.write_json(join(ctx.root, "metrics.json"), result)

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import asdict, replace
 from typing import Any, Dict, Optional
 
-from ..config import EncoderConfig
+from ..config import TRAINED_PREFIX, ConfigError, EncoderConfig, trained_name
 from ..store.integrity import IntegrityError, read_published, read_sealed, read_verified, write_committed, write_sealed
 from ..store.ledger import fingerprint
 from ..store.storage import Storage, is_remote, join
@@ -33,8 +33,8 @@ from .settings import TrainSettings, key_fields
 # Bump when training or the artifact's layout changes what a key produces.
 TRAIN_VERSION = 1
 STAGE = "trained"
-# A spec an `encoders:` entry can name for the artifact of generator/training entry NAME.
-SPEC_PREFIX = "trained:"
+# A spec an `encoders:` entry can name for the artifact of training NAME (the config's choice).
+SPEC_PREFIX = TRAINED_PREFIX
 # Encoder settings that shape training (the rest -- dtype, batch_size, normalize -- only shape inference).
 TRAINING_ENCODER_FIELDS = ("model", "pooling", "query_prefix", "passage_prefix", "passage_template", "max_query_length", "max_passage_length")
 
@@ -108,15 +108,53 @@ def load_artifact(storage: Storage, root: str, manifest: Dict[str, Any], cache_d
     from ..models.bundled import cache_root
 
     target = os.path.join(cache_dir or str(cache_root() / STAGE), manifest["key"][:16])
+    if os.path.isdir(target) and _same_files(target, datas):
+        return target  # another actor on this node copied the same verified bytes
     if os.path.isdir(target):
-        shutil.rmtree(target)  # a copy from an earlier load is replaced by the bytes just verified
+        shutil.rmtree(target)  # a damaged earlier copy is replaced by the bytes just verified
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{manifest['key'][:16]}.tmp-", dir=os.path.dirname(target))
     for rel, data in datas.items():
         with open(os.path.join(tmp, os.path.basename(rel)), "wb") as f:
             f.write(data)
-    os.rename(tmp, target)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process renamed its copy first: keep it if it holds the same bytes
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _same_files(target, datas):
+            raise
     return target
+
+
+def _same_files(directory: str, datas: Dict[str, bytes]) -> bool:
+    """Whether ``directory`` holds exactly the files ``datas`` (path -> bytes) names, byte for byte."""
+    for rel, data in datas.items():
+        path = os.path.join(directory, os.path.basename(rel))
+        if not os.path.isfile(path) or os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            if f.read() != data:
+                return False
+    return True
+
+
+def pinned_spec(name: str, key: str) -> str:
+    """``trained:NAME@KEY``: the model spec of artifact ``name`` with ``key`` (what a run's stages see)."""
+    return f"{SPEC_PREFIX}{name}@{key}"
+
+
+def resolve_encoder(storage: Storage, root: str, cfg: EncoderConfig, cache_dir: Optional[str] = None) -> EncoderConfig:
+    """``cfg`` with a pinned ``trained:NAME@KEY`` model replaced by the artifact's verified local directory
+    (:func:`load_artifact`); any other encoder unchanged.  Called where the model is loaded (the encode actors)."""
+    name = trained_name(cfg.model)
+    if name is None:
+        return cfg
+    key = cfg.model.split("@", 1)[1] if "@" in cfg.model else ""
+    manifest = find_artifact(storage, root, name, key) if key else None
+    if manifest is None:
+        raise ConfigError(f"model {cfg.model!r}: no trained artifact {join(root, artifact_dir(name, key)) if key else name}; "
+                          "run the whole job (its train stage writes it)")
+    return trained_encoder(cfg, load_artifact(storage, root, manifest, cache_dir))
 
 
 def current_artifact(storage: Storage, root: str, name: str) -> Optional[Dict[str, Any]]:
@@ -140,7 +178,9 @@ __all__ = [
     "find_artifact",
     "load_artifact",
     "model_fingerprint",
+    "pinned_spec",
     "pointer",
+    "resolve_encoder",
     "trained_encoder",
     "write_artifact",
 ]

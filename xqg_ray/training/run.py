@@ -21,7 +21,7 @@ from ..store.integrity import write_sealed
 from ..store.storage import Storage, join
 from .artifact import STAGE, artifact_key, find_artifact, model_fingerprint, pointer, write_artifact
 from .pairs import pairs_hash
-from .settings import TrainSettings, key_fields, validate_settings
+from .settings import TrainSettings, key_fields, placement, validate_settings
 from .trainer import train_encoder
 
 
@@ -63,7 +63,7 @@ def train_or_reuse(storage: Storage, root: str, name: str, pairs: pa.Table, enco
         out = train_encoder(pairs, encoder, s, ckpts, key[:16], tmp, storage)
         meta = {
             "base": asdict(encoder), "pairs": {"sha256": digest, "rows": pairs.num_rows, **(extra or {})},
-            "train": key_fields(s), "placement": {k: v for k, v in asdict(s).items() if k not in key_fields(s)},
+            "train": key_fields(s), "placement": placement(s),
             "cost": {"steps": out.steps, "epochs": out.epochs, "pairs_per_epoch": out.pairs, "resumed_from": out.resumed_from,
                      "loop_seconds": round(out.loop_seconds, 3), "wall_seconds": round(out.wall_seconds, 3),
                      "pairs_per_s": round(out.pairs_per_s, 3)},
