@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import List, Optional
 
@@ -42,6 +43,7 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
     proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args], cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     hit, t0 = "", time.time()
+    tail: deque = deque(maxlen=15)  # the driver's last lines, for the message when it ends before the point
     try:
         while not hit and time.time() - t0 < timeout:
             if path_glob is not None and path_glob[0].is_dir() and any(path_glob[0].glob(path_glob[1])):
@@ -52,6 +54,7 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
                 line = proc.stdout.readline()
                 if not line and proc.poll() is not None:
                     break
+                tail.append(line.rstrip()[:300])
                 if stage is not None and f'"xqg": "{stage}", "event": "start"' in line:
                     hit = f"stage {stage}"
             elif proc.poll() is not None:
@@ -59,7 +62,7 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
     finally:
         end_driver(proc, ray_tmp)  # SIGKILL the driver, then raylet, GCS and workers
     if not hit:
-        pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached")
+        pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached; its last lines:\n" + "\n".join(tail))
     return hit
 
 
