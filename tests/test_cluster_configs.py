@@ -283,6 +283,7 @@ def test_training_config_is_xor_tydi_plus_the_trained_systems():
     s, own = _training(train)
     assert own == {"encoder": "", "pairs": "mt5", "questions": "kept"}
     assert (s.epochs, s.global_batch, s.lr, s.warmup_steps, s.temperature, s.seed) == (1, 32, 2e-5, 1000, 0.05, 0)
+    assert s.max_pairs == 2_000_000  # the 2M-pair sample docs/cluster.md prices, not all 630M pairs
     assert (s.num_workers, s.use_gpu, s.cpus_per_worker, s.gpus_per_worker) == (1, True, 4, 1)
     assert (s.checkpoint_every, s.keep_checkpoints, s.torch_threads) == (2000, 2, 0)
 
@@ -295,6 +296,7 @@ def test_training_config_loads_once_the_train_schema_is_in():
     cfg = load_config(str(TRAIN_CONF))
     assert list(cfg.trainings) == ["mt5-trained"]
     assert cfg.encoders["trained"].model == "trained:mt5-trained"
+    assert cfg.trainings["mt5-trained"].max_pairs == 2_000_000
 
 
 def test_training_fits_the_gpu_groups():

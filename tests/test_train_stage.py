@@ -2,7 +2,7 @@
 
 One run trains three encoders (``gen``: the tiny T5's kept questions; ``planted``:
 a provided table holding one evaluated question, in capitals; ``human``: the
-held-out human questions), a rerun reuses every artifact, and a changed learning rate retrains and re-encodes only its
+held-out human questions, a max_pairs sample of them), a rerun reuses every artifact, and a changed learning rate retrains and re-encodes only its
 own encoder.
 """
 
@@ -33,7 +33,7 @@ encoders:
 trainings:
   gen: {pairs: t5, questions: kept, epochs: 1, global_batch: 8, lr: 0.001, torch_threads: 1, checkpoint_every: 100}
   planted: {pairs: planted, questions: unfiltered, epochs: 1, global_batch: 4, lr: 0.001, torch_threads: 1}
-  human: {pairs: human, epochs: 1, global_batch: 32, lr: 0.001, torch_threads: 1, checkpoint_every: 100}
+  human: {pairs: human, max_pairs: 200, epochs: 1, global_batch: 32, lr: 0.001, torch_threads: 1, checkpoint_every: 100}
 systems:
   - {name: baseline}
   - {name: xqg, generator: t5}
@@ -92,14 +92,18 @@ def test_trained_systems_run_and_metrics_hold_training(trained_run, shared_datas
     # Every held-out human question is a pair or set aside (none is an evaluated one: the benchmark drops those).
     provided = pq.read_table(out / current(out, "benchmark")["files"]["provided"]["file"])
     assert t["human"]["pairs"]["source"] == "human" and t["human"]["pairs"]["questions"] is None
-    assert t["human"]["pairs"]["rows"] + sum(t["human"]["pairs"]["set_aside"].values()) == provided.num_rows == 557
+    assert t["human"]["pairs"]["candidates"] + sum(t["human"]["pairs"]["set_aside"].values()) == provided.num_rows == 557
+    # max_pairs: 200 of the guarded pairs are trained on (a seeded sample).
+    assert t["human"]["pairs"]["rows"] == 200 < t["human"]["pairs"]["candidates"]
+    assert t["human"]["cost"]["pairs_per_epoch"] == 192  # whole global batches of 32
     assert not {"evaluated question", "translation of an evaluated question"} & set(t["human"]["pairs"]["set_aside"])
     # Every kept draw of the tiny T5 (its attempts files) is a pair or set aside with a reason.
     kept = sum(pq.read_table(out / u["attempts"]["file"])["kept"].to_pylist().count(True) for u in current(out, "generated/t5")["units"])
     assert t["gen"]["pairs"]["source"] == "gen:t5" and t["gen"]["pairs"]["questions"] == "kept"
     assert t["gen"]["pairs"]["rows"] + sum(t["gen"]["pairs"]["set_aside"].values()) == kept
+    assert t["gen"]["pairs"]["rows"] == t["gen"]["pairs"]["candidates"]  # no max_pairs: every guarded pair
     assert t["planted"]["pairs"] == {"source": "gen:planted", "questions": "unfiltered", "rows": 11,
-                                      "set_aside": {EVALUATED_TEXT: 1}}
+                                      "candidates": 11, "set_aside": {EVALUATED_TEXT: 1}}
     assert t["planted"]["cost"]["steps"] == 2 and t["planted"]["cost"]["epochs"] == 1 and t["planted"]["cost"]["pairs_per_epoch"] == 8
     assert t["gen"]["reused"] is False and t["planted"]["reused"] is False
     assert len(t["gen"]["loss"]["per_epoch"]) == 1

@@ -204,7 +204,10 @@ class TrainConfig:
     temperature: float = 0.05  # InfoNCE over cosine similarities
     hard_negatives: int = 0  # extra passages per pair from the pairs' `negatives` column
     max_grad_norm: float = 1.0  # 0 disables clipping
-    seed: int = 0  # the order of pairs in every epoch
+    seed: int = 0  # the order of pairs in every epoch, and which pairs a max_pairs sample keeps
+    # Train on a seeded sample of at most this many guarded pairs (0 = all): the
+    # driver holds the sample and one partition's pairs, never all of them.
+    max_pairs: int = 0
     # Placement and bookkeeping: they do not change the weights (beyond float
     # noise across worker counts), so they are not part of the artifact's key.
     num_workers: int = 1
@@ -216,9 +219,9 @@ class TrainConfig:
     torch_threads: int = 0  # 0: torch's default
 
 
-# TrainConfig's fields that say what is trained (its base and pairs), not how: the
-# artifact's key holds the base's content and the pairs' content hash instead.
-TRAIN_TARGET_FIELDS = ("encoder", "pairs", "questions")
+# TrainConfig's fields that say what is trained (its base and pairs, max_pairs of them), not
+# how: the artifact's key holds the base's content and the pairs' content hash instead.
+TRAIN_TARGET_FIELDS = ("encoder", "pairs", "questions", "max_pairs")
 
 
 @dataclass

@@ -235,6 +235,7 @@ def train_settings_problems(s: TrainConfig, where: str = "train") -> List[str]:
         (s.checkpoint_every >= 1, "checkpoint_every", "must be >= 1"),
         (s.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1 (resume needs the last one)"),
         (s.torch_threads >= 0, "torch_threads", "must be >= 0"),
+        (s.max_pairs >= 0, "max_pairs", "must be >= 0 (0 = all pairs)"),
     ]
     return [f"{where}.{name}={getattr(s, name)!r} {why}" for ok, name, why in checks if not ok]
 

@@ -5,7 +5,10 @@ system's encoder uses, the pairs come from committed files only: a generator's
 output (its ``kept`` selection rebuilt from ``generated/NAME/attempts/``, or
 the data files' ``unfiltered`` queries) or the benchmark's held-out human
 questions, joined with the corpus partitions one partition at a time, then
-passed through the leak guard against the benchmark's evaluated questions.
+passed through the leak guard against the benchmark's evaluated questions and,
+with ``max_pairs``, a seeded bottom-k sample kept while reading
+(``training.pairs.keep_smallest``): the driver's memory is bounded by
+``max_pairs``, not by the number of pairs.
 :func:`~xqg_ray.training.run.train_or_reuse` trains (on Ray Train) or reuses
 the artifact keyed by the base encoder, the pairs' content and the settings.
 
@@ -18,7 +21,8 @@ actors load the artifact's files, sha256-checked (``artifact.resolve_encoder``).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from collections import Counter
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 
@@ -27,7 +31,7 @@ from ..schemas import KEPT
 from ..store.integrity import read_table_verified
 from ..store.ledger import file_record
 from ..training.artifact import pinned_spec
-from ..training.pairs import PAIRS_SCHEMA, PAIRS_SET_ASIDE_SCHEMA, generated_pairs, guard_pairs, provided_pairs, set_aside_counts
+from ..training.pairs import generated_pairs, guard_pairs, keep_smallest, provided_pairs, sampled_pairs, set_aside_counts
 from ..training.run import train_or_reuse
 from .context import Context
 from .generate import queries_table, run_generate
@@ -78,17 +82,12 @@ def _corpus(ctx: Context, part: Dict[str, Any]) -> pa.Table:
     return read_table_verified(ctx.storage, ctx.root, file_record(part), CORPUS_COLUMNS, where="the corpus snapshot")
 
 
-def _concat(tables: List[pa.Table], schema: pa.Schema) -> pa.Table:
-    return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
-
-
-def generator_pairs(ctx: Context, name: str, manifest: Dict[str, Any], questions: str) -> Tuple[pa.Table, pa.Table]:
-    """(pairs, set aside) from generator ``name``'s published output, partition by partition: the ``kept``
+def generator_partition_pairs(ctx: Context, name: str, manifest: Dict[str, Any], questions: str) -> Iterator[Tuple[pa.Table, pa.Table]]:
+    """(pairs, set aside) of each partition from generator ``name``'s published output: the ``kept``
     selection rebuilt from its attempts files, or the data files' (``unfiltered``) queries."""
     g = ctx.cfg.generators[name]
     units = {u["partition"]: u for u in manifest["units"]}
     where = f"the generated/{name} manifest"
-    pairs, aside = [], []
     for part in ctx.snapshot["partitions"]:
         u = units[part["partition"]]
         if questions == KEPT:
@@ -96,34 +95,37 @@ def generator_pairs(ctx: Context, name: str, manifest: Dict[str, Any], questions
             gen = queries_table(draws, g.languages, g.n_per_language, KEPT)
         else:
             gen = read_table_verified(ctx.storage, ctx.root, file_record(u), ["id", "content_hash", "queries", "failed"], where=where)
-        p, a = generated_pairs(gen, _corpus(ctx, part), f"gen:{name}")
-        pairs.append(p)
-        aside.append(a)
-    return _concat(pairs, PAIRS_SCHEMA), _concat(aside, PAIRS_SET_ASIDE_SCHEMA)
+        yield generated_pairs(gen, _corpus(ctx, part), f"gen:{name}")
 
 
-def human_pairs(ctx: Context) -> Tuple[pa.Table, pa.Table]:
-    """(pairs, set aside) from the benchmark's held-out human questions, joined one corpus partition at a time."""
+def human_partition_pairs(ctx: Context) -> Iterator[Tuple[pa.Table, pa.Table]]:
+    """(pairs, set aside) of each partition holding held-out human questions' passages, joined with its corpus."""
     provided = read_table_verified(ctx.storage, ctx.root, ctx.bench["files"]["provided"], where="the benchmark manifest")
     of = provided["id"].to_numpy() % ctx.snapshot["num_partitions"]  # a passage's partition: id mod partitions
-    pairs, aside = [], []
     for part in ctx.snapshot["partitions"]:
         mine = provided.filter(pa.array(of == part["partition"]))
         if mine.num_rows:
-            p, a = provided_pairs(mine, _corpus(ctx, part), HUMAN_SOURCE)
-            pairs.append(p)
-            aside.append(a)
-    return _concat(pairs, PAIRS_SCHEMA), _concat(aside, PAIRS_SET_ASIDE_SCHEMA)
+            yield provided_pairs(mine, _corpus(ctx, part), HUMAN_SOURCE)
 
 
-def training_pairs(ctx: Context, t: TrainConfig, gens: Dict[str, Dict[str, Any]]) -> Tuple[pa.Table, Dict[str, int]]:
-    """(guarded pairs, rows set aside per reason) of training ``t``: no evaluated question, nor a translation of one."""
-    if t.pairs == HUMAN_PAIRS:
-        pairs, aside = human_pairs(ctx)
-    else:
-        pairs, aside = generator_pairs(ctx, t.pairs, gens[t.pairs], t.questions)
-    kept, leaks = guard_pairs(pairs, ctx.bench.get("evaluated") or {})
-    return kept, set_aside_counts(_concat([aside, leaks], PAIRS_SET_ASIDE_SCHEMA))
+def training_pairs(ctx: Context, t: TrainConfig, gens: Dict[str, Dict[str, Any]]) -> Tuple[pa.Table, Dict[str, int], int]:
+    """(guarded pairs, rows set aside per reason, guarded pairs before the sample) of training ``t``.
+
+    Guarded: no evaluated question, nor a translation of one, nor a duplicate.  The
+    guard runs per partition (a pair's passage id names its partition, so duplicates
+    share one), and ``t.max_pairs`` > 0 keeps a seeded bottom-k sample of the guarded
+    pairs while reading, so the driver holds the sample and one partition's pairs.
+    """
+    parts = human_partition_pairs(ctx) if t.pairs == HUMAN_PAIRS else generator_partition_pairs(ctx, t.pairs, gens[t.pairs], t.questions)
+    evaluated = ctx.bench.get("evaluated") or {}
+    sample, aside, candidates = None, Counter(), 0
+    for pairs, unusable in parts:
+        kept, leaks = guard_pairs(pairs, evaluated)
+        aside.update(set_aside_counts(unusable))
+        aside.update(set_aside_counts(leaks))
+        candidates += kept.num_rows
+        sample = keep_smallest(sample, kept, t.max_pairs, t.seed)
+    return sampled_pairs(sample), {r: aside[r] for r in sorted(aside)}, candidates
 
 
 def run_train(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -145,9 +147,10 @@ def run_train(ctx: Context, gens: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
         trained_rows = 0
         for name in names:
             t = ctx.cfg.trainings[name]
-            pairs, aside = training_pairs(ctx, t, gens)
-            extra = {"source": pairs_source(t), "questions": None if t.pairs == HUMAN_PAIRS else t.questions, "set_aside": aside}
-            ctx.timer.event(STAGE, "training", name=name, pairs=pairs.num_rows, set_aside=sum(aside.values()))
+            pairs, aside, candidates = training_pairs(ctx, t, gens)
+            extra = {"source": pairs_source(t), "questions": None if t.pairs == HUMAN_PAIRS else t.questions, "set_aside": aside,
+                     "candidates": candidates}
+            ctx.timer.event(STAGE, "training", name=name, pairs=pairs.num_rows, candidates=candidates, set_aside=sum(aside.values()))
             done = train_or_reuse(ctx.storage, ctx.root, name, pairs, encoder_cfg(ctx.cfg, t.encoder), t, extra)
             out[name] = {"manifest": done.manifest, "reused": done.reused}
             trained_rows += 0 if done.reused else pairs.num_rows
@@ -167,7 +170,9 @@ def training_metrics(cfg: RunConfig, trained: Dict[str, Dict[str, Any]]) -> Opti
         out[name] = {
             "base": {"encoder": encoder_label(cfg.trainings[name].encoder), "model": m["base"]["model"]},
             "key": m["key"],
-            "pairs": {"source": p["source"], "questions": p.get("questions"), "rows": p["rows"], "set_aside": p.get("set_aside", {})},
+            # candidates: the guarded pairs before the max_pairs sample (an artifact from before it: all of them).
+            "pairs": {"source": p["source"], "questions": p.get("questions"), "rows": p["rows"],
+                      "candidates": p.get("candidates", p["rows"]), "set_aside": p.get("set_aside", {})},
             "settings": m["train"],
             "cost": {k: m["cost"][k] for k in ("steps", "epochs", "pairs_per_epoch", "loop_seconds", "wall_seconds", "pairs_per_s")},
             "loss": m["loss"],
@@ -176,5 +181,5 @@ def training_metrics(cfg: RunConfig, trained: Dict[str, Dict[str, Any]]) -> Opti
     return out
 
 
-__all__ = ["HUMAN_SOURCE", "STAGE", "base_view", "generator_pairs", "human_pairs", "pairs_source", "pin_trained", "run_train",
+__all__ = ["HUMAN_SOURCE", "STAGE", "base_view", "generator_partition_pairs", "human_partition_pairs", "pairs_source", "pin_trained", "run_train",
            "training_metrics", "training_pairs", "trainings_used"]

@@ -16,6 +16,13 @@ on.  The benchmark already drops such held-out rows; the guard is checked
 again here because training on a test question would make the comparison
 meaningless, and a generator can write an evaluated question word for word.
 
+The sample (a training's ``max_pairs``): a seeded bottom-k.  Each guarded pair
+hashes (training seed, passage id, language, question) to 63 bits and the
+sample is the ``max_pairs`` pairs with the smallest hashes: the same pairs
+whatever order the partitions are read in, kept while reading them one at a
+time (:func:`keep_smallest`), so the driver holds the sample and one
+partition's pairs, never all of them.
+
 Pure functions over Arrow tables; no Ray, no torch.
 """
 
@@ -23,11 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..ids import seed_for
 
 # One training pair: a question and the passage it was written for.  ``qid`` is
 # the human question's id (null for generated ones); ``source`` names where it came from.
@@ -201,6 +210,47 @@ def canonical_order(pairs: pa.Table) -> pa.Table:
     return pairs.sort_by([("id", "ascending"), ("lang", "ascending"), ("query", "ascending"), ("source", "ascending")])
 
 
+# The column a sample in progress carries: each pair's sample hash, so it is computed once.
+SAMPLE_HASH = "sample_hash"
+
+
+def sample_hashes(pairs: pa.Table, seed: int) -> np.ndarray:
+    """Each pair's 63-bit sample hash (int64): ``seed_for(seed, id, lang, query)``."""
+    return np.fromiter((seed_for(seed, i, lang, q) for i, lang, q in zip(pairs["id"].to_pylist(), pairs["lang"].to_pylist(),
+                                                                          pairs["query"].to_pylist())),
+                       dtype=np.int64, count=pairs.num_rows)
+
+
+def _hashed(pairs: pa.Table, seed: int) -> pa.Table:
+    if SAMPLE_HASH in pairs.column_names:
+        return pairs
+    return pairs.cast(PAIRS_SCHEMA).append_column(SAMPLE_HASH, pa.array(sample_hashes(pairs, seed), pa.int64()))
+
+
+def keep_smallest(sample: Optional[pa.Table], part: pa.Table, k: int, seed: int) -> pa.Table:
+    """The ``k`` pairs of ``sample`` and ``part`` with the smallest sample hashes (ties by id, lang, query, source).
+
+    ``sample``: None or an earlier call's result; ``part``: one partition's guarded
+    pairs.  The result carries :data:`SAMPLE_HASH` (each pair hashed once; drop it
+    with :func:`sampled_pairs`).  ``k`` = 0 keeps every pair, unhashed.
+    """
+    tables = [part] if sample is None else [sample, part]
+    if k == 0:
+        return pa.concat_tables([t.cast(PAIRS_SCHEMA) for t in tables])
+    both = pa.concat_tables([_hashed(t, seed) for t in tables])
+    if both.num_rows <= k:
+        return both
+    order = [(SAMPLE_HASH, "ascending"), ("id", "ascending"), ("lang", "ascending"), ("query", "ascending"), ("source", "ascending")]
+    return both.sort_by(order).slice(0, k)
+
+
+def sampled_pairs(sample: Optional[pa.Table]) -> pa.Table:
+    """The pairs of a :func:`keep_smallest` result, in canonical order, without the sample hash (None: no pairs)."""
+    if sample is None:
+        return PAIRS_SCHEMA.empty_table()
+    return canonical_order(sample.select(PAIRS_SCHEMA.names))
+
+
 def training_texts(pairs: pa.Table, query_prefix: str, passage_prefix: str, passage_template: str) -> pa.Table:
     """``query``, ``passage`` (as the encoder sees them: prefixes, passage template) and ``id`` of each pair, in order."""
     from ..models.encoder import format_passage
@@ -233,16 +283,20 @@ __all__ = [
     "NOT_IN_CORPUS",
     "PAIRS_SCHEMA",
     "PAIRS_SET_ASIDE_SCHEMA",
+    "SAMPLE_HASH",
     "STALE",
     "TRANSLATION",
     "base_qid",
     "canonical_order",
     "generated_pairs",
     "guard_pairs",
+    "keep_smallest",
     "leak_reasons",
     "normalize_question",
     "pairs_hash",
     "provided_pairs",
+    "sample_hashes",
+    "sampled_pairs",
     "set_aside_counts",
     "training_texts",
 ]
