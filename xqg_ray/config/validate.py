@@ -13,8 +13,8 @@ from typing import Any, List, Optional, Sequence
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS,
-    POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, HEADER_LANGUAGES, INDEX_METRICS, LANGUAGE_NAMES, PAIR_KINDS,
+    PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, SWEEP_PARAMS, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig,
     GeneratorConfig, PerturbationConfig, RunConfig, stage_pool,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
@@ -121,7 +121,8 @@ def generator_problems(cfg: RunConfig) -> List[str]:
 
 def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
     errs = _checks(choice_problem(f"{where}.kind", g.kind, GENERATOR_KINDS),
-                   choice_problem(f"{where}.dtype", g.dtype, DTYPES))
+                   choice_problem(f"{where}.dtype", g.dtype, DTYPES),
+                   choice_problem(f"{where}.header_language", g.header_language, HEADER_LANGUAGES))
     if g.kind in GENERATING_KINDS and not g.model:
         errs.append(f"{where}.model is empty: give bundled:NAME, a hub id or a local path")
     if g.kind == PROVIDED_KIND and not g.path:

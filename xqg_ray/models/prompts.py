@@ -8,31 +8,97 @@ exemplars (``xqg_ray/assets/fewshot.json``), and finally the target passage
 with an open ``<Language> question:`` line.  The most likely continuation is
 a question in that language followed by a newline, which
 :func:`clean_question` cuts off.
+
+Which exemplars a passage's prompt shows is drawn per passage
+(:func:`draw_exemplars`): one fixed pair for every passage made the model copy
+it (50 of 240 German questions named the Great Wall, issue 15).  The header
+and question label are English or in the target language
+(``assets/prompt_headers.json``, :func:`prompt_words`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
+
+from ..ids import seed_for
 
 _FEWSHOT = "assets/fewshot.json"
+_HEADERS = "assets/prompt_headers.json"
+ENGLISH_HEADER = "english"
 
 
-@lru_cache(maxsize=1)
-def _load_raw() -> str:
-    return resources.files("xqg_ray").joinpath(_FEWSHOT).read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def _load_raw(path: str) -> str:
+    return resources.files("xqg_ray").joinpath(path).read_text(encoding="utf-8")
 
 
 def load_fewshot() -> Dict[str, List[dict]]:
-    """Hand-written exemplars per language code: ``{lang: [{title, passage, question}]}``.
+    """Hand-written exemplars per language code: ``{lang: [{title, topic, passage, question}]}``.
 
-    Passages are short English texts; questions are in the language of the key.
-    A fresh copy is returned so callers may shuffle or trim it.
+    Passages are short English texts; questions are in the language of the key;
+    no two exemplars of a language share a ``topic``.  A fresh copy is
+    returned so callers may shuffle or trim it.
     """
-    return json.loads(_load_raw())
+    return json.loads(_load_raw(_FEWSHOT))
+
+
+def load_headers() -> Dict[str, Dict[str, str]]:
+    """Per language code, the prompt's header line and question label written in that language:
+    ``{lang: {"header", "label"}}`` (the label ends with ``:``)."""
+    return json.loads(_load_raw(_HEADERS))
+
+
+def prompt_assets_sha256() -> str:
+    """sha256 over the bundled exemplars and headers: what a causal prompt depends on besides the
+    config and this module, for a generator's output key (edited exemplars must not reuse old questions)."""
+    h = hashlib.sha256()
+    for path in (_FEWSHOT, _HEADERS):
+        h.update(_load_raw(path).encode("utf-8"))
+    return h.hexdigest()
+
+
+def prompt_words(language: str, language_name: str, header_language: str = ENGLISH_HEADER) -> Tuple[str, str]:
+    """(header line, question label) of a ``language`` prompt.
+
+    ``header_language`` "english" names the language in English ("German
+    question:"); "target" writes both in the language itself ("Deutsche
+    Frage:"), from :func:`load_headers`.
+    """
+    if header_language == ENGLISH_HEADER:
+        name = language_name or language
+        return f"Questions in {name} about English encyclopedia passages.", f"{name} question:"
+    words = load_headers()[language]
+    return words["header"], words["label"]
+
+
+def draw_exemplars(pool: Sequence[dict], k: int, seed: int, pid: int, language: str) -> List[dict]:
+    """The ``k`` exemplars of ``pool`` shown in passage ``pid``'s ``language`` prompt, in pool order.
+
+    Exemplars are ranked by ``seed_for(seed, "fewshot", pid, language, title)``
+    and taken in that order, skipping a topic already taken: a pure function of
+    (seed, passage id, language), so a rerun, a resumed unit or another batch
+    shows the same ones, and neighbouring passages see different ones.  A
+    title's rank does not depend on the rest of the pool, so adding exemplars
+    keeps most draws.  Pool order (not rank order) keeps the number of
+    distinct prompt prefixes at C(len(pool), k), whose KV caches a generator
+    can reuse.  Fewer than ``k`` when the pool has fewer topics.
+    """
+    ranked = sorted(range(len(pool)), key=lambda i: (seed_for(seed, "fewshot", pid, language, pool[i]["title"]), i))
+    chosen: List[int] = []
+    topics = set()
+    for i in ranked:
+        if len(chosen) >= k:
+            break
+        topic = pool[i].get("topic") or pool[i]["title"]
+        if topic not in topics:
+            topics.add(topic)
+            chosen.append(i)
+    return [pool[i] for i in sorted(chosen)]
 
 
 def _truncate_words(text: str, max_words: int) -> str:
@@ -50,10 +116,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _label(language_name: str) -> str:
-    return f"{language_name} question:"
-
-
 def causal_prompt_parts(
     title: str,
     text: str,
@@ -61,6 +123,7 @@ def causal_prompt_parts(
     language_name: str,
     exemplars: List[dict],
     max_passage_words: int = 120,
+    header_language: str = ENGLISH_HEADER,
 ) -> Tuple[str, str]:
     """:func:`causal_prompt` as (shared prefix, passage suffix); their concatenation is the prompt.
 
@@ -69,9 +132,8 @@ def causal_prompt_parts(
     its KV cache for every passage.  It ends with the blank line before the
     target's ``Title:``, a boundary where tokenizers start a new token.
     """
-    name = language_name or language
-    label = _label(name)
-    parts = [f"Questions in {name} about English encyclopedia passages.\n"]
+    header, label = prompt_words(language, language_name, header_language)
+    parts = [f"{header}\n"]
 
     def block(title: str, passage: str) -> str:
         return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n{label}"
@@ -87,25 +149,33 @@ def causal_prompt(
     language_name: str,
     exemplars: List[dict],
     max_passage_words: int = 120,
+    header_language: str = ENGLISH_HEADER,
 ) -> str:
     """Few-shot prompt whose natural continuation is one ``language`` question about ``text``.
 
     ``language`` is the code (kept for callers/logging symmetry and to name the
     language if ``language_name`` is empty); ``exemplars`` are items of
-    :func:`load_fewshot` (usually ``load_fewshot()[language][:k]``).  The
-    prompt ends with ``"<language_name> question:"`` and no trailing space,
-    because SentencePiece-style tokenizers attach the space to the next word
-    ("▁Wie"), so the model should produce it.
+    :func:`load_fewshot` (usually :func:`draw_exemplars` of ``load_fewshot()[language]``).
+    The prompt ends with the question label (:func:`prompt_words`:
+    ``"<language_name> question:"`` with ``header_language`` "english") and no
+    trailing space, because SentencePiece-style tokenizers attach the space to
+    the next word ("▁Wie"), so the model should produce it.
     """
-    return "".join(causal_prompt_parts(title, text, language, language_name, exemplars, max_passage_words))
+    return "".join(causal_prompt_parts(title, text, language, language_name, exemplars, max_passage_words, header_language))
 
 
 # Things that mark the end of the question when the model goes on writing:
-# the start of the next exemplar block, a new "... question:" label, or a
-# special token left in decoded text.
-_STOP = re.compile(
-    r"\n|\r|Title:|Passage:|\b[A-Z][a-z]+ question:|<eos>|<end_of_turn>|<start_of_turn>|</s>|<pad>|<bos>"
-)
+# the start of the next exemplar block, a new "... question:" label (English
+# or one of the target-language labels), or a special token left in decoded text.
+_STOP_FIXED = r"\n|\r|Title:|Passage:|\b[A-Z][a-z]+ question:|<eos>|<end_of_turn>|<start_of_turn>|</s>|<pad>|<bos>"
+
+
+@lru_cache(maxsize=1)
+def _stop_pattern() -> "re.Pattern[str]":
+    labels = sorted({w["label"] for w in load_headers().values()}, key=lambda x: (-len(x), x))
+    return re.compile("|".join([_STOP_FIXED, *map(re.escape, labels)]))
+
+
 # Cut right after the first question mark (Latin, full-width, Arabic): the
 # model sometimes keeps writing an answer on the same line.
 _QMARK = re.compile(r"[?？؟]")
@@ -120,7 +190,7 @@ def clean_question(generated: str) -> str:
     ``""`` means nothing usable (empty, or no letter or digit at all).
     """
     s = generated.lstrip()  # the continuation usually starts with a space
-    m = _STOP.search(s)
+    m = _stop_pattern().search(s)
     if m:
         s = s[: m.start()]
     q = _QMARK.search(s)
