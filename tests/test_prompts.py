@@ -13,7 +13,7 @@ from xqg_ray.config import LANGUAGE_NAMES, GeneratorConfig
 from xqg_ray.config.validate import one_generator_problems
 from xqg_ray.models.generator import QueryGenerator
 from xqg_ray.models.prompts import (
-    causal_prompt, clean_question, draw_exemplars, load_fewshot, load_headers, prompt_assets_sha256, prompt_words,
+    causal_prompt, clean_question, draw_exemplars, exemplar_groups, load_fewshot, load_headers, prompt_assets_sha256, prompt_words,
 )
 
 LANGS = ["en", "ar", "bn", "de", "el", "es", "fi", "hi", "ja", "ko", "ro", "ru", "te", "th", "tr", "vi", "zh"]
@@ -134,19 +134,24 @@ def test_draw_is_pinned_per_seed_passage_and_language():
     fs = load_fewshot()
     pool = fs["de"]
     titles = lambda seed, pid, lang="de", k=2: [e["title"] for e in draw_exemplars(fs[lang], k, seed, pid, lang)]  # noqa: E731
-    assert titles(0, 1) == ["Mount Fuji", "Mona Lisa"]
-    assert titles(0, 2) == ["Penicillin", "Mona Lisa"]
-    assert titles(0, 11) == ["Penicillin", "Don Quixote"]
-    assert titles(5, 11) == ["Blue whale", "Mona Lisa"]  # the generator's seed changes the draw
-    assert titles(0, 11, "es") == ["Jupiter", "Bamboo"]  # so does the language
-    assert titles(0, 11, k=3) == ["Rosetta Stone", "Penicillin", "Don Quixote"]
+    groups = [[pool[i]["title"] for i in g] for g in exemplar_groups(pool, 2, 0, "de")]
+    assert groups == [["Penicillin", "Mona Lisa"], ["Mount Fuji", "Shinkansen"], ["Rosetta Stone", "Bamboo"],
+                      ["Coffee", "Don Quixote"], ["Great Wall of China", "Blue whale"]]
+    assert titles(0, 1) == ["Penicillin", "Mona Lisa"]
+    assert titles(0, 11) == ["Mount Fuji", "Shinkansen"]
+    assert titles(5, 11) == ["Coffee", "Mona Lisa"]  # the generator's seed changes the draw
+    assert titles(0, 11, "es") == ["Great Wall of China", "Penicillin"]  # so does the language
+    assert titles(0, 11, k=3) == ["Coffee", "Blue whale", "Don Quixote"]
     assert titles(0, 11) == titles(0, 11)  # a rerun (or a resumed unit) draws the same
-    # in pool order, whatever the pool's order: the rank is a pure function of (seed, pid, lang, title)
-    assert [e["title"] for e in draw_exemplars(pool[::-1], 2, 0, 11, "de")] == ["Don Quixote", "Penicillin"]
-    # every pair shows up across passages; none dominates (the old prompt showed one pair to all)
-    pairs = Counter(tuple(titles(0, pid)) for pid in range(2000))
-    assert len(pairs) == 45 and max(pairs.values()) < 2000 * 0.05
-    assert draw_exemplars(pool, 0, 0, 1, "de") == [] and len(draw_exemplars(pool, 99, 0, 1, "de")) == len(pool)
+    # in pool order; the groups do not depend on the pool's order
+    assert [e["title"] for e in draw_exemplars(pool[::-1], 2, 0, 11, "de")] == ["Shinkansen", "Mount Fuji"]
+    # every group shows up across passages, each exemplar in about 1 of 5 prompts (the old prompt: 2 exemplars in all)
+    shown = Counter(t for pid in range(2000) for t in titles(0, pid))
+    assert sorted(shown) == sorted(e["title"] for e in pool) and 300 < min(shown.values()) and max(shown.values()) < 500
+    assert draw_exemplars(pool, 0, 0, 1, "de") == [] and draw_exemplars([], 2, 0, 1, "de") == []
+    # k=3 of 10: three full groups; the tenth exemplar's group of one is never shown
+    assert sorted(len(g) for g in exemplar_groups(pool, 3, 0, "de")) == [1, 3, 3, 3]
+    assert len({t for pid in range(200) for t in titles(0, pid, k=3)}) == 9
 
 
 def test_draw_takes_distinct_topics():
@@ -155,17 +160,18 @@ def test_draw_takes_distinct_topics():
         drawn = draw_exemplars(pool, 3, 0, pid, "de")
         assert len(drawn) == 3 and len({e["topic"] for e in drawn}) == 3
         assert sum(e["topic"] == "same" for e in drawn) <= 1
-    assert len(draw_exemplars(pool, 5, 0, 1, "de")) == 4  # only 4 topics
+    assert len(draw_exemplars(pool, 5, 0, 1, "de")) == 4  # only 4 topics: one group, short
+    assert sorted(len(g) for g in exemplar_groups(pool, 5, 0, "de")) == [1, 1, 1, 1, 1, 4]
 
 
 def test_target_language_header_and_label():
     fs = load_fewshot()
     ex = draw_exemplars(fs["de"], 2, 0, 1, "de")
     p = causal_prompt("Some title", "some text", "de", "German", ex, header_language="target")
-    assert p.startswith("Fragen auf Deutsch zu Abschnitten aus einer englischen Enzyklopädie.\n\nTitle: Mount Fuji\n")
+    assert p.startswith("Fragen auf Deutsch zu Abschnitten aus einer englischen Enzyklopädie.\n\nTitle: Penicillin\n")
     assert p.endswith("\nPassage: some text\nDeutsche Frage:")
     assert p.count("Deutsche Frage:") == 3 and "question" not in p and "Questions in" not in p
-    assert "Deutsche Frage: Wie hoch ist der Fuji?\n" in p and "Deutsche Frage: In welchem Museum hängt die Mona Lisa?\n" in p
+    assert "Deutsche Frage: Wer entdeckte das Penicillin?\n" in p and "Deutsche Frage: In welchem Museum hängt die Mona Lisa?\n" in p
     english = causal_prompt("Some title", "some text", "de", "German", ex)
     assert english.startswith("Questions in German about English encyclopedia passages.\n")
     assert english.endswith("\nGerman question:")
@@ -216,9 +222,9 @@ def test_exemplar_copy_filter_uses_the_prompts_own_exemplars():
     cfg = GeneratorConfig(kind="causal", model="x", languages=["de"], n_per_language=2, few_shot=2, seed=0)
     gen = Scripted(cfg)
     shown = gen.exemplars_for(1, "de")
-    assert [e["title"] for e in shown] == ["Mount Fuji", "Mona Lisa"]
-    drawn_copy = "Wie hoch ist der Fuji?"  # the question of a drawn exemplar
-    undrawn_copy = "Wer entdeckte das Penicillin?"  # the question of an exemplar this prompt does not show
+    assert [e["title"] for e in shown] == ["Penicillin", "Mona Lisa"]
+    drawn_copy = "Wer entdeckte das Penicillin?"  # the question of a drawn exemplar
+    undrawn_copy = "Wie hoch ist der Fuji?"  # the question of an exemplar this prompt does not show
     good = "Wann schrieb Martin Luther seine Thesen?"
     gen.script = {(1, "de"): [drawn_copy, undrawn_copy, good]}
     draws = gen.generate_attempts([LUTHER])[0]
@@ -234,9 +240,9 @@ def test_exemplar_copy_filter_uses_the_prompts_own_exemplars():
 def test_generator_prompt_shows_the_drawn_exemplars():
     gen = Scripted(GeneratorConfig(kind="causal", model="x", languages=["de", "zh"], few_shot=2, seed=0,
                                    header_language="target"))
-    p1, p2 = gen.prompt(1, "T", "x", "de"), gen.prompt(2, "T", "x", "de")
-    assert "Title: Mount Fuji\n" in p1 and "Title: Penicillin\n" not in p1
-    assert "Title: Penicillin\n" in p2 and "Title: Mount Fuji\n" not in p2
+    p1, p2 = gen.prompt(1, "T", "x", "de"), gen.prompt(11, "T", "x", "de")
+    assert "Title: Penicillin\n" in p1 and "Title: Mount Fuji\n" not in p1
+    assert "Title: Mount Fuji\n" in p2 and "Title: Penicillin\n" not in p2
     assert p1.startswith("Fragen auf Deutsch") and p1.endswith("Deutsche Frage:")
     assert gen.prompt(1, "T", "x", "zh").endswith("中文问题:")
     assert gen.prompt(1, "T", "x", "de") == p1

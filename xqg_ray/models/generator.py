@@ -9,9 +9,9 @@ rerun or a retried Ray block yields the same queries.  Padding is masked and
 positions are explicit, so it changes nothing but float rounding.
 
 Causal prompts are a few-shot prefix plus the passage.  The prefix (header
-and exemplars) is drawn per (passage, language) from the language's pool
-(``prompts.draw_exemplars``), so it takes at most C(pool, few_shot) values per
-language; batches group prompts of one prefix, whose KV cache is prefilled
+and exemplars) is drawn per (passage, language) among the language's disjoint
+exemplar groups (``prompts.draw_exemplars``: 5 with 10 exemplars and
+few_shot 2); batches group prompts of one prefix, whose KV cache is prefilled
 once and copied into each batch, and the ``n`` samples of a prompt share its
 prefill.  The exemplar-copy filter compares a question with the exemplars of
 its own prompt.
@@ -30,9 +30,10 @@ from ..schemas import UNFILTERED
 # Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
 # filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
 RETRY_ROUNDS = 2
-# Prefix KV caches kept per actor: batches of one prefix run back to back (``_run`` sorts by
-# prefix), so a few suffice; a bound keeps per-passage prefixes from filling memory.
-PREFIX_CACHE_ENTRIES = 8
+# Prefix KV caches kept per actor: one per (language, exemplar group) fits (5 languages x 5
+# groups; Gemma 270M: ~140 tokens x 37 KB = 5 MB each in float32), so a unit after the first
+# prefills none; the bound keeps a longer pool or more languages from filling memory.
+PREFIX_CACHE_ENTRIES = 32
 
 Row = Tuple[int, str, str]  # (passage id, title, text)
 

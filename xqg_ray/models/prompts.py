@@ -76,29 +76,50 @@ def prompt_words(language: str, language_name: str, header_language: str = ENGLI
     return words["header"], words["label"]
 
 
+def _topic(exemplar: dict) -> str:
+    return exemplar.get("topic") or exemplar["title"]
+
+
+def exemplar_groups(pool: Sequence[dict], k: int, seed: int, language: str) -> List[List[int]]:
+    """``pool``'s indices split into groups of up to ``k`` exemplars of distinct topics (each in pool order).
+
+    Exemplars are taken in the order of ``seed_for(seed, "fewshot", language,
+    title)`` and each joins the first group that still has room and lacks its
+    topic, so each exemplar is in one group and the split depends only on
+    (seed, language) and the pool.
+    """
+    if k <= 0:
+        return []
+    order = sorted(range(len(pool)), key=lambda i: (seed_for(seed, "fewshot", language, pool[i]["title"]), i))
+    groups: List[List[int]] = []
+    for i in order:
+        for g in groups:
+            if len(g) < k and _topic(pool[i]) not in {_topic(pool[j]) for j in g}:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return [sorted(g) for g in groups]
+
+
 def draw_exemplars(pool: Sequence[dict], k: int, seed: int, pid: int, language: str) -> List[dict]:
     """The ``k`` exemplars of ``pool`` shown in passage ``pid``'s ``language`` prompt, in pool order.
 
-    Exemplars are ranked by ``seed_for(seed, "fewshot", pid, language, title)``
-    and taken in that order, skipping a topic already taken: a pure function of
-    (seed, passage id, language), so a rerun, a resumed unit or another batch
-    shows the same ones, and neighbouring passages see different ones.  A
-    title's rank does not depend on the rest of the pool, so adding exemplars
-    keeps most draws.  Pool order (not rank order) keeps the number of
-    distinct prompt prefixes at C(len(pool), k), whose KV caches a generator
-    can reuse.  Fewer than ``k`` when the pool has fewer topics.
+    One of the full groups of :func:`exemplar_groups`, chosen by
+    ``seed_for(seed, "fewshot", pid, language)``: a pure function of (seed,
+    passage id, language), so a rerun, a resumed unit or another batch shows
+    the same ones, and neighbouring passages see different ones.  Disjoint
+    groups show every exemplar to as many passages as random k-subsets would
+    (1 in len(pool)/k) while a language has only len(pool)/k distinct prompt
+    prefixes, so a generator's batches still share a prefix and its KV cache
+    (random pairs of 10 would make 45, and batches of one).  Fewer than ``k``
+    when the pool has fewer topics.
     """
-    ranked = sorted(range(len(pool)), key=lambda i: (seed_for(seed, "fewshot", pid, language, pool[i]["title"]), i))
-    chosen: List[int] = []
-    topics = set()
-    for i in ranked:
-        if len(chosen) >= k:
-            break
-        topic = pool[i].get("topic") or pool[i]["title"]
-        if topic not in topics:
-            topics.add(topic)
-            chosen.append(i)
-    return [pool[i] for i in sorted(chosen)]
+    groups = exemplar_groups(pool, k, seed, language)
+    full = [g for g in groups if len(g) == k] or groups[:1]
+    if not full:
+        return []
+    return [pool[i] for i in full[seed_for(seed, "fewshot", pid, language) % len(full)]]
 
 
 def _truncate_words(text: str, max_words: int) -> str:
