@@ -22,6 +22,8 @@ target-language rate, exemplar copies (exact, near) of the exemplars its prompt
 showed and of any exemplar of the language's pool, degenerate repetition,
 empty draws, round-trip top-1 and MRR, and questions/s.  Filters are off and
 there is one sampling round: the raw draws of each prompt are compared.
+Passages run in chunks, all three arms per chunk, so ``--max-minutes`` cuts
+every arm at the same passages (a passage's draws never depend on its batch).
 """
 
 from __future__ import annotations
@@ -97,13 +99,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=10, help="passages per round of the three arms")
+    ap.add_argument("--max-minutes", type=float, default=0, help="start no chunk after this long (0: no limit)")
     ap.add_argument("--json", default="", help="also write the figures here")
     a = ap.parse_args()
     if a.tiny:
         from xqg_ray.models.loading import resolve_model
 
         a.model, a.encoder = resolve_model("tiny:tiny-gpt2").path, "tiny:tiny-bert"
-        a.passages, a.corpus_limit, a.languages = 4, 40, "de,zh"
+        a.passages, a.corpus_limit, a.languages, a.chunk = 4, 40, "de,zh", 2
     import numpy as np
     import torch
 
@@ -132,23 +136,33 @@ def main() -> None:
     pids = np.asarray([r["id"] for r in corpus], np.int64)
     row_of = {int(p): k for k, p in enumerate(pids)}
     gen = QueryGenerator("g", gcfg, a.threads)
+    gen.prefix_cache_entries = 128  # every arm's prefixes stay cached across chunks, as one prompt kind's do in a run
     gen.generate_attempts(rows[:1])  # warm-up
     pool = {lang: load_fewshot()[lang] for lang in langs}
+    # Chunks of passages, every arm per chunk: stopped by --max-minutes, the arms still cover the same passages.
+    draws: Dict[str, List[Any]] = {arm: [] for arm in ARMS}
+    seconds = {arm: 0.0 for arm in ARMS}
+    started, done = time.perf_counter(), 0
+    while done < len(rows) and (a.max_minutes <= 0 or time.perf_counter() - started < 60 * a.max_minutes):
+        chunk = rows[done : done + a.chunk]
+        for arm in ARMS:
+            gen.draw_exemplars = arm != "today"
+            gen.cfg.header_language = "target" if arm == "target" else "english"
+            t0 = time.perf_counter()
+            draws[arm] += gen.generate_attempts(chunk)
+            seconds[arm] += time.perf_counter() - t0
+        done += len(chunk)
+        print(f"{done} passages: " + ", ".join(f"{arm} {seconds[arm]:.0f} s" for arm in ARMS), flush=True)
+    rows = rows[:done]
     figures: Dict[str, Any] = {}
     samples: Dict[str, List[Dict[str, Any]]] = {}
     for arm in ARMS:
-        gen.draw_exemplars = arm != "today"
-        gen.cfg.header_language = "target" if arm == "target" else "english"
-        start = time.perf_counter()
-        draws = gen.generate_attempts(rows)
-        seconds = time.perf_counter() - start
-        chosen = [(d["lang"], i, d["text"]) for i, ds in enumerate(draws) for d in ds if d[UNFILTERED]]
+        chosen = [(d["lang"], i, d["text"]) for i, ds in enumerate(draws[arm]) for d in ds if d[UNFILTERED]]
         qv = enc.encode([text for _, _, text in chosen], "query")
         got = round_trip_ranks(qv, [row_of[int(rows[i][0])] for _, i, _ in chosen], pvecs, "ip", passage_ids=pids) if chosen else []
         ranks = {(lang, i): int(k) for (lang, i, _), k in zip(chosen, got)}
-        figures[arm] = arm_figures(rows, draws, langs, pool, ranks, seconds)
+        figures[arm] = arm_figures(rows, draws[arm], langs, pool, ranks, seconds[arm])
         samples[arm] = [{"id": rows[i][0], "lang": lang, "text": text} for lang, i, text in chosen[:: max(1, len(chosen) // 10)]]
-        print(f"{arm}: {figures[arm]['n']} questions in {seconds:.1f} s", flush=True)
 
     head = f"{'arm':<7} {'lang':<5} {'n':>4} {'target':>7} {'copy ex':>7} {'near':>5} {'any':>4} {'degen':>6} {'empty':>5} {'rt@1':>6} {'mrr':>6} {'q/s':>6}"
     print(head)
@@ -161,6 +175,7 @@ def main() -> None:
             print(f"{arm:<7} {group:<5} {f['n']:>4} {pct(f['target_language']):>7} {c.get('exemplar_exact', 0):>7} "
                   f"{c.get('exemplar_near', 0):>5} {f['copies_of_any_pool_exemplar']:>4} {c.get('degenerate', 0):>6} "
                   f"{f['slots'] - f['n']:>5} {pct(rt['rate@1']):>6} {'-' if rt['mrr'] is None else format(rt['mrr'], '.3f'):>6} {qps:>6}")
+    print("questions/s: this machine at the time of the run (load from other processes counts)")
     summary = {"passages": len(rows), "corpus": len(corpus), "languages": langs, "model": a.model, "encoder": a.encoder,
                "few_shot": a.few_shot, "seed": a.seed, "arms": figures, "samples": samples}
     if a.json:

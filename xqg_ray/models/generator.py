@@ -104,6 +104,7 @@ class QueryGenerator:
             eos = self.tokenizer.eos_token_id if eos is None else eos
             self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
+        self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
 
     def prompt(self, pid: int, title: str, text: str, lang: str) -> str:
         """The prompt text of passage ``pid`` in ``lang``."""
@@ -273,11 +274,11 @@ class QueryGenerator:
         return out
 
     def _prefix_cache(self, ids: Tuple[int, ...]):
-        """The KV cache of a shared prefix (batch 1); the last ``PREFIX_CACHE_ENTRIES`` are kept."""
+        """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept."""
         if ids not in self._prefix_kv:
             from . import decoding
 
-            while len(self._prefix_kv) >= PREFIX_CACHE_ENTRIES:
+            while len(self._prefix_kv) >= self.prefix_cache_entries:
                 self._prefix_kv.pop(next(iter(self._prefix_kv)))  # the oldest
             self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
         return self._prefix_kv[ids]
