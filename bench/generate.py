@@ -77,7 +77,7 @@ def legacy_generate(gen, pid: int, title: str, text: str) -> Tuple[List[Dict[str
 
     queries, failed, n = [], 0, gen.cfg.n_per_language
     for lang in gen.cfg.languages:
-        p = gen.prompt(title, text, lang)
+        p = gen.prompt(pid, title, text, lang)
         got = [q for q in sample(p, n, seed_for(gen.cfg.seed, gen.name, pid, lang)) if q]
         for r in range(RETRY_ROUNDS):
             if len(got) >= n:
@@ -98,7 +98,7 @@ def bare_batched(gen, rows: List[Tuple[int, str, str]], batch_size: int) -> Tupl
     tok.padding_side = "left"
     slots = empty = 0
     for lang in cfg.languages:
-        prompts = sorted((gen.prompt(t, x, lang) for _, t, x in rows), key=lambda p: len(tok(p)["input_ids"]))
+        prompts = sorted((gen.prompt(pid, t, x, lang) for pid, t, x in rows), key=lambda p: len(tok(p)["input_ids"]))
         for i in range(0, len(prompts), batch_size):
             enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_input_length)
             enc = {k: v.to(gen.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}

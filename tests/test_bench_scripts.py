@@ -33,6 +33,8 @@ TINY = {
                   r"stage .* run_units EncodePartition, 2 partitions, 1 actor\(s\) x 1 threads; max \|diff\| vs direct 0\.0e\+00"),
     "generate.py": (["--model", "tiny:tiny-gpt2", "--passages", "4", "--languages", "de", "--max-new-tokens", "4", "--batch-size", "4", "--threads", "1"],
                     r" +stage: +[0-9.]+ questions/s \(4 slots, 0 empty, [0-9.]+ s\); wall with actor start \+ model load [0-9.]+ s"),
+    "prompting.py": (["--tiny"], r"arms today/drawn/target: round-trip top-1 [0-9.]+/[0-9.]+/[0-9.]+, target language "
+                                 r"[0-9.]+/[0-9.]+/[0-9.]+, exemplar copies [0-9]+/[0-9]+/[0-9]+ of 8 slots"),
     "fixed_cost.py": ([], r"run 1: wall [0-9.]+ s; model work [0-9.]+ s \+ loading [0-9.]+ s = [0-9.]+ s; ratio wall/model [0-9.]+x \(goal <= 2\)"),
     "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de"],
                        r'\{"run": "\+10\.0% \(6 passages\)", .*"index_modes": \["updated"\], "added": 6\}'),

@@ -116,7 +116,7 @@ def test_queries_do_not_depend_on_the_batch(tiny_models, kind):
 
 def _tokens(gen, rows, lang, reuse):
     """Raw sampled token ids of ``rows`` in one batch, with and without the cached prefix."""
-    pres, sufs = zip(*(gen.prompt_ids(t, x, lang) for _, t, x in rows))
+    pres, sufs = zip(*(gen.prompt_ids(0, t, x, lang) for _, t, x in rows))  # one passage id: one drawn prefix
     counts, seeds = [2] * len(rows), list(range(100, 100 + 2 * len(rows)))
     kw = dict(top_k=gen.cfg.top_k, temperature=1.0, max_new_tokens=6, stop_ids=gen.stop_ids)
     with torch.inference_mode():
@@ -130,8 +130,8 @@ def _tokens(gen, rows, lang, reuse):
 
 def test_prefix_reuse_equals_full_prompt(tiny_models):
     gen = _gen(tiny_models, "causal")
-    pre, suf = gen.prompt_ids("Title", "some passage text", "de")
-    pre_text, suf_text = gen._causal_parts("Title", "some passage text", "de")
+    pre, suf = gen.prompt_ids(0, "Title", "some passage text", "de")
+    pre_text, suf_text = gen._causal_parts(0, "Title", "some passage text", "de")
     assert suf_text == "Title: Title\nPassage: some passage text\nGerman question:"
     # BOS + the prefix, then the suffix, each tokenized on its own (the byte-level BPE adds a leading space)
     assert pre[0] == gen.tokenizer.bos_token_id and gen.tokenizer.decode(list(pre[1:])) == " " + pre_text
@@ -143,15 +143,15 @@ def test_prefix_reuse_equals_full_prompt(tiny_models):
     assert with_reuse == _tokens(gen, ROWS[:4], "de", reuse=True)
     off = _gen(tiny_models, "causal")
     off.prefix_reuse = False
-    assert off.prompt_ids("Title", "some passage text", "de") == ((), list(pre) + suf)
+    assert off.prompt_ids(0, "Title", "some passage text", "de") == ((), list(pre) + suf)
     assert off.generate_many(ROWS) == gen.generate_many(ROWS)
 
 
 def test_long_prompt_is_cut_from_the_left_without_a_shared_prefix(tiny_models):
     gen = _gen(tiny_models, "causal", max_input_length=64)
     long_text = " ".join(["the river flows through the city"] * 30)
-    pre, ids = gen.prompt_ids("T", long_text, "de")
-    full_pre, full_suf = _gen(tiny_models, "causal").prompt_ids("T", long_text, "de")
+    pre, ids = gen.prompt_ids(1, "T", long_text, "de")
+    full_pre, full_suf = _gen(tiny_models, "causal").prompt_ids(1, "T", long_text, "de")
     assert pre == () and len(ids) == 64 and ids[0] == gen.tokenizer.bos_token_id
     assert ids[1:] == (list(full_pre) + full_suf)[-63:]  # the BOS stays, the oldest tokens go
     rows = [(1, "T", long_text), *ROWS[:2]]  # a cut prompt batched next to reused-prefix ones

@@ -44,7 +44,7 @@ def test_generator_is_seeded_per_passage(tiny_models, kind, model):
     gen = QueryGenerator("g", cfg)
     assert gen.model.dtype == torch_dtype("auto", "cpu") == torch.float32  # dtype auto: float32 on CPU
     if kind == "seq2seq":
-        assert gen.prompt("T", "body", "de") == "Generate a German question for this passage: T body"
+        assert gen.prompt(0, "T", "body", "de") == "Generate a German question for this passage: T body"
     first, failed = gen.generate(7, "Title", "some passage text")
     assert [q["lang"] for q in first] == ["de", "de", "zh", "zh"] and failed == 0
     gen.generate(8, "Other", "another passage")  # a different neighbour in between

@@ -49,11 +49,12 @@ class Scripted(QueryGenerator):
     def __init__(self, cfg: GeneratorConfig):  # noqa: D107 - no model to load
         self.name, self.cfg = "g", cfg
         self.fewshot = load_fewshot()
+        self.draw_exemplars = False  # the pool's first exemplar (COPY_DE's), as the scripts below were written for
         self.calls: List[List[Tuple[int, str, Tuple[int, ...]]]] = []
         self.rows: List[Tuple[int, str, str]] = []
         self.script = SCRIPT
 
-    def prompt_ids(self, title, text, lang):  # noqa: ANN001
+    def prompt_ids(self, pid, title, text, lang):  # noqa: ANN001
         return (), []
 
     def generate_attempts(self, rows):  # noqa: ANN001

@@ -63,6 +63,8 @@ AGGREGATIONS = ("sum", "mean")  # sum is the paper's
 HUMAN_PAIRS = "human"
 # An ``encoders`` entry's ``model`` naming the artifact of training NAME: ``trained:NAME``.
 TRAINED_PREFIX = "trained:"
+# causal prompts: header line and question label in English or in the target language.
+HEADER_LANGUAGES = ("english", "target")
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
 FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
@@ -263,8 +265,10 @@ class GeneratorConfig:
     temperature: float = 1.0
     max_new_tokens: int = 32
     max_input_length: int = 512
-    # causal: number of few-shot exemplars per language taken from the bundled set.
+    # causal: number of few-shot exemplars per prompt, drawn per passage from the bundled set.
     few_shot: int = 2
+    # causal: the prompt's header and "<Language> question:" label in English or the target language.
+    header_language: str = "english"  # one of HEADER_LANGUAGES
     # provided: a table (Parquet/JSONL) with docid, lang, text.  "benchmark:provided"
     # means the held-out human questions written by the benchmark stage.
     path: str = ""

@@ -13,10 +13,10 @@ from typing import Any, List, Optional, Sequence
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, KEPT, LANGUAGE_NAMES,
-    PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS, TRAINED_PREFIX,
-    TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig, RunConfig, SystemConfig,
-    TrainConfig, stage_pool, trained_name,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, HEADER_LANGUAGES, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, KEPT,
+    LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
+    TRAINED_PREFIX, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
+    RunConfig, SystemConfig, TrainConfig, stage_pool, trained_name,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
 
@@ -126,7 +126,8 @@ def generator_problems(cfg: RunConfig) -> List[str]:
 
 def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
     errs = _checks(choice_problem(f"{where}.kind", g.kind, GENERATOR_KINDS),
-                   choice_problem(f"{where}.dtype", g.dtype, DTYPES))
+                   choice_problem(f"{where}.dtype", g.dtype, DTYPES),
+                   choice_problem(f"{where}.header_language", g.header_language, HEADER_LANGUAGES))
     if g.kind in GENERATING_KINDS and not g.model:
         errs.append(f"{where}.model is empty: give bundled:NAME, a hub id or a local path")
     if g.kind == PROVIDED_KIND and not g.path:

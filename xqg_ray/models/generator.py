@@ -8,9 +8,13 @@ passage's queries do not depend on which passages share its batch, and a
 rerun or a retried Ray block yields the same queries.  Padding is masked and
 positions are explicit, so it changes nothing but float rounding.
 
-Causal prompts are a few-shot prefix shared by every passage of a language
-plus the passage; the prefix is prefilled once per language and its KV cache
-copied into each batch, and the ``n`` samples of a prompt share its prefill.
+Causal prompts are a few-shot prefix plus the passage.  The prefix (header
+and exemplars) is drawn per (passage, language) among the language's disjoint
+exemplar groups (``prompts.draw_exemplars``: 5 with 10 exemplars and
+few_shot 2); batches group prompts of one prefix, whose KV cache is prefilled
+once and copied into each batch, and the ``n`` samples of a prompt share its
+prefill.  The exemplar-copy filter compares a question with the exemplars of
+its own prompt.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from ..schemas import UNFILTERED
 # Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
 # filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
 RETRY_ROUNDS = 2
+# Prefix KV caches kept per actor: one per (language, exemplar group) fits (5 languages x 5
+# groups; Gemma 270M: ~140 tokens x 37 KB = 5 MB each in float32), so a unit after the first
+# prefills none; the bound keeps a longer pool or more languages from filling memory.
+PREFIX_CACHE_ENTRIES = 32
 
 Row = Tuple[int, str, str]  # (passage id, title, text)
 
@@ -44,7 +52,8 @@ class Prompt:
 class QueryGenerator:
     """Loads a seq2seq or causal LM once and samples ``n`` queries per language."""
 
-    def __init__(self, name: str, cfg: GeneratorConfig, torch_threads: int = 0, prefix_reuse: bool = True):
+    def __init__(self, name: str, cfg: GeneratorConfig, torch_threads: int = 0, prefix_reuse: bool = True,
+                 draw_exemplars: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -56,6 +65,8 @@ class QueryGenerator:
         self.name, self.cfg = name, cfg
         # Off only to measure what reuse saves (bench/generate.py); results are the same.
         self.prefix_reuse = prefix_reuse
+        # Off only to measure the prompt before per-passage draws (bench/prompting.py): the pool's first few_shot.
+        self.draw_exemplars = draw_exemplars
         self.device = device_name()
         ref = resolve(cfg.model)
         gguf = cfg.gguf_file or ref.gguf_file
@@ -93,18 +104,32 @@ class QueryGenerator:
             eos = self.tokenizer.eos_token_id if eos is None else eos
             self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
+        self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
 
-    def prompt(self, title: str, text: str, lang: str) -> str:
+    def prompt(self, pid: int, title: str, text: str, lang: str) -> str:
+        """The prompt text of passage ``pid`` in ``lang``."""
         if self.cfg.kind == "seq2seq":
             return self.cfg.prompt.format(language=LANGUAGE_NAMES[lang], title=title, text=text)
-        return "".join(self._causal_parts(title, text, lang))
+        return "".join(self._causal_parts(pid, title, text, lang))
 
-    def _causal_parts(self, title: str, text: str, lang: str) -> Tuple[str, str]:
+    def exemplars_for(self, pid: int, lang: str) -> List[dict]:
+        """The few-shot exemplars shown in passage ``pid``'s ``lang`` prompt (none for seq2seq)."""
+        if self.cfg.kind != "causal":
+            return []
+        from .prompts import draw_exemplars
+
+        pool = self.fewshot.get(lang, [])
+        if not self.draw_exemplars:
+            return pool[: self.cfg.few_shot]
+        return draw_exemplars(pool, self.cfg.few_shot, self.cfg.seed, pid, lang)
+
+    def _causal_parts(self, pid: int, title: str, text: str, lang: str) -> Tuple[str, str]:
         from .prompts import causal_prompt_parts
 
-        return causal_prompt_parts(title, text, lang, LANGUAGE_NAMES[lang], self.fewshot.get(lang, [])[: self.cfg.few_shot])
+        return causal_prompt_parts(title, text, lang, LANGUAGE_NAMES[lang], self.exemplars_for(pid, lang),
+                                   header_language=self.cfg.header_language)
 
-    def prompt_ids(self, title: str, text: str, lang: str) -> Tuple[Tuple[int, ...], List[int]]:
+    def prompt_ids(self, pid: int, title: str, text: str, lang: str) -> Tuple[Tuple[int, ...], List[int]]:
         """(prefix, suffix) token ids of a prompt; the model sees their concatenation.
 
         Causal: prefix and suffix are tokenized separately (so the split is a
@@ -114,9 +139,9 @@ class QueryGenerator:
         """
         tok = self.tokenizer
         if self.cfg.kind == "seq2seq":
-            ids = tok(self.prompt(title, text, lang), truncation=True, max_length=self.cfg.max_input_length)["input_ids"]
+            ids = tok(self.prompt(pid, title, text, lang), truncation=True, max_length=self.cfg.max_input_length)["input_ids"]
             return (), list(ids)
-        pre, suf = self._causal_parts(title, text, lang)
+        pre, suf = self._causal_parts(pid, title, text, lang)
         p = tok(pre, add_special_tokens=False)["input_ids"]
         s = tok(suf, add_special_tokens=False)["input_ids"]
         room = self.cfg.max_input_length - len(self.lead)
@@ -157,12 +182,13 @@ class QueryGenerator:
         """
         n, f = self.cfg.n_per_language, self.cfg.filters
         langs = list(self.cfg.languages)
-        base = {(i, lang): self.prompt_ids(title, text, lang) for i, (_, title, text) in enumerate(rows) for lang in langs}
+        base = {(i, lang): self.prompt_ids(pid, title, text, lang) for i, (pid, title, text) in enumerate(rows) for lang in langs}
         kept: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
         chosen = {key: 0 for key in base}  # unfiltered selection sizes
         by_passage: Dict[int, List[str]] = {i: [] for i in range(len(rows))}
         draws: List[List[Dict[str, Any]]] = [[] for _ in rows]
-        exemplars = {lang: self.fewshot.get(lang, [])[: self.cfg.few_shot] for lang in langs} if self.cfg.kind == "causal" else {}
+        # Per passage, language -> the exemplars its prompt shows: the ones a copy is measured against.
+        shown = {i: {lang: self.exemplars_for(row[0], lang) for lang in langs} for i, row in enumerate(rows)}
         allowed = set(langs) | {"en"}
         for r in range(max(1, f.max_attempts)):
             todo = []
@@ -178,8 +204,7 @@ class QueryGenerator:
                 break
             outs = self._run(todo)
             flat = [(p, j, t) for p, texts in zip(todo, outs) for j, t in enumerate(texts)]
-            flags = draw_flags([t for _, _, t in flat], [p.lang for p, _, _ in flat], [rows[p.row][2] for p, _, _ in flat],
-                               exemplars, allowed, f.exemplar_overlap)
+            flags = self._flags(flat, rows, shown, allowed)
             room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p in todo}  # the unfiltered need at the round's start
             for (p, j, t), fl in zip(flat, flags):
                 key = (p.row, p.lang)
@@ -195,6 +220,20 @@ class QueryGenerator:
                                      "reason": reason, "kept": reason is None, "unfiltered": unfiltered})
         order = {lang: k for k, lang in enumerate(langs)}
         return [sorted(d, key=lambda a: (order[a["lang"]], a["round"], a["draw"])) for d in draws]
+
+    def _flags(self, flat: List[Tuple[Prompt, int, str]], rows: Sequence[Row], shown: Dict[int, Dict[str, List[dict]]],
+               allowed: set) -> List[Dict[str, Any]]:
+        """``draw_flags`` of every (prompt, draw, text), one call per passage: its prompts' own exemplars."""
+        by_row: Dict[int, List[int]] = {}
+        for k, (p, _, _) in enumerate(flat):
+            by_row.setdefault(p.row, []).append(k)
+        flags: List[Dict[str, Any]] = [{} for _ in flat]
+        for i, ks in by_row.items():
+            found = draw_flags([flat[k][2] for k in ks], [flat[k][0].lang for k in ks], [rows[i][2]] * len(ks),
+                               shown[i], allowed, self.cfg.filters.exemplar_overlap)
+            for k, fl in zip(ks, found):
+                flags[k] = fl
+        return flags
 
     def _run(self, prompts: List[Prompt]) -> List[List[str]]:
         """Decoded samples of every prompt, in order; batches group a shared prefix and similar lengths."""
@@ -235,10 +274,12 @@ class QueryGenerator:
         return out
 
     def _prefix_cache(self, ids: Tuple[int, ...]):
-        """The KV cache of a shared prefix (batch 1), computed once per actor."""
+        """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept."""
         if ids not in self._prefix_kv:
             from . import decoding
 
+            while len(self._prefix_kv) >= self.prefix_cache_entries:
+                self._prefix_kv.pop(next(iter(self._prefix_kv)))  # the oldest
             self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
         return self._prefix_kv[ids]
 

@@ -8,31 +8,118 @@ exemplars (``xqg_ray/assets/fewshot.json``), and finally the target passage
 with an open ``<Language> question:`` line.  The most likely continuation is
 a question in that language followed by a newline, which
 :func:`clean_question` cuts off.
+
+Which exemplars a passage's prompt shows is drawn per passage
+(:func:`draw_exemplars`): one fixed pair for every passage made the model copy
+it (50 of 240 German questions named the Great Wall, issue 15).  The header
+and question label are English or in the target language
+(``assets/prompt_headers.json``, :func:`prompt_words`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
+
+from ..ids import seed_for
 
 _FEWSHOT = "assets/fewshot.json"
+_HEADERS = "assets/prompt_headers.json"
+ENGLISH_HEADER = "english"
 
 
-@lru_cache(maxsize=1)
-def _load_raw() -> str:
-    return resources.files("xqg_ray").joinpath(_FEWSHOT).read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def _load_raw(path: str) -> str:
+    return resources.files("xqg_ray").joinpath(path).read_text(encoding="utf-8")
 
 
 def load_fewshot() -> Dict[str, List[dict]]:
-    """Hand-written exemplars per language code: ``{lang: [{title, passage, question}]}``.
+    """Hand-written exemplars per language code: ``{lang: [{title, topic, passage, question}]}``.
 
-    Passages are short English texts; questions are in the language of the key.
-    A fresh copy is returned so callers may shuffle or trim it.
+    Passages are short English texts; questions are in the language of the key;
+    no two exemplars of a language share a ``topic``.  A fresh copy is
+    returned so callers may shuffle or trim it.
     """
-    return json.loads(_load_raw())
+    return json.loads(_load_raw(_FEWSHOT))
+
+
+def load_headers() -> Dict[str, Dict[str, str]]:
+    """Per language code, the prompt's header line and question label written in that language:
+    ``{lang: {"header", "label"}}`` (the label ends with ``:``)."""
+    return json.loads(_load_raw(_HEADERS))
+
+
+def prompt_assets_sha256() -> str:
+    """sha256 over the bundled exemplars and headers: what a causal prompt depends on besides the
+    config and this module, for a generator's output key (edited exemplars must not reuse old questions)."""
+    h = hashlib.sha256()
+    for path in (_FEWSHOT, _HEADERS):
+        h.update(_load_raw(path).encode("utf-8"))
+    return h.hexdigest()
+
+
+def prompt_words(language: str, language_name: str, header_language: str = ENGLISH_HEADER) -> Tuple[str, str]:
+    """(header line, question label) of a ``language`` prompt.
+
+    ``header_language`` "english" names the language in English ("German
+    question:"); "target" writes both in the language itself ("Deutsche
+    Frage:"), from :func:`load_headers`.
+    """
+    if header_language == ENGLISH_HEADER:
+        name = language_name or language
+        return f"Questions in {name} about English encyclopedia passages.", f"{name} question:"
+    words = load_headers()[language]
+    return words["header"], words["label"]
+
+
+def _topic(exemplar: dict) -> str:
+    return exemplar.get("topic") or exemplar["title"]
+
+
+def exemplar_groups(pool: Sequence[dict], k: int, seed: int, language: str) -> List[List[int]]:
+    """``pool``'s indices split into groups of up to ``k`` exemplars of distinct topics (each in pool order).
+
+    Exemplars are taken in the order of ``seed_for(seed, "fewshot", language,
+    title)`` and each joins the first group that still has room and lacks its
+    topic, so each exemplar is in one group and the split depends only on
+    (seed, language) and the pool.
+    """
+    if k <= 0:
+        return []
+    order = sorted(range(len(pool)), key=lambda i: (seed_for(seed, "fewshot", language, pool[i]["title"]), i))
+    groups: List[List[int]] = []
+    for i in order:
+        for g in groups:
+            if len(g) < k and _topic(pool[i]) not in {_topic(pool[j]) for j in g}:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return [sorted(g) for g in groups]
+
+
+def draw_exemplars(pool: Sequence[dict], k: int, seed: int, pid: int, language: str) -> List[dict]:
+    """The ``k`` exemplars of ``pool`` shown in passage ``pid``'s ``language`` prompt, in pool order.
+
+    One of the full groups of :func:`exemplar_groups`, chosen by
+    ``seed_for(seed, "fewshot", pid, language)``: a pure function of (seed,
+    passage id, language), so a rerun, a resumed unit or another batch shows
+    the same ones, and neighbouring passages see different ones.  Disjoint
+    groups show every exemplar to as many passages as random k-subsets would
+    (1 in len(pool)/k) while a language has only len(pool)/k distinct prompt
+    prefixes, so a generator's batches still share a prefix and its KV cache
+    (random pairs of 10 would make 45, and batches of one).  Fewer than ``k``
+    when the pool has fewer topics.
+    """
+    groups = exemplar_groups(pool, k, seed, language)
+    full = [g for g in groups if len(g) == k] or groups[:1]
+    if not full:
+        return []
+    return [pool[i] for i in full[seed_for(seed, "fewshot", pid, language) % len(full)]]
 
 
 def _truncate_words(text: str, max_words: int) -> str:
@@ -50,10 +137,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _label(language_name: str) -> str:
-    return f"{language_name} question:"
-
-
 def causal_prompt_parts(
     title: str,
     text: str,
@@ -61,6 +144,7 @@ def causal_prompt_parts(
     language_name: str,
     exemplars: List[dict],
     max_passage_words: int = 120,
+    header_language: str = ENGLISH_HEADER,
 ) -> Tuple[str, str]:
     """:func:`causal_prompt` as (shared prefix, passage suffix); their concatenation is the prompt.
 
@@ -69,9 +153,8 @@ def causal_prompt_parts(
     its KV cache for every passage.  It ends with the blank line before the
     target's ``Title:``, a boundary where tokenizers start a new token.
     """
-    name = language_name or language
-    label = _label(name)
-    parts = [f"Questions in {name} about English encyclopedia passages.\n"]
+    header, label = prompt_words(language, language_name, header_language)
+    parts = [f"{header}\n"]
 
     def block(title: str, passage: str) -> str:
         return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n{label}"
@@ -87,25 +170,33 @@ def causal_prompt(
     language_name: str,
     exemplars: List[dict],
     max_passage_words: int = 120,
+    header_language: str = ENGLISH_HEADER,
 ) -> str:
     """Few-shot prompt whose natural continuation is one ``language`` question about ``text``.
 
     ``language`` is the code (kept for callers/logging symmetry and to name the
     language if ``language_name`` is empty); ``exemplars`` are items of
-    :func:`load_fewshot` (usually ``load_fewshot()[language][:k]``).  The
-    prompt ends with ``"<language_name> question:"`` and no trailing space,
-    because SentencePiece-style tokenizers attach the space to the next word
-    ("▁Wie"), so the model should produce it.
+    :func:`load_fewshot` (usually :func:`draw_exemplars` of ``load_fewshot()[language]``).
+    The prompt ends with the question label (:func:`prompt_words`:
+    ``"<language_name> question:"`` with ``header_language`` "english") and no
+    trailing space, because SentencePiece-style tokenizers attach the space to
+    the next word ("▁Wie"), so the model should produce it.
     """
-    return "".join(causal_prompt_parts(title, text, language, language_name, exemplars, max_passage_words))
+    return "".join(causal_prompt_parts(title, text, language, language_name, exemplars, max_passage_words, header_language))
 
 
 # Things that mark the end of the question when the model goes on writing:
-# the start of the next exemplar block, a new "... question:" label, or a
-# special token left in decoded text.
-_STOP = re.compile(
-    r"\n|\r|Title:|Passage:|\b[A-Z][a-z]+ question:|<eos>|<end_of_turn>|<start_of_turn>|</s>|<pad>|<bos>"
-)
+# the start of the next exemplar block, a new "... question:" label (English
+# or one of the target-language labels), or a special token left in decoded text.
+_STOP_FIXED = r"\n|\r|Title:|Passage:|\b[A-Z][a-z]+ question:|<eos>|<end_of_turn>|<start_of_turn>|</s>|<pad>|<bos>"
+
+
+@lru_cache(maxsize=1)
+def _stop_pattern() -> "re.Pattern[str]":
+    labels = sorted({w["label"] for w in load_headers().values()}, key=lambda x: (-len(x), x))
+    return re.compile("|".join([_STOP_FIXED, *map(re.escape, labels)]))
+
+
 # Cut right after the first question mark (Latin, full-width, Arabic): the
 # model sometimes keeps writing an answer on the same line.
 _QMARK = re.compile(r"[?？؟]")
@@ -120,7 +211,7 @@ def clean_question(generated: str) -> str:
     ``""`` means nothing usable (empty, or no letter or digit at all).
     """
     s = generated.lstrip()  # the continuation usually starts with a space
-    m = _STOP.search(s)
+    m = _stop_pattern().search(s)
     if m:
         s = s[: m.start()]
     q = _QMARK.search(s)

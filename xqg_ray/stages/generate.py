@@ -22,6 +22,7 @@ from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
 from ..config.schema import PROVIDED_KIND
 from ..evaluation.question_filter import selection
+from ..models.prompts import prompt_assets_sha256
 from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
 from ..schemas import ATTEMPTS_SCHEMA, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED
 from ..store.storage import Storage
@@ -36,6 +37,9 @@ def generator_fingerprint(ctx: Context, name: str) -> str:
     if g.kind == "provided":
         # The table's content, not just its path: an edited query log is new input.
         key["source"] = provided_source(ctx, name)["sha256"]
+    if g.kind == "causal":
+        # The exemplars and headers a prompt shows live in package files, not in the config.
+        key["prompt"] = prompt_assets_sha256()
     return fingerprint(key)
 
 
