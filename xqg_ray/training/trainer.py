@@ -197,8 +197,16 @@ def train_encoder(pairs: pa.Table, encoder: EncoderConfig, settings: TrainSettin
     tables = worker_tables(texts, s)
     total = tables[0].num_rows // (s.global_batch // s.num_workers)
     datasets = {}
-    for r, t in enumerate(tables):
-        datasets[f"w{r}"] = ray.data.from_arrow([t.slice(o, BLOCK_ROWS) for o in range(0, t.num_rows, BLOCK_ROWS)])
+    # A dataset keeps the context it was made in: without bars here, a worker's reads do not
+    # redraw a progress line per batch into the driver's log (hundreds per epoch).
+    data_ctx = ray.data.DataContext.get_current()
+    bars = data_ctx.enable_progress_bars
+    data_ctx.enable_progress_bars = False
+    try:
+        for r, t in enumerate(tables):
+            datasets[f"w{r}"] = ray.data.from_arrow([t.slice(o, BLOCK_ROWS) for o in range(0, t.num_rows, BLOCK_ROWS)])
+    finally:
+        data_ctx.enable_progress_bars = bars
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
