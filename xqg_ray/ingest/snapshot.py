@@ -211,6 +211,14 @@ def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str]
             storage.delete(join(root, "corpus/staging"))  # no other ingest is staging here
 
 
+def _shown(uri: str, root: str) -> str:
+    """An input file as a manifest records it: relative to the output directory when it lies inside
+    (the XQuAD benchmark stages its corpus there; a copied output directory must not point back), else
+    its URI with any credential masked."""
+    inside = root.rstrip("/") + "/"
+    return uri[len(inside):] if uri.startswith(inside) else redact(uri)
+
+
 def _stamps_before(storage: Storage, files: List[str], keys: List[Optional[str]], reused: Dict[int, Any],
                    sources: Optional[list]) -> Dict[str, List[Any]]:
     """:func:`file_stamp` of each keyed file to be parsed; one that is not the size fingerprinted is an error."""
@@ -333,8 +341,8 @@ def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, paren
             "files": file_records(files, keys, sources, stats),
             "partitions": [{"partition": r["partition"], "inputs": d, "duplicates": r["duplicates"],
                             "quarantine": r["quarantine"]} for r, d in zip(results, digests)],
-            "parsed": [redact(f) for i, f in enumerate(files) if i not in reused_idx],
-            "reused": [redact(f) for i, f in enumerate(files) if i in reused_idx],
+            "parsed": [_shown(f, root) for i, f in enumerate(files) if i not in reused_idx],
+            "reused": [_shown(f, root) for i, f in enumerate(files) if i in reused_idx],
             "partitions_reused": same,
         },
     }
