@@ -140,9 +140,73 @@ def test_no_delta_over_other_sources_or_with_fraction_zero(actor, tmp_path, monk
     other = {**unit(rec, "other", v1), "prior_srcs": {**SRCS, gen_kind("a"): "fp-old"}}
     assert "segments" not in run(actor, root, other, monkeypatch)
     assert len(run(actor, root, unit(rec, "delta", v1), monkeypatch)["segments"]) == 2
+    # the same key recomputed over its own output (its commit record cleaned up): rewritten whole, the same bytes
+    again = run(actor, root, unit(inputs(root, ids, {}, "v1"), "v1", v1), monkeypatch)
+    assert "segments" not in again and again["sha256"] == v1["sha256"] and again["reused"] == 60
 
 
 def test_compact_fraction_is_validated():
     with pytest.raises(ConfigError) as e:
         load_config(SMOKE, ["corpus.compact_fraction=-1"])
     assert str(e.value).splitlines()[1:] == ["  - corpus.compact_fraction must be >= 0 (0: never a delta segment), got -1.0"]
+
+
+def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ray_local, tmp_path):
+    """The whole job through add -> change -> remove -> compact equals a from-scratch build of the final corpus."""
+    from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec
+    from xqg_ray.pipeline import run as run_job
+    from xqg_ray.stages.compact import compact
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    shutil.copytree(versions["v1"], corpus)
+    cfg = load_config(SMOKE, files_overrides(corpus, versions["queries"], out))
+    run_job(cfg)
+    v1_rows = {u["partition"]: u["rows"] for u in current(out, "embeddings")["units"]}
+    revised = {json.loads(line)["docid"]: line for line in (versions["v2"] / "a.jsonl").read_text().splitlines()}
+    steps = [
+        ("add", lambda: shutil.copy(versions["v2"] / "b.jsonl", corpus / "b.jsonl"), len(ADDED), 0),
+        ("change", lambda: (corpus / "a.jsonl").write_text("".join(revised.get(json.loads(line)["docid"], line) + "\n"
+                                                                  for line in (corpus / "a.jsonl").read_text().splitlines())), len(CHANGED), len(CHANGED)),
+        ("remove", lambda: shutil.copy(versions["v2"] / "a.jsonl", corpus / "a.jsonl"), 0, len(REMOVED)),
+    ]
+    tombstoned = {"add": 0, "change": 3 * len(CHANGED), "remove": 3 * (len(CHANGED) + len(REMOVED))}
+    for name, edit, computed, dead in steps:
+        before = set((out / "embeddings" / "data").iterdir())
+        edit()
+        run_job(cfg)
+        emb = current(out, "embeddings")
+        assert emb["computed_by_kind"] == {"passage": computed, "gen:t5": computed, "gen:gpt2": computed}, name
+        # what this update wrote: delta segments of exactly the computed rows (3 kinds) and tombstones of the dead ones
+        new = sorted(set((out / "embeddings" / "data").iterdir()) - before)
+        rows = {p.name: pq.ParquetFile(p).metadata.num_rows for p in new}
+        assert sum(n for f, n in rows.items() if not f.endswith(".tombstones.parquet")) == 3 * computed, (name, rows)
+        assert sum(n for f, n in rows.items() if f.endswith(".tombstones.parquet")) == 3 * dead, (name, rows)
+        deltas = [u for u in emb["units"] if u.get("segments")]
+        assert deltas and all(u["file"] == u["segments"][-1]["file"] for u in deltas), name
+        assert sum(u["segments"][0]["rows"] for u in deltas) == sum(v1_rows[u["partition"]] for u in deltas), name  # never rewritten
+        assert sum(t["tombstones"]["rows"] for u in deltas for t in u["segments"] if t.get("tombstones")) == tombstoned[name], name
+    scratch, rebuilt = scratch_v2
+
+    def same_as_rebuild(metrics: Dict[str, Any]) -> None:
+        for s in ("baseline", "xqg", "xqg-a0.3", "causal-mean"):
+            assert_same_runs(out / "runs" / f"{s}.trec", scratch / "runs" / f"{s}.trec")
+            assert pq.read_table(out / "per_query" / f"{s}.parquet").equals(pq.read_table(scratch / "per_query" / f"{s}.parquet"))
+            assert not {d for hits in read_trec(out / "runs" / f"{s}.trec").values() for d, _ in hits} & set(REMOVED), s
+        assert metrics["systems"] == rebuilt["systems"]
+
+    final = run_job(cfg)  # nothing changed: every stage reused
+    same_as_rebuild(final)
+    runs_before = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
+    emb_fp = current(out, "embeddings")["fingerprint"]
+    done = compact(cfg)
+    assert done["embeddings"]["partitions"] == len([u for u in current(out, "embeddings")["units"] if u["file"].endswith(".compact.parquet")]) > 0
+    emb = current(out, "embeddings")
+    assert emb["fingerprint"] == emb_fp and not any(u.get("segments") for u in emb["units"])
+    named = {u["file"] for u in emb["units"]}
+    assert {str(p.relative_to(out)) for p in (out / "embeddings" / "data").iterdir()} == named  # the old segments are gone
+    assert compact(cfg) == {"embeddings": {"partitions": 0, "segments": 0}}
+    after = run_job(cfg)
+    assert {k: v["reused"] for k, v in after["stages"].items() if k in ("embeddings", "index")} == {"embeddings": True, "index": True}
+    assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
+    same_as_rebuild(after)
+    assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]

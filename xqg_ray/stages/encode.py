@@ -342,7 +342,9 @@ class EncodePartition(UnitRunner):
                 n_rows, n_computed = n_rows + t.num_rows, n_computed + int((~hit).sum())
             if drop and len(drop[0]):
                 dead[source.kind] = drop[0]
-        if prior is None or u.prior_srcs != {s.kind: s.src for s in gens}:
+        # The unit's own file among the prior's: the same key recomputed (its commit record was cleaned
+        # up after a resumed publish); rewritten whole as before, never a delta over itself.
+        if prior is None or u.prior_srcs != {s.kind: s.src for s in gens} or u.out in {s["file"] for s in segments(u.prior)}:
             return False, dead
         grown = churn(n_rows, stored_rows(u.prior) + n_computed, delta_rows(u.prior) + n_computed)
         return 0 < u.compact_fraction and grown <= u.compact_fraction, dead
