@@ -34,10 +34,10 @@ from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_d
 from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
-from ..store.segments import churn, delta_rows, segment_source, segments, stored_rows, tombstones_table, write_tombstones
+from ..store.segments import append_segment, delta_allowed, segment_source
 from .plan import Plan, plan_stage
 from .sources import GEN_COLUMNS, PASSAGE_COLUMNS, Source, query_sources, select_entry
-from .reuse import PriorOutput, PriorRows, interleave
+from .reuse import PriorOutput, interleave, matched
 from .records import (
     EmbeddingsEntry,
     EmbeddingsManifest,
@@ -317,60 +317,27 @@ class EncodePartition(UnitRunner):
                         summaries[source.name].append(check_counts(count))
             rec = out.commit()
         if delta:
-            tomb = write_tombstones(self.storage, self.root, u.out.replace(".parquet", ".tombstones.parquet"), tombstones_table(dead.keys(), dead.values()))
-            rec["segments"] = segments(u.prior) + [{**rec, **({"tombstones": tomb} if tomb else {})}]
-            rec["rows"] = sum(computed.values()) + sum(reused.values())  # the partition's live rows
+            rec = append_segment(self.storage, self.root, u.prior, rec, dead, sum(computed.values()) + sum(reused.values()))
         rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
                    computed_by_kind=computed, reused_by_kind=reused, counts={n: _merge_counts(summaries[n]) for n in names})
         return rec
 
     def _plan_delta(self, u: EncodePartitionUnit, gens: List["Source"], passages: "Source", prior: Optional[PriorOutput]
                     ) -> Tuple[bool, Dict[str, np.ndarray]]:
-        """(append a delta segment rather than rewrite the partition, kind -> prior ids that die), from one pass over ids.
-
-        Also sets each generator source's slot width.  A delta needs a prior over the same
-        sources and keeps the partition's churn within ``compact_fraction``.
-        """
+        """(append a delta segment (same sources as the prior, churn within ``compact_fraction``), kind -> prior
+        ids that die), from one pass over ids; sets each generator's slot width (passages: read only over a prior)."""
         dead: Dict[str, np.ndarray] = {}
         n_rows = n_computed = 0
-        id_only = Source(PASSAGE, "", None, passages.file, ["id", "content_hash"])
-        for source in [*gens, id_only]:
+        for source in [*gens, *([Source(PASSAGE, "", None, passages.file, ["id", "content_hash"])] if prior else [])]:
             drop: List[np.ndarray] = []
-            for t, hit, _ in self._matched(source, prior, ["kind", "src", "id", "content_hash"], drop):
+            for t, hit, _ in matched(source, prior, self.cfg.window_rows, ["kind", "src", "id", "content_hash"], drop):
                 if source.name is not None:
                     source.width = max(source.width, slot_width(t["queries"].filter(pa.array(~hit))))
                 n_rows, n_computed = n_rows + t.num_rows, n_computed + int((~hit).sum())
             if drop and len(drop[0]):
                 dead[source.kind] = drop[0]
-        # The unit's own file among the prior's: the same key recomputed (its commit record was cleaned
-        # up after a resumed publish); rewritten whole as before, never a delta over itself.
-        if prior is None or u.prior_srcs != {s.kind: s.src for s in gens} or u.out in {s["file"] for s in segments(u.prior)}:
-            return False, dead
-        grown = churn(n_rows, stored_rows(u.prior) + n_computed, delta_rows(u.prior) + n_computed)
-        return 0 < u.compact_fraction and grown <= u.compact_fraction, dead
-
-    def _matched(self, source: "Source", prior: Optional[PriorOutput], prior_columns: Optional[List[str]] = None,
-                 dropped: Optional[List[np.ndarray]] = None) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[pa.Table]]]:
-        """(rows of the new table, bool per row: reused, the reused prior rows in row order), batch by batch.
-
-        ``dropped``: gets, once the rows are through, the ids of the prior rows not reused.
-        """
-        w = self.cfg.window_rows
-        rows = None if prior is None else PriorRows(prior.batches(source.kind, source.src, w, prior_columns))
-        last = None
-        for t in source.batches(w):
-            if not t.num_rows:
-                continue
-            ids = t["id"].to_numpy()
-            if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
-                raise ValueError(f"{source.file.uri}: rows are not sorted by unique id")
-            last = ids[-1]
-            if rows is None:
-                yield t, np.zeros(t.num_rows, bool), None
-            else:
-                yield (t, *rows.match(ids, t["content_hash"]))
-        if rows is not None and dropped is not None:
-            dropped.append(rows.dead())
+        same_sources = u.prior_srcs == {s.kind: s.src for s in gens}
+        return same_sources and delta_allowed(u.prior, u.out, n_rows, n_computed, u.compact_fraction), dead
 
     def _stream(self, sources: List["Source"], kind: str, prior: Optional[PriorOutput], prior_columns: Optional[List[str]] = None
                 ) -> Iterator[Tuple["Source", pa.Table, Optional[pa.Table], np.ndarray]]:
@@ -385,7 +352,7 @@ class EncodePartition(UnitRunner):
         window: List[Piece] = []
         n_rows = n_texts = 0
         for source in sources:
-            for t, hit, old in self._matched(source, prior, prior_columns):
+            for t, hit, old in matched(source, prior, self.cfg.window_rows, prior_columns):
                 per_row = np.where(hit, 0, source.text_counts(t))
                 before = np.r_[0, np.cumsum(hit)]  # reused rows before each row
                 start = 0

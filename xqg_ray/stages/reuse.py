@@ -148,6 +148,30 @@ def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
             yield t
 
 
+def matched(source: Any, prior: Optional[PriorOutput], batch_rows: int, prior_columns: Optional[List[str]] = None,
+            dropped: Optional[List[np.ndarray]] = None) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[pa.Table]]]:
+    """(rows of ``source``'s table, bool per row: reused, the reused prior rows in row order), batch by batch.
+
+    ``source``: a :class:`~xqg_ray.stages.sources.Source` (its ``batches``, ``kind``, ``src``, ``file``);
+    ``dropped``: gets, once the rows are through, the ids of the prior rows not reused.
+    """
+    rows = None if prior is None else PriorRows(prior.batches(source.kind, source.src, batch_rows, prior_columns))
+    last = None
+    for t in source.batches(batch_rows):
+        if not t.num_rows:
+            continue
+        ids = t["id"].to_numpy()
+        if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
+            raise ValueError(f"{source.file.uri}: rows are not sorted by unique id")
+        last = ids[-1]
+        if rows is None:
+            yield t, np.zeros(t.num_rows, bool), None
+        else:
+            yield (t, *rows.match(ids, t["content_hash"]))
+    if rows is not None and dropped is not None:
+        dropped.append(rows.dead())
+
+
 def interleave(computed: pa.Table, old: Optional[pa.Table], hit: np.ndarray) -> pa.Table:
     """Rows in input order: ``old`` where ``hit``, ``computed`` elsewhere (each already in that order)."""
     if old is None or not hit.any():

@@ -167,6 +167,24 @@ def compact_stage(storage: Storage, root: str, stage: str, row_group_rows: int) 
     return {"partitions": done, "segments": replaced}
 
 
-def write_tombstones(storage: Storage, root: str, rel: str, table: pa.Table) -> Optional[Dict[str, Any]]:
-    """The tombstones file of a delta segment (None when no earlier row dies)."""
-    return write_table_committed(storage, root, rel, table) if table.num_rows else None
+def delta_allowed(prior: Optional[Dict[str, Any]], out: str, live: int, computed: int, fraction: float) -> bool:
+    """Whether a unit writing ``computed`` new rows to ``out`` (``live`` rows in all) appends a delta
+    segment to ``prior`` rather than rewriting the partition: within ``fraction`` churn.
+
+    ``out`` among the prior's files is the same key recomputed (its commit record cleaned up after
+    a resumed publish): rewritten whole, as before segments, never a delta over itself.
+    """
+    if prior is None or fraction <= 0 or out in {s["file"] for s in segments(prior)}:
+        return False
+    return churn(live, stored_rows(prior) + computed, delta_rows(prior) + computed) <= fraction
+
+
+def append_segment(storage: Storage, root: str, prior: Dict[str, Any], rec: Dict[str, Any], dead: Dict[str, np.ndarray],
+                   live: int) -> Dict[str, Any]:
+    """The record of a partition: ``prior``'s segments, then the delta ``rec`` just written (with the
+    tombstones of ``dead``: kind -> prior ids that died, written beside it), ``live`` rows in all."""
+    tomb = tombstones_table(dead.keys(), dead.values())
+    seg = dict(rec)
+    if tomb.num_rows:
+        seg["tombstones"] = write_table_committed(storage, root, rec["file"].replace(".parquet", ".tombstones.parquet"), tomb)
+    return {**rec, "rows": live, "segments": segments(prior) + [seg]}
