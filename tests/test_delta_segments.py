@@ -9,7 +9,6 @@ compact) and compares it with a from-scratch build of the final corpus.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
