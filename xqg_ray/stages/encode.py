@@ -17,6 +17,8 @@ slot lists as wide as the partition's widest row needs (a pass over the
 generated table finds it), float64 query sums per passage.  A system of a generator's
 kept questions adds a source of its own (``GENERATOR@kept``, read from the stored draws:
 :mod:`xqg_ray.stages.sources`); without one, the units and keys are as before filters.
+A small update of a partition writes only its computed rows, as a delta segment with
+tombstones beside the earlier segments (:mod:`xqg_ray.store.segments`).
 """
 
 from __future__ import annotations
