@@ -209,3 +209,10 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
     same_as_rebuild(after)
     assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]
+
+
+def test_compact_verb_on_a_directory_without_segments(tmp_path, capsys):
+    from xqg_ray.cli import main
+
+    assert main(["compact", SMOKE, f"output_dir={tmp_path / 'out'}"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"embeddings": {"partitions": 0, "segments": 0}}
