@@ -17,7 +17,8 @@ kind -- the driver, model hosts (``ray::ModelHost``), index build tasks
 (``ray::build_shard``), search actors (``ray::ShardSearcher``); a Ray worker
 is counted under the first kind it is seen running, so its peak is an upper
 bound --; the output directory's size; then the same command after adding 1%
-new passages, as CPU-seconds against the full build's.  The last line
+new passages, as CPU-seconds against the full build's, and the MB of embeddings
+files it wrote (delta segments) against the embeddings' size.  The last line
 compares the two sizes with the goals of issue 14 (every stage's time at 10 N
 <= 11x, every process's peak <= 1.5x, a 1% update <= 5% of the build).
 """
@@ -152,6 +153,11 @@ def du_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def written_mb(d: Path, before: set) -> float:
+    """MB of the files under ``d`` that are not in ``before``: what an update wrote there."""
+    return sum(p.stat().st_size for p in d.iterdir() if p not in before) / 2**20
+
+
 def one(n: int, work: Path, partitions: int, shards: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -184,17 +190,20 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
     peak = dict(sampler.peak)  # the full build's peaks (the update below only adds to the CPU count)
     disk = du_mb(out)
     k = max(1, n // 100)
+    emb_before = set((out / "embeddings" / "data").iterdir())
     write_corpus(work / "corpus", k, files=1, seed=7, start=n, prefix="added")
     spent.clear()
     c1 = sampler.cpu_seconds()
     um = run(cfg)
     update_cpu = sampler.cpu_seconds() - c1
+    emb_written = written_mb(out / "embeddings" / "data", emb_before)
     update_stages = {name: {"cpu_s": round(spent.get(name, 0.0), 2), "reused": st["reused"]} for name, st in um["stages"].items()}
     sampler.stop.set()
     return {"passages": n, "seconds": round(full_s, 1), "cpu_s": round(full_cpu, 2), "stages": stages,
             "peak_rss_mb": {kind: round(v, 1) for kind, v in peak.items()}, "disk_mb": round(disk, 1),
             "update": {"added": k, "cpu_s": round(update_cpu, 2), "ratio": round(update_cpu / full_cpu, 4) if full_cpu else None,
-                       "stages": update_stages}}
+                       "stages": update_stages, "embeddings_written_mb": round(emb_written, 2),
+                       "embeddings_mb": round(du_mb(out / "embeddings" / "data"), 2)}}
 
 
 def print_size(r: dict) -> None:
@@ -206,7 +215,8 @@ def print_size(r: dict) -> None:
     print(f"N={n} total: {r['seconds']:.1f} s, {r['cpu_s']:.1f} CPU-s; disk {r['disk_mb']:.1f} MB")
     u = r["update"]
     print(f"N={n} update +1% ({u['added']} passages): {u['cpu_s']:.2f} CPU-s = {u['ratio']:.3f} of the full build's {r['cpu_s']:.2f} CPU-s; "
-          "by stage: " + ", ".join(f"{s} {st['cpu_s']:.2f}" + (" (reused)" if st["reused"] else "") for s, st in u["stages"].items()))
+          "by stage: " + ", ".join(f"{s} {st['cpu_s']:.2f}" + (" (reused)" if st["reused"] else "") for s, st in u["stages"].items())
+          + f"; embeddings written {u['embeddings_written_mb']:.2f} MB of {u['embeddings_mb']:.2f} MB")
 
 
 def main() -> None:

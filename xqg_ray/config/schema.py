@@ -147,6 +147,13 @@ class CorpusConfig:
     # A passage whose text is longer is quarantined with its length: a dump's
     # whole-book or broken-markup row would otherwise be truncated unseen by the encoder.
     max_passage_chars: int = 100000
+    # An update that changes little of a partition appends a delta segment to its embeddings
+    # (new and changed rows, tombstones for the dead ones) instead of rewriting it; once
+    # (dead rows + rows in deltas) / live rows would pass this, the partition is rewritten
+    # as one file.  0.5: a reader reads at most ~1.5x the live rows, and a run of small
+    # updates of a fraction u each writes about (1 + 2/0.5) u = 5u per update on average
+    # (changed rows count twice: dead and new).  0 never appends a delta.
+    compact_fraction: float = 0.5
 
 
 @dataclass

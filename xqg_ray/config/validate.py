@@ -338,6 +338,7 @@ def run_problems(cfg: RunConfig) -> List[str]:
         _at_least_one("corpus.read_chunk_mb", cfg.corpus.read_chunk_mb),
         _at_least_one("corpus.max_passage_chars", cfg.corpus.max_passage_chars),
         choice_problem("corpus.format", cfg.corpus.format, CORPUS_FORMATS),
+        None if cfg.corpus.compact_fraction >= 0 else f"corpus.compact_fraction must be >= 0 (0: never a delta segment), got {cfg.corpus.compact_fraction}",
         None if cfg.index.num_shards >= 1 else "index.num_shards must be >= 1",
         choice_problem("index.metric", cfg.index.metric, INDEX_METRICS),
         choice_problem("eval.tune_on", cfg.eval.tune_on, TUNE_ON),

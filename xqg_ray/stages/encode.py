@@ -17,6 +17,8 @@ slot lists as wide as the partition's widest row needs (a pass over the
 generated table finds it), float64 query sums per passage.  A system of a generator's
 kept questions adds a source of its own (``GENERATOR@kept``, read from the stored draws:
 :mod:`xqg_ray.stages.sources`); without one, the units and keys are as before filters.
+A small update of a partition writes only its computed rows, as a delta segment with
+tombstones beside the earlier segments (:mod:`xqg_ray.store.segments`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_d
 from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
+from ..store.segments import append_segment, delta_allowed, segment_source
 from .plan import Plan, plan_stage
 from .sources import GEN_COLUMNS, PASSAGE_COLUMNS, Source, query_sources, select_entry
-from .reuse import PriorRows, interleave, prior_batches
+from .reuse import PriorOutput, interleave, matched
 from .records import (
     EmbeddingsEntry,
     EmbeddingsManifest,
@@ -139,9 +142,13 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
     qplan = plan_stage(qled, qfp, {_qlabel(n): q["key"] for n, q in qsets.items()}, ctx.resume)
     units: List[Record] = []
     if plan.published is None:
+        # The sources the prior version encoded: a delta segment is appended only over the same ones.
+        prior_srcs = {gen_kind(n): f for n, f in (plan.current or {}).get("generators", {}).items()}
         for label in plan.todo:
             u = todo_units[label]
-            u.prior = file_record(plan.prior[label]) if label in plan.prior else None
+            u.prior = segment_source(plan.prior[label]) if label in plan.prior else None
+            u.prior_srcs = prior_srcs if label in plan.prior else None
+            u.compact_fraction = ctx.cfg.corpus.compact_fraction
             units.append(u)
     if qplan.published is None:
         by_label = {_qlabel(n): n for n in qsets}
@@ -281,7 +288,7 @@ class EncodePartition(UnitRunner):
 
     def _partition(self, u: EncodePartitionUnit) -> Dict[str, Any]:
         corpus = VerifiedParquet(self.storage, self.root, u.corpus, where="the corpus snapshot")
-        prior = VerifiedParquet(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
+        prior = PriorOutput(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
         names = list(u.gens)
         # The record's key order as before: passages, then the generators.
         computed = {PASSAGE: 0, **{gen_kind(n): 0 for n in names}}
@@ -291,50 +298,53 @@ class EncodePartition(UnitRunner):
         for name in sorted(names, key=gen_kind):  # the file's order: kind, then id ("gen:*" sorts before "passage")
             sel = u.gens[name].get("select")
             g = VerifiedParquet(self.storage, self.root, u.gens[name], where=f"the generated/{sel['generator'] if sel else name} manifest")
-            src = Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel)
-            src.width = self._slot_width(src, prior)
-            gens.append(src)
+            gens.append(Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel))
         passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
+        delta, dead = self._plan_delta(u, gens, passages, prior)
+        # A delta segment needs of the reused rows only their counts (for the summaries), not their vectors.
+        prior_columns = ["kind", "src", "id", "content_hash", "count"] if delta else None
         with CommittedParquetWriter(self.storage, self.root, u.out, self.schema, self.cfg.window_rows) as out:
             for sources, kind in ((gens, "query"), ([passages], "passage")):
-                for source, table, n_computed, n_reused in self._stream(sources, kind, prior):
-                    out.add(table)
-                    computed[source.kind] += n_computed
-                    reused[source.kind] += n_reused
+                for source, rows, old, hit in self._stream(sources, kind, prior, prior_columns):
+                    if delta:  # only the rows computed now: the reused ones stay in the earlier segments
+                        out.add(rows)
+                        count = np.concatenate([rows["count"].to_numpy(), np.zeros(0, np.int32) if old is None else old["count"].to_numpy()])
+                    else:
+                        table = interleave(rows, None if old is None else old.cast(self.schema), hit)
+                        out.add(table)
+                        count = table["count"].to_numpy()
+                    computed[source.kind] += rows.num_rows
+                    reused[source.kind] += int(hit.sum())
                     if source.name is not None:
-                        summaries[source.name].append(check_counts(table["count"].to_numpy()))
+                        summaries[source.name].append(check_counts(count))
             rec = out.commit()
+        if delta:
+            rec = append_segment(self.storage, self.root, u.prior, rec, dead, sum(computed.values()) + sum(reused.values()))
         rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
                    computed_by_kind=computed, reused_by_kind=reused, counts={n: _merge_counts(summaries[n]) for n in names})
         return rec
 
-    def _matched(self, source: "Source", prior: Optional[VerifiedParquet], prior_columns: Optional[List[str]] = None
-                 ) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[pa.Table]]]:
-        """(rows of the new table, bool per row: reused, the reused prior rows in row order), batch by batch."""
-        w = self.cfg.window_rows
-        rows = None if prior is None else PriorRows(prior_batches(prior, source.kind, source.src, w, prior_columns))
-        last = None
-        for t in source.batches(w):
-            if not t.num_rows:
-                continue
-            ids = t["id"].to_numpy()
-            if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
-                raise ValueError(f"{source.file.uri}: rows are not sorted by unique id")
-            last = ids[-1]
-            if rows is None:
-                yield t, np.zeros(t.num_rows, bool), None
-            else:
-                yield (t, *rows.match(ids, t["content_hash"]))
+    def _plan_delta(self, u: EncodePartitionUnit, gens: List["Source"], passages: "Source", prior: Optional[PriorOutput]
+                    ) -> Tuple[bool, Dict[str, np.ndarray]]:
+        """(append a delta segment (same sources as the prior, churn within ``compact_fraction``), kind -> prior
+        ids that die), from one pass over ids; sets each generator's slot width (passages: read only over a prior)."""
+        dead: Dict[str, np.ndarray] = {}
+        n_rows = n_computed = 0
+        for source in [*gens, *([Source(PASSAGE, "", None, passages.file, ["id", "content_hash"])] if prior else [])]:
+            drop: List[np.ndarray] = []
+            for t, hit, _ in matched(source, prior, self.cfg.window_rows, ["kind", "src", "id", "content_hash"], drop):
+                if source.name is not None:
+                    source.width = max(source.width, slot_width(t["queries"].filter(pa.array(~hit))))
+                n_rows, n_computed = n_rows + t.num_rows, n_computed + int((~hit).sum())
+            if drop and len(drop[0]):
+                dead[source.kind] = drop[0]
+        same_sources = u.prior_srcs == {s.kind: s.src for s in gens}
+        return same_sources and delta_allowed(u.prior, u.out, n_rows, n_computed, u.compact_fraction), dead
 
-    def _slot_width(self, source: "Source", prior: Optional[VerifiedParquet]) -> int:
-        """The slots per row of a generator's computed rows: the most queries of one language in a row to compute."""
-        width = 0
-        for t, hit, _ in self._matched(source, prior, ["kind", "src", "id", "content_hash"]):
-            width = max(width, slot_width(t["queries"].filter(pa.array(~hit))))
-        return width
-
-    def _stream(self, sources: List["Source"], kind: str, prior: Optional[VerifiedParquet]) -> Iterator[Tuple["Source", pa.Table, int, int]]:
-        """(source, output rows in file order, rows computed, rows reused) of ``sources`` encoded as ``kind``, window by window.
+    def _stream(self, sources: List["Source"], kind: str, prior: Optional[PriorOutput], prior_columns: Optional[List[str]] = None
+                ) -> Iterator[Tuple["Source", pa.Table, Optional[pa.Table], np.ndarray]]:
+        """(source, rows computed, prior rows reused, bool per row: reused) of ``sources`` encoded as ``kind``, window by window,
+        in file order (:func:`~xqg_ray.stages.reuse.interleave` puts the two together).
 
         A window takes rows in order while it holds at most ``window_rows`` rows
         and texts to encode (a row with more texts than that fills a window alone);
@@ -344,8 +354,7 @@ class EncodePartition(UnitRunner):
         window: List[Piece] = []
         n_rows = n_texts = 0
         for source in sources:
-            for t, hit, old in self._matched(source, prior):
-                old = None if old is None else old.cast(self.schema)
+            for t, hit, old in matched(source, prior, self.cfg.window_rows, prior_columns):
                 per_row = np.where(hit, 0, source.text_counts(t))
                 before = np.r_[0, np.cumsum(hit)]  # reused rows before each row
                 start = 0
@@ -360,7 +369,7 @@ class EncodePartition(UnitRunner):
                 window.append(Piece(source, t.slice(start), hit[start:], _slice(old, before[start], before[-1])))
         yield from self._encode_window(window, kind)
 
-    def _encode_window(self, window: List["Piece"], kind: str) -> Iterator[Tuple["Source", pa.Table, int, int]]:
+    def _encode_window(self, window: List["Piece"], kind: str) -> Iterator[Tuple["Source", pa.Table, Optional[pa.Table], np.ndarray]]:
         todo = [p.rows.filter(pa.array(~p.hit)) for p in window]
         inputs = [p.source.inputs(t, self.cfg.passage_template) for p, t in zip(window, todo)]
         texts = [x for xs, _ in inputs for x in xs]
@@ -373,7 +382,7 @@ class EncodePartition(UnitRunner):
             else:
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
-            yield p.source, interleave(rows, p.old, p.hit), t.num_rows, int(p.hit.sum())
+            yield p.source, rows, p.old, p.hit
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..store.integrity import (
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
+from ..store.segments import live_table, segment_source
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
@@ -112,7 +113,7 @@ def index_jobs(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
     jobs = []
     for (s, enc), systems in sorted(todo.items()):
         units = {u["partition"]: u for u in embs[enc]["units"]}
-        jobs.append(ShardJob(root=ctx.root, shard=s, emb_files=[file_record(units[p]) for p in groups[s]], systems=systems,
+        jobs.append(ShardJob(root=ctx.root, shard=s, emb_files=[segment_source(units[p]) for p in groups[s]], systems=systems,
                              dim=embs[enc]["dim"], factory=cfg.index.factory, metric=cfg.index.metric, threads=ctx.threads))
     return plans, jobs
 
@@ -195,7 +196,7 @@ def embedding_parts(storage: Storage, job: ShardJob, wanted: Dict[str, List[str]
 
     columns = list(dict.fromkeys(c for cols in wanted.values() for c in cols))
     for f in job.emb_files:
-        t = read_table_verified(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")
+        t = live_table(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")  # one file, or its live segments
         yield {kind: t.filter(pc.equal(t["kind"], kind)).select(cols) for kind, cols in wanted.items()}
 
 

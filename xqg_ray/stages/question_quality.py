@@ -40,7 +40,7 @@ def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int,
 
     from ..models.factory import make_encoder
     from ..schemas import PASSAGE
-    from ..store.integrity import read_table_verified
+    from ..store.segments import live_table
     from ..store.storage import Storage
     from ..evaluation.quality import round_trip_ranks
 
@@ -52,7 +52,7 @@ def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int,
         ranks = [0] * len(rows)
         for p in sorted({int(r["id"]) % num_partitions for r in rows}):
             if p not in parts:
-                t = read_table_verified(storage, root, embeddings[p], ["kind", "id", "vector"], where="the embeddings manifest")
+                t = live_table(storage, root, embeddings[p], ["kind", "id", "vector"], where="the embeddings manifest")  # every live segment
                 t = t.filter(pc.equal(t["kind"], PASSAGE))
                 ids = t["id"].to_numpy()
                 parts[p] = (ids, np.asarray(t["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1))

@@ -123,6 +123,10 @@ class EncodePartitionUnit(Record):
     prior: Optional[FileRec]
     out: str
     kind: str = "partition"
+    # The prior version's query sources (kind -> src) and the churn past which the partition is
+    # rewritten whole rather than given a delta segment (store.segments, corpus.compact_fraction).
+    prior_srcs: Optional[Dict[str, str]] = None
+    compact_fraction: float = 0.0
 
 
 @dataclass
@@ -146,10 +150,12 @@ def encode_unit(d: Dict[str, Any]) -> Record:
 
 @dataclass
 class EmbeddingsEntry(PartitionEntry):
-    """One partition of an ``embeddings`` manifest."""
+    """One partition of an ``embeddings`` manifest; ``segments`` when it is kept as delta segments
+    (:mod:`xqg_ray.store.segments`: read it with ``live_table``, never by ``file`` alone)."""
 
-    OPTIONAL = frozenset({"commit"})
+    OPTIONAL = frozenset({"commit", "segments"})
     commit: Optional[str] = None
+    segments: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass

@@ -6,17 +6,22 @@ hash and the stage's settings, so an earlier output row with the same
 into rows to reuse and rows to compute, and diff two versions of a shard; the
 streaming form (:class:`PriorRows`, :func:`prior_batches`, :func:`interleave`)
 does the same a batch at a time, so a stage never holds a whole prior output.
+A prior output kept as delta segments (:mod:`xqg_ray.store.segments`) is read
+as its live rows (:class:`PriorOutput`); :class:`PriorRows` also names the
+prior rows it did not reuse, the tombstones of a delta segment.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..store.integrity import VerifiedParquet
+from ..store.segments import dead_keys, live_mask, segments
+from ..store.storage import Storage
 
 
 def version_keys(table: pa.Table) -> pa.Array:
@@ -64,6 +69,7 @@ class PriorRows:
     def __init__(self, batches: Iterable[pa.Table]):
         self.batches = iter(batches)
         self.buf: Optional[pa.Table] = None
+        self.dropped: List[np.ndarray] = []  # ids of prior rows passed over: removed or changed passages
 
     def match(self, ids: np.ndarray, hashes: pa.ChunkedArray) -> Tuple[np.ndarray, Optional[pa.Table]]:
         """(bool per id: the prior holds that version, those prior rows in the order of ``ids``).
@@ -87,9 +93,41 @@ class PriorRows:
                 same &= pc.equal(cand["content_hash"], hashes.take(pa.array(pos))).fill_null(False).to_numpy(zero_copy_only=False)
                 hit[pos[same]] = True
                 taken.append(cand.filter(pa.array(same)))
+                self.dropped.append(pid[:k][~same])
             if self.buf.num_rows:  # the rest lies beyond this call's ids
                 break
         return hit, pa.concat_tables(taken) if hit.any() else None
+
+    def dead(self) -> np.ndarray:
+        """Ids of every prior row not reused (read to the end first): what a delta segment tombstones."""
+        rest = [] if self.buf is None else [self.buf]
+        for t in [*rest, *self.batches]:
+            self.dropped.append(t["id"].to_numpy())
+        self.buf = None
+        return np.concatenate(self.dropped) if self.dropped else np.zeros(0, np.int64)
+
+
+class PriorOutput:
+    """An earlier output of one partition: its segments (each sha256-checked once) and what later ones tombstone."""
+
+    def __init__(self, storage: Storage, root: str, rec: Dict[str, Any], where: str):
+        segs = segments(rec)
+        self.files = [VerifiedParquet(storage, root, s, where=where) for s in segs]
+        self.dead = [dead_keys(storage, root, segs[i + 1:], where) for i in range(len(segs))]
+
+    def batches(self, kind: str, src: str, batch_rows: int, columns: Optional[List[str]] = None) -> Iterator[pa.Table]:
+        """The live rows of one (kind, src) in id order, ``batch_rows`` at a time (``columns`` must hold kind, src, id).
+
+        One file streams as before; several are read one (kind, src) at a time, merged by id.
+        """
+        if len(self.files) == 1:
+            yield from prior_batches(self.files[0], kind, src, batch_rows, columns)
+            return
+        parts = [t.filter(pa.array(live_mask(t, dead))) for f, dead in zip(self.files, self.dead)
+                 for t in prior_batches(f, kind, src, batch_rows, columns)]
+        t = pa.concat_tables(parts).sort_by("id") if parts else None
+        for i in range(0, 0 if t is None else t.num_rows, max(1, batch_rows)):
+            yield t.slice(i, batch_rows)
 
 
 def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
@@ -108,6 +146,30 @@ def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
         t = t.filter(pc.and_(pc.equal(t["kind"], kind), pc.equal(t["src"], src)))
         if t.num_rows:
             yield t
+
+
+def matched(source: Any, prior: Optional[PriorOutput], batch_rows: int, prior_columns: Optional[List[str]] = None,
+            dropped: Optional[List[np.ndarray]] = None) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[pa.Table]]]:
+    """(rows of ``source``'s table, bool per row: reused, the reused prior rows in row order), batch by batch.
+
+    ``source``: a :class:`~xqg_ray.stages.sources.Source` (its ``batches``, ``kind``, ``src``, ``file``);
+    ``dropped``: gets, once the rows are through, the ids of the prior rows not reused.
+    """
+    rows = None if prior is None else PriorRows(prior.batches(source.kind, source.src, batch_rows, prior_columns))
+    last = None
+    for t in source.batches(batch_rows):
+        if not t.num_rows:
+            continue
+        ids = t["id"].to_numpy()
+        if np.any(np.diff(ids) <= 0) or (last is not None and ids[0] <= last):
+            raise ValueError(f"{source.file.uri}: rows are not sorted by unique id")
+        last = ids[-1]
+        if rows is None:
+            yield t, np.zeros(t.num_rows, bool), None
+        else:
+            yield (t, *rows.match(ids, t["content_hash"]))
+    if rows is not None and dropped is not None:
+        dropped.append(rows.dead())
 
 
 def interleave(computed: pa.Table, old: Optional[pa.Table], hit: np.ndarray) -> pa.Table:
