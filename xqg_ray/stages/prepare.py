@@ -82,7 +82,9 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     cfg, led = ctx.cfg, Ledger(ctx.storage, ctx.root, STAGE)
     with ctx.timer.stage(STAGE) as s:
         sources = source_fingerprints(ctx)
-        fp = fingerprint({"v": PIPELINE_VERSION, "benchmark": section_dict(cfg.benchmark), "corpus": section_dict(cfg.corpus),
+        # compact_fraction decides how later stages lay out their files, never the corpus: not in the key.
+        corpus_settings = {k: v for k, v in section_dict(cfg.corpus).items() if k != "compact_fraction"}
+        fp = fingerprint({"v": PIPELINE_VERSION, "benchmark": section_dict(cfg.benchmark), "corpus": corpus_settings,
                           "sources": [(x["uri"], x["sha256"]) for x in sources]})
         snapshots: Dict[str, Dict[str, Any]] = {}
 
