@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train.py            # SQuAD v1.1 dev (question, paragraph) pairs, bundled e5-small
     .venv/bin/python bench/train.py --tiny     # 256 synthetic pairs on the tiny random BERT: seconds
+    .venv/bin/python bench/train.py --tiny --pairs 64 --threads 1    # tests/test_bench_scripts.py: 4 steps
 
 Both arms train the same steps on the same pairs in the same order
 (``schedule.step_rows``) with the same :class:`ContrastiveStep` (tokenize,
@@ -94,8 +95,8 @@ def bare(pairs: pa.Table, enc: EncoderConfig, s: TrainSettings) -> tuple:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="tiny random BERT, 256 synthetic pairs (seconds)")
-    ap.add_argument("--pairs", type=int, default=256, help="pairs (SQuAD dev questions, one per paragraph)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random BERT, synthetic pairs (seconds)")
+    ap.add_argument("--pairs", type=int, default=256, help="pairs (SQuAD dev questions, one per paragraph; with --tiny synthetic ones)")
     ap.add_argument("--batch", type=int, default=16, help="global batch")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each arm")
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
@@ -106,7 +107,7 @@ def main() -> None:
 
     if a.tiny:
         enc = EncoderConfig(model="tiny:tiny-bert", pooling="mean", query_prefix="query: ", passage_prefix="passage: ")
-        pairs = synthetic_pairs(256)
+        pairs = synthetic_pairs(a.pairs)
     else:
         enc = EncoderConfig(model="bundled:multilingual-e5-small", pooling="mean", query_prefix="query: ", passage_prefix="passage: ",
                             max_passage_length=256)

@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray cluster per session, tiny models, the datasets path."""
+"""Shared fixtures: one local Ray cluster per session, tiny models, the datasets path; xdist's unit of work."""
 
 from __future__ import annotations
 
@@ -86,6 +86,19 @@ def versions(tmp_path_factory, shared_datasets, tiny_models):
 
 
 @pytest.fixture(scope="session")
+def ref_v1(versions, ray_local):
+    """conf/smoke.yaml built from scratch on version 1, read only: the uninterrupted run that every killed and
+    resumed run of it equals, and the outputs an update to version 2 starts from (copied first).
+    Returns (output dir, metrics)."""
+    from corpus_versions import files_overrides
+    from xqg_ray.config import load_config
+    from xqg_ray.pipeline import run
+
+    out = versions["root"] / "ref_v1"
+    return out, run(load_config(str(REPO / "conf" / "smoke.yaml"), files_overrides(versions["v1"], versions["queries"], out)))
+
+
+@pytest.fixture(scope="session")
 def scratch_v2(versions, ray_local):
     """conf/smoke.yaml built from scratch on version 2: what every incremental update must equal."""
     from corpus_versions import files_overrides
@@ -94,3 +107,26 @@ def scratch_v2(versions, ray_local):
 
     out = versions["root"] / "scratch_v2"
     return out, run(load_config(str(REPO / "conf" / "smoke.yaml"), files_overrides(versions["v2"], versions["queries"], out)))
+
+
+
+# Test files whose session fixtures build the same runs (ref_v1, scratch_v2: a smoke run each) run in
+# one xdist worker together, so that each run is built once; every other file is a unit of its own
+# (`make test`: --dist loadfile, whole files per worker, so a module fixture is never built twice).
+SHARED_FILES = {name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py")}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile with the files of SHARED_FILES as one unit.  (xdist's own loadgroup marks do not
+    reach its scheduler under pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SHARED_FILES.get(Path(path).name, path)
+
+    return SharedFileScheduling(config, log)

@@ -37,12 +37,6 @@ def _cfg(data, version: str, out: Path, *extra: str):
     return load_config(SMOKE, files_overrides(data[version], data["queries"], out) + list(extra))
 
 
-@pytest.fixture(scope="module")
-def ref_v1(data, ray_local):
-    out = data["root"] / "ref_v1"
-    return out, run(_cfg(data, "v1", out))
-
-
 def test_update_equals_rebuild(data, ref_v1, scratch_v2, tmp_path):
     ref, _ = ref_v1
     inc = tmp_path / "inc"

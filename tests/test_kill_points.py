@@ -74,9 +74,8 @@ def _same(out: Path, ref: Path, ref_metrics: dict, final: dict) -> None:
     assert final["comparisons"] == ref_metrics["comparisons"]
 
 
-def test_kill_at_eight_points_then_resume(versions, ray_local, scratch_v2, tmp_path):
-    ref = tmp_path / "ref"
-    ref_metrics = run(load_config(SMOKE, files_overrides(versions["v1"], versions["queries"], ref)))
+def test_kill_at_eight_points_then_resume(versions, ray_local, ref_v1, scratch_v2, tmp_path):
+    ref, ref_metrics = ref_v1  # the same command uninterrupted (conftest)
     out = tmp_path / "killed"
     v1 = files_overrides(versions["v1"], versions["queries"], out)
     hits = [_kill_at(v1, stage=s) for s in ("benchmark", "generated/t5", "embeddings", "index", "search", "evaluate")]
