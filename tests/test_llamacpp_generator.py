@@ -124,3 +124,25 @@ def test_same_seeds_give_the_same_questions_and_another_seed_others(gemma_llama)
     assert again.generate_attempts(ROWS[::-1]) == first[::-1]
     other = QueryGenerator("gemma", dataclasses.replace(gemma_llama.cfg, seed=1), 1).generate_attempts(ROWS)
     assert [d["text"] for ds in other for d in ds] != [d["text"] for ds in first for d in ds]
+
+
+@needs_llama
+@pytest.mark.slow
+def test_the_generate_stage_runs_on_llamacpp(tmp_path, gemma_llama):
+    import pyarrow as pa
+
+    from xqg_ray.config import StorageConfig
+    from xqg_ray.schemas import ATTEMPTS_SCHEMA, GENERATED_SCHEMA
+    from xqg_ray.stages.generate import GeneratePartition
+
+    cfg = dataclasses.replace(gemma_llama.cfg, languages=["de"], n_per_language=1)
+    actor = GeneratePartition(str(tmp_path), StorageConfig(), "generated/gemma", "gemma", cfg, 1, num_partitions=1)
+    todo = pa.table({"id": [r[0] for r in ROWS], "title": [r[1] for r in ROWS], "text": [r[2] for r in ROWS],
+                     "content_hash": ["h11", "h12", "h13"]})
+    queries, draws = actor.generate_table(todo)
+    assert queries.schema == GENERATED_SCHEMA and draws.schema == ATTEMPTS_SCHEMA
+    assert queries["id"].to_pylist() == [11, 12, 13]
+    # the first draw of each passage is the one the generator draws alone (the same seeds and prompts)
+    alone = actor.gen.generate_many([ROWS[0]])[0][0]
+    assert [q["text"] for q in queries["queries"].to_pylist()[0]] == [q["text"] for q in alone]
+    assert draws.filter(draws["unfiltered"]).num_rows == 3
