@@ -20,7 +20,7 @@ the same way.  Every decode step feeds one token per unfinished row in one
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,8 @@ PIP_NAME = "llama-cpp-py-sync"
 # Bundled specs whose weights exist as a GGUF file: the HF-format Gemma is converted from it,
 # so both run the packaged file itself.
 BUNDLED_GGUF = {f"{PREFIX}gemma3-270m": f"{PREFIX}gemma3-270m-gguf", f"{PREFIX}gemma3-270m-gguf": f"{PREFIX}gemma3-270m-gguf"}
+# The C callbacks handed to llama.cpp, alive as long as the process (see LlamaCppModel._silence).
+CALLBACKS: Dict[str, object] = {}
 # Tokens llama_decode takes per call: a batch's suffixes are fed in chunks of this many.
 DECODE_CHUNK = 512
 
@@ -108,15 +110,18 @@ class LlamaCppModel:
 
     def _silence(self) -> None:
         """Route llama.cpp's log lines (one per tensor at load) to nowhere but errors."""
+        if not CALLBACKS:
+            # Module-level and made once: llama.cpp keeps the log callback process-wide, so it
+            # must outlive every model (a freed one is called by the next model's log line).
+            @self.ffi.callback("void(enum ggml_log_level, const char *, void *)")
+            def log(level, text, _data):  # noqa: ANN001 - C callback
+                if level >= 4:  # GGML_LOG_LEVEL_ERROR
+                    os.write(2, self.ffi.string(text))
 
-        @self.ffi.callback("void(enum ggml_log_level, const char *, void *)")
-        def log(level, text, _data):  # noqa: ANN001 - C callback
-            if level >= 4:  # GGML_LOG_LEVEL_ERROR
-                os.write(2, self.ffi.string(text))
-
-        self._log = log  # kept alive: llama.cpp holds the pointer
-        self.lib.llama_log_set(log, self.ffi.NULL)
-        self._quiet = self.ffi.callback("bool(float, void *)", lambda _p, _d: True)  # True: go on loading
+            CALLBACKS["log"] = log
+            CALLBACKS["progress"] = self.ffi.callback("bool(float, void *)", lambda _p, _d: True)  # True: go on loading
+        self.lib.llama_log_set(CALLBACKS["log"], self.ffi.NULL)
+        self._quiet = CALLBACKS["progress"]
 
     def close(self) -> None:
         """Free the context and the model (also at garbage collection)."""
