@@ -75,13 +75,12 @@ def test_llamacpp_without_its_package_is_refused(monkeypatch):
 
 
 def test_a_library_that_does_not_load_is_named(monkeypatch):
-    binding = pytest.importorskip("llama_cpp_py_sync.llama")
-
     def broken():
         raise RuntimeError("Failed to load llama.cpp library from /x/libllama.so: cannot load library '/x/libllama.so': "
                            "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.38' not found (required by /x/libllama.so).  Additionally, ...")
 
-    monkeypatch.setattr(binding, "get_lib", broken)
+    # the binding's module as installed on Debian 12: it imports, its library does not load
+    monkeypatch.setitem(sys.modules, "llama_cpp_py_sync.llama", SimpleNamespace(get_lib=broken))
     from xqg_ray.models.llamacpp import load_problem
 
     assert load_problem() == ("the llama.cpp library of llama-cpp-py-sync does not load here "
