@@ -147,6 +147,40 @@ def load_average() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def interleaved(gen, gcfg, rows, langs: List[str], chunk: int, threads: int) -> None:  # noqa: ANN001
+    """``generate_attempts`` on torch float32 (``gen``), bfloat16 and llama.cpp, alternating per chunk of passages:
+    a change of the machine's load falls on every runtime alike.  Prints each chunk's rates and the load."""
+    import torch
+
+    from xqg_ray.models.generator import QueryGenerator
+    from xqg_ray.models.llamacpp import gguf_problem, load_problem
+
+    bf16 = QueryGenerator("g", gcfg, threads)
+    bf16.model.to(torch.bfloat16)
+    gens = {"float32": gen, "bfloat16": bf16}
+    why = gguf_problem(gcfg.model, gcfg.gguf_file) or load_problem()
+    if why:
+        print(f"interleaved: llama.cpp skipped: {why}")
+    else:
+        gens["llamacpp"] = QueryGenerator("g", dataclasses.replace(gcfg, runtime="llamacpp"), threads)
+    for g in gens.values():
+        g.generate_attempts(rows[:1])  # warm-up
+    total = {k: 0.0 for k in gens}
+    for start in range(0, len(rows), chunk):
+        part, seen = rows[start : start + chunk], {}
+        for k, g in gens.items():
+            t = time.perf_counter()
+            g.generate_attempts(part)
+            seen[k] = time.perf_counter() - t
+            total[k] += seen[k]
+        slots = len(part) * len(langs) * gcfg.n_per_language
+        print(f"interleaved passages {start}-{start + len(part) - 1}: " + ", ".join(f"{k} {slots / v:.3f}/s" for k, v in seen.items())
+              + f"; load average {load_average()}", flush=True)
+    slots = len(rows) * len(langs) * gcfg.n_per_language
+    print("interleaved, all passages: " + ", ".join(f"{k} {slots / v:.3f} questions/s ({total['float32'] / v:.2f}x float32)"
+                                                   for k, v in total.items()), flush=True)
+
+
 def stage_quality(attempts, rows, langs: List[str], enc, pvecs, pids) -> Dict[str, object]:  # noqa: ANN001
     """Target-language rate and round trip of a stage arm's first draws (ATTEMPTS_SCHEMA rows)."""
     import numpy as np
@@ -185,6 +219,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
     ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1",
                     help="of today,stage,stage-bf16,stage-llamacpp,bare,new,no-reuse,bs1")
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
     ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
     ap.add_argument("--encoder", default="bundled:multilingual-e5-small", help="the round trip's encoder (--quality)")
     a = ap.parse_args()
@@ -269,6 +305,8 @@ def main() -> None:
                 res = gen.generate_many(rows)
                 report(arm, slots, sum(f for _, f in res), time.perf_counter() - t)
         gen.prefix_reuse, gen.cfg.batch_size = True, a.batch_size
+        if a.interleave:
+            interleaved(gen, gcfg, rows, langs, a.interleave, a.threads)
         if a.quality and attempts:
             from xqg_ray.config import EncoderConfig as Enc
             from xqg_ray.models.encoder import format_passage
