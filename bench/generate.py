@@ -14,6 +14,11 @@ newline (causal) or EOS in every arm.  Arms:
   partitions on a local Ray cluster, as ``run_generate`` runs it; its rate is
   over the actor's generation time (model load excluded, as in the other arms),
   its wall time with actor start and load is printed too;
+- ``stage-bf16``: the same with the actor's model cast to bfloat16 (what
+  ``dtype: bfloat16`` would run on CPU: ``loading.torch_dtype`` gives float32
+  there today); fast where the CPU has AMX or avx512_bf16;
+- ``stage-llamacpp``: the same with ``runtime: llamacpp`` (the GGUF in
+  llama.cpp; needs ``llama-cpp-py-sync`` loading here, else the arm says why);
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
   language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
 - ``new``: ``generate_many`` in this process (the stage without Ray);
@@ -21,13 +26,22 @@ newline (causal) or EOS in every arm.  Arms:
   size 1: new/no-reuse and new/bs1 are what reuse and batching contribute.
 
 Rate = question slots (prompts x n) / seconds; empty outputs are counted per arm.
+``--quality``: per stage arm, on the same passages and seeds, the first draws'
+target-language rate (``question_quality``'s flags) and round trip (rank of a
+question's passage among the bench's passages under ``--encoder``), as a run's
+``metrics.json`` measures them.  A measured run (load average printed first):
+
+    .venv/bin/python bench/generate.py --passages 40 --languages de,es,zh --threads 1 \
+        --arms stage,stage-bf16,stage-llamacpp,bare --quality
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,8 +56,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 
 
+STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp")
+
+
 class TimedGeneratePartition(GeneratePartition):
-    """The stage's actor, reporting the seconds its generation took (model load excluded)."""
+    """The stage's actor, reporting the seconds its generation took (model load excluded).
+
+    ``bench_dtype``: cast the torch model (the ``stage-bf16`` arm).
+    """
+
+    def __init__(self, *args, bench_dtype: str = "", **kw):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kw)
+        if bench_dtype:
+            import torch
+
+            self.gen.model.to(getattr(torch, bench_dtype))
 
     def generate_table(self, todo):  # noqa: ANN001, ANN202
         t = time.perf_counter()
@@ -115,6 +142,69 @@ def bare_batched(gen, rows: List[Tuple[int, str, str]], batch_size: int) -> Tupl
     return slots, empty
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages (other processes' work slows every arm)."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def interleaved(gen, gcfg, rows, langs: List[str], chunk: int, threads: int) -> None:  # noqa: ANN001
+    """``generate_attempts`` on torch float32 (``gen``), bfloat16 and llama.cpp, alternating per chunk of passages:
+    a change of the machine's load falls on every runtime alike.  Prints each chunk's rates and the load."""
+    import torch
+
+    from xqg_ray.models.generator import QueryGenerator
+    from xqg_ray.models.llamacpp import gguf_problem, load_problem
+
+    bf16 = QueryGenerator("g", gcfg, threads)
+    bf16.model.to(torch.bfloat16)
+    gens = {"float32": gen, "bfloat16": bf16}
+    why = gguf_problem(gcfg.model, gcfg.gguf_file) or load_problem()
+    if why:
+        print(f"interleaved: llama.cpp skipped: {why}")
+    else:
+        gens["llamacpp"] = QueryGenerator("g", dataclasses.replace(gcfg, runtime="llamacpp"), threads)
+    for g in gens.values():
+        g.generate_attempts(rows[:1])  # warm-up
+    total = {k: 0.0 for k in gens}
+    for start in range(0, len(rows), chunk):
+        part, seen = rows[start : start + chunk], {}
+        for k, g in gens.items():
+            t = time.perf_counter()
+            g.generate_attempts(part)
+            seen[k] = time.perf_counter() - t
+            total[k] += seen[k]
+        slots = len(part) * len(langs) * gcfg.n_per_language
+        print(f"interleaved passages {start}-{start + len(part) - 1}: " + ", ".join(f"{k} {slots / v:.3f}/s" for k, v in seen.items())
+              + f"; load average {load_average()}", flush=True)
+    slots = len(rows) * len(langs) * gcfg.n_per_language
+    print("interleaved, all passages: " + ", ".join(f"{k} {slots / v:.3f} questions/s ({total['float32'] / v:.2f}x float32)"
+                                                   for k, v in total.items()), flush=True)
+
+
+def stage_quality(attempts, rows, langs: List[str], enc, pvecs, pids) -> Dict[str, object]:  # noqa: ANN001
+    """Target-language rate and round trip of a stage arm's first draws (ATTEMPTS_SCHEMA rows)."""
+    import numpy as np
+
+    from xqg_ray.evaluation.quality import round_trip_ranks, round_trip_summary
+    from xqg_ray.evaluation.question_quality import report_of, unit_quality
+    from xqg_ray.schemas import UNFILTERED
+
+    rep = report_of([unit_quality(attempts)[UNFILTERED]])
+    first = attempts.filter(attempts[UNFILTERED]).to_pylist()
+    row_of = {int(p): k for k, p in enumerate(pids)}
+    qv = enc.encode([d["text"] for d in first], "query")
+    ranks = round_trip_ranks(qv, [row_of[int(d["id"])] for d in first], pvecs, "ip", passage_ids=pids) if first else np.zeros(0)
+    out: Dict[str, object] = {}
+    for group in [*langs, "all"]:
+        g = rep["overall"] if group == "all" else rep["by_language"].get(group, {"n": 0, "rates": {}})
+        sel = [k for k, d in enumerate(first) if group == "all" or d["lang"] == group]
+        rt = round_trip_summary([int(ranks[k]) for k in sel])
+        target = None if not g["n"] else 1 - g["rates"]["wrong_language"] - g["rates"]["language_unknown"]
+        out[group] = {"n": g["n"], "target_language": target, "round_trip_top1": rt["rate@1"], "mrr": rt["mrr"],
+                      "kept": int(attempts.filter(attempts["kept"]).num_rows) if group == "all" else None}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bundled:gemma3-270m")
@@ -127,9 +217,15 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
-    ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1")
+    ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1",
+                    help="of today,stage,stage-bf16,stage-llamacpp,bare,new,no-reuse,bs1")
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
+    ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
+    ap.add_argument("--encoder", default="bundled:multilingual-e5-small", help="the round trip's encoder (--quality)")
     a = ap.parse_args()
     arms = a.arms.split(",")
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
@@ -164,7 +260,7 @@ def main() -> None:
         rows = list(zip(corpus["id"].to_pylist(), corpus["title"].to_pylist(), corpus["text"].to_pylist()))
         slots = len(rows) * len(langs) * a.n
         print(f"{len(rows)} passages x {len(langs)} languages x n={a.n}, {a.model}, batch {a.batch_size}, "
-              f"max_new_tokens {a.max_new_tokens}, {a.threads} torch threads", flush=True)
+              f"max_new_tokens {a.max_new_tokens}, {a.threads} torch threads; load average {load_average()}", flush=True)
 
         t = time.perf_counter()
         gen = QueryGenerator("g", gcfg, a.threads)
@@ -174,15 +270,30 @@ def main() -> None:
             t = time.perf_counter()
             res = [legacy_generate(gen, *r) for r in rows]
             report("today", slots, sum(f for _, f in res), time.perf_counter() - t)
-        if "stage" in arms:
-            ctx = Context(cfg=cfg, storage=Storage(cfg.storage), root=str(out), timer=StageTimer(), threads=a.threads, bench=m, snapshot=snap)
+        attempts = {}
+        for arm in [x for x in STAGE_ARMS if x in arms]:
+            # Each arm in its own copy of the prepared run: the same passages, seeds and generator
+            # name, and no arm reuses another's committed questions.
+            root = Path(d) / arm
+            shutil.copytree(out, root)
+            arm_g = dataclasses.replace(gcfg, runtime="llamacpp") if arm == "stage-llamacpp" else gcfg
+            if arm == "stage-llamacpp":
+                from xqg_ray.models.llamacpp import gguf_problem, load_problem
+
+                why = gguf_problem(arm_g.model, arm_g.gguf_file) or load_problem()
+                if why:
+                    print(f"{arm:>9}: skipped: {why}", flush=True)
+                    continue
+            arm_cfg = dataclasses.replace(cfg, output_dir=str(root), generators={"g": arm_g})
+            ctx = Context(cfg=arm_cfg, storage=Storage(cfg.storage), root=str(root), timer=StageTimer(), threads=a.threads, bench=m, snapshot=snap)
             units = [u.to_json() for u in generate_units(ctx, "g")[2]]
-            ctor = generate_actor_args(ctx, "g")
+            ctor = {**generate_actor_args(ctx, "g"), "bench_dtype": "bfloat16" if arm == "stage-bf16" else ""}
             t = time.perf_counter()
             summaries = run_units(units, TimedGeneratePartition, ctor, stage_pool(ray_cfg, "generate"))
             wall = time.perf_counter() - t
-            gen_s = sum(float(x) for x in (out / "gen_seconds.txt").read_text().split())
-            report("stage", slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; wall with actor start + model load {wall:.1f} s")
+            gen_s = sum(float(x) for x in (root / "gen_seconds.txt").read_text().split())
+            report(arm, slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; wall with actor start + model load {wall:.1f} s")
+            attempts[arm] = pa.concat_tables([pq.read_table(root / s["attempts"]["file"]) for s in summaries])
         if "bare" in arms:
             t = time.perf_counter()
             n_slots, empty = bare_batched(gen, rows, a.batch_size)
@@ -194,9 +305,31 @@ def main() -> None:
                 res = gen.generate_many(rows)
                 report(arm, slots, sum(f for _, f in res), time.perf_counter() - t)
         gen.prefix_reuse, gen.cfg.batch_size = True, a.batch_size
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+        if a.interleave:
+            interleaved(gen, gcfg, rows, langs, a.interleave, a.threads)
+        if a.quality and attempts:
+            from xqg_ray.config import EncoderConfig as Enc
+            from xqg_ray.models.encoder import format_passage
+            from xqg_ray.models.factory import make_encoder
+
+            # The demo's encoder settings; passages: the bench's, the round trip ranks among them.
+            ecfg = Enc(model=a.encoder, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
+                       max_query_length=64, max_passage_length=256, batch_size=16)
+            enc = make_encoder(ecfg, a.threads)
+            pvecs = enc.encode([format_passage(ecfg.passage_template, t, x) for _, t, x in rows], "passage")
+            pids = [r[0] for r in rows]
+            print(f"quality of the first draws (round trip among the {len(rows)} passages, {a.encoder}):")
+            for arm, table in attempts.items():
+                q = stage_quality(table, rows, langs, enc, pvecs, pids)
+                pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+                per = ", ".join(f"{lang} {pct(q[lang]['target_language'])}/{pct(q[lang]['round_trip_top1'])}" for lang in langs)
+                print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
+                      f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
+                      f"per language target/top-1: {per}", flush=True)
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
+    print(f"load average at the end {load_average()}")
     print("prefix reuse contributes new/no-reuse, batching new/bs1 (the same loop in this process); stage/new is Ray's cost")
 
 

@@ -58,6 +58,11 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 GENERATING_KINDS = ("seq2seq", "causal")
 PROVIDED_KIND = "provided"
 GENERATOR_KINDS = GENERATING_KINDS + (PROVIDED_KIND,)
+# What runs a causal generator's forward passes: torch (transformers) or llama.cpp on the GGUF
+# file itself (models/llamacpp.py); prompts, seeded sampling and stop rules are the same.
+TORCH_RUNTIME = "torch"
+LLAMACPP_RUNTIME = "llamacpp"
+GENERATOR_RUNTIMES = (TORCH_RUNTIME, LLAMACPP_RUNTIME)
 AGGREGATIONS = ("sum", "mean")  # sum is the paper's
 # A training's ``pairs`` naming the benchmark's held-out human questions instead of a generator.
 HUMAN_PAIRS = "human"
@@ -280,7 +285,9 @@ class GeneratorConfig:
     # means the held-out human questions written by the benchmark stage.
     path: str = ""
     batch_size: int = 8
-    dtype: str = "auto"  # one of DTYPES (as encoder.dtype)
+    dtype: str = "auto"  # one of DTYPES (as encoder.dtype); the torch runtime's
+    # One of GENERATOR_RUNTIMES.  torch by default: a config without the key keeps its stored outputs.
+    runtime: str = TORCH_RUNTIME
     seed: int = 0
     filters: FilterConfig = field(default_factory=FilterConfig)
 

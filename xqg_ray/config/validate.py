@@ -13,8 +13,8 @@ from typing import Any, List, Optional, Sequence
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, HEADER_LANGUAGES, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, KEPT,
-    LANGUAGE_NAMES, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, KEPT,
+    LANGUAGE_NAMES, LLAMACPP_RUNTIME, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
     TRAINED_PREFIX, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
     RunConfig, SystemConfig, TrainConfig, stage_pool, trained_name,
 )
@@ -127,7 +127,10 @@ def generator_problems(cfg: RunConfig) -> List[str]:
 def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
     errs = _checks(choice_problem(f"{where}.kind", g.kind, GENERATOR_KINDS),
                    choice_problem(f"{where}.dtype", g.dtype, DTYPES),
-                   choice_problem(f"{where}.header_language", g.header_language, HEADER_LANGUAGES))
+                   choice_problem(f"{where}.header_language", g.header_language, HEADER_LANGUAGES),
+                   choice_problem(f"{where}.runtime", g.runtime, GENERATOR_RUNTIMES))
+    if g.runtime == LLAMACPP_RUNTIME:
+        errs += runtime_problems(where, g)
     if g.kind in GENERATING_KINDS and not g.model:
         errs.append(f"{where}.model is empty: give bundled:NAME, a hub id or a local path")
     if g.kind == PROVIDED_KIND and not g.path:
@@ -144,6 +147,20 @@ def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
             errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
         errs += filter_problems(f"{where}.filters", g)
     return errs + _checks(_at_least_one(f"{where}.batch_size", g.batch_size))
+
+
+def runtime_problems(where: str, g: GeneratorConfig) -> List[str]:
+    """Why a ``runtime: llamacpp`` generator cannot run: a causal GGUF model, and llama.cpp loading here."""
+    from ..models.llamacpp import gguf_problem, load_problem
+
+    if g.kind != "causal":
+        return [f"{where}.runtime={g.runtime!r}: llama.cpp runs causal generators only; set runtime: torch (kind {g.kind})"]
+    why = gguf_problem(g.model, g.gguf_file)
+    if why:
+        return [f"{where}.runtime={g.runtime!r}: {why}; or set runtime: torch"]
+    # Cheap (the library opens in milliseconds) and the only way to know: a wheel can install and not load.
+    why = load_problem()
+    return [f"{where}.runtime={g.runtime!r}: {why}; or set runtime: torch"] if why else []
 
 
 def filter_problems(where: str, g: GeneratorConfig) -> List[str]:

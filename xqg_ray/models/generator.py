@@ -19,13 +19,16 @@ its own prompt.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
+from ..config.schema import LLAMACPP_RUNTIME
 from ..ids import seed_for
 from ..evaluation.question_filter import draw_flags, reject_reason, repeats_kept, selection
 from ..schemas import UNFILTERED
+from .bundled import ModelRef
 
 # Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
 # filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
@@ -69,23 +72,32 @@ class QueryGenerator:
         self.draw_exemplars = draw_exemplars
         self.device = device_name()
         ref = resolve(cfg.model)
+        if cfg.model.endswith(".gguf") and not cfg.gguf_file:  # a GGUF file named directly (runtime llamacpp)
+            ref = ModelRef(path=os.path.dirname(os.path.abspath(cfg.model)), gguf_file=os.path.basename(cfg.model))
         gguf = cfg.gguf_file or ref.gguf_file
         kw = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path, **kw)
         dtype = torch_dtype(cfg.dtype, self.device)
-        if cfg.kind == "seq2seq":
+        # llama.cpp runs the forward passes (the GGUF file itself); prompts, tokenizer and sampling stay ours.
+        self.llama = None
+        if cfg.runtime == LLAMACPP_RUNTIME:
+            self.model = None
+            self.llama = self._load_llamacpp(torch_threads or torch.get_num_threads())
+        elif cfg.kind == "seq2seq":
             self.model = AutoModelForSeq2SeqLM.from_pretrained(ref.path, dtype=dtype, **kw)
         elif cfg.kind == "causal":
             self.model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype, **kw)
+        else:
+            raise ValueError(f"QueryGenerator does not handle kind={cfg.kind!r}")
+        if self.model is not None:
+            self.model.to(self.device).eval()
+        if cfg.kind == "causal":
             from .prompts import load_fewshot
 
             self.fewshot = load_fewshot()
             missing = [lang for lang in cfg.languages if lang not in self.fewshot]
             if missing and cfg.few_shot > 0:
                 raise ValueError(f"generator {name}: no few-shot exemplars for {missing}")
-        else:
-            raise ValueError(f"QueryGenerator does not handle kind={cfg.kind!r}")
-        self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if cfg.kind == "causal":
@@ -105,6 +117,16 @@ class QueryGenerator:
             self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
         self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
+
+    def _load_llamacpp(self, threads: int):  # noqa: ANN202 - llamacpp.LlamaCppModel
+        """The GGUF model in llama.cpp, sized for a batch: ``batch_size`` prompts x ``n_per_language`` rows."""
+        from .llamacpp import LlamaCppModel, gguf_path
+
+        if self.cfg.kind != "causal":
+            raise ValueError(f"generator {self.name}: runtime {LLAMACPP_RUNTIME} runs causal generators only")
+        rows = max(1, self.cfg.batch_size) * self.cfg.n_per_language
+        return LlamaCppModel(gguf_path(self.cfg.model, self.cfg.gguf_file), threads, rows,
+                             self.cfg.max_input_length + self.cfg.max_new_tokens)
 
     def prompt(self, pid: int, title: str, text: str, lang: str) -> str:
         """The prompt text of passage ``pid`` in ``lang``."""
@@ -261,12 +283,20 @@ class QueryGenerator:
         counts = [len(p.seeds) for p in batch]
         kw = dict(top_k=self.cfg.top_k, temperature=self.cfg.temperature, max_new_tokens=self.cfg.max_new_tokens, stop_ids=self.stop_ids)
         pad = self.tokenizer.pad_token_id
+        if self.llama is not None:
+            flat = self.llama.sample(batch[0].prefix, [p.suffix for p in batch], counts, seeds, decoding.decode_loop, **kw)
+            return self._split(flat, counts)
         with torch.inference_mode():
             if self.cfg.kind == "seq2seq":
                 flat = decoding.seq2seq_sample(self.model, [p.suffix for p in batch], counts, seeds, pad, **kw)
             else:
                 prefix = self._prefix_cache(batch[0].prefix) if batch[0].prefix else None
                 flat = decoding.causal_sample(self.model, prefix, len(batch[0].prefix), [p.suffix for p in batch], counts, seeds, pad, **kw)
+        return self._split(flat, counts)
+
+    @staticmethod
+    def _split(flat: List[List[int]], counts: Sequence[int]) -> List[List[List[int]]]:
+        """Prompt-major sample rows regrouped per prompt: ``counts[i]`` rows each."""
         out, k = [], 0
         for c in counts:
             out.append(flat[k : k + c])

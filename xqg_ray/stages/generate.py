@@ -20,7 +20,7 @@ from .plan import Plan, plan_stage
 from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse
-from ..config.schema import PROVIDED_KIND
+from ..config.schema import PROVIDED_KIND, TORCH_RUNTIME
 from ..evaluation.question_filter import selection
 from ..models.prompts import prompt_assets_sha256
 from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
@@ -30,10 +30,22 @@ from .context import PIPELINE_VERSION, Context
 from .provided import ProvidedQueries, provided_slices, provided_source
 
 
+def generator_settings(g: GeneratorConfig) -> Dict[str, Any]:
+    """A generator's section as its key and manifest show it: ``runtime`` only when not torch.
+
+    Every config from before runtimes ran on torch: its key and manifest stay what they were,
+    and questions from another runtime never reuse (nor are reused as) torch's.
+    """
+    gen = section_dict(g)
+    if gen["runtime"] == TORCH_RUNTIME:
+        del gen["runtime"]
+    return gen
+
+
 def generator_fingerprint(ctx: Context, name: str) -> str:
     """Everything a passage's queries depend on besides the passage itself."""
     g = ctx.cfg.generators[name]
-    key: Dict[str, Any] = {"v": PIPELINE_VERSION, "name": name, "gen": section_dict(g)}
+    key: Dict[str, Any] = {"v": PIPELINE_VERSION, "name": name, "gen": generator_settings(g)}
     if g.kind == "provided":
         # The table's content, not just its path: an edited query log is new input.
         key["source"] = provided_source(ctx, name)["sha256"]
@@ -99,7 +111,7 @@ def run_generate(ctx: Context, name: str) -> Dict[str, Any]:
             ctx.timer.event(stage, "warning", message=f"{set_aside} provided queries set aside (see {stage}/data/quarantine-*.parquet)")
         s["rows"] = rows["computed"]
         manifest = GeneratedManifest(
-            gen_fp=generator_fingerprint(ctx, name), generator=section_dict(g), snapshot=ctx.snapshot["snapshot"],
+            gen_fp=generator_fingerprint(ctx, name), generator=generator_settings(g), snapshot=ctx.snapshot["snapshot"],
             passages=ctx.snapshot.get("changes", {}), rows=rows,
             unit_counts={"total": len(ordered), "computed": len(units), "resumed": len(ordered) - len(units)},
             failed_slots=failed, set_aside=set_aside, units=entries(GeneratedEntry, ordered),
