@@ -53,3 +53,9 @@ def test_generator_is_seeded_per_passage(tiny_models, kind, model):
     # batched: the same queries for passage 7 next to other passages, in the stage's call
     many = gen.generate_many([(8, "Other", "another passage"), (7, "Title", "some passage text"), (9, "T", "x")])
     assert many[1] == (first, 0) and len(many) == 3
+
+
+def test_dtype_choice_per_device():
+    """auto and float16 stay float32 on CPU; an explicit bfloat16 is honoured there (AMX / AVX512-BF16)."""
+    assert [torch_dtype(n, "cpu") for n in ("auto", "float32", "float16", "bfloat16")] == [torch.float32, torch.float32, torch.float32, torch.bfloat16]
+    assert [torch_dtype(n, "cuda") for n in ("auto", "float32", "float16", "bfloat16")] == [torch.bfloat16, torch.float32, torch.float16, torch.bfloat16]
