@@ -15,8 +15,7 @@ newline (causal) or EOS in every arm.  Arms:
   over the actor's generation time (model load excluded, as in the other arms),
   its wall time with actor start and load is printed too;
 - ``stage-bf16``: the same with the actor's model cast to bfloat16 (what
-  ``dtype: bfloat16`` would run on CPU: ``loading.torch_dtype`` gives float32
-  there today); fast where the CPU has AMX or avx512_bf16;
+  ``dtype: bfloat16`` runs, on CPU too); fast where the CPU has AMX or avx512_bf16;
 - ``stage-llamacpp``: the same with ``runtime: llamacpp`` (the GGUF in
   llama.cpp; needs ``llama-cpp-py-sync`` loading here, else the arm says why);
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
