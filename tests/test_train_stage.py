@@ -155,6 +155,10 @@ def test_bad_trained_encoders_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "trainings.gen.colour=red"])
     assert "colour" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # refused before work, not a KeyError mid-training
+        load_config(str(path), ["output_dir=x", "trainings.gen.hard_negatives=2"])
+    assert ("  - trainings.gen.hard_negatives=2: the train stage trains on in-batch negatives only "
+            "(no hard negatives are mined from the baseline index yet); set 0") in str(e.value)
 
 
 def test_training_section_rows_and_holm_across_systems():

@@ -282,6 +282,11 @@ def training_problems(cfg: RunConfig) -> List[str]:
             errs.append(f"{where}.questions={KEPT}: provided generator {t.pairs!r} is not filtered; set questions: unfiltered")
         errs += _checks(choice_problem(f"{where}.questions", t.questions, QUESTION_SELECTIONS))
         errs += train_settings_problems(t, where)
+        if t.hard_negatives:
+            # The library trains on a pairs table's `negatives` column; the stage's pairs have none
+            # (mining them needs the baseline index, which is built after training): refuse now, not mid-training.
+            errs.append(f"{where}.hard_negatives={t.hard_negatives}: the train stage trains on in-batch negatives only "
+                        "(no hard negatives are mined from the baseline index yet); set 0")
     return errs
 
 
