@@ -216,3 +216,30 @@ def test_compact_verb_on_a_directory_without_segments(tmp_path, capsys):
 
     assert main(["compact", SMOKE, f"output_dir={tmp_path / 'out'}"]) == 0
     assert json.loads(capsys.readouterr().out) == {"embeddings": {"partitions": 0, "segments": 0}}
+
+
+def test_merge_by_id_streams_segments_in_id_order_one_batch_each():
+    """Several id-ordered streams come out as one id order, holding at most a batch per stream."""
+    import numpy as np
+    import pyarrow as pa
+
+    from xqg_ray.stages.reuse import merge_by_id
+
+    held = []
+
+    def stream(ids, b):
+        for i in range(0, len(ids), b):
+            held.append(i)
+            yield pa.table({"id": pa.array(ids[i:i + b], pa.int64())})
+        yield pa.table({"id": pa.array([], pa.int64())})  # an empty batch is passed over
+
+    parts = [[1, 4, 5, 9, 12], [2, 3, 10], [], [6, 7, 8, 11, 13, 14]]
+    out = list(merge_by_id([stream(p, 2) for p in parts]))
+    assert [v for t in out for v in t["id"].to_pylist()] == list(range(1, 15))
+    assert max(t.num_rows for t in out) <= 2 * len(parts)
+    rng = np.random.RandomState(0)
+    for _ in range(50):
+        ids = rng.permutation(300)[: rng.randint(0, 200)]
+        split = [sorted(x.tolist()) for x in np.array_split(rng.permutation(ids), rng.randint(1, 5))]
+        got = [v for t in merge_by_id([stream(p, int(rng.randint(1, 8))) for p in split]) for v in t["id"].to_pylist()]
+        assert got == sorted(ids.tolist())

@@ -118,16 +118,50 @@ class PriorOutput:
     def batches(self, kind: str, src: str, batch_rows: int, columns: Optional[List[str]] = None) -> Iterator[pa.Table]:
         """The live rows of one (kind, src) in id order, ``batch_rows`` at a time (``columns`` must hold kind, src, id).
 
-        One file streams as before; several are read one (kind, src) at a time, merged by id.
+        One file streams as before; several are merged by id as they stream, so memory is
+        about one batch per segment, never a whole (kind, src) of the partition.
         """
         if len(self.files) == 1:
             yield from prior_batches(self.files[0], kind, src, batch_rows, columns)
             return
-        parts = [t.filter(pa.array(live_mask(t, dead))) for f, dead in zip(self.files, self.dead)
-                 for t in prior_batches(f, kind, src, batch_rows, columns)]
-        t = pa.concat_tables(parts).sort_by("id") if parts else None
-        for i in range(0, 0 if t is None else t.num_rows, max(1, batch_rows)):
-            yield t.slice(i, batch_rows)
+        def live(f: VerifiedParquet, dead: Dict[str, np.ndarray]) -> Iterator[pa.Table]:
+            for t in prior_batches(f, kind, src, batch_rows, columns):
+                yield t.filter(pa.array(live_mask(t, dead)))
+
+        yield from merge_by_id([live(f, dead) for f, dead in zip(self.files, self.dead)])
+
+
+def merge_by_id(streams: List[Iterator[pa.Table]]) -> Iterator[pa.Table]:
+    """Batches of several id-ordered streams (ids unique across them) merged into one id order.
+
+    Each step emits every buffered row up to the smallest of the buffers' last ids: no
+    stream can still hold a smaller one, so at most one batch per stream is held.
+    """
+    bufs: List[Optional[pa.Table]] = [None] * len(streams)
+    while True:
+        for i, it in enumerate(streams):
+            while it is not None and (bufs[i] is None or not bufs[i].num_rows):
+                nxt = next(it, None)
+                if nxt is None:
+                    streams[i] = it = None
+                    bufs[i] = None
+                else:
+                    bufs[i] = nxt
+        live = [i for i, b in enumerate(bufs) if b is not None and b.num_rows]
+        if not live:
+            return
+        # A finished stream bounds nothing; an open one bounds the step by its buffer's last id.
+        bounds = [bufs[i]["id"][-1].as_py() for i in live if streams[i] is not None]
+        upto = min(bounds) if bounds else None
+        out = []
+        for i in live:
+            ids = bufs[i]["id"].to_numpy()
+            k = len(ids) if upto is None else int(np.searchsorted(ids, upto, side="right"))
+            out.append(bufs[i].slice(0, k))
+            bufs[i] = bufs[i].slice(k)
+        step = pa.concat_tables(out)
+        if step.num_rows:
+            yield step.sort_by("id")
 
 
 def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,
