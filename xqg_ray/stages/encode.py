@@ -36,7 +36,7 @@ from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_d
 from ..config.schema import DEV_QUERY_SET
 from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
-from ..store.segments import append_segment, delta_allowed, segment_source
+from ..store.segments import append_segment, delta_allowed, live_parquet, segment_source
 from .plan import Plan, plan_stage
 from .sources import GEN_COLUMNS, PASSAGE_COLUMNS, Source, query_sources, select_entry
 from .reuse import PriorOutput, interleave, matched
@@ -97,7 +97,7 @@ def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[st
     out: Dict[str, EncodePartitionUnit] = {}
     for part in snapshot["partitions"]:
         p, label = part["partition"], partition_label(part["partition"])
-        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **file_record(gen_units[n][p]), **select_entry(gm)} for n, gm in sorted(gens.items())}
+        gin = {n: {"src": gm["gen_fp"], "key": gen_units[n][p]["key"], **segment_source(gen_units[n][p]), **select_entry(gm)} for n, gm in sorted(gens.items())}
         key = fingerprint({"enc": efp, "digest": part["digest"], "gens": {n: (g["src"], g["key"]) for n, g in gin.items()}})
         out[label] = EncodePartitionUnit(stage=led.stage, partition=p, unit=label, key=key, corpus=file_record(part), gens=gin,
                                          prior=None, out=led.data_rel(label, key))
@@ -297,7 +297,7 @@ class EncodePartition(UnitRunner):
         gens = []
         for name in sorted(names, key=gen_kind):  # the file's order: kind, then id ("gen:*" sorts before "passage")
             sel = u.gens[name].get("select")
-            g = VerifiedParquet(self.storage, self.root, u.gens[name], where=f"the generated/{sel['generator'] if sel else name} manifest")
+            g = live_parquet(self.storage, self.root, u.gens[name], where=f"the generated/{sel['generator'] if sel else name} manifest")
             gens.append(Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel))
         passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
         delta, dead = self._plan_delta(u, gens, passages, prior)

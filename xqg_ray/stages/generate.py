@@ -3,23 +3,29 @@
 A unit's key is (generator settings, the partition's digest): an unchanged
 partition is skipped outright.  A changed partition reuses the earlier output
 rows whose (id, content_hash) still exist and generates only added and changed
-passages; removed passages simply are not carried over.
+passages; removed passages simply are not carried over.  A small change of a
+partition (within ``corpus.compact_fraction``) writes only the added and changed
+passages' rows, as a delta segment of each file the unit writes (its queries,
+its draws) with tombstones of the prior rows that died
+(:mod:`xqg_ray.store.segments`); every reader reads the live rows.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import GeneratorConfig, StorageConfig, section_dict
 from ..store.integrity import read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
+from ..store.segments import NO_KIND, append_segment, delta_allowed, live_table, segment_source
 from .plan import Plan, plan_stage
 from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
-from .reuse import split_reuse
+from .reuse import split_reuse, version_keys
 from ..config.schema import PROVIDED_KIND, TORCH_RUNTIME
 from ..evaluation.question_filter import selection
 from ..models.prompts import prompt_assets_sha256
@@ -72,7 +78,7 @@ def generate_units(ctx: Context, name: str) -> Tuple[str, Plan, List[GenerateUni
 
     plan = plan_stage(led, fp, keys, ctx.resume, prior_entries)
     units = [GenerateUnit(partition=parts[label]["partition"], unit=label, key=keys[label], corpus=file_record(parts[label]),
-                          prior=file_record(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]),
+                          prior=segment_source(plan.prior[label]) if label in plan.prior else None, out=led.data_rel(label, keys[label]),
                           prior_attempts=plan.prior[label].get("attempts") if label in plan.prior else None)
              for label in plan.todo]
     return fp, plan, units
@@ -82,7 +88,8 @@ def generate_actor_args(ctx: Context, name: str) -> Dict[str, Any]:
     """The constructor arguments of :class:`GeneratePartition` for generator ``name``."""
     g = ctx.cfg.generators[name]
     ctor = {"root": ctx.root, "storage_cfg": ctx.cfg.storage, "stage": f"generated/{name}", "name": name, "cfg": g,
-            "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"]}
+            "threads": ctx.pool("generate").torch_threads, "num_partitions": ctx.snapshot["num_partitions"],
+            "compact_fraction": ctx.cfg.corpus.compact_fraction}
     if g.kind == "provided":
         ctor["provided"] = provided_slices(ctx, name)  # split once; each unit reads its partition's slice
     return ctor
@@ -124,8 +131,10 @@ class GeneratePartition(UnitRunner):
     """Actor: loads the generator once; each call generates the missing passages of one partition."""
 
     def __init__(self, root: str, storage_cfg: StorageConfig, stage: str, name: str, cfg: GeneratorConfig, threads: int,
-                 num_partitions: int, provided: Optional[Dict[str, Any]] = None, evaluated: Optional[Dict[str, Any]] = None):
+                 num_partitions: int, provided: Optional[Dict[str, Any]] = None, evaluated: Optional[Dict[str, Any]] = None,
+                 compact_fraction: float = 0.0):
         self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
+        self.compact_fraction = compact_fraction  # past it a changed partition is rewritten whole, not given a delta
         self.ledger = Ledger(self.storage, root, stage)
         if cfg.kind == "provided":
             self.provided = ProvidedQueries(self.storage, root, provided or {"slices": []})
@@ -138,21 +147,22 @@ class GeneratePartition(UnitRunner):
         u = GenerateUnit.from_json(plan)
         cols = ["id", "docid", "title", "text", "content_hash"]
         corpus = read_table_verified(self.storage, self.root, u.corpus, cols, where="the corpus snapshot")
-        prior = read_table_verified(self.storage, self.root, u.prior, where="the previous generated manifest") if u.prior else None
+        prior = live_table(self.storage, self.root, u.prior, where="the previous generated manifest") if u.prior else None
         record: Dict[str, Any] = {"partition": u.partition, "unit": u.unit}
+        draws = None
         if self.cfg.kind == "provided":
             # Joining a table is cheap: always from scratch, never partly reused.
             computed, set_aside = self.provided.for_partition(u.partition, corpus)
             reused = computed.slice(0, 0)
             todo_rows = computed.num_rows
-            if set_aside.num_rows:
+            if set_aside.num_rows:  # written whole: it holds only the rows set aside, not the partition's
                 qrel = u.out.replace("/data/", "/data/quarantine-")
                 record["quarantine"] = write_table_committed(self.storage, self.root, qrel, set_aside.cast(SET_ASIDE_SCHEMA))
             record["set_aside"] = set_aside.num_rows
         else:
             # A passage's queries are reused only with its stored draws (output from before
             # filters has none: it is generated again).
-            prior_draws = read_table_verified(self.storage, self.root, u.prior_attempts, where="the previous generated manifest") if u.prior_attempts else None
+            prior_draws = live_table(self.storage, self.root, u.prior_attempts, where="the previous generated manifest") if u.prior_attempts else None
             reused, todo = split_reuse(corpus, prior if prior_draws is not None else None)
             computed, draws = self.generate_table(todo)
             todo_rows = todo.num_rows
@@ -161,17 +171,41 @@ class GeneratePartition(UnitRunner):
                 old = prior_draws.filter(pc.is_in(prior_draws["id"], value_set=reused["id"])).select(ATTEMPTS_SCHEMA.names).cast(ATTEMPTS_SCHEMA)
                 draws = pa.concat_tables([old, draws])
             draws = sort_draws(draws, self.cfg.languages)
-            # Beside data/, not in it: data/ holds what the encode stage reads today.
-            record["attempts"] = write_table_committed(self.storage, self.root, u.out.replace("/data/", "/attempts/"), draws)
+            record["attempts"] = None  # written below, with the data file; the record's key order as before
             record["filter"] = filter_counts(draws, self.cfg.languages, self.cfg.n_per_language)
             record["quality"] = unit_quality(draws)
         parts = [t for t in (reused, computed) if t is not None and t.num_rows]
         out = pa.concat_tables(parts).sort_by("id") if parts else GENERATED_SCHEMA.empty_table()
-        rec = write_table_committed(self.storage, self.root, u.out, out)
+        # Beside data/, not in it: data/ holds what the encode stage reads today.
+        files = {"data": (u.out, u.prior, out)} if draws is None else {
+            "data": (u.out, u.prior, out), "attempts": (u.out.replace("/data/", "/attempts/"), u.prior_attempts, draws)}
+        written = self.write(files, prior, out, u.prior is not None and (draws is None or u.prior_attempts is not None))
+        if draws is not None:
+            record["attempts"] = written["attempts"]
         failed = int(pc.sum(out["failed"]).as_py() or 0)
-        record.update(rec, computed=todo_rows, reused=0 if reused is None else reused.num_rows, failed_slots=failed)
+        record.update(written["data"], computed=todo_rows, reused=0 if reused is None else reused.num_rows, failed_slots=failed)
         committed = self.ledger.commit(u.unit, u.key, record)
         return {**record, "key": u.key, "commit": self.ledger.commit_rel(u.unit, u.key), "created": committed["created"]}
+
+    def write(self, files: Dict[str, Tuple[str, Optional[Dict[str, Any]], pa.Table]], prior: Optional[pa.Table], out: pa.Table,
+              can_delta: bool) -> Dict[str, Dict[str, Any]]:
+        """The records of the unit's files (name -> (path, prior record, every live row)): each written
+        whole, or -- a small change over a prior with every file (``can_delta``) -- each as a delta
+        segment of the rows of passages not in ``prior`` (same id and content hash), with tombstones
+        of the prior passages that died (changed or removed), beside the prior's segments."""
+        new = out
+        if can_delta:
+            alive = pc.is_in(version_keys(prior), value_set=version_keys(out)).to_numpy(zero_copy_only=False) if prior.num_rows else np.zeros(0, bool)
+            new = out.filter(pc.invert(pc.is_in(version_keys(out), value_set=version_keys(prior)))) if prior.num_rows else out
+            can_delta = delta_allowed(files["data"][1], files["data"][0], out.num_rows, new.num_rows, self.compact_fraction)
+        if not can_delta:
+            return {name: write_table_committed(self.storage, self.root, rel, t) for name, (rel, _, t) in files.items()}
+        dead = {NO_KIND: prior["id"].to_numpy()[~alive]}
+        recs = {}
+        for name, (rel, prior_rec, t) in files.items():
+            rows = t.filter(pc.is_in(t["id"], value_set=new["id"]))  # in the file's order
+            recs[name] = append_segment(self.storage, self.root, prior_rec, write_table_committed(self.storage, self.root, rel, rows), dead, t.num_rows)
+        return recs
 
     def generate_table(self, todo: pa.Table) -> Tuple[pa.Table, pa.Table]:
         """GENERATED_SCHEMA rows (the unfiltered queries) and ATTEMPTS_SCHEMA rows (every draw) of the

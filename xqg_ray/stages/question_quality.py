@@ -23,11 +23,11 @@ from ..schemas import KEPT, UNFILTERED
 def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Dict[str, Any]:
     """``{"unfiltered": quality_report}`` of a provided generator's questions (e.g. the held-out human ones),
     read from its data files: the reference figures beside a generator's (no exemplars: they never saw any)."""
-    from ..store.integrity import read_table_verified
+    from ..store.segments import live_table
 
     rows = []
     for u in manifest.get("units", []):
-        t = read_table_verified(storage, root, u, ["id", "queries"], where="the generated manifest")
+        t = live_table(storage, root, u, ["id", "queries"], where="the generated manifest")  # one file, or its live segments
         rows += [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
     return {UNFILTERED: quality_report(rows)}
 
@@ -86,8 +86,8 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     from ..config.systems import DEFAULT_ENCODER, encoder_cfg
     from ..ids import seed_for
     from ..runtime.tasks import run_tasks
-    from ..store.integrity import read_table_verified
     from ..store.ledger import Ledger
+    from ..store.segments import live_table
 
     emb = Ledger(ctx.storage, ctx.root, "embeddings").current()
     gens = [g for g in quality if KEPT in quality[g]]
@@ -104,7 +104,7 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
         for u in sorted(units, key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
             if min(have.values()) >= SAMPLE_PER_LANGUAGE:
                 break
-            t = read_table_verified(ctx.storage, ctx.root, u["attempts"], where="the generated manifest")
+            t = live_table(ctx.storage, ctx.root, u["attempts"], where="the generated manifest")
             tables.append(t)
             for lang in t.filter(pc.or_(t[UNFILTERED], t[KEPT]))["lang"].to_pylist():
                 have[lang] = have.get(lang, 0) + 1

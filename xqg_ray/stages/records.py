@@ -75,7 +75,7 @@ class PartitionEntry(Record):
 class GeneratedEntry(PartitionEntry):
     """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
 
-    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit"})
+    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit", "segments"})
     failed_slots: int
     set_aside: Optional[int] = None
     quarantine: Optional[FileRec] = None
@@ -87,6 +87,8 @@ class GeneratedEntry(PartitionEntry):
     quality: Optional[Dict[str, Any]] = None
     # A unit resumed from an earlier attempt's commit record has no ``commit`` entry (as before).
     commit: Optional[str] = None
+    # Kept as delta segments (store.segments; ``attempts`` then has its own): read with live_table.
+    segments: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass

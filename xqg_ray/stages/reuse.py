@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..store.integrity import VerifiedParquet
-from ..store.segments import dead_keys, live_mask, segments
+from ..store.segments import dead_keys, live_mask, merge_by_id, segments
 from ..store.storage import Storage
 
 
@@ -129,39 +129,6 @@ class PriorOutput:
                 yield t.filter(pa.array(live_mask(t, dead)))
 
         yield from merge_by_id([live(f, dead) for f, dead in zip(self.files, self.dead)])
-
-
-def merge_by_id(streams: List[Iterator[pa.Table]]) -> Iterator[pa.Table]:
-    """Batches of several id-ordered streams (ids unique across them) merged into one id order.
-
-    Each step emits every buffered row up to the smallest of the buffers' last ids: no
-    stream can still hold a smaller one, so at most one batch per stream is held.
-    """
-    bufs: List[Optional[pa.Table]] = [None] * len(streams)
-    while True:
-        for i, it in enumerate(streams):
-            while it is not None and (bufs[i] is None or not bufs[i].num_rows):
-                nxt = next(it, None)
-                if nxt is None:
-                    streams[i] = it = None
-                    bufs[i] = None
-                else:
-                    bufs[i] = nxt
-        live = [i for i, b in enumerate(bufs) if b is not None and b.num_rows]
-        if not live:
-            return
-        # A finished stream bounds nothing; an open one bounds the step by its buffer's last id.
-        bounds = [bufs[i]["id"][-1].as_py() for i in live if streams[i] is not None]
-        upto = min(bounds) if bounds else None
-        out = []
-        for i in live:
-            ids = bufs[i]["id"].to_numpy()
-            k = len(ids) if upto is None else int(np.searchsorted(ids, upto, side="right"))
-            out.append(bufs[i].slice(0, k))
-            bufs[i] = bufs[i].slice(k)
-        step = pa.concat_tables(out)
-        if step.num_rows:
-            yield step.sort_by("id")
 
 
 def prior_batches(prior: VerifiedParquet, kind: str, src: str, batch_rows: int,

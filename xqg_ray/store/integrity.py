@@ -92,9 +92,17 @@ def _mismatch(uri: str, where: str) -> IntegrityError:
     )
 
 
+def one_file(rec: Dict[str, Any]) -> None:
+    """Refuse a record of a partition kept as several delta segments: its ``file`` is only the newest,
+    so reading it alone would miss rows (read it with ``store.segments.live_table`` or ``live_parquet``)."""
+    if len(rec.get("segments") or ()) > 1:
+        raise ValueError(f"{rec['file']} is one of {len(rec['segments'])} delta segments: read the partition with store.segments.live_table")
+
+
 def read_table_verified(
     storage: Storage, root: str, rec: Dict[str, Any], columns: Optional[List[str]] = None, where: str = "its commit record"
 ) -> pa.Table:
+    one_file(rec)
     return pq.read_table(pa.BufferReader(read_verified(storage, root, rec, where)), columns=columns)
 
 
@@ -109,6 +117,7 @@ class VerifiedParquet:
     """
 
     def __init__(self, storage: Storage, root: str, rec: Dict[str, Any], where: str = "its commit record"):
+        one_file(rec)
         self.storage, self.uri = storage, join(root, rec["file"])
         if not storage.exists(self.uri):
             raise IntegrityError(f"{self.uri} is missing but named by {where}: rerun the same command to recompute it")
