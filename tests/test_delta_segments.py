@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from xqg_ray.config import ConfigError, EncoderConfig, StorageConfig, load_config
-from xqg_ray.ids import content_hash
+from xqg_ray.ids import content_hash, passage_ids
 from xqg_ray.schemas import GENERATED_SCHEMA, PASSAGE, gen_kind
 from xqg_ray.stages.encode import EncodePartition
 from xqg_ray.stages.records import EncodePartitionUnit
@@ -33,6 +33,7 @@ SMOKE = str(REPO / "conf" / "smoke.yaml")
 WORDS = "river city bank museum treaty löwe 東京 пример the of and a".split()
 SRCS = {gen_kind("a"): "fp-a", gen_kind("b"): "fp-b"}
 KINDS = [gen_kind("a"), gen_kind("b"), PASSAGE]
+GENERATORS = ("t5", "gpt2")  # conf/smoke.yaml's
 
 
 def inputs(root: str, ids: list, changed: Dict[int, str], tag: str) -> Dict[str, Any]:
@@ -151,7 +152,8 @@ def test_compact_fraction_is_validated():
 
 
 def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ray_local, tmp_path):
-    """The whole job through add -> change -> remove -> compact equals a from-scratch build of the final corpus."""
+    """The whole job through add -> change -> remove -> compact equals a from-scratch build of the final corpus;
+    each update writes delta segments of the embeddings and of each generator's queries and draws."""
     from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec
     from xqg_ray.pipeline import run as run_job
     from xqg_ray.stages.compact import compact
@@ -169,10 +171,25 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
         ("remove", lambda: shutil.copy(versions["v2"] / "a.jsonl", corpus / "a.jsonl"), 0, len(REMOVED)),
     ]
     tombstoned = {"add": 0, "change": 3 * len(CHANGED), "remove": 3 * (len(CHANGED) + len(REMOVED))}
+    touched = {"add": ADDED, "change": CHANGED, "remove": []}
+    gen_dirs = [out / "generated" / g / d for g in GENERATORS for d in ("data", "attempts")]
     for name, edit, computed, dead in steps:
         before = set((out / "embeddings" / "data").iterdir())
+        gen_before = {d: set(d.iterdir()) for d in gen_dirs}
         edit()
         run_job(cfg)
+        for g in GENERATORS:  # generated: a delta of the computed passages' rows in each file, their dead ids tombstoned
+            gm = current(out, f"generated/{g}")
+            assert gm["rows"]["computed"] == computed, (name, g)
+            ids = set(passage_ids(touched[name]))
+            draws = sum(int(pa.compute.sum(pa.compute.is_in(live_table(Storage(), str(out), u["attempts"], ["id"])["id"], value_set=pa.array(list(ids), pa.int64()))).as_py() or 0)
+                        for u in gm["units"])
+            for d, want in (("data", computed), ("attempts", draws)):
+                rows = {p.name: pq.ParquetFile(p).metadata.num_rows for p in sorted(set((out / "generated" / g / d).iterdir()) - gen_before[out / "generated" / g / d])}
+                assert sum(n for f, n in rows.items() if not f.endswith(".tombstones.parquet")) == want, (name, g, d, rows)
+                assert sum(n for f, n in rows.items() if f.endswith(".tombstones.parquet")) == dead, (name, g, d, rows)
+            deltas = [u for u in gm["units"] if u.get("segments")]
+            assert deltas and all(len(u["attempts"]["segments"]) == len(u["segments"]) for u in deltas), (name, g)
         emb = current(out, "embeddings")
         assert emb["computed_by_kind"] == {"passage": computed, "gen:t5": computed, "gen:gpt2": computed}, name
         # what this update wrote: delta segments of exactly the computed rows (3 kinds) and tombstones of the dead ones
@@ -203,9 +220,18 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     assert emb["fingerprint"] == emb_fp and not any(u.get("segments") for u in emb["units"])
     named = {u["file"] for u in emb["units"]}
     assert {str(p.relative_to(out)) for p in (out / "embeddings" / "data").iterdir()} == named  # the old segments are gone
-    assert compact(cfg) == {"embeddings": {"partitions": 0, "segments": 0}}
+    for g in GENERATORS:  # each generator's partitions: one file each (queries, draws), the rebuild's bytes
+        assert done[f"generated/{g}"]["partitions"] > 0, g
+        gm, fresh = current(out, f"generated/{g}"), current(scratch, f"generated/{g}")
+        assert not any(u.get("segments") or u["attempts"].get("segments") for u in gm["units"]), g
+        assert [(u["sha256"], u["attempts"]["sha256"]) for u in gm["units"]] == [(u["sha256"], u["attempts"]["sha256"]) for u in fresh["units"]], g
+        for d in ("data", "attempts"):
+            named = {(u if d == "data" else u["attempts"])["file"] for u in gm["units"]}
+            assert {str(p.relative_to(out)) for p in (out / "generated" / g / d).iterdir()} == named, (g, d)
+    assert compact(cfg) == {**{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS}, "embeddings": {"partitions": 0, "segments": 0}}
     after = run_job(cfg)
-    assert {k: v["reused"] for k, v in after["stages"].items() if k in ("embeddings", "index")} == {"embeddings": True, "index": True}
+    assert {k: v["reused"] for k, v in after["stages"].items() if k in ("embeddings", "index", *(f"generated/{g}" for g in GENERATORS))} == {
+        "embeddings": True, "index": True, **{f"generated/{g}": True for g in GENERATORS}}
     assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
     same_as_rebuild(after)
     assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]
@@ -215,7 +241,8 @@ def test_compact_verb_on_a_directory_without_segments(tmp_path, capsys):
     from xqg_ray.cli import main
 
     assert main(["compact", SMOKE, f"output_dir={tmp_path / 'out'}"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"embeddings": {"partitions": 0, "segments": 0}}
+    assert json.loads(capsys.readouterr().out) == {**{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS},
+                                                   "embeddings": {"partitions": 0, "segments": 0}}
 
 
 def test_merge_by_id_streams_segments_in_id_order_one_batch_each():
