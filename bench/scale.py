@@ -18,7 +18,7 @@ kind -- the driver, model hosts (``ray::ModelHost``), index build tasks
 is counted under the first kind it is seen running, so its peak is an upper
 bound --; the output directory's size; then the same command after adding 1%
 new passages, as CPU-seconds against the full build's, and the MB of embeddings
-files it wrote (delta segments) against the embeddings' size.  The last line
+and generated-query files it wrote (delta segments) against their size.  The last line
 compares the two sizes with the goals of issue 14 (every stage's time at 10 N
 <= 11x, every process's peak <= 1.5x, a 1% update <= 5% of the build).
 """
@@ -191,19 +191,23 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
     disk = du_mb(out)
     k = max(1, n // 100)
     emb_before = set((out / "embeddings" / "data").iterdir())
+    gen_dir = out / "generated" / "human" / "data"
+    gen_before = set(gen_dir.iterdir())
     write_corpus(work / "corpus", k, files=1, seed=7, start=n, prefix="added")
     spent.clear()
     c1 = sampler.cpu_seconds()
     um = run(cfg)
     update_cpu = sampler.cpu_seconds() - c1
     emb_written = written_mb(out / "embeddings" / "data", emb_before)
+    gen_written = written_mb(gen_dir, gen_before)
     update_stages = {name: {"cpu_s": round(spent.get(name, 0.0), 2), "reused": st["reused"]} for name, st in um["stages"].items()}
     sampler.stop.set()
     return {"passages": n, "seconds": round(full_s, 1), "cpu_s": round(full_cpu, 2), "stages": stages,
             "peak_rss_mb": {kind: round(v, 1) for kind, v in peak.items()}, "disk_mb": round(disk, 1),
             "update": {"added": k, "cpu_s": round(update_cpu, 2), "ratio": round(update_cpu / full_cpu, 4) if full_cpu else None,
                        "stages": update_stages, "embeddings_written_mb": round(emb_written, 2),
-                       "embeddings_mb": round(du_mb(out / "embeddings" / "data"), 2)}}
+                       "embeddings_mb": round(du_mb(out / "embeddings" / "data"), 2),
+                       "generated_written_mb": round(gen_written, 3), "generated_mb": round(du_mb(gen_dir), 2)}}
 
 
 def print_size(r: dict) -> None:
@@ -216,7 +220,8 @@ def print_size(r: dict) -> None:
     u = r["update"]
     print(f"N={n} update +1% ({u['added']} passages): {u['cpu_s']:.2f} CPU-s = {u['ratio']:.3f} of the full build's {r['cpu_s']:.2f} CPU-s; "
           "by stage: " + ", ".join(f"{s} {st['cpu_s']:.2f}" + (" (reused)" if st["reused"] else "") for s, st in u["stages"].items())
-          + f"; embeddings written {u['embeddings_written_mb']:.2f} MB of {u['embeddings_mb']:.2f} MB")
+          + f"; embeddings written {u['embeddings_written_mb']:.2f} MB of {u['embeddings_mb']:.2f} MB"
+          + f"; generated queries written {u['generated_written_mb']:.3f} MB of {u['generated_mb']:.2f} MB")
 
 
 def main() -> None:
