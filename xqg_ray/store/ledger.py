@@ -49,8 +49,12 @@ def now() -> str:
 
 
 def file_record(rec: Dict[str, Any]) -> Dict[str, Any]:
-    """The part of a commit record a reader needs: relative file, sha256, size."""
-    return {k: rec[k] for k in ("file", "sha256", "bytes")}
+    """The part of a commit record a reader needs: relative file, sha256, size; and ``segments`` where the
+    record is kept as delta segments, so a one-file reader refuses it rather than read the newest alone."""
+    out = {k: rec[k] for k in ("file", "sha256", "bytes")}
+    if rec.get("segments"):
+        out["segments"] = rec["segments"]
+    return out
 
 
 def is_resumed(record: Dict[str, Any]) -> bool:
