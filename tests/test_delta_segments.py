@@ -350,6 +350,13 @@ def test_generated_chain_writes_deltas_of_queries_and_draws_and_reads_as_a_rebui
         assert isinstance(f, LiveParquet)
         assert pa.concat_tables([pa.Table.from_batches([b]) for b in f.batches(None, 3)]).equals(table)
         assert pa.concat_tables([pa.Table.from_batches([b]) for b in f.batches(["id", "content_hash"], 5)]).equals(table.select(["id", "content_hash"]))
+    # the kept questions an encode unit selects from the draws, streamed over the segments: the rebuild's
+    from xqg_ray.stages.sources import selected_queries
+    from xqg_ray.store.integrity import VerifiedParquet
+
+    select = {"questions": "kept", "languages": ["de", "zh"], "n": 2}
+    kept = pa.concat_tables(selected_queries(live_parquet(storage, root, v3["attempts"]), select, 3))
+    assert kept.equals(pa.concat_tables(selected_queries(VerifiedParquet(storage, root, fresh["attempts"]), select, 3))) and kept.num_rows == 19
     with pytest.raises(ValueError, match="delta segments"):  # the newest segment alone is never read as the partition
         from xqg_ray.store.integrity import read_table_verified
         read_table_verified(storage, root, segment_source(v3))
