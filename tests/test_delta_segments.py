@@ -212,6 +212,9 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
 
     final = run_job(cfg)  # nothing changed: every stage reused
     same_as_rebuild(final)
+    # the train stage's pairs read the segmented queries and draws as the rebuild's single files
+    pairs = [train_pairs(load_config(SMOKE, files_overrides(src, versions["queries"], d))) for src, d in ((corpus, out), (versions["v2"], scratch))]
+    assert pairs[0] == pairs[1] and all(pairs[0].values())
     runs_before = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
     emb_fp = current(out, "embeddings")["fingerprint"]
     done = compact(cfg)
@@ -235,6 +238,25 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
     same_as_rebuild(after)
     assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]
+
+
+def train_pairs(cfg) -> Dict[str, list]:  # noqa: ANN001 - RunConfig
+    """(generator, questions) -> the train stage's (query, passage) pairs of every partition, as lists."""
+    from corpus_versions import current
+    from xqg_ray.progress import StageTimer
+    from xqg_ray.schemas import KEPT, UNFILTERED
+    from xqg_ray.stages.context import Context
+    from xqg_ray.stages.prepare import run_benchmark
+    from xqg_ray.stages.train import generator_partition_pairs
+
+    ctx = Context(cfg=cfg, storage=Storage(), root=cfg.output_dir, timer=StageTimer(), threads=1)
+    ctx.bench, ctx.snapshot = run_benchmark(ctx)
+    found = {}
+    for g in GENERATORS:
+        manifest = current(Path(cfg.output_dir), f"generated/{g}")
+        for q in (KEPT, UNFILTERED):
+            found[f"{g}/{q}"] = [t.to_pylist() for t, _ in generator_partition_pairs(ctx, g, manifest, q)]
+    return found
 
 
 def test_compact_verb_on_a_directory_without_segments(tmp_path, capsys):

@@ -30,6 +30,7 @@ from ..config import HUMAN_PAIRS, RunConfig, TrainConfig, encoder_cfg, encoder_l
 from ..schemas import KEPT
 from ..store.integrity import read_table_verified
 from ..store.ledger import file_record
+from ..store.segments import live_table
 from ..training.artifact import pinned_spec
 from ..training.pairs import generated_pairs, guard_pairs, keep_smallest, provided_pairs, sampled_pairs, set_aside_counts
 from ..training.run import train_or_reuse
@@ -91,10 +92,10 @@ def generator_partition_pairs(ctx: Context, name: str, manifest: Dict[str, Any],
     for part in ctx.snapshot["partitions"]:
         u = units[part["partition"]]
         if questions == KEPT:
-            draws = read_table_verified(ctx.storage, ctx.root, u["attempts"], where=where)
+            draws = live_table(ctx.storage, ctx.root, u["attempts"], where=where)
             gen = queries_table(draws, g.languages, g.n_per_language, KEPT)
         else:
-            gen = read_table_verified(ctx.storage, ctx.root, file_record(u), ["id", "content_hash", "queries", "failed"], where=where)
+            gen = live_table(ctx.storage, ctx.root, u, ["id", "content_hash", "queries", "failed"], where=where)
         yield generated_pairs(gen, _corpus(ctx, part), f"gen:{name}")
 
 
