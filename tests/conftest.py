@@ -116,13 +116,36 @@ def scratch_v2(versions, ray_local):
 SHARED_FILES = {name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py")}
 
 
+# The files that take longest (seconds of a `make test`, --durations, 2026-12-03), heaviest first.  xdist
+# hands out files by number of tests, most first, so these one-to-three-test files went last and one worker
+# ran them alone while the other sat idle; handed out first (longest processing time first), the short files
+# fill in around them and both workers finish together.
+HEAVY_FIRST = (
+    "test_kill_points.py", "test_incremental.py", "test_s3.py",  # one unit (SHARED_FILES): ~500 s
+    "test_bench_scripts.py",  # ~220 s, three scripts at a time
+    "test_training.py", "test_delta_segments.py", "test_autoscaling.py", "test_job_submit.py", "test_train_stage.py",
+    "test_kept_systems.py", "test_dev_split.py", "test_bundled_models.py", "test_integrity.py", "test_proportional.py",
+    "test_experiments.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Items of the HEAVY_FIRST files first, in that order (a stable sort: each file's items stay together and
+    in order, and the other files keep theirs)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadfile with the files of SHARED_FILES as one unit.  (xdist's own loadgroup marks do not
-    reach its scheduler under pytest 9: it renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    """--dist loadfile with the files of SHARED_FILES as one unit, handed out in collection order (HEAVY_FIRST).
+    (xdist's own loadgroup marks do not reach its scheduler under pytest 9: it renames ``item._nodeid``,
+    which pytest 9 no longer reads.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # keep the collection order: heaviest first, not most tests first
 
     class SharedFileScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
