@@ -24,7 +24,8 @@ from xqg_ray.config import StorageConfig
 from xqg_ray.benchmark.corpus import CLEAN_SCHEMA, QUARANTINE_SCHEMA, CorpusError, read_corpus
 from xqg_ray.ids import passage_id, seed_for
 from xqg_ray.ingest import KeepSpec, fingerprint_sources, ingest_corpus
-from xqg_ray.store.integrity import IntegrityError, read_sealed
+from xqg_ray.store.integrity import IntegrityError
+from xqg_ray.store.sealed import read_sealed
 from xqg_ray.store.storage import Storage
 
 try:  # works whether or not tests/ is a package

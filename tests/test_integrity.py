@@ -17,7 +17,8 @@ import pytest
 from corpus_versions import current
 from xqg_ray.cli import main
 from xqg_ray.config import load_config
-from xqg_ray.store.integrity import IntegrityError, read_published, read_sealed, write_sealed
+from xqg_ray.store.integrity import IntegrityError
+from xqg_ray.store.sealed import read_published, read_sealed, write_sealed
 from xqg_ray.store.storage import Storage
 from xqg_ray.pipeline import run
 

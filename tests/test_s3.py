@@ -45,7 +45,7 @@ def test_whole_run_on_s3(s3_endpoint, storage, ray_local, shared_datasets, tiny_
     """conf/smoke.yaml with output_dir on S3: same artifacts, readable, and a rerun resumes."""
     import faiss
 
-    from xqg_ray.store.integrity import read_sealed
+    from xqg_ray.store.sealed import read_sealed
     from xqg_ray.pipeline import run
 
     out = f"s3://{BUCKET}/runs/smoke"
@@ -75,7 +75,7 @@ def test_update_flow_on_s3(s3_endpoint, storage, ray_local, shared_datasets, tin
     import boto3
 
     from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, write_queries, write_version
-    from xqg_ray.store.integrity import read_sealed
+    from xqg_ray.store.sealed import read_sealed
     from xqg_ray.pipeline import run
 
     client = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")

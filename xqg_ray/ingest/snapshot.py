@@ -33,7 +33,7 @@ from ..config.secrets import redact
 from ..errors import reraise_user_error
 from ..runtime.cluster import current
 from ..runtime.remote import remote_function
-from ..store.integrity import write_sealed
+from ..store.sealed import write_sealed
 from ..store.storage import Storage, join
 from .partition import parse_batch, reduce_partition, verify_partition
 from .plan import make_plan

@@ -22,7 +22,8 @@ from ..benchmark.corpus import list_corpus_files
 from ..ids import passage_id
 from ..ingest import KeepSpec, ingest_corpus
 from ..ingest.snapshot import fingerprint_sources_cached
-from ..store.integrity import IntegrityError, read_sealed, read_table_verified, write_sealed, write_table_committed
+from ..store.integrity import IntegrityError, read_table_verified, write_table_committed
+from ..store.sealed import read_sealed, write_sealed
 from ..store.ledger import Ledger, fingerprint, missing_files
 from .plan import plan_stage
 from .records import BenchmarkManifest

@@ -22,7 +22,8 @@ from ..config import ConfigError, StorageConfig
 from ..ids import passage_ids
 from ..runtime.tasks import run_tasks
 from ..schemas import GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA
-from ..store.integrity import read_sealed, read_table_verified, sha256_bytes, write_sealed, write_table_committed
+from ..store.integrity import read_table_verified, sha256_bytes, write_table_committed
+from ..store.sealed import read_sealed, write_sealed
 from ..store.ledger import fingerprint, missing_files
 from ..store.storage import Storage, join
 

@@ -28,7 +28,9 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import pyarrow.fs as pafs
 
-from .integrity import IntegrityError, read_published, read_sealed, write_sealed
+from .integrity import IntegrityError
+
+from .sealed import read_published, read_sealed, write_sealed
 from .lock import ensure_still_held
 from .storage import Storage, join
 

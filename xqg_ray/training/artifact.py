@@ -25,7 +25,8 @@ from dataclasses import asdict, replace
 from typing import Any, Dict, Optional
 
 from ..config import TRAINED_PREFIX, ConfigError, EncoderConfig, trained_name
-from ..store.integrity import IntegrityError, read_published, read_sealed, read_verified, write_committed, write_sealed
+from ..store.integrity import IntegrityError, read_verified, write_committed
+from ..store.sealed import read_published, read_sealed, write_sealed
 from ..store.ledger import fingerprint
 from ..store.storage import Storage, is_remote, join
 from .settings import TrainSettings, key_fields

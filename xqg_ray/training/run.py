@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..config import EncoderConfig
 from ..models.loading import resolve_model
-from ..store.integrity import write_sealed
+from ..store.sealed import write_sealed
 from ..store.storage import Storage, join
 from .artifact import STAGE, artifact_key, find_artifact, model_fingerprint, pointer, write_artifact
 from .pairs import pairs_hash
