@@ -21,8 +21,10 @@ newline (causal) or EOS in every arm.  Arms:
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
   language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
 - ``new``: ``generate_many`` in this process (the stage without Ray);
-  ``no-reuse`` and ``bs1``: the same with prefix reuse off, and with batch
-  size 1: new/no-reuse and new/bs1 are what reuse and batching contribute.
+  ``grouped``, ``no-reuse`` and ``bs1``: the same with batches of one prefix
+  each (as before batches mixed prefixes), with prefix reuse off, and with
+  batch size 1: new/grouped, new/no-reuse and new/bs1 are what mixing,
+  reuse and batching contribute.
 
 Rate = question slots (prompts x n) / seconds; empty outputs are counted per arm.
 ``--quality``: per stage arm, on the same passages and seeds, the first draws'
@@ -215,9 +217,10 @@ def main() -> None:
     ap.add_argument("--few-shot", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--dtype", default="auto", help="the generator config dtype of every arm (the demo: bfloat16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
     ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1",
-                    help="of today,stage,stage-bf16,stage-llamacpp,bare,new,no-reuse,bs1")
+                    help="of today,stage,stage-bf16,stage-llamacpp,bare,new,grouped,no-reuse,bs1")
     ap.add_argument("--interleave", type=int, default=0,
                     help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
     ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
@@ -240,7 +243,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     langs = a.languages.split(",")
     gcfg = GeneratorConfig(kind=a.kind, model=a.model, languages=langs, n_per_language=a.n, few_shot=a.few_shot,
-                           max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
+                           max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, dtype=a.dtype)
     rates: Dict[str, float] = {}
 
     def report(arm: str, slots: int, empty: int, seconds: float, extra: str = "") -> None:
@@ -297,13 +300,14 @@ def main() -> None:
             t = time.perf_counter()
             n_slots, empty = bare_batched(gen, rows, a.batch_size)
             report("bare", n_slots, empty, time.perf_counter() - t)
-        for arm, reuse, bs in (("new", True, a.batch_size), ("no-reuse", False, a.batch_size), ("bs1", True, 1)):
+        for arm, reuse, mix, bs in (("new", True, True, a.batch_size), ("grouped", True, False, a.batch_size),
+                                    ("no-reuse", False, True, a.batch_size), ("bs1", True, True, 1)):
             if arm in arms:
-                gen.prefix_reuse, gen.cfg.batch_size = reuse, bs
+                gen.prefix_reuse, gen.mix_prefixes, gen.cfg.batch_size = reuse, mix, bs
                 t = time.perf_counter()
                 res = gen.generate_many(rows)
                 report(arm, slots, sum(f for _, f in res), time.perf_counter() - t)
-        gen.prefix_reuse, gen.cfg.batch_size = True, a.batch_size
+        gen.prefix_reuse, gen.mix_prefixes, gen.cfg.batch_size = True, True, a.batch_size
         if a.interleave:
             interleaved(gen, gcfg, rows, langs, a.interleave, a.threads)
         if a.quality and attempts:
@@ -325,7 +329,7 @@ def main() -> None:
                 print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
                       f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
                       f"per language target/top-1: {per}", flush=True)
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
     print(f"load average at the end {load_average()}")

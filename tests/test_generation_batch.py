@@ -123,9 +123,9 @@ def _tokens(gen, rows, lang, reuse):
         if reuse:
             assert len(set(pres)) == 1 and len(pres[0]) > 0
             prefix = gen._prefix_cache(pres[0])
-            return decoding.causal_sample(gen.model, prefix, len(pres[0]), list(sufs), counts, seeds, gen.tokenizer.pad_token_id, **kw)
+            return decoding.causal_sample(gen.model, [(prefix, len(pres[0]))], [0] * len(rows), list(sufs), counts, seeds, gen.tokenizer.pad_token_id, **kw)
         full = [list(p) + s for p, s in zip(pres, sufs)]
-        return decoding.causal_sample(gen.model, None, 0, full, counts, seeds, gen.tokenizer.pad_token_id, **kw)
+        return decoding.causal_sample(gen.model, [], [None] * len(rows), full, counts, seeds, gen.tokenizer.pad_token_id, **kw)
 
 
 def test_prefix_reuse_equals_full_prompt(tiny_models):
@@ -145,6 +145,67 @@ def test_prefix_reuse_equals_full_prompt(tiny_models):
     off.prefix_reuse = False
     assert off.prompt_ids(0, "Title", "some passage text", "de") == ((), list(pre) + suf)
     assert off.generate_many(ROWS) == gen.generate_many(ROWS)
+
+
+def _tiny_gemma3(vocab: int):
+    """A random Gemma 3 text model: sliding-window and full-attention layers, as the bundled Gemma."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=16, sliding_window=512, layer_types=["sliding_attention", "full_attention"],
+                           max_position_embeddings=1024)
+    model = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():  # spread the logits (std ~0.1 at init): near-ties would let float rounding pick the sample
+        model.lm_head.weight.mul_(30.0)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3"])
+def test_a_batch_of_mixed_prefixes_equals_each_prompt_alone(tiny_models, arch):
+    """Prompts of three prefixes and one without a prefix, in one batch: each row samples what it samples alone.
+
+    (A mask that let rows see the padding left of their prefix fails the gemma3 case; explicit positions
+    counted from the padded width fail both.)"""
+    gen = _gen(tiny_models, "causal")
+    if arch == "gemma3":
+        gen.model = _tiny_gemma3(len(gen.tokenizer))
+    parts = [gen.prompt_ids(pid, t, x, lang) for pid, t, x in ROWS[:3] for lang in ("de", "zh")]
+    distinct = list(dict.fromkeys(pre for pre, _ in parts))
+    assert len(distinct) >= 3 and len({len(p) for p in distinct}) >= 2  # different prefixes, different lengths
+    pres = [(gen._prefix_cache(p), len(p)) for p in distinct]
+    of = [distinct.index(pre) for pre, _ in parts] + [None]
+    sufs = [suf for _, suf in parts] + [list(parts[0][0]) + parts[0][1]]  # the last row: a whole prompt, no prefix
+    counts = [2, 1, 2, 1, 2, 1, 2]
+    seeds = list(range(500, 499 + sum(counts))) + [500]  # the last row draws with the first row's seed
+    kw = dict(top_k=gen.cfg.top_k, temperature=1.0, max_new_tokens=6, stop_ids=gen.stop_ids)
+    pad = gen.tokenizer.pad_token_id
+    with torch.inference_mode():
+        mixed = decoding.causal_sample(gen.model, pres, of, sufs, counts, seeds, pad, **kw)
+        alone, k = [], 0
+        for j, suf, c in zip(of, sufs, counts):
+            one = [] if j is None else [pres[j]]
+            alone += decoding.causal_sample(gen.model, one, [None if j is None else 0], [suf], [c], seeds[k : k + c], pad, **kw)
+            k += c
+    assert mixed == alone
+    assert len({tuple(t) for t in mixed}) >= 8  # the rows really differ
+    assert mixed[-1] == mixed[0]  # the whole prompt samples what its cached prefix + suffix does (same seed)
+    # the stored caches are read, not modified: the same batch again gives the same samples
+    with torch.inference_mode():
+        assert decoding.causal_sample(gen.model, pres, of, sufs, counts, seeds, pad, **kw) == mixed
+
+
+def test_batches_fill_up_across_prefixes(tiny_models):
+    from xqg_ray.models.generator import Prompt
+
+    gen = _gen(tiny_models, "causal", batch_size=4)
+    prompts = [Prompt(i, lang, *gen.prompt_ids(pid, t, x, lang), [1]) for i, (pid, t, x) in enumerate(ROWS) for lang in ("de", "zh")]
+    assert len({p.prefix for p in prompts}) >= 4
+    batches = gen._batches(prompts)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(k for b in batches for k in b) == list(range(10))
+    lengths = [len(prompts[k].suffix) for b in batches for k in b]
+    assert lengths == sorted(lengths)  # similar lengths share a batch: least padding
 
 
 def test_long_prompt_is_cut_from_the_left_without_a_shared_prefix(tiny_models):

@@ -2,11 +2,13 @@
 
 Why not ``model.generate``: it draws every row's sample from one global RNG
 (a row's tokens would depend on its neighbours), keeps finished rows decoding
-until the longest is done, and cannot start from a cached shared prefix.
+until the longest is done, and cannot start from cached prefixes.
 
-Layout of a causal batch: ``[shared prefix | left padding | suffix | new tokens]``.
-Pads are masked out and every real token gets the position it has in the
-unpadded prompt (explicit ``position_ids``), so a row computes what it would
+Layout of a causal batch: ``[padding | prefix | padding | suffix | new tokens]``.  A batch
+mixes prompts of different cached prefixes (few-shot prefixes differ per language and
+exemplar group), each right-aligned to the longest, so batches fill up however many
+prefixes a unit has.  Pads are masked out and every real token gets the position it has
+in the unpadded prompt (explicit ``position_ids``), so a row computes what it would
 alone up to float rounding.  A seq2seq batch right-pads the encoder input.
 A prompt's ``n`` samples are ``n`` rows made by repeating its cache after the
 prefill; rows that hit a stop token leave the batch (and the cache) at once.
@@ -14,9 +16,8 @@ prefill; rows that hit a stop token leave the batch (and the cache) at once.
 
 from __future__ import annotations
 
-import copy
 import inspect
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -57,36 +58,74 @@ def _repeat_index(counts: Sequence[int], device: torch.device) -> Optional[torch
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(list(counts), device=device))
 
 
-def causal_sample(model, prefix, prefix_len: int, suffixes: List[List[int]], counts: Sequence[int], seeds: Sequence[int],  # noqa: ANN001
-                  pad_id: int, *, top_k: int, temperature: float, max_new_tokens: int, stop_ids: Sequence[int]) -> List[List[int]]:
+def stack_prefixes(model, prefixes: Sequence[Tuple[Any, int]], prefix_of: Sequence[Optional[int]]):  # noqa: ANN001, ANN201
+    """One batch KV cache: row ``i`` holds ``prefixes[prefix_of[i]]`` right-aligned to the longest prefix.
+
+    ``prefixes`` are :func:`prefill_prefix`'s ``(cache, length)``; a row whose
+    ``prefix_of`` is None gets no prefix (all of its prefix span is padding).
+    The zeros left of a shorter prefix are masked by :func:`causal_sample`, and
+    the cached keys keep the positions they were computed at, so a row attends
+    to exactly its own prefix.  The stored caches are read, never modified.
+    """
+    from transformers import DynamicCache
+
+    width = max(n for _, n in prefixes)
+    out = DynamicCache(config=model.config)
+    for li in range(len(prefixes[0][0].layers)):
+        ks, vs = [], []
+        for cache, n in prefixes:
+            k, v = cache.layers[li].keys, cache.layers[li].values
+            # A sliding-window layer keeps its last window - 1 tokens; a prompt never exceeds
+            # max_input_length (<= the window for the bundled models), so a prefix is whole.
+            if k.shape[-2] != n:
+                raise ValueError(f"prefix cache layer {li} holds {k.shape[-2]} of {n} tokens: cannot stack it")
+            ks.append(torch.nn.functional.pad(k, (0, 0, width - n, 0)))
+            vs.append(torch.nn.functional.pad(v, (0, 0, width - n, 0)))
+        zero = len(prefixes)  # the index of an all-padding prefix, for rows without one
+        ks.append(torch.zeros_like(ks[0][:1]))
+        vs.append(torch.zeros_like(vs[0][:1]))
+        idx = torch.tensor([zero if j is None else j for j in prefix_of], dtype=torch.long, device=ks[0].device)
+        out.update(torch.cat(ks)[idx], torch.cat(vs)[idx], li)
+    return out
+
+
+def causal_sample(model, prefixes: Sequence[Tuple[Any, int]], prefix_of: Sequence[Optional[int]], suffixes: List[List[int]],  # noqa: ANN001
+                  counts: Sequence[int], seeds: Sequence[int], pad_id: int, *, top_k: int, temperature: float,
+                  max_new_tokens: int, stop_ids: Sequence[int]) -> List[List[int]]:
     """Sampled continuations of ``prefix + suffixes[i]``, ``counts[i]`` each, one seed per sample row.
 
-    ``prefix`` is :func:`prefill_prefix`'s cache of the ``prefix_len`` shared
-    tokens, or None (then ``prefix_len`` is 0 and each suffix is a whole prompt).
+    ``prefixes`` are the distinct cached prefixes of the batch, as
+    :func:`prefill_prefix`'s ``(cache, length)``; suffix ``i`` follows
+    ``prefixes[prefix_of[i]]``, or nothing when ``prefix_of[i]`` is None (then
+    the suffix is a whole prompt).  Prompts of different prefixes share one
+    batch: each row is ``[padding | its prefix | padding | its suffix]``, the
+    padding masked and every real token at the position it has alone.
     Returns the new tokens of each sample row (stop token excluded), prompt-major.
     """
     from transformers import DynamicCache
 
     dev = model.device
+    # Only the prefixes some row uses are stacked (their longest sets the padded width).
+    keep = sorted({j for j in prefix_of if j is not None})
+    used, remap = [prefixes[j] for j in keep], {j: k for k, j in enumerate(keep)}
+    of = [None if j is None else remap[j] for j in prefix_of]
+    lens = [0 if j is None else used[j][1] for j in of]
+    plen = max(lens)
     b, width = len(suffixes), max(len(s) for s in suffixes)
     ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, prefix_len + width), dtype=torch.long)
-    mask[:, :prefix_len] = 1
+    mask = torch.zeros((b, plen + width), dtype=torch.long)
     pos = torch.zeros((b, width), dtype=torch.long)
     for i, s in enumerate(suffixes):
         ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, prefix_len + width - len(s) :] = 1
-        pos[i, width - len(s) :] = torch.arange(prefix_len, prefix_len + len(s))
-    if prefix is None:
-        cache = DynamicCache(config=model.config)
-    else:
-        cache = copy.deepcopy(prefix)  # the stored prefix is never modified
-        cache.batch_repeat_interleave(b)
+        mask[i, plen - lens[i] : plen] = 1
+        mask[i, plen + width - len(s) :] = 1
+        pos[i, width - len(s) :] = torch.arange(lens[i], lens[i] + len(s))
+    cache = stack_prefixes(model, used, of) if used else DynamicCache(config=model.config)
     ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
     kv = cache_kwargs(model, cache)  # once per batch: the cache object is updated in place
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kv, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1]
-    nxt = torch.tensor([prefix_len + len(s) for s in suffixes], dtype=torch.long, device=dev)
+    nxt = torch.tensor([n + len(s) for n, s in zip(lens, suffixes)], dtype=torch.long, device=dev)
     rep = _repeat_index(counts, dev)
     if rep is not None:  # the samples of a prompt share its prefill
         cache.batch_select_indices(rep)
