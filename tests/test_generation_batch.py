@@ -147,13 +147,13 @@ def test_prefix_reuse_equals_full_prompt(tiny_models):
     assert off.generate_many(ROWS) == gen.generate_many(ROWS)
 
 
-def _tiny_gemma3(vocab: int):
+def _tiny_gemma3(vocab: int, window: int = 512):
     """A random Gemma 3 text model: sliding-window and full-attention layers, as the bundled Gemma."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, head_dim=16, sliding_window=512, layer_types=["sliding_attention", "full_attention"],
+                           num_key_value_heads=1, head_dim=16, sliding_window=window, layer_types=["sliding_attention", "full_attention"],
                            max_position_embeddings=1024)
     model = Gemma3ForCausalLM(cfg).eval()
     with torch.no_grad():  # spread the logits (std ~0.1 at init): near-ties would let float rounding pick the sample
@@ -193,6 +193,19 @@ def test_a_batch_of_mixed_prefixes_equals_each_prompt_alone(tiny_models, arch):
     # the stored caches are read, not modified: the same batch again gives the same samples
     with torch.inference_mode():
         assert decoding.causal_sample(gen.model, pres, of, sufs, counts, seeds, pad, **kw) == mixed
+
+
+def test_a_prefix_longer_than_the_sliding_window_goes_in_whole(tiny_models):
+    """A sliding layer keeps only window - 1 tokens: such a prefix is not cached (it could not be stacked)."""
+    gen = _gen(tiny_models, "causal")
+    pre, suf = gen.prompt_ids(7, *ROWS[0][1:], "de")
+    gen.model = _tiny_gemma3(len(gen.tokenizer), window=len(pre))  # the prefix is one token too long
+    assert gen.prompt_ids(7, *ROWS[0][1:], "de") == ((), list(pre) + suf)
+    gen.model = _tiny_gemma3(len(gen.tokenizer), window=len(pre) + 1)
+    assert gen.prompt_ids(7, *ROWS[0][1:], "de") == (pre, suf)
+    gen.model = _tiny_gemma3(len(gen.tokenizer), window=len(pre))
+    out = gen.generate_many(ROWS)  # mixed with whole prompts and ones whose prefix fits: no error
+    assert [len(qs) + failed for qs, failed in out] == [4] * len(ROWS)  # every slot drawn (a random model leaves some empty)
 
 
 def test_batches_fill_up_across_prefixes(tiny_models):

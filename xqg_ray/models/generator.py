@@ -171,7 +171,10 @@ class QueryGenerator:
         room = self.cfg.max_input_length - len(self.lead)
         if len(p) + len(s) > room:
             return (), self.lead + (p + s)[-room:]
-        if not self.prefix_reuse:
+        # A sliding-window layer caches only its last window - 1 tokens, and a cropped prefix cache
+        # cannot be stacked beside others (decoding.stack_prefixes): such a prompt goes in whole.
+        window = getattr(getattr(self.model, "config", None), "sliding_window", None)
+        if not self.prefix_reuse or (window and len(self.lead) + len(p) > window - 1):
             return (), self.lead + p + s
         return tuple(self.lead + p), list(s)
 
