@@ -17,8 +17,13 @@ kind -- the driver, model hosts (``ray::ModelHost``), index build tasks
 (``ray::build_shard``), search actors (``ray::ShardSearcher``); a Ray worker
 is counted under the first kind it is seen running, so its peak is an upper
 bound --; the output directory's size; then the same command after adding 1%
-new passages, as CPU-seconds against the full build's, and the MB of embeddings
-and generated-query files it wrote (delta segments) against their size.  The last line
+new passages (a new input file that sorts after the others, as a growing
+corpus's next shard does: an append, whose partitions reduce only its rows),
+as CPU-seconds against the full build's, and the MB of corpus partitions,
+embeddings and generated-query files it wrote (delta segments) against their
+size.  The index has shards of about ``--rows-per-shard`` vectors (the shard
+count grows with N, up to the partition count): an index build task and a
+search actor hold one shard, which the configuration sizes.  The last line
 compares the two sizes with the goals of issue 14 (every stage's time at 10 N
 <= 11x, every process's peak <= 1.5x, a 1% update <= 5% of the build).
 """
@@ -158,6 +163,13 @@ def written_mb(d: Path, before: set) -> float:
     return sum(p.stat().st_size for p in d.iterdir() if p not in before) / 2**20
 
 
+def shards_for(n: int, rows_per_shard: int, partitions: int) -> int:
+    """The shard count that keeps a shard near ``rows_per_shard`` vectors: what an index build task and a
+    search actor hold grows with a shard, which the configuration sizes (as conf/xor-tydi.yaml's 16
+    shards of ~1.1M vectors), not with the corpus."""
+    return max(2, min(partitions, -(-n // rows_per_shard)))
+
+
 def one(n: int, work: Path, partitions: int, shards: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -175,6 +187,8 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
         f"output_dir={out}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
         "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]",
         f"corpus.num_partitions={partitions}", f"index.num_shards={shards}", "index.factory=Flat", "ray.progress=false",
+        # every search actor runs at once: shares of the smoke config's 4 logical CPUs (ray.num_cpus)
+        f"ray.search.num_cpus={min(1.0, 4 / shards):g}",
         "generators.human.kind=provided", f"generators.human.path={provided}",
     ])
     cfg.generators = {"human": cfg.generators["human"]}
@@ -193,13 +207,16 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
     emb_before = set((out / "embeddings" / "data").iterdir())
     gen_dir = out / "generated" / "human" / "data"
     gen_before = set(gen_dir.iterdir())
-    write_corpus(work / "corpus", k, files=1, seed=7, start=n, prefix="added")
+    parts_dir = out / "corpus" / "parts"
+    parts_before = set(parts_dir.iterdir())
+    write_corpus(work / "corpus", k, files=1, seed=7, start=n, prefix="update")  # sorts after the part-* files: an append
     spent.clear()
     c1 = sampler.cpu_seconds()
     um = run(cfg)
     update_cpu = sampler.cpu_seconds() - c1
     emb_written = written_mb(out / "embeddings" / "data", emb_before)
     gen_written = written_mb(gen_dir, gen_before)
+    parts_written = written_mb(parts_dir, parts_before)
     update_stages = {name: {"cpu_s": round(spent.get(name, 0.0), 2), "reused": st["reused"]} for name, st in um["stages"].items()}
     sampler.stop.set()
     return {"passages": n, "seconds": round(full_s, 1), "cpu_s": round(full_cpu, 2), "stages": stages,
@@ -207,7 +224,8 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
             "update": {"added": k, "cpu_s": round(update_cpu, 2), "ratio": round(update_cpu / full_cpu, 4) if full_cpu else None,
                        "stages": update_stages, "embeddings_written_mb": round(emb_written, 2),
                        "embeddings_mb": round(du_mb(out / "embeddings" / "data"), 2),
-                       "generated_written_mb": round(gen_written, 3), "generated_mb": round(du_mb(gen_dir), 2)}}
+                       "generated_written_mb": round(gen_written, 3), "generated_mb": round(du_mb(gen_dir), 2),
+                       "corpus_written_mb": round(parts_written, 3), "corpus_mb": round(du_mb(parts_dir), 2)}}
 
 
 def print_size(r: dict) -> None:
@@ -221,7 +239,8 @@ def print_size(r: dict) -> None:
     print(f"N={n} update +1% ({u['added']} passages): {u['cpu_s']:.2f} CPU-s = {u['ratio']:.3f} of the full build's {r['cpu_s']:.2f} CPU-s; "
           "by stage: " + ", ".join(f"{s} {st['cpu_s']:.2f}" + (" (reused)" if st["reused"] else "") for s, st in u["stages"].items())
           + f"; embeddings written {u['embeddings_written_mb']:.2f} MB of {u['embeddings_mb']:.2f} MB"
-          + f"; generated queries written {u['generated_written_mb']:.3f} MB of {u['generated_mb']:.2f} MB")
+          + f"; generated queries written {u['generated_written_mb']:.3f} MB of {u['generated_mb']:.2f} MB"
+          + f"; corpus partitions written {u['corpus_written_mb']:.3f} MB of {u['corpus_mb']:.2f} MB")
 
 
 def main() -> None:
@@ -229,7 +248,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--factor", type=int, default=10)
     ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--shards", type=int, default=0, help="index.num_shards (0: about --rows-per-shard vectors each)")
+    ap.add_argument("--rows-per-shard", type=int, default=125_000,
+                    help="with --shards 0: index.num_shards = passages / this, at least 2, at most --partitions")
     ap.add_argument("--tiny", action="store_true", help="200 and 2,000 passages, 2 partitions (the test's mode)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -237,7 +258,7 @@ def main() -> None:
     if a.tiny:
         a.n, a.partitions = 200, 2
     if a.one:
-        print("RESULT " + json.dumps(one(a.one, Path(a.work), a.partitions, a.shards)), flush=True)
+        print("RESULT " + json.dumps(one(a.one, Path(a.work), a.partitions, a.shards or shards_for(a.one, a.rows_per_shard, a.partitions))), flush=True)
         return
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -246,7 +267,8 @@ def main() -> None:
         for n in (a.n, a.n * a.factor):
             work = Path(d) / str(n)
             work.mkdir()
-            args = [sys.executable, __file__, "--one", str(n), "--work", str(work), "--partitions", str(a.partitions), "--shards", str(a.shards)]
+            args = [sys.executable, __file__, "--one", str(n), "--work", str(work), "--partitions", str(a.partitions),
+                    "--shards", str(a.shards or shards_for(n, a.rows_per_shard, a.partitions))]
             # Output to files, not pipes: a child never blocks on a full pipe while another is waited for.
             with (work / "stdout").open("w") as out, (work / "stderr").open("w") as err:
                 procs.append((work, subprocess.Popen(args, env=env, stdout=out, stderr=err, text=True, cwd=REPO)))

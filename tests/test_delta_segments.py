@@ -153,7 +153,7 @@ def test_compact_fraction_is_validated():
 
 def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ray_local, tmp_path):
     """The whole job through add -> change -> remove -> compact equals a from-scratch build of the final corpus;
-    each update writes delta segments of the embeddings and of each generator's queries and draws."""
+    each update writes delta segments of the corpus partitions, the embeddings and each generator's queries and draws."""
     from corpus_versions import ADDED, CHANGED, REMOVED, assert_same_runs, current, files_overrides, read_trec
     from xqg_ray.pipeline import run as run_job
     from xqg_ray.stages.compact import compact
@@ -176,8 +176,15 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     for name, edit, computed, dead in steps:
         before = set((out / "embeddings" / "data").iterdir())
         gen_before = {d: set(d.iterdir()) for d in gen_dirs}
+        parts_before = set((out / "corpus" / "parts").iterdir())
         edit()
         run_job(cfg)
+        # corpus: a delta of the added and changed passages in each touched partition, the dead ids tombstoned
+        rows = {p.name: pq.ParquetFile(p).metadata.num_rows for p in set((out / "corpus" / "parts").iterdir()) - parts_before}
+        assert sum(n for f, n in rows.items() if not f.endswith(".tombstones.parquet")) == computed, (name, rows)
+        assert sum(n for f, n in rows.items() if f.endswith(".tombstones.parquet")) == dead, (name, rows)
+        snap = json.loads((out / current(out, "benchmark")["snapshot_file"]).read_text())
+        assert any(len(r.get("segments", [])) > 1 for r in snap["partitions"]), name
         for g in GENERATORS:  # generated: a delta of the computed passages' rows in each file, their dead ids tombstoned
             gm = current(out, f"generated/{g}")
             assert gm["rows"]["computed"] == computed, (name, g)
@@ -218,6 +225,11 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     runs_before = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
     emb_fp = current(out, "embeddings")["fingerprint"]
     done = compact(cfg)
+    snap = json.loads((out / current(out, "benchmark")["snapshot_file"]).read_text())
+    assert done["corpus"]["partitions"] == len([r for r in snap["partitions"] if r["file"].endswith(".compact.parquet")]) > 0
+    assert not any(r.get("segments") for r in snap["partitions"])
+    assert {str(p.relative_to(out)) for p in (out / "corpus" / "parts").iterdir()} == {r["file"] for r in snap["partitions"]}
+    assert [r["digest"] for r in snap["partitions"]] == [r["digest"] for r in json.loads((scratch / current(scratch, "benchmark")["snapshot_file"]).read_text())["partitions"]]
     assert done["embeddings"]["partitions"] == len([u for u in current(out, "embeddings")["units"] if u["file"].endswith(".compact.parquet")]) > 0
     emb = current(out, "embeddings")
     assert emb["fingerprint"] == emb_fp and not any(u.get("segments") for u in emb["units"])
@@ -231,10 +243,11 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
         for d in ("data", "attempts"):
             named = {(u if d == "data" else u["attempts"])["file"] for u in gm["units"]}
             assert {str(p.relative_to(out)) for p in (out / "generated" / g / d).iterdir()} == named, (g, d)
-    assert compact(cfg) == {**{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS}, "embeddings": {"partitions": 0, "segments": 0}}
+    assert compact(cfg) == {"corpus": {"partitions": 0, "segments": 0}, **{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS},
+                            "embeddings": {"partitions": 0, "segments": 0}}
     after = run_job(cfg)
-    assert {k: v["reused"] for k, v in after["stages"].items() if k in ("embeddings", "index", *(f"generated/{g}" for g in GENERATORS))} == {
-        "embeddings": True, "index": True, **{f"generated/{g}": True for g in GENERATORS}}
+    assert {k: v["reused"] for k, v in after["stages"].items() if k in ("benchmark", "embeddings", "index", *(f"generated/{g}" for g in GENERATORS))} == {
+        "benchmark": True, "embeddings": True, "index": True, **{f"generated/{g}": True for g in GENERATORS}}
     assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
     same_as_rebuild(after)
     assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]
@@ -263,7 +276,8 @@ def test_compact_verb_on_a_directory_without_segments(tmp_path, capsys):
     from xqg_ray.cli import main
 
     assert main(["compact", SMOKE, f"output_dir={tmp_path / 'out'}"]) == 0
-    assert json.loads(capsys.readouterr().out) == {**{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS},
+    assert json.loads(capsys.readouterr().out) == {"corpus": {"partitions": 0, "segments": 0},
+                                                   **{f"generated/{g}": {"partitions": 0, "segments": 0} for g in GENERATORS},
                                                    "embeddings": {"partitions": 0, "segments": 0}}
 
 

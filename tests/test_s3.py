@@ -111,6 +111,9 @@ def test_update_flow_on_s3(s3_endpoint, storage, ray_local, shared_datasets, tin
 
     delta = len(ADDED) + len(CHANGED)
     assert current(out, "benchmark")["changes"] == {"added": 3, "changed": 2, "removed": 2, "unchanged": 56}
+    # the corpus partitions on S3 too: delta segments of only the added and changed passages
+    snap = read_sealed(storage, out, current(out, "benchmark")["snapshot_file"])
+    assert sum(r["segments"][-1]["rows"] for r in snap["partitions"] if len(r.get("segments", [])) > 1) == delta
     assert current(out, "generated/t5")["rows"] == {"total": 61, "computed": delta, "reused": 61 - delta, "resumed": 0}
     assert current(out, "embeddings")["computed_by_kind"] == {"passage": delta, "gen:t5": delta}
     assert updated["stages"]["queries"]["reused"] and updated["stages"]["queries"]["rows"] == 0

@@ -17,7 +17,9 @@ Reduce, one Ray task per partition: applies the duplicate rule across files
 and chunks (the smallest (file index, line) wins, as in the single-process
 reader), checks int64 id collisions, applies the corpus limit, sorts by id,
 compares with the parent snapshot's partition (read *verified*) and writes
-the partition file, or reuses the parent's when the digest is the same.
+the partition file, or reuses the parent's when the digest is the same, or
+(an update within ``corpus.compact_fraction``) appends a delta segment of the
+added and changed rows to the parent's files (:func:`write_partition`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 from ..config import StorageConfig
 from ..ids import seed_for
 from ..store.integrity import read_table_verified, read_verified, sha256_bytes, table_bytes, write_committed
+from ..store.segments import NO_KIND, append_segment, delta_allowed, live_table, segments
 from ..store.storage import Storage, join
 from .readers import (
     CLEAN_SCHEMA,
@@ -211,27 +214,67 @@ def partition_digest(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def _changes(new: pa.Table, old: Optional[pa.Table]) -> Dict[str, int]:
+def diff_rows(new: pa.Table, old: Optional[pa.Table]) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:
+    """(per row of ``new``: added or changed; ids of ``old`` that died, removed or changed, sorted; the counts).
+
+    Both tables hold ``id`` (unique, sorted) and ``content_hash``.
+    """
+    new_ids = new.column("id").to_numpy()
     if old is None:
-        return {"added": new.num_rows, "changed": 0, "removed": 0, "unchanged": 0}
-    new_ids, old_ids = new.column("id").to_numpy(), old.column("id").to_numpy()
+        counts = {"added": new.num_rows, "changed": 0, "removed": 0, "unchanged": 0}
+        return np.ones(len(new_ids), bool), np.zeros(0, np.int64), counts
+    old_ids = old.column("id").to_numpy()
     _, ni, oi = np.intersect1d(new_ids, old_ids, assume_unique=True, return_indices=True)
     same = pc.equal(new.column("content_hash").take(pa.array(ni)), old.column("content_hash").take(pa.array(oi)))
-    unchanged = int(pc.sum(same).as_py() or 0)
-    return {"added": len(new_ids) - len(ni), "changed": len(ni) - unchanged,
-            "removed": len(old_ids) - len(oi), "unchanged": unchanged}
+    same = same.to_numpy(zero_copy_only=False).astype(bool)
+    fresh = np.ones(len(new_ids), bool)
+    fresh[ni[same]] = False
+    alive = np.zeros(len(old_ids), bool)
+    alive[oi[same]] = True
+    unchanged = int(same.sum())
+    counts = {"added": len(new_ids) - len(ni), "changed": len(ni) - unchanged, "removed": len(old_ids) - len(oi), "unchanged": unchanged}
+    return fresh, old_ids[~alive], counts
+
+
+def write_partition(storage: Storage, root: str, p: int, clean: pa.Table, digest: str, parent_rec: Optional[Dict[str, Any]] = None,
+                    old: Optional[pa.Table] = None, compact_fraction: float = 0.0) -> Dict[str, Any]:
+    """The committed record of partition ``p`` holding ``clean`` (sorted by id; ``digest``: its
+    :func:`partition_digest`).
+
+    Over a parent (``parent_rec``, whose live ``id``/``content_hash`` rows are ``old``), a change within
+    ``compact_fraction`` churn is a *delta segment* (:mod:`xqg_ray.store.segments`): a file of only the
+    added and changed rows, the removed and changed ids as its tombstones, the parent's files named
+    again, never rewritten.  A 1% update then writes about 1% of a partition, not all of it.  Past that
+    churn, or without a parent, the partition is one new file (which compacts any segments).
+    """
+    if parent_rec is not None and old is not None and compact_fraction > 0:
+        fresh, dead, _ = diff_rows(clean, old)
+        # Named by the content and by the parent it applies to: never the name of a whole file.
+        rel = f"corpus/parts/p-{p:05d}-{digest[:16]}-on-{parent_rec['digest'][:16]}.parquet"
+        if delta_allowed(parent_rec, rel, clean.num_rows, int(fresh.sum()), compact_fraction):
+            delta = clean.filter(pa.array(fresh))
+            seg = {**write_committed(storage, root, rel, partition_bytes(delta)), "rows": delta.num_rows}
+            out = append_segment(storage, root, parent_rec, seg, {NO_KIND: dead}, clean.num_rows)
+            return {"partition": p, **out, "digest": digest}
+    rel = f"corpus/parts/p-{p:05d}-{digest[:16]}.parquet"
+    return {"partition": p, **write_committed(storage, root, rel, partition_bytes(clean)), "rows": clean.num_rows, "digest": digest}
 
 
 def verify_partition(storage_cfg: StorageConfig, root: str, rec: Dict[str, Any], where: str) -> None:
-    """Check a reused partition file against its sha256 (bytes only, nothing parsed); raises IntegrityError."""
-    read_verified(Storage(storage_cfg), root, rec, where)
+    """Check a reused partition's files (each segment and its tombstones) against their sha256 (bytes only,
+    nothing parsed); raises IntegrityError."""
+    storage = Storage(storage_cfg)
+    for seg in segments(rec):
+        for f in (seg, seg.get("tombstones")):
+            if f:
+                read_verified(storage, root, f, where)
 
 
 def reduce_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[str],
                      clean_inputs: List[Tuple[str, int, int]], q_inputs: List[Tuple[str, int]], *, parent_rec: Optional[Dict[str, Any]] = None,
                      parent_where: str = "", golds: Optional[List[str]] = None, seed: int = 0,
                      select: int = -1, cut: Optional[Tuple[int, str]] = None, keep_all: bool = True,
-                     write_parts: bool = True) -> Dict[str, Any]:
+                     write_parts: bool = True, compact_fraction: float = 0.0) -> Dict[str, Any]:
     """One partition: duplicates, collisions, limit, sort, diff with the parent, write.
 
     ``select >= 0`` only reports the ``select`` smallest limit keys of the
@@ -239,6 +282,7 @@ def reduce_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[
     final pass, non-gold rows are kept if ``keep_all`` or their key <= ``cut``.
     ``clean_inputs``: ``(chunk file, row group, file index)`` of every chunk with rows in ``p``, in input
     order; ``q_inputs``: ``(quarantine file, file index)`` of the chunks whose quarantine ``p`` merges.
+    ``compact_fraction``: see :func:`write_partition`.
     """
     storage = Storage(storage_cfg)
     parts = [read_chunk_group(storage, root, rel, rg, fi) for rel, rg, fi in clean_inputs]
@@ -267,17 +311,15 @@ def reduce_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[
 
     old = None
     if parent_rec is not None:
-        # Always read (and so verify) the parent's file: a reused record must point at intact bytes.
-        old = read_table_verified(storage, root, parent_rec, columns=["id", "content_hash"], where=parent_where)
-    changes = _changes(clean, old)
+        # Always read (and so verify) the parent's files: a reused record must point at intact bytes.
+        old = live_table(storage, root, parent_rec, columns=["id", "content_hash"], where=parent_where)
+    _, _, changes = diff_rows(clean, old)
     rec: Optional[Dict[str, Any]] = None
     if write_parts:
         if parent_rec is not None and parent_rec.get("digest") == digest:
             rec = dict(parent_rec)
         else:
-            rel = f"corpus/parts/p-{p:05d}-{digest[:16]}.parquet"
-            rec = {"partition": p, **write_committed(storage, root, rel, partition_bytes(clean)),
-                   "rows": clean.num_rows, "digest": digest}
+            rec = write_partition(storage, root, p, clean, digest, parent_rec, old, compact_fraction)
 
     qparts = [read_chunk_quarantine(storage, root, rel, fi) for rel, fi in q_inputs] + [dups]
     q = pa.concat_tables(qparts).sort_by([("file_idx", "ascending"), ("line", "ascending")])
@@ -288,3 +330,57 @@ def reduce_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[
         qrec = {**write_committed(storage, root, rel, data), "rows": q.num_rows}
     return {"partition": p, "record": rec, "digest": digest, "rows": clean.num_rows, "changes": changes,
             "duplicates": dups.num_rows, "limited_out": limited_out, "golds_found": golds_found, "quarantine": qrec}
+
+
+def append_partition(storage_cfg: StorageConfig, root: str, p: int, files: List[str], clean_inputs: List[Tuple[str, int, int]],
+                     q_inputs: List[Tuple[str, int]], first_new_file: int, *, parent_rec: Dict[str, Any],
+                     parent_inputs: Dict[str, Any], parent_where: str, compact_fraction: float) -> Dict[str, Any]:
+    """:func:`reduce_partition`'s result for a partition whose inputs are its parent's plus chunks of files
+    ``first_new_file`` and after (:func:`xqg_ray.ingest.reuse.appended_partitions`), reading only those.
+
+    Every new row comes after every old one in input order, so the parent's rows (its reduced
+    partition) win every duplicate: a new row is a duplicate when its docid is the parent's or an
+    earlier new row's.  The quarantine is the parent's file followed by the new rows set aside, in
+    input order: what a full reduce sorts them into.  The new rows go to a delta segment; where
+    that is past ``compact_fraction`` (or 0) the partition is reduced in full instead.
+    """
+    storage = Storage(storage_cfg)
+    new_inputs = [c for c in clean_inputs if c[2] >= first_new_file]
+    parts = [read_chunk_group(storage, root, rel, rg, fi) for rel, rg, fi in new_inputs]
+    staged = pa.concat_tables(parts) if parts else STAGED_SCHEMA.empty_table()
+    old = live_table(storage, root, parent_rec, columns=["id", "docid", "content_hash"], where=parent_where)
+    known = pc.is_in(staged["docid"], value_set=old["docid"]).to_numpy(zero_copy_only=False).astype(bool)
+    winners, dups = dedup(staged.filter(pa.array(~known)), files)
+    if known.any():
+        # Duplicates of the parent's rows: the reason names where the winner is, as a full reduce does.
+        old_staged = pa.concat_tables([read_chunk_group(storage, root, rel, rg, fi) for rel, rg, fi in clean_inputs if fi < first_new_file])
+        _, old_dups = dedup(pa.concat_tables([old_staged, staged.filter(pa.array(known))]), files)
+        dups = pa.concat_tables([dups, old_dups.filter(pc.greater_equal(old_dups["file_idx"], first_new_file))])
+    delta = winners.select(CLEAN_SCHEMA.names).sort_by("id").cast(CLEAN_SCHEMA)
+    live = pa.concat_tables([old.select(["id", "docid"]), delta.select(["id", "docid"])])
+    check_id_collisions(live)
+    keyed = pa.concat_tables([old.select(["id", "content_hash"]), delta.select(["id", "content_hash"])]).sort_by("id")
+    digest = partition_digest(keyed)
+    rows = keyed.num_rows
+    rel = f"corpus/parts/p-{p:05d}-{digest[:16]}-on-{parent_rec['digest'][:16]}.parquet"
+    if delta.num_rows and not delta_allowed(parent_rec, rel, rows, delta.num_rows, compact_fraction):
+        return reduce_partition(storage_cfg, root, p, files, clean_inputs, q_inputs, parent_rec=parent_rec, parent_where=parent_where,
+                                compact_fraction=compact_fraction)
+    rec = dict(parent_rec)  # only duplicates or set-aside rows were added: the parent's files, as a full reduce finds
+    if delta.num_rows:
+        seg = {**write_committed(storage, root, rel, partition_bytes(delta)), "rows": delta.num_rows}
+        rec = {"partition": p, **append_segment(storage, root, parent_rec, seg, {}, rows), "digest": digest}
+
+    prior_q = parent_inputs.get("quarantine")
+    qparts = [read_table_verified(storage, root, prior_q, where=parent_where).cast(QUARANTINE_SCHEMA)] if prior_q else []
+    new_q = [read_chunk_quarantine(storage, root, rel, fi) for rel, fi in q_inputs if fi >= first_new_file] + [dups]
+    q_new = pa.concat_tables(new_q).sort_by([("file_idx", "ascending"), ("line", "ascending")])
+    q = pa.concat_tables(qparts + [q_new.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)])
+    qrec = None
+    if q.num_rows:
+        data = table_bytes(q)
+        qrel = f"corpus/quarantine/q-{p:05d}-{sha256_bytes(data)[:16]}.parquet"
+        qrec = {**write_committed(storage, root, qrel, data), "rows": q.num_rows}
+    return {"partition": p, "record": rec, "digest": digest, "rows": rows, "appended": True,
+            "changes": {"added": delta.num_rows, "changed": 0, "removed": 0, "unchanged": old.num_rows},
+            "duplicates": parent_inputs.get("duplicates", 0) + dups.num_rows, "limited_out": 0, "golds_found": 0, "quarantine": qrec}

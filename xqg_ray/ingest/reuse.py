@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..config.secrets import redact
 
@@ -116,3 +116,24 @@ def file_records(files: List[str], keys: List[Optional[str]], sources: Optional[
         chunks = [{k: s[k] for k in CHUNK_FIELDS} for s in stats if s["file_idx"] == i]
         out.append({"key": key, "uri": redact(uri), "sha256": sha[uri], "chunks": chunks})
     return out
+
+
+def appended_partitions(stats: List[Dict[str, Any]], keys: List[Optional[str]], reused_idx: Iterable[int],
+                        parent: Optional[Dict[str, Any]], num_partitions: int, limited: bool) -> List[int]:
+    """The partitions whose inputs are exactly the parent's followed by new files' chunks: an *append*.
+
+    That holds when the parent's input files are this ingest's first files, reused in the same
+    order (so every old chunk keeps its number and every new row comes after every old one in
+    input order), and a partition's inputs digest over the old files' chunks alone equals the
+    parent's.  Such a partition's old rows are the parent's reduced partition, unchanged: only
+    the new chunks need reducing against it (:func:`xqg_ray.ingest.partition.append_partition`).
+    A corpus limit depends on every row at once: then nothing is an append.
+    """
+    reused = sorted(set(reused_idx))
+    if parent is None or limited or not reused or reused != list(range(len(reused))):
+        return []
+    if [keys[i] for i in reused] != [r["key"] for r in (parent.get("inputs") or {}).get("files", [])]:
+        return []  # a parent file is gone or changed (or the parent read a file without a fingerprint)
+    old = inputs_digests([s for s in stats if s["file_idx"] < len(reused)], keys, num_partitions, limited)
+    recorded = {r["partition"]: r.get("inputs") for r in (parent.get("inputs") or {}).get("partitions", [])}
+    return [p for p in range(num_partitions) if old[p] is not None and recorded.get(p) == old[p]]

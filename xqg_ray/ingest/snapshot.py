@@ -35,10 +35,10 @@ from ..runtime.cluster import current
 from ..runtime.remote import remote_function
 from ..store.sealed import write_sealed
 from ..store.storage import Storage, join
-from .partition import parse_batch, reduce_partition, verify_partition
+from .partition import append_partition, parse_batch, reduce_partition, verify_partition
 from .plan import make_plan
 from .readers import MAX_PASSAGE_CHARS, check_max_passage_chars
-from .reuse import chunk_out, chunk_stats, file_keys, file_records, inputs_digests, reduce_inputs, reusable_files
+from .reuse import appended_partitions, chunk_out, chunk_stats, file_keys, file_records, inputs_digests, reduce_inputs, reusable_files
 from .sources import CorpusError, list_corpus_files
 
 
@@ -158,10 +158,12 @@ def _run_map(storage_cfg: StorageConfig, root: str, plan: List[Dict[str, Any]], 
 def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
                   fmt: str = "auto", chunk_bytes: int = 64 << 20, parent: Optional[Dict[str, Any]] = None,
                   keep: Optional[KeepSpec] = None, sources: Optional[list] = None, num_cpus: float = 0.5,
-                  max_passage_chars: int = MAX_PASSAGE_CHARS) -> Dict[str, Any]:
+                  max_passage_chars: int = MAX_PASSAGE_CHARS, compact_fraction: float = 0.0) -> Dict[str, Any]:
     """Read ``inputs`` with Ray Data into ``num_partitions`` partition files under ``root``; returns the manifest.
 
     ``max_passage_chars`` is corpus.max_passage_chars: a longer passage text is quarantined with its length.
+    ``compact_fraction`` is corpus.compact_fraction: with a parent, a changed partition within that churn
+    is written as a delta segment over the parent's files (:func:`.partition.write_partition`); 0: always whole.
 
     Requires Ray to be initialised.  Raises :class:`CorpusError` (bad input,
     id collision, nothing usable) or :class:`~xqg_ray.store.integrity.IntegrityError`
@@ -170,7 +172,7 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
     try:
         return _ingest(storage_cfg, root, inputs, num_partitions=num_partitions, fmt=fmt, chunk_bytes=chunk_bytes,
                        parent=parent, keep=keep, sources=sources, num_cpus=num_cpus,
-                       max_passage_chars=max_passage_chars)
+                       max_passage_chars=max_passage_chars, compact_fraction=compact_fraction)
     except Exception as e:
         reraise_user_error(e)  # a worker's CorpusError/IntegrityError, without Ray's wrapper
         raise
@@ -178,7 +180,7 @@ def ingest_corpus(storage_cfg: StorageConfig, root: str, inputs: Union[List[str]
 
 def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str], *, num_partitions: int,
             fmt: str, chunk_bytes: int, parent: Optional[Dict[str, Any]], keep: Optional[KeepSpec],
-            sources: Optional[list], num_cpus: float, max_passage_chars: int) -> Dict[str, Any]:
+            sources: Optional[list], num_cpus: float, max_passage_chars: int, compact_fraction: float) -> Dict[str, Any]:
     check_max_passage_chars(max_passage_chars)  # here, not in every worker
     if num_partitions < 1:
         raise CorpusError(f"num_partitions must be >= 1, got {num_partitions}")
@@ -204,7 +206,7 @@ def _ingest(storage_cfg: StorageConfig, root: str, inputs: Union[List[str], str]
         stats = _chunk_stats(storage_cfg, root, plan, reused, num_partitions, num_cpus, max_passage_chars)
         _check_unchanged(storage, watch)
         return _reduce(storage_cfg, storage, root, files, keys, set(reused), stats, num_partitions, parent, keep,
-                       sources, num_cpus)
+                       sources, num_cpus, compact_fraction)
     finally:
         storage.delete(join(root, staging))
         if not storage.list_files(join(root, "corpus/staging")):
@@ -262,7 +264,7 @@ def _reused_partition(parent_rec: Dict[str, Any], recorded: Dict[str, Any]) -> D
             "duplicates": recorded["duplicates"], "limited_out": 0, "golds_found": 0, "quarantine": recorded["quarantine"]}
 
 
-def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, parent, keep, sources, num_cpus):
+def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, parent, keep, sources, num_cpus, compact_fraction):
     read = sum(s["rows_read"] for s in stats)
     blank = sum(s["blank_lines"] for s in stats)
     if read == 0:
@@ -292,9 +294,16 @@ def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, paren
     # A reused partition's file is still verified (a stream of its bytes, no parsing): a reused record must
     # point at intact bytes.
     verify = remote_function(verify_partition, num_cpus=num_cpus)
+    # A partition that only gained rows of new files reads those alone, not its old chunks (an append).
+    appended = set(appended_partitions(stats, keys, reused_idx, parent, P, limited=keep is not None)) - set(same)
+    append = remote_function(append_partition, num_cpus=num_cpus)
     refs = {p: verify.remote(storage_cfg, root, parents[p], where) if p in same else
+            append.remote(storage_cfg, root, p, files, clean_inputs[p], q_inputs[p], len(reused_idx), parent_rec=parents[p],
+                          parent_inputs=recorded[p], parent_where=where, compact_fraction=compact_fraction)
+            if p in appended and candidates > 0 and compact_fraction > 0 else
             task.remote(storage_cfg, root, p, files, clean_inputs[p], q_inputs[p], parent_rec=parents.get(p),
-                        parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0, **common)
+                        parent_where=where, cut=cut, keep_all=keep_all, write_parts=candidates > 0,
+                        compact_fraction=compact_fraction, **common)
             for p in range(P)}
     got = dict(zip(refs, _get_all(list(refs.values()), "the corpus partitions' reduce")))
     results = [_reused_partition(parents[p], recorded[p]) if p in same else got[p] for p in range(P)]
@@ -344,6 +353,7 @@ def _reduce(storage_cfg, storage, root, files, keys, reused_idx, stats, P, paren
             "parsed": [_shown(f, root) for i, f in enumerate(files) if i not in reused_idx],
             "reused": [_shown(f, root) for i, f in enumerate(files) if i in reused_idx],
             "partitions_reused": same,
+            "partitions_appended": [r["partition"] for r in results if r.get("appended")],
         },
     }
     return write_sealed(storage, root, f"corpus/snapshots/{snapshot}.json", manifest)

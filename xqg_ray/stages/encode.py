@@ -34,7 +34,7 @@ from ..arrow_utils import vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, PerturbationConfig, StorageConfig, section_dict
 from ..config.schema import DEV_QUERY_SET
-from ..store.integrity import CommittedParquetWriter, VerifiedParquet, read_table_verified, write_table_committed
+from ..store.integrity import CommittedParquetWriter, read_table_verified, write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from ..store.segments import append_segment, delta_allowed, live_parquet, segment_source
 from .plan import Plan, plan_stage
@@ -287,7 +287,7 @@ class EncodePartition(UnitRunner):
         return sums.sum(axis=1).astype(np.float32), counts.sum(axis=1), sums, counts
 
     def _partition(self, u: EncodePartitionUnit) -> Dict[str, Any]:
-        corpus = VerifiedParquet(self.storage, self.root, u.corpus, where="the corpus snapshot")
+        corpus = live_parquet(self.storage, self.root, u.corpus, where="the corpus snapshot")
         prior = PriorOutput(self.storage, self.root, u.prior, where="the previous embeddings manifest") if u.prior else None
         names = list(u.gens)
         # The record's key order as before: passages, then the generators.

@@ -27,6 +27,7 @@ from ..schemas import CLEAN
 from ..config.schema import DEV_QUERY_SET
 from ..evaluation.coverage import apply_coverage, covered_per_query
 from ..store.integrity import IntegrityError
+from ..store.segments import dead_keys, live_mask, segments
 from ..report.write import write_report
 from .context import Context
 from .results import ResultStore
@@ -67,14 +68,36 @@ class RowLookup:
 
 
 def read_rows_by_id(storage: Storage, root: str, rec: Dict[str, Any], ids: np.ndarray, where: str = "the corpus snapshot") -> RowLookup:
-    """(id, docid, text) of ``ids`` from a committed corpus partition file, reading only the row groups holding them.
+    """(id, docid, text) of ``ids`` from a committed corpus partition, reading only the row groups holding them.
 
-    The whole file's sha256 cannot be checked without reading all of it, so what
-    is verified is: the file exists with its recorded size, its Parquet footer
+    A partition kept as delta segments is looked up in each segment (each sorted by id, so
+    its row groups' statistics prune it too), less the rows a later segment's tombstones name.
+
+    A file's whole sha256 cannot be checked without reading all of it, so what
+    is verified is: each file exists with its recorded size, its Parquet footer
     parses, and every row read is intact -- its id is the hash of its docid and
     its content_hash the sha256 of its (title, text).  The full sha256 is checked
     wherever a partition is read whole (generate, encode, the next ingest's diff).
     """
+    segs = segments(rec)
+    parts, rows_read = [], 0
+    for i, seg in enumerate(segs):
+        t = _rows_of_file(storage, root, seg, ids, where)
+        rows_read += t.num_rows
+        t = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
+        if i + 1 < len(segs):
+            t = t.filter(pa.array(live_mask(t, dead_keys(storage, root, segs[i + 1:], where))))
+        parts.append(t)
+    t = pa.concat_tables(parts).sort_by("id") if len(parts) > 1 else parts[0]
+    return RowLookup(table=t.select(["id", "docid", "text"]), rows_read=rows_read)
+
+
+# What a lookup reads of a corpus file: enough to check each row against its id and content hash.
+LOOKUP_COLUMNS = ["id", "docid", "title", "text", "content_hash"]
+
+
+def _rows_of_file(storage: Storage, root: str, rec: Dict[str, Any], ids: np.ndarray, where: str) -> pa.Table:
+    """The rows of the row groups of one corpus file that may hold ``ids``, each checked (see :func:`read_rows_by_id`)."""
     uri = join(root, rec["file"])
     fs, path = storage.resolve(uri)
     info = fs.get_file_info(path)
@@ -83,18 +106,17 @@ def read_rows_by_id(storage: Storage, root: str, rec: Dict[str, Any], ids: np.nd
     if info.size != rec["bytes"]:
         raise IntegrityError(f"{uri} is {info.size} bytes, {where} recorded {rec['bytes']}: the file changed after it was "
                              "committed; delete it and rerun the same command to recompute it")
-    cols = ["id", "docid", "title", "text", "content_hash"]
+    cols = LOOKUP_COLUMNS
     with fs.open_input_file(path) as f:
         pf = pq.ParquetFile(f)
         groups = row_groups_holding(pf.metadata, "id", ids)
         t = pf.read_row_groups(groups, columns=cols) if groups else pa.table({c: pa.array([], CLEAN_SCHEMA.field(c).type) for c in cols})
-    rows_read = t.num_rows
-    t = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
-    for pid, docid, title, text, ch in zip(*(t[c].to_pylist() for c in cols)):
+    wanted = t.filter(pc.is_in(t["id"], value_set=pa.array(ids, pa.int64())))
+    for pid, docid, title, text, ch in zip(*(wanted[c].to_pylist() for c in cols)):
         if pid != passage_id(docid) or ch != content_hash(title, text):
             raise IntegrityError(f"{uri}: the row of docid {docid!r} does not match its id or content hash: the file changed "
                                  "after it was committed; delete it and rerun the same command to recompute it")
-    return RowLookup(table=t.select(["id", "docid", "text"]), rows_read=rows_read)
+    return t
 
 
 def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], ids: np.ndarray) -> pa.Table:

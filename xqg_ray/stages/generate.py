@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import GeneratorConfig, StorageConfig, section_dict
-from ..store.integrity import read_table_verified, write_table_committed
+from ..store.integrity import write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
 from ..store.segments import NO_KIND, append_segment, delta_allowed, live_table, segment_source
 from .plan import Plan, plan_stage
@@ -146,7 +146,7 @@ class GeneratePartition(UnitRunner):
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = GenerateUnit.from_json(plan)
         cols = ["id", "docid", "title", "text", "content_hash"]
-        corpus = read_table_verified(self.storage, self.root, u.corpus, cols, where="the corpus snapshot")
+        corpus = live_table(self.storage, self.root, u.corpus, cols, where="the corpus snapshot")
         prior = live_table(self.storage, self.root, u.prior, where="the previous generated manifest") if u.prior else None
         record: Dict[str, Any] = {"partition": u.partition, "unit": u.unit}
         draws = None

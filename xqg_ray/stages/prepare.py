@@ -83,7 +83,7 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     cfg, led = ctx.cfg, Ledger(ctx.storage, ctx.root, STAGE)
     with ctx.timer.stage(STAGE) as s:
         sources = source_fingerprints(ctx)
-        # compact_fraction decides how later stages lay out their files, never the corpus: not in the key.
+        # compact_fraction decides how files are laid out (delta segments or whole), never what they hold: not in the key.
         corpus_settings = {k: v for k, v in section_dict(cfg.corpus).items() if k != "compact_fraction"}
         fp = fingerprint({"v": PIPELINE_VERSION, "benchmark": section_dict(cfg.benchmark), "corpus": corpus_settings,
                           "sources": [(x["uri"], x["sha256"]) for x in sources]})
@@ -123,7 +123,8 @@ def run_benchmark(ctx: Context) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             parent = None  # a partition file was deleted: ingest everything again rather than diff against what is gone
         snap = ingest_corpus(cfg.storage, ctx.root, inputs, num_partitions=cfg.corpus.num_partitions, fmt=cfg.corpus.format,
                              chunk_bytes=cfg.corpus.read_chunk_mb << 20, parent=parent, keep=keep, sources=sources,
-                             num_cpus=min(1.0, cfg.ray.actor_num_cpus), max_passage_chars=cfg.corpus.max_passage_chars)
+                             num_cpus=min(1.0, cfg.ray.actor_num_cpus), max_passage_chars=cfg.corpus.max_passage_chars,
+                             compact_fraction=cfg.corpus.compact_fraction)
         _check_golds(ctx, snap, built["extra"].get("golds") or [], cfg.benchmark.queries)
         counts = {"passages": snap["rows"]["kept"], "queries": built["languages"], "queries_total": sum(built["languages"].values()),
                   "quarantined": snap["rows"]["quarantined"] + files["quarantine"]["rows"], "provided": files.get("provided", {}).get("rows", 0)}

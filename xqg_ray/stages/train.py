@@ -80,7 +80,7 @@ def pin_trained(cfg: RunConfig, trained: Dict[str, Dict[str, Any]]) -> RunConfig
 
 
 def _corpus(ctx: Context, part: Dict[str, Any]) -> pa.Table:
-    return read_table_verified(ctx.storage, ctx.root, file_record(part), CORPUS_COLUMNS, where="the corpus snapshot")
+    return live_table(ctx.storage, ctx.root, file_record(part), CORPUS_COLUMNS, where="the corpus snapshot")
 
 
 def generator_partition_pairs(ctx: Context, name: str, manifest: Dict[str, Any], questions: str) -> Iterator[Tuple[pa.Table, pa.Table]]:
