@@ -206,6 +206,15 @@ def test_human_questions_quality_from_a_provided_generators_files(tmp_path):
     q = provided_quality(Storage(), str(tmp_path), {"units": [rec]})
     assert list(q) == [UNFILTERED] and q[UNFILTERED]["overall"]["counts"]["duplicate"] == 1
     assert q[UNFILTERED]["by_language"]["es"]["counts"]["wrong_language"] == 1 and q[UNFILTERED]["overall"]["n"] == 3
+    # Read a partition at a time: two partitions give quality_report of all their rows, exactly.
+    t2 = pa.Table.from_pylist([
+        {"id": 13, "content_hash": "h", "queries": [{"lang": "es", "text": GOOD_ES}, {"lang": "de", "text": GOOD_ES2}], "failed": 0},
+        {"id": 14, "content_hash": "h", "queries": [{"lang": "es", "text": OTHER_ES}, {"lang": "es", "text": OTHER_ES}], "failed": 0}],
+        schema=GENERATED_SCHEMA)
+    rec2 = write_table_committed(Storage(), str(tmp_path), "generated/human/data/p-00001-x.parquet", t2)
+    rows = [{"passage_id": r["id"], "lang": x["lang"], "text": x["text"]} for t in (t, t2) for r in t.to_pylist() for x in r["queries"]]
+    both = provided_quality(Storage(), str(tmp_path), {"units": [rec, rec2]})[UNFILTERED]
+    assert both == quality_report(rows) and both["overall"]["n"] == 7 and both["overall"]["counts"]["duplicate"] == 2
 
 
 def _quality():

@@ -15,21 +15,38 @@ from typing import Any, Dict, Iterable, List, Mapping
 import pyarrow.compute as pc
 
 from ..config.schema import PROVIDED_KIND
-from ..evaluation.question_quality import quality_report
-from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, run_quality, sample_draws
+from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, question_flags, report_of, run_quality, sample_draws, tally
 from ..schemas import KEPT, UNFILTERED
 
 
 def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Dict[str, Any]:
     """``{"unfiltered": quality_report}`` of a provided generator's questions (e.g. the held-out human ones),
-    read from its data files: the reference figures beside a generator's (no exemplars: they never saw any)."""
+    read from its data files: the reference figures beside a generator's (no exemplars: they never saw any).
+
+    Read a partition at a time, so the driver holds one partition's questions, never the table: a
+    first pass collects the languages (a question may be in any of them, or English, as
+    :func:`quality_report` allows), a second tallies each partition with them; the merged tallies are
+    :func:`quality_report` of all the rows (a duplicate is within one passage, so within one partition).
+    """
     from ..store.segments import live_table
 
-    rows = []
-    for u in manifest.get("units", []):
-        t = live_table(storage, root, u, ["id", "queries"], where="the generated manifest")  # one file, or its live segments
-        rows += [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
-    return {UNFILTERED: quality_report(rows)}
+    def partitions() -> Iterable[List[Dict[str, Any]]]:
+        for u in manifest.get("units", []):
+            t = live_table(storage, root, u, ["id", "queries"], where="the generated manifest")  # one file, or its live segments
+            yield [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
+
+    langs = set()
+    for rows in partitions():
+        langs |= {str(r["lang"]) for r in rows}
+    allowed = langs | {"en"}
+    tallies = []
+    for rows in partitions():
+        flags = question_flags(rows, None, allowed)
+        by_lang: Dict[str, List[int]] = {}
+        for i, r in enumerate(rows):
+            by_lang.setdefault(str(r["lang"]), []).append(i)
+        tallies.append({lang: tally([str(rows[i]["text"] or "") for i in idx], [flags[i] for i in idx]) for lang, idx in by_lang.items()})
+    return {UNFILTERED: report_of(tallies)}
 
 
 def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int, embeddings: Mapping[int, Mapping[str, Any]],
