@@ -215,6 +215,15 @@ def test_human_questions_quality_from_a_provided_generators_files(tmp_path):
     rows = [{"passage_id": r["id"], "lang": x["lang"], "text": x["text"]} for t in (t, t2) for r in t.to_pylist() for x in r["queries"]]
     both = provided_quality(Storage(), str(tmp_path), {"units": [rec, rec2]})[UNFILTERED]
     assert both == quality_report(rows) and both["overall"]["n"] == 7 and both["overall"]["counts"]["duplicate"] == 2
+    # Kept per segment (named): an update that appends a delta segment reads only the delta.
+    assert provided_quality(Storage(), str(tmp_path), {"units": [rec, rec2]}, "human")[UNFILTERED] == both
+    t3 = pa.Table.from_pylist([{"id": 15, "content_hash": "h", "queries": [{"lang": "de", "text": OTHER_DE}], "failed": 0}], schema=GENERATED_SCHEMA)
+    rec3 = write_table_committed(Storage(), str(tmp_path), "generated/human/data/p-00001-y.parquet", t3)
+    appended = {**rec3, "segments": [rec2, rec3]}
+    (tmp_path / rec["file"]).unlink()
+    (tmp_path / rec2["file"]).unlink()  # cached: never read again
+    rows3 = rows + [{"passage_id": 15, "lang": "de", "text": OTHER_DE}]
+    assert provided_quality(Storage(), str(tmp_path), {"units": [rec, appended]}, "human")[UNFILTERED] == quality_report(rows3)
 
 
 def _quality():

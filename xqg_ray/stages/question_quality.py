@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.schema import PROVIDED_KIND
@@ -19,33 +20,68 @@ from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, q
 from ..schemas import KEPT, UNFILTERED
 
 
-def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+# Per provided generator: the tallies of each data segment's live rows, so that an update recounts only
+# its new segments (a sealed JSON; a cache: anything wrong with it is recomputed, never an error).
+QUALITY_CACHE = "quality/{name}.json"
+
+
+def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any], name: str = "") -> Dict[str, Any]:
     """``{"unfiltered": quality_report}`` of a provided generator's questions (e.g. the held-out human ones),
     read from its data files: the reference figures beside a generator's (no exemplars: they never saw any).
 
-    Read a partition at a time, so the driver holds one partition's questions, never the table: a
-    first pass collects the languages (a question may be in any of them, or English, as
-    :func:`quality_report` allows), a second tallies each partition with them; the merged tallies are
-    :func:`quality_report` of all the rows (a duplicate is within one passage, so within one partition).
+    Read one segment of one partition at a time, so the driver holds one partition's questions, never
+    the table: a first pass collects the languages (a question may be in any of them, or English, as
+    :func:`quality_report` allows), a second tallies each segment's live rows with them; the merged
+    tallies are :func:`quality_report` of all the rows (a duplicate is within one passage, whose rows
+    lie in one segment).  With ``name``, each segment's languages and tallies are kept in
+    :data:`QUALITY_CACHE`, keyed by its sha256 and its later segments' tombstones: an update that
+    appends a delta segment reads only that one.
     """
-    from ..store.segments import live_table
+    from ..store.integrity import IntegrityError
+    from ..store.sealed import read_sealed, write_sealed
+    from ..store.segments import dead_keys, live_mask, read_keyed, segments
+    from ..store.ledger import fingerprint
+    from ..store.storage import join
 
-    def partitions() -> Iterable[List[Dict[str, Any]]]:
-        for u in manifest.get("units", []):
-            t = live_table(storage, root, u, ["id", "queries"], where="the generated manifest")  # one file, or its live segments
-            yield [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
+    rel = QUALITY_CACHE.format(name=name) if name else ""
+    cache: Dict[str, Any] = {}
+    if rel and storage.exists(join(root, rel)):
+        try:
+            cache = dict(read_sealed(storage, root, rel).get("segments", {}))
+        except IntegrityError:
+            cache = {}
+    parts = []  # (cache key, segment, the segments after it) of every unit
+    for u in manifest.get("units", []):
+        segs = segments(u)
+        for i, seg in enumerate(segs):
+            key = fingerprint({"sha256": seg["sha256"], "dead": [t["tombstones"]["sha256"] for t in segs[i + 1:] if t.get("tombstones")]})
+            parts.append((key, seg, segs[i + 1:]))
+
+    def rows_of(seg: Dict[str, Any], later: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        t = read_keyed(storage, root, seg, ["id", "queries"], where="the generated manifest")
+        if later:  # less the rows a later segment's tombstones name
+            t = t.filter(pa.array(live_mask(t, dead_keys(storage, root, later, "the generated manifest"))))
+        return [{"passage_id": pid, "lang": q["lang"], "text": q["text"]} for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()) for q in qs]
 
     langs = set()
-    for rows in partitions():
-        langs |= {str(r["lang"]) for r in rows}
-    allowed = langs | {"en"}
-    tallies = []
-    for rows in partitions():
-        flags = question_flags(rows, None, allowed)
-        by_lang: Dict[str, List[int]] = {}
-        for i, r in enumerate(rows):
-            by_lang.setdefault(str(r["lang"]), []).append(i)
-        tallies.append({lang: tally([str(rows[i]["text"] or "") for i in idx], [flags[i] for i in idx]) for lang, idx in by_lang.items()})
+    for key, seg, later in parts:
+        langs |= set(cache[key]["langs"]) if key in cache else {str(r["lang"]) for r in rows_of(seg, later)}
+    allowed = sorted(langs | {"en"})
+    tallies, kept = [], {}
+    for key, seg, later in parts:
+        hit = cache.get(key)
+        if hit is None or hit.get("allowed") != allowed:
+            rows = rows_of(seg, later)
+            flags = question_flags(rows, None, allowed)
+            by_lang: Dict[str, List[int]] = {}
+            for i, r in enumerate(rows):
+                by_lang.setdefault(str(r["lang"]), []).append(i)
+            hit = {"langs": sorted(by_lang), "allowed": allowed,
+                   "tallies": {lang: tally([str(rows[i]["text"] or "") for i in idx], [flags[i] for i in idx]) for lang, idx in by_lang.items()}}
+        kept[key] = hit
+        tallies.append(hit["tallies"])
+    if rel and kept != cache:
+        write_sealed(storage, root, rel, {"kind": "question-quality-cache", "segments": kept})
     return {UNFILTERED: report_of(tallies)}
 
 
@@ -93,7 +129,7 @@ def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict
     out = run_quality(manifests)
     for name, m in manifests.items():
         if m and m.get("generator", {}).get("kind") == PROVIDED_KIND and m.get("units"):
-            out[name] = provided_quality(storage, root, m)
+            out[name] = provided_quality(storage, root, m, name)
     return {name: out[name] for name in sorted(out)}
 
 
