@@ -12,11 +12,11 @@ query table (one query per passage).  It prints, per stage, the seconds and
 rows/s of ``metrics.json`` and the CPU-seconds of the driver's whole process
 tree (driver, raylet, Ray workers, each sampled every 0.2 s so that a worker
 that exits keeps what it used) between the stage's start and end events; the peak
-RSS (``VmHWM`` of ``/proc/PID/status``, sampled every 0.2 s) of each process
-kind -- the driver, model hosts (``ray::ModelHost``), index build tasks
-(``ray::build_shard``), search actors (``ray::ShardSearcher``); a Ray worker
-is counted under the first kind it is seen running, so its peak is an upper
-bound --; the output directory's size; then the same command after adding 1%
+RSS of each process kind -- the driver (its ``VmHWM``), model hosts
+(``ray::ModelHost``), index build tasks (``ray::build_shard``), search actors
+(``ray::ShardSearcher``): the largest ``VmRSS`` seen, every 0.2 s, while a
+worker's title names that kind (a worker's ``VmHWM`` would carry the peak of
+whatever task it ran before) --; the output directory's size; then the same command after adding 1%
 new passages (a new input file that sorts after the others, as a growing
 corpus's next shard does: an append, whose partitions reduce only its rows),
 as CPU-seconds against the full build's, and the MB of corpus partitions,
@@ -80,10 +80,11 @@ def proc_cpu(pid: int) -> tuple:
     return int(f[19]), (int(f[11]) + int(f[12])) / TICK  # starttime; utime + stime (own threads only)
 
 
-def vm_hwm_mb(pid: int) -> float:
+def status_mb(pid: int, field: str = "VmHWM") -> float:
+    """``field`` of ``/proc/PID/status`` in MB (VmHWM: the lifetime peak; VmRSS: now); 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -100,7 +101,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, interval: float = 0.2):
         super().__init__(daemon=True)
-        self.interval, self.kind_of, self.peak = interval, {}, {k: 0.0 for k in ("driver", *KINDS)}
+        self.interval, self.peak = interval, {k: 0.0 for k in ("driver", *KINDS)}
         self.cpu: Dict[tuple, float] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -108,22 +109,20 @@ class Sampler(threading.Thread):
     def sample(self) -> None:
         with self.lock:
             me = os.getpid()
-            self.peak["driver"] = max(self.peak["driver"], vm_hwm_mb(me))
+            self.peak["driver"] = max(self.peak["driver"], status_mb(me))
             for pid in tree(me):
                 c = proc_cpu(pid)
                 if c is not None:
                     self.cpu[(pid, c[0])] = max(self.cpu.get((pid, c[0]), 0.0), c[1])
-                if pid not in self.kind_of:
-                    try:
-                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                    except OSError:
-                        continue
-                    kind = next((k for k, mark in KINDS.items() if mark in cmd), None)
-                    if kind is None:
-                        continue
-                    self.kind_of[pid] = kind
-                kind = self.kind_of[pid]
-                self.peak[kind] = max(self.peak[kind], vm_hwm_mb(pid))
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                # A Ray worker runs many tasks in turn and its VmHWM keeps the largest: a kind's peak is
+                # its RSS while the worker's title names that kind (an actor's, for its whole life).
+                kind = next((k for k, mark in KINDS.items() if mark in cmd), None)
+                if kind is not None:
+                    self.peak[kind] = max(self.peak[kind], status_mb(pid, "VmRSS"))
 
     def cpu_seconds(self) -> float:
         """CPU-seconds of the process tree so far (sampled now)."""
