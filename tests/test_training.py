@@ -11,6 +11,7 @@ gradient test, the all-reduce itself by the two-worker run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -265,6 +266,29 @@ train_or_reuse(Storage(), {root!r}, "t", corpus_and_pairs()[1], enc, SETTINGS)
 """
 
 
+def snapshot_recorded(path: Path) -> bool:
+    """Ray Train has recorded a checkpoint: its snapshot is there and whole (Ray writes it in place)."""
+    try:
+        return bool(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def test_a_damaged_checkpoint_snapshot_is_dropped(tmp_path):
+    """A snapshot cut short by a kill is deleted (the run starts again); a whole one is kept."""
+    from xqg_ray.training.trainer import SNAPSHOT, drop_damaged_snapshot
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert drop_damaged_snapshot(Storage(), str(run)) is False  # none there
+    (run / SNAPSHOT).write_text('{"checkpoints": [')
+    assert drop_damaged_snapshot(Storage(), str(run)) is True and not (run / SNAPSHOT).exists()
+    (run / SNAPSHOT).write_text("")
+    assert drop_damaged_snapshot(Storage(), str(run)) is True and not (run / SNAPSHOT).exists()
+    (run / SNAPSHOT).write_text('{"checkpoints": []}')
+    assert drop_damaged_snapshot(Storage(), str(run)) is False and (run / SNAPSHOT).read_text() == '{"checkpoints": []}'
+
+
 def test_kill_and_resume_from_a_checkpoint(trained_one, tiny_models, tmp_path):
     ref_root, pairs, ref = trained_one
     root = str(tmp_path / "killed")
@@ -276,7 +300,7 @@ def test_kill_and_resume_from_a_checkpoint(trained_one, tiny_models, tmp_path):
     try:
         t0 = time.time()
         while time.time() - t0 < 180:
-            if (run_dir / "checkpoint_manager_snapshot.json").exists():
+            if snapshot_recorded(run_dir / "checkpoint_manager_snapshot.json"):
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the training run ended (rc {proc.returncode}) before its first checkpoint")

@@ -173,6 +173,32 @@ def run_config(storage_path: str, name: str, settings: TrainSettings, storage: O
                      worker_runtime_env=workers, **kw)
 
 
+# Ray Train v2's record of a run's checkpoints, in the run's directory; Ray writes it in place.
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def drop_damaged_snapshot(storage: Storage, run_dir: str) -> bool:
+    """Delete ``run_dir``'s checkpoint-manager snapshot when it is not JSON; True when it did.
+
+    A driver killed while Ray Train rewrote it leaves it empty or cut short, and the next
+    ``fit()`` then fails to start (Ray's CheckpointManagerInitializationError).  Without it the
+    run starts again from step 0: the same result, later, instead of an error.
+    """
+    import json
+    import logging
+
+    path = f"{run_dir.rstrip('/')}/{SNAPSHOT}"
+    if not storage.exists(path):
+        return False
+    try:
+        json.loads(storage.read_bytes(path).decode("utf-8"))
+        return False
+    except (UnicodeDecodeError, ValueError):
+        logging.getLogger(__name__).warning("%s is damaged (a run killed while it was written): the training starts again", path)
+        storage.delete(path)
+        return True
+
+
 def train_encoder(pairs: pa.Table, encoder: EncoderConfig, settings: TrainSettings, storage_path: str, name: str,
                   model_dir: str, storage: Optional[Storage] = None) -> TrainOutcome:
     """Fine-tune ``encoder`` on ``pairs`` (``PAIRS_SCHEMA``, already guarded); the final model is copied to ``model_dir``.
@@ -219,6 +245,7 @@ def train_encoder(pairs: pa.Table, encoder: EncoderConfig, settings: TrainSettin
         # Step i must read step i's rows: Train's default ingest options let Ray Data reorder batches.
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
     )
+    drop_damaged_snapshot(storage or Storage(), f"{storage_path.rstrip('/')}/{name}")
     try:
         result = trainer.fit()
     except Exception as e:  # a user error raised in a worker arrives wrapped by Ray Train
