@@ -187,12 +187,16 @@ def drop_damaged_snapshot(storage: Storage, run_dir: str) -> bool:
     import json
     import logging
 
+    from ..store.storage import StorageError
+
     path = f"{run_dir.rstrip('/')}/{SNAPSHOT}"
-    if not storage.exists(path):
-        return False
     try:
+        if not storage.exists(path):
+            return False
         json.loads(storage.read_bytes(path).decode("utf-8"))
         return False
+    except StorageError:
+        return False  # not reachable from here: Ray Train reports what it cannot read
     except (UnicodeDecodeError, ValueError):
         logging.getLogger(__name__).warning("%s is damaged (a run killed while it was written): the training starts again", path)
         storage.delete(path)
