@@ -138,7 +138,8 @@ def shard_path(n: int, dim: int, factory: str, repeats: int) -> None:
             for r in range(repeats):
                 system = ShardSystem(name="xqg", generator="g", alpha=0.3, aggregation="mean", n=0, stage="index/xqg", label="s-00000",
                                      key=f"{tag}{r}", out=f"index/{tag}{r}.faiss", ids_out=f"index/{tag}{r}.ids.parquet", prior=prior)
-                job = ShardJob(root=root, shard=0, emb_files=recs, systems=[system], dim=dim, factory=factory, metric="ip", threads=1)
+                job = ShardJob(root=root, shard=0, emb_files=recs, partitions=list(range(parts)), num_partitions=parts, systems=[system],
+                               dim=dim, factory=factory, metric="ip", threads=1)
                 t = time.process_time()
                 rec = build_system_shard(storage, job, system)
                 best = min(best, time.process_time() - t)

@@ -28,7 +28,7 @@ from xqg_ray.ingest import ingest_corpus
 from xqg_ray.ingest.partition import verify_partition
 from xqg_ray.ingest.snapshot import fingerprint_sources_cached
 from xqg_ray.ingest.sources import list_corpus_files
-from xqg_ray.stages.evaluate import read_rows_by_id
+from xqg_ray.ingest.lookup import read_rows_by_id
 from xqg_ray.store.integrity import IntegrityError
 from xqg_ray.store.segments import live_table, segments
 from xqg_ray.store.storage import Storage

@@ -131,8 +131,9 @@ def test_provided_queries_write_a_delta_of_the_changed_passages(tmp_path):
     before = gen_files(root)
     v2 = actor.run_unit(gen_unit(root, ids + [210], {40: "changed forty"}, "v2", v1))
     written = {k: v for k, v in gen_files(root).items() if k not in before}
-    # the joined table is computed whole (counts as before), but only the 2 new versions are written
+    # only the 2 new versions are joined (the others' rows reused) and written; the set-aside rows are the whole slice's
     assert written == {"generated/g/data/v2.parquet": 2, "generated/g/data/v2.tombstones.parquet": 1, "generated/g/data/quarantine-v2.parquet": 1}
-    assert (v2["rows"], v2["computed"], v2["reused"]) == (21, 21, 0) and [s["rows"] for s in v2["segments"]] == [20, 2]
+    assert (v2["rows"], v2["computed"], v2["reused"], v2["set_aside"]) == (21, 2, 19, 1) and [s["rows"] for s in v2["segments"]] == [20, 2]
     fresh = actor.run_unit(gen_unit(root, ids + [210], {40: "changed forty"}, "fresh"))
     assert live_table(storage, root, v2).equals(pq.read_table(tmp_path / fresh["file"]))
+    assert pq.read_table(tmp_path / v2["quarantine"]["file"]).equals(pq.read_table(tmp_path / fresh["quarantine"]["file"]))

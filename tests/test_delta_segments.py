@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from xqg_ray.config import ConfigError, EncoderConfig, StorageConfig, load_config
-from xqg_ray.ids import content_hash, passage_ids
+from xqg_ray.ids import content_hash, passage_ids, shard_partitions
 from xqg_ray.schemas import GENERATED_SCHEMA, PASSAGE, gen_kind
 from xqg_ray.stages.encode import EncodePartition
 from xqg_ray.stages.records import EncodePartitionUnit
 from xqg_ray.stages.reuse import PriorOutput
 from xqg_ray.store.integrity import write_table_committed
-from xqg_ray.store.segments import compact_entry, live_table, segment_source
+from xqg_ray.store.segments import compact_entry, live_table, segment_source, segments
 from xqg_ray.store.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,6 +177,8 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
         before = set((out / "embeddings" / "data").iterdir())
         gen_before = {d: set(d.iterdir()) for d in gen_dirs}
         parts_before = set((out / "corpus" / "parts").iterdir())
+        shards_before = {s: {sh["key"] for sh in current(out, f"index/{s}")["shards"]} for s in SYSTEMS}
+        before_m = {s: {sh["shard"]: sh for sh in current(out, f"index/{s}")["shards"]} for s in SYSTEMS}
         edit()
         run_job(cfg)
         # corpus: a delta of the added and changed passages in each touched partition, the dead ids tombstoned
@@ -208,6 +210,23 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
         assert deltas and all(u["file"] == u["segments"][-1]["file"] for u in deltas), name
         assert sum(u["segments"][0]["rows"] for u in deltas) == sum(v1_rows[u["partition"]] for u in deltas), name  # never rewritten
         assert sum(t["tombstones"]["rows"] for u in deltas for t in u["segments"] if t.get("tombstones")) == tombstoned[name], name
+        # index: each changed shard updated, reading of each embeddings file the segments appended since
+        # its prior version, or the whole file where the update rewrote it (past compact_fraction)
+        units = {u["partition"]: u for u in emb["units"]}
+        for s, kinds in SYSTEMS.items():
+            m = current(out, f"index/{s}")
+            redone = [sh for sh in m["shards"] if sh["key"] not in shards_before[s]]
+            assert redone and {sh["mode"] for sh in redone} == {"updated"}, (name, s)
+            assert m["changes"] == {"added": computed, "removed": dead}, (name, s)
+            for sh in redone:
+                want = 0
+                for p, was in zip(shard_partitions(4, 2)[sh["shard"]], before_m[s][sh["shard"]]["sources"]):
+                    segs = segments(units[p])
+                    appended = [x["sha256"] for x in segs[:len(was)]] == was
+                    want += kinds * (sum(x["rows"] for x in segs[len(was):]) if appended else units[p]["rows"]) // 3  # 3 kinds alike
+                assert sh["rows_read"] == want, (name, s, sh["shard"])
+            if name != "remove":  # no partition rewritten: the index read exactly the new rows
+                assert sum(sh["rows_read"] for sh in redone) == kinds * computed, (name, s)
     scratch, rebuilt = scratch_v2
 
     def same_as_rebuild(metrics: Dict[str, Any]) -> None:
@@ -251,6 +270,10 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
     assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == runs_before
     same_as_rebuild(after)
     assert [u["rows"] for u in current(out, "embeddings")["units"]] == [u["rows"] for u in current(scratch, "embeddings")["units"]]
+
+
+# The smoke config's systems -> how many kinds of embeddings rows each reads (E(p), and its generator's sums).
+SYSTEMS = {"baseline": 1, "xqg": 2, "xqg-a0.3": 2, "causal-mean": 2}
 
 
 def train_pairs(cfg) -> Dict[str, list]:  # noqa: ANN001 - RunConfig

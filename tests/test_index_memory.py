@@ -100,7 +100,8 @@ def _job(root, recs, tag, prior=None):
     systems = [ShardSystem(name=name, generator=gen, alpha=0.3, aggregation="mean", n=0, stage=f"index/{name}", label="s-00000", key=tag,
                            out=f"index/{name}/{tag}.faiss", ids_out=f"index/{name}/{tag}.ids.parquet", prior=(prior or {}).get(name))
                for name, gen in (("baseline", ""), ("xqg", "g"))]
-    return ShardJob(root=root, shard=0, emb_files=recs, systems=systems, dim=DIM, factory="Flat", metric="ip", threads=1).to_json()
+    return ShardJob(root=root, shard=0, emb_files=recs, partitions=list(range(len(recs))), num_partitions=len(recs), systems=systems,
+                    dim=DIM, factory="Flat", metric="ip", threads=1).to_json()
 
 
 def test_build_and_update_never_serialise(tmp_path, monkeypatch):

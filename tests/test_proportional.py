@@ -15,7 +15,7 @@ import pytest
 from xqg_ray.ids import content_hash, passage_id
 from xqg_ray.ingest.partition import ROW_GROUP_ROWS, partition_bytes
 from xqg_ray.ingest.readers import CLEAN_SCHEMA
-from xqg_ray.stages.evaluate import read_rows_by_id, row_groups_holding
+from xqg_ray.ingest.lookup import read_rows_by_id, row_groups_holding
 from xqg_ray.store.integrity import IntegrityError, write_committed
 from xqg_ray.store.storage import Storage
 
@@ -95,6 +95,13 @@ def test_each_unit_reads_only_its_partitions_provided_rows(tmp_path):
     assert dict(zip(by_part[1]["docid"].to_pylist(), out["queries"].to_pylist())) == {
         "d0": [{"lang": "de", "text": "eins"}, {"lang": "de", "text": "fünf"}], "d1": [{"lang": "fr", "text": "quatre"}], "d2": [], "d5": []}
     assert [(r["line"], r["docid"], r["reason"]) for r in aside.to_pylist()] == [(4, "d0", "empty query text")]
+
+    # an update joins only its new and changed passages: their rows of the whole join, the slice's set-aside rows
+    todo = by_part[1].filter(pa.array([d in ("d0", "d2") for d in by_part[1]["docid"].to_pylist()]))
+    part, part_aside = q.for_partition(1, by_part[1], todo)
+    assert part.equals(out.filter(pa.array([d in ("d0", "d2") for d in by_part[1]["docid"].to_pylist()])))
+    assert part["queries"].to_pylist() == [[{"lang": "de", "text": "eins"}, {"lang": "de", "text": "fünf"}], []]
+    assert part_aside.equals(aside)
 
 
 # -- unchanged input files are not read again ------------------------------------------------------------------

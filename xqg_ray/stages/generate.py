@@ -145,15 +145,18 @@ class GeneratePartition(UnitRunner):
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = GenerateUnit.from_json(plan)
-        cols = ["id", "docid", "title", "text", "content_hash"]
+        # A provided table is joined by id: the passages' texts are not read.
+        cols = ["id", "content_hash"] if self.cfg.kind == "provided" else ["id", "docid", "title", "text", "content_hash"]
         corpus = live_table(self.storage, self.root, u.corpus, cols, where="the corpus snapshot")
         prior = live_table(self.storage, self.root, u.prior, where="the previous generated manifest") if u.prior else None
         record: Dict[str, Any] = {"partition": u.partition, "unit": u.unit}
         draws = None
         if self.cfg.kind == "provided":
-            # Joining a table is cheap: always from scratch, never partly reused.
-            computed, set_aside = self.provided.for_partition(u.partition, corpus)
-            reused = computed.slice(0, 0)
+            # The prior is of the same table (its generator fingerprint holds the table's sha256), and a
+            # passage's provided queries depend on its id alone: only new and changed passages are joined.
+            reused, todo = split_reuse(corpus, prior)
+            computed, set_aside = self.provided.for_partition(u.partition, corpus, todo)
+            reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
             todo_rows = computed.num_rows
             if set_aside.num_rows:  # written whole: it holds only the rows set aside, not the partition's
                 qrel = u.out.replace("/data/", "/data/quarantine-")

@@ -7,7 +7,9 @@ its previous version when the settings are the same and the index type can
 remove ids: passages removed or changed leave it, added or changed ones are
 added, a trained IVF quantizer is kept.  Each version is written under a new
 name with a sidecar of (id, content_hash) saying which passage version each
-vector is, so the next update can diff without the old embeddings.
+vector is, so the next update can diff without the old embeddings, and the
+sha256 of the embeddings segments it was built from, so that an update after an
+appended delta segment reads that segment alone, not the shard's embeddings.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..ids import shard_partitions
 from ..retrieval.augment import AUGMENT_VERSION
+from ..retrieval.index import rows_to_add
 from ..config import ConfigError, StorageConfig, section_dict
 from ..config.schema import GENERATING_KINDS
 from ..store.integrity import (
+    IntegrityError,
     read_table_verified,
     staging_path,
     verified_local_file,
@@ -32,7 +37,7 @@ from ..store.integrity import (
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
-from ..store.segments import live_table, segment_source
+from ..store.segments import dead_keys, live_mask, live_table, read_keyed, segment_source, segments
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
@@ -108,12 +113,13 @@ def index_jobs(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Tuple[Dict[str,
                 name=sysc.name, generator=source, alpha=sysc.alpha, aggregation=sysc.aggregation, n=sysc.n,
                 stage=f"index/{sysc.name}", label=label, key=key,
                 out=led.data_rel(label, key, ".faiss"), ids_out=led.data_rel(label, key, ".ids.parquet"),
-                prior={"index": file_record(ps), "ids": ps["ids"]} if ps else None,
+                prior={"index": file_record(ps), "ids": ps["ids"], "sources": ps.get("sources")} if ps else None,
             ))
     jobs = []
     for (s, enc), systems in sorted(todo.items()):
         units = {u["partition"]: u for u in embs[enc]["units"]}
-        jobs.append(ShardJob(root=ctx.root, shard=s, emb_files=[segment_source(units[p]) for p in groups[s]], systems=systems,
+        jobs.append(ShardJob(root=ctx.root, shard=s, emb_files=[segment_source(units[p]) for p in groups[s]], partitions=list(groups[s]),
+                             num_partitions=P, systems=systems,
                              dim=embs[enc]["dim"], factory=cfg.index.factory, metric=cfg.index.metric, threads=ctx.threads))
     return plans, jobs
 
@@ -192,8 +198,6 @@ PASSAGE_COLUMNS = ["id", "content_hash", "vector"]
 
 def embedding_parts(storage: Storage, job: ShardJob, wanted: Dict[str, List[str]]) -> Iterator[Dict[str, pa.Table]]:
     """Per embeddings file of the shard, read when asked for: kind -> that kind's rows, only its columns (``wanted``)."""
-    import pyarrow.compute as pc
-
     columns = list(dict.fromkeys(c for cols in wanted.values() for c in cols))
     for f in job.emb_files:
         t = live_table(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")  # one file, or its live segments
@@ -225,11 +229,11 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     """Build or update one system's shard; its commit record (index file, ids sidecar, counts, mode).
 
     A build reads the files twice, passages then queries, so that only one kind's
-    parts are held next to the shard's vectors.  An update reads each file once and
-    keeps only the rows to add (new or changed passages, known from each file's
-    (id, content_hash) against the prior sidecar) and their query rows.
+    parts are held next to the shard's vectors.  An update reads of each embeddings
+    file only the segments appended since its prior version, or the file once where
+    it was rewritten, and keeps only the rows to add (:func:`update_rows`).
     """
-    from ..retrieval.index import build_index, read_index_file, rows_to_add, system_vectors, update_index, write_index_file
+    from ..retrieval.index import build_index, read_index_file, system_vectors, update_index, write_index_file
 
     root, dim, prior, sysj = job.root, job.dim, system.prior, system.to_json()
     gen = gen_kind(system.generator) if system.generator else ""
@@ -244,7 +248,7 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     def queries() -> Iterator[pa.Table]:
         return (d[gen] for d in embedding_parts(storage, job, {gen: gen_cols})) if gen else iter(())
 
-    mode, index = "built", None
+    mode, index, read = "built", None, [0]  # read: embeddings rows an update read
     if prior is None:
         ids_add, _, vecs = system_vectors(passages(), queries(), sysj, dim)
         new, _ = sidecar_table(seen)
@@ -252,20 +256,9 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     else:
         old = read_table_verified(storage, root, prior["ids"], where=f"the {system.stage} manifest").sort_by("id")
         old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
-        p_add, g_rest = [], []
-        for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS, **({gen: gen_cols} if gen else {})}):
-            p = d[PASSAGE]
-            add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
-            seen.append((p.select(["id", "content_hash"]), add))
-            p_add.append(p.filter(pa.array(add)))
-            if gen:  # this file's unchanged passages' query rows go now; any other file's below
-                same = np.sort(p["id"].to_numpy()[~add])
-                g_rest.append(d[gen].filter(pa.array(~in_sorted(same, d[gen]["id"].to_numpy()))))
-            del d, p
-        new, unchanged = sidecar_table(seen)
-        g_add = [g.filter(pa.array(~in_sorted(unchanged, g["id"].to_numpy()))) for g in g_rest]
+        new, p_add, g_add = update_rows(storage, job, prior.get("sources"), old, gen, gen_cols, read)
         ids_add, _, vecs = system_vectors(p_add, g_add, sysj, dim)
-        del p_add, g_rest, g_add
+        del p_add, g_add
         # Removed: the old versions the new one does not hold (gone or changed); the
         # same split as reuse.diff_versions, by binary search on ids instead of strings.
         remove = old_ids[rows_to_add(new["id"].to_numpy(), new["content_hash"], old_ids, old_hashes)]
@@ -294,9 +287,80 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     del index
     rec = write_file_committed(storage, root, system.out, local)
     rec["ids"] = write_table_committed(storage, root, system.ids_out, new)
-    rec.update(system=system.name, shard=job.shard, ntotal=int(new.num_rows), added=added, removed=removed, mode=mode)
+    rec.update(system=system.name, shard=job.shard, ntotal=int(new.num_rows), added=added, removed=removed, mode=mode,
+               sources=[[seg["sha256"] for seg in segments(f)] for f in job.emb_files])
+    if mode == "updated":
+        rec["rows_read"] = read[0]
     return rec
 
+
+
+def segments_since(files: List[Dict[str, Any]], sources: Optional[List[List[str]]]) -> List[Optional[List[Dict[str, Any]]]]:
+    """Per embeddings file of the shard, its segments appended since the prior version was built from
+    ``sources`` (each file's segment sha256s then, oldest first), or None where the file is not its
+    prior's segments plus new ones (rewritten whole, compacted, or a prior from before sources were
+    recorded): that file is then read whole."""
+    if not sources or len(sources) != len(files):
+        return [None] * len(files)
+    out: List[Optional[List[Dict[str, Any]]]] = []
+    for f, before in zip(files, sources):
+        segs = segments(f)
+        same = len(before) <= len(segs) and [s["sha256"] for s in segs[:len(before)]] == list(before)
+        out.append(segs[len(before):] if same else None)
+    return out
+
+
+def update_rows(storage: Storage, job: ShardJob, sources: Optional[List[List[str]]], old: pa.Table, gen: str, gen_cols: List[str],
+                read: List[int]) -> Tuple[pa.Table, List[pa.Table], List[pa.Table]]:
+    """(the new sidecar, passage rows to add, query rows to add) of a shard update, reading per embeddings file
+    only the segments appended since the prior version, or the whole file where it was rewritten.
+
+    The prior's passages of a partition stay unless a new segment's tombstones name
+    them (removed or changed) or its file was rewritten (then the file's passages
+    replace them); the passages read whose (id, content_hash) the prior does not hold
+    are added, with their query rows (computed with their E(p), keyed by the same
+    content hash: in the same segment).  ``read[0]`` counts the rows read, of the
+    system's kinds.
+    """
+    where = "the embeddings manifest"
+    old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
+    kinds = pa.array([PASSAGE, *([gen] if gen else [])])
+    columns = list(dict.fromkeys(PASSAGE_COLUMNS + (gen_cols if gen else [])))
+    keep = np.ones(old.num_rows, bool)
+    fresh: List[Tuple[pa.Table, np.ndarray]] = []
+    p_add, g_add = [], []
+
+    def take(t: pa.Table) -> None:
+        t = t.filter(pc.is_in(t["kind"], value_set=kinds))
+        read[0] += t.num_rows
+        p = t.filter(pc.equal(t["kind"], PASSAGE)).select(PASSAGE_COLUMNS)
+        add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
+        fresh.append((p.select(["id", "content_hash"]), add))
+        p_add.append(p.filter(pa.array(add)))
+        if gen:
+            g = t.filter(pc.equal(t["kind"], gen)).select(gen_cols)
+            g_add.append(g.filter(pa.array(in_sorted(np.sort(p["id"].to_numpy()[add]), g["id"].to_numpy()))))
+
+    for f, part, segs in zip(job.emb_files, job.partitions, segments_since(job.emb_files, sources)):
+        if segs is None:  # rewritten: its live rows replace the prior's passages of the partition
+            keep &= old_ids % job.num_partitions != part
+            take(live_table(storage, job.root, f, ["kind", *columns], where=where))
+            continue
+        if segs:
+            gone = dead_keys(storage, job.root, segs, where).get(PASSAGE)
+            if gone is not None:
+                keep &= ~in_sorted(gone, old_ids)
+        for i, seg in enumerate(segs):
+            t = read_keyed(storage, job.root, seg, columns, where)
+            take(t.filter(pa.array(live_mask(t, dead_keys(storage, job.root, segs[i + 1:], where)))))
+    kept = old.filter(pa.array(keep))
+    ids = [t["id"].to_numpy() for t, _ in fresh]
+    if in_sorted(kept["id"].to_numpy(), np.concatenate(ids) if ids else np.zeros(0, np.int64)).any():
+        # a passage live in two segments: the files are not what was committed
+        raise IntegrityError(f"shard {job.shard}: a passage of a new embeddings segment is also live in an earlier one and no "
+                             "tombstone names it; delete the embeddings stage's output and rerun the same command to recompute it")
+    new, _ = sidecar_table([(kept, np.zeros(kept.num_rows, bool)), *fresh])
+    return new, p_add, g_add
 
 def index_cache_dir() -> str:
     """Where index shards of an ``s3://`` run are downloaded to on a worker (one copy per sha256)."""

@@ -151,13 +151,11 @@ def _check_golds(ctx: Context, snap: Dict[str, Any], golds: List[str], where: st
         return
     import numpy as np
 
-    from .evaluate import lookup_cpus, partition_rows
+    from ..ingest.lookup import lookup_rows
 
-    P = snap["num_partitions"]
     ids = np.array([passage_id(g) for g in golds], np.int64)
     found: set = set()
-    args = [(ctx.root, ctx.cfg.storage, snap["partitions"][p], ids[ids % P == p]) for p in sorted(set((ids % P).tolist()))]
-    for t in run_tasks(partition_rows, args, lookup_cpus(ctx.cfg.ray)):
+    for t in lookup_rows(ctx.root, ctx.cfg.storage, snap, ids, ctx.cfg.ray):
         found |= set(t["docid"].to_pylist())
     missing = sorted(set(golds) - found)
     if missing:

@@ -12,7 +12,7 @@ an error; rows for unknown docids or with empty text are set aside with a reason
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -123,23 +123,30 @@ class ProvidedQueries:
         self.slices = {int(r["partition"]): r for r in slices["slices"]}
         self.rows_read = 0  # provided rows read so far: only the slices of the partitions asked for
 
-    def for_partition(self, p: int, corpus: pa.Table) -> Tuple[pa.Table, pa.Table]:
-        """(GENERATED_SCHEMA rows for every passage of the partition, set-aside rows)."""
+    def for_partition(self, p: int, corpus: pa.Table, todo: Optional[pa.Table] = None) -> Tuple[pa.Table, pa.Table]:
+        """(GENERATED_SCHEMA rows for the passages of ``todo`` (default: every passage of the partition,
+        ``corpus``), set-aside rows of the partition's whole slice).
+
+        A passage's provided queries depend on its id alone, so an update joins only its new and
+        changed passages (``todo``) and reuses the others' rows; what is set aside is always the
+        whole slice's, judged against the whole partition.
+        """
         rows = read_table_verified(self.storage, self.root, self.slices[p], where="the provided queries' split")
         self.rows_read += rows.num_rows
+        todo = corpus if todo is None else todo
         empty = pc.or_kleene(pc.is_null(rows["text"]), pc.equal(pc.utf8_trim_whitespace(rows["text"]), ""))
         bad_empty = rows.filter(pc.fill_null(empty, True))
         rest = rows.filter(pc.invert(pc.fill_null(empty, True)))
         unknown = rest.filter(pc.invert(pc.is_in(rest["id"], value_set=corpus["id"])))
-        good = rest.filter(pc.is_in(rest["id"], value_set=corpus["id"]))
+        good = rest.filter(pc.is_in(rest["id"], value_set=todo["id"]))
         by_id: Dict[int, list] = {}
         for pid, lang, text in zip(good["id"].to_pylist(), good["lang"].to_pylist(), good["text"].to_pylist()):
             by_id.setdefault(pid, []).append({"lang": lang, "text": text})
-        ids = corpus["id"].to_pylist()
+        ids = todo["id"].to_pylist()
         out = pa.table(
             {
-                "id": corpus["id"],
-                "content_hash": corpus["content_hash"],
+                "id": todo["id"],
+                "content_hash": todo["content_hash"],
                 "queries": pa.array([by_id.get(i, []) for i in ids], type=QUERY_LIST_TYPE),
                 "failed": pa.array(np.zeros(len(ids), np.int32)),
             },

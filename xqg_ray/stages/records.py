@@ -234,6 +234,8 @@ class ShardJob(Record):
     root: str
     shard: int
     emb_files: List[FileRec]
+    partitions: List[int]  # the corpus partition of each embeddings file
+    num_partitions: int
     systems: List[ShardSystem]
     dim: int
     factory: str
@@ -251,7 +253,7 @@ class ShardJob(Record):
 class ShardEntry(Record):
     """One shard of an ``index/SYSTEM`` manifest."""
 
-    OPTIONAL = frozenset({"commit"})
+    OPTIONAL = frozenset({"commit", "sources", "rows_read"})
     shard: int
     key: str
     file: str
@@ -261,6 +263,11 @@ class ShardEntry(Record):
     ids: FileRec
     commit: Optional[str] = None
     mode: str = ""
+    # Per embeddings file of the shard (in its partitions' order), the sha256 of each segment this
+    # version was built from: the next update reads only the segments appended since.
+    sources: Optional[List[List[str]]] = None
+    # Embeddings rows an update read (of the system's kinds): the change, where only appended segments were read.
+    rows_read: Optional[int] = None
 
 
 @dataclass
