@@ -124,6 +124,25 @@ def test_updates_append_delta_segments_equal_to_a_rebuild(v1) -> None:
             got.update(zip(t["docid"].to_pylist(), t["text"].to_pylist()))
     assert got == {"d010": "edited ten", "new0": "new passage 0", "d001": "passage number 1", "d011": "passage number 11"}
 
+    # With the rows the previous snapshot's lookup found as a cache: the same rows, and only the delta segment read
+    # (d010's cached row is dead: tombstoned by the delta, which holds its new text; d030's is removed).
+    for p in range(P):
+        ids = want[want % P == p]
+        if not len(ids):
+            continue
+        before = read_rows_by_id(S, str(root), m1["partitions"][p], ids)
+        plain = read_rows_by_id(S, str(root), m2["partitions"][p], ids)
+        cached = read_rows_by_id(S, str(root), m2["partitions"][p], ids, cached=before.found, cached_segments=[m1["partitions"][p]["sha256"]])
+        assert cached.table.equals(plain.table), p
+        segs = segments(m2["partitions"][p])
+        delta_only = read_rows_by_id(S, str(root), segs[-1], ids).rows_read if len(segs) > 1 else 0
+        assert cached.rows_read == delta_only < plain.rows_read, p
+        # the same snapshot again: the ids found are all cached, nothing is read (an absent id would be looked for)
+        again = read_rows_by_id(S, str(root), m2["partitions"][p], plain.table["id"].to_numpy(), cached=cached.found,
+                                cached_segments=[x["sha256"] for x in segs])
+        assert again.table.equals(plain.table) and again.rows_read == 0, p
+        assert set(cached.found["segment"].to_pylist()) <= {x["sha256"] for x in segs}
+
     # v3 over the segmented v2: a third segment where touched again; the rebuild still equal.
     t3 = dict(t2)
     t3["d010"] = "edited again"

@@ -227,6 +227,10 @@ def test_chain_add_change_remove_compact_equals_rebuild(versions, scratch_v2, ra
                 assert sh["rows_read"] == want, (name, s, sh["shard"])
             if name != "remove":  # no partition rewritten: the index read exactly the new rows
                 assert sum(sh["rows_read"] for sh in redone) == kinds * computed, (name, s)
+        # evaluate: the rows its lookup found are kept per partition, over the snapshot's current segments
+        looked = json.loads((out / "lookups" / "index.json").read_text())["partitions"]
+        assert {str(p.relative_to(out)) for p in (out / "lookups").iterdir()} == {r["file"] for r in looked.values()} | {"lookups/index.json"}
+        assert all(r["corpus_segments"] == [x["sha256"] for x in segments(snap["partitions"][int(p)])] for p, r in looked.items()), name
     scratch, rebuilt = scratch_v2
 
     def same_as_rebuild(metrics: Dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ def lookup_passages(ctx: Context, ids: np.ndarray) -> Dict[int, Tuple[str, str]]
     """id -> (docid, text) for the given (retrieved) passage ids only."""
     ids = np.unique(ids[ids >= 0])
     out: Dict[int, Tuple[str, str]] = {}
-    for t in lookup_rows(ctx.root, ctx.cfg.storage, ctx.snapshot, ids, ctx.cfg.ray):
+    for t in lookup_rows(ctx.root, ctx.cfg.storage, ctx.snapshot, ids, ctx.cfg.ray, storage=ctx.storage):
         out.update(zip(t["id"].to_pylist(), zip(t["docid"].to_pylist(), t["text"].to_pylist())))
     missing = set(ids.tolist()) - set(out)
     if missing:
