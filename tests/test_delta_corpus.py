@@ -28,7 +28,7 @@ from xqg_ray.ingest import ingest_corpus
 from xqg_ray.ingest.partition import verify_partition
 from xqg_ray.ingest.snapshot import fingerprint_sources_cached
 from xqg_ray.ingest.sources import list_corpus_files
-from xqg_ray.ingest.lookup import read_rows_by_id
+from xqg_ray.ingest.lookup import partition_rows, read_rows_by_id
 from xqg_ray.store.integrity import IntegrityError
 from xqg_ray.store.segments import live_table, segments
 from xqg_ray.store.storage import Storage
@@ -142,6 +142,17 @@ def test_updates_append_delta_segments_equal_to_a_rebuild(v1) -> None:
                                 cached_segments=[x["sha256"] for x in segs])
         assert again.table.equals(plain.table) and again.rows_read == 0, p
         assert set(cached.found["segment"].to_pylist()) <= {x["sha256"] for x in segs}
+
+    # The lookup task with a cache file: used when intact; missing or changed, the corpus is read and a new one written.
+    p = int(want[0] % P)
+    ids = want[want % P == p]
+    plain = read_rows_by_id(S, str(root), m2["partitions"][p], ids).table
+    _, rec = partition_rows(str(root), CFG, m2["partitions"][p], ids, None, "lookups/a.parquet")
+    assert rec["corpus_segments"] == [x["sha256"] for x in segments(m2["partitions"][p])]
+    assert partition_rows(str(root), CFG, m2["partitions"][p], ids, rec, "lookups/a.parquet") == (plain, rec)  # same name: kept
+    (root / "lookups" / "a.parquet").write_bytes(b"damaged")
+    got, again = partition_rows(str(root), CFG, m2["partitions"][p], ids, rec, "lookups/b.parquet")
+    assert got.equals(plain) and again["sha256"] == rec["sha256"] and pq.read_table(root / "lookups" / "b.parquet").num_rows == plain.num_rows
 
     # v3 over the segmented v2: a third segment where touched again; the rebuild still equal.
     t3 = dict(t2)

@@ -155,7 +155,14 @@ def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], i
 
     ``cache``: the record of the rows an earlier lookup of this partition found (see :func:`read_rows_by_id`)."""
     storage = Storage(storage_cfg)
-    cached = None if cache is None else read_table_verified(storage, root, cache, where=f"the lookup cache {LOOKUP_INDEX}")
+    cached = None
+    if cache is not None:
+        try:
+            cached = read_table_verified(storage, root, cache, where=f"the lookup cache {LOOKUP_INDEX}")
+        except IntegrityError:
+            # Derived from the corpus, which is checked row by row as it is read: a missing or changed
+            # cache file is looked up again from the corpus and written anew, never trusted.
+            cache = None
     got = read_rows_by_id(storage, root, rec, ids, cached=cached, cached_segments=None if cache is None else cache["corpus_segments"])
     if cache_out is None or (cache is not None and cache["file"] == cache_out):  # the same segments and ids: the same file
         return got.table, cache if cache_out is not None else None
