@@ -137,7 +137,7 @@ def main() -> None:
     from xqg_ray.models.loading import resolve_model
     from xqg_ray.runtime.cluster import init_ray
     from xqg_ray.runtime.units import run_units
-    from xqg_ray.stages.encode import EncodePartition
+    from xqg_ray.stages.encode_actor import EncodePartition
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-10 s progress lines
     from transformers.utils import logging as hf_logging

@@ -76,7 +76,7 @@ def encode_one(root: str, window_rows: int, threads: int) -> Dict[str, Any]:
     """In this (fresh) process: load the actor, run the unit; peak and loaded RSS in MB."""
     from xqg_ray.config import EncoderConfig, StorageConfig
     from xqg_ray.models.loading import resolve_model
-    from xqg_ray.stages.encode import EncodePartition
+    from xqg_ray.stages.encode_actor import EncodePartition
 
     unit = json.loads(Path(root, "unit.json").read_text())
     cfg = EncoderConfig(model=resolve_model("tiny:tiny-bert").path, pooling="cls", max_passage_length=128, window_rows=window_rows)

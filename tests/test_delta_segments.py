@@ -21,7 +21,7 @@ import pytest
 from xqg_ray.config import ConfigError, EncoderConfig, StorageConfig, load_config
 from xqg_ray.ids import content_hash, passage_ids, shard_partitions
 from xqg_ray.schemas import GENERATED_SCHEMA, PASSAGE, gen_kind
-from xqg_ray.stages.encode import EncodePartition
+from xqg_ray.stages.encode_actor import EncodePartition
 from xqg_ray.stages.records import EncodePartitionUnit
 from xqg_ray.stages.reuse import PriorOutput
 from xqg_ray.store.integrity import write_table_committed

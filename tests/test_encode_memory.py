@@ -20,8 +20,8 @@ import pytest
 from xqg_ray.config import ConfigError, EncoderConfig, StorageConfig, load_config
 from xqg_ray.ids import content_hash
 from xqg_ray.schemas import GENERATED_SCHEMA, PASSAGE, gen_kind
-from xqg_ray.stages import encode as encode_stage
-from xqg_ray.stages.encode import EncodePartition, slot_width
+from xqg_ray.stages import encode_actor as encode_stage
+from xqg_ray.stages.encode_actor import EncodePartition, slot_width
 from xqg_ray.stages.reuse import PriorRows, interleave
 from xqg_ray.stages.records import EncodePartitionUnit
 from xqg_ray.store.integrity import CommittedParquetWriter, IntegrityError, VerifiedParquet, write_table_committed

@@ -73,7 +73,7 @@ def test_kept_rows_are_reused_per_passage_like_any_generator(tmp_path, tiny_mode
     """An encode unit of a kept source, then the next version of its partition (passage 8 changed):
     only the changed passage's kept questions are encoded again, and the rows equal a fresh unit's."""
     from xqg_ray.config import EncoderConfig, StorageConfig
-    from xqg_ray.stages.encode import EncodePartition
+    from xqg_ray.stages.encode_actor import EncodePartition
     from xqg_ray.stages.records import EncodePartitionUnit
 
     storage, root = Storage(), str(tmp_path)

@@ -164,8 +164,10 @@ def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], i
             # cache file is looked up again from the corpus and written anew, never trusted.
             cache = None
     got = read_rows_by_id(storage, root, rec, ids, cached=cached, cached_segments=None if cache is None else cache["corpus_segments"])
-    if cache_out is None or (cache is not None and cache["file"] == cache_out):  # the same segments and ids: the same file
-        return got.table, cache if cache_out is not None else None
+    if cache_out is None:
+        return got.table, None
+    if cache is not None and cache["file"] == cache_out:  # the same segments and ids: the same file, kept
+        return got.table, cache
     return got.table, {**write_table_committed(storage, root, cache_out, got.found), "corpus_segments": [s["sha256"] for s in segments(rec)]}
 
 

@@ -37,7 +37,7 @@ from ..store.integrity import (
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
-from ..store.segments import dead_keys, live_mask, live_table, read_keyed, segment_source, segments
+from ..store.segments import dead_keys, keyed_segments, live_table, segment_source, segments
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
 from ..runtime.tasks import run_tasks
@@ -351,13 +351,13 @@ def update_rows(storage: Storage, job: ShardJob, sources: Optional[List[List[str
             keep &= old_ids % job.num_partitions != part
             take(live_table(storage, job.root, f, ["kind", *columns], where=where))
             continue
-        if segs:
-            gone = dead_keys(storage, job.root, segs, where).get(PASSAGE)
-            if gone is not None:
-                keep &= ~in_sorted(gone, old_ids)
-        for i, seg in enumerate(segs):
-            t = read_keyed(storage, job.root, seg, columns, where)
-            take(t.filter(pa.array(live_mask(t, dead_keys(storage, job.root, segs[i + 1:], where)))))
+        if not segs:  # unchanged since the prior version
+            continue
+        gone = dead_keys(storage, job.root, segs, where).get(PASSAGE)
+        if gone is not None:
+            keep &= ~in_sorted(gone, old_ids)
+        for t in keyed_segments(storage, job.root, {"segments": segs}, columns, where):  # each new segment's live rows
+            take(t)
     kept = old.filter(pa.array(keep))
     ids = [t["id"].to_numpy() for t, _ in fresh]
     if in_sorted(kept["id"].to_numpy(), np.concatenate(ids) if ids else np.zeros(0, np.int64)).any():
