@@ -57,9 +57,9 @@ class Scripted(QueryGenerator):
     def prompt_ids(self, pid, title, text, lang):  # noqa: ANN001
         return (), []
 
-    def generate_attempts(self, rows):  # noqa: ANN001
+    def generate_attempts(self, rows, judge=None):  # noqa: ANN001
         self.rows, self.calls = list(rows), []  # a call's rounds are counted from 0
-        return super().generate_attempts(rows)
+        return super().generate_attempts(rows, judge=judge)
 
     def _run(self, prompts):  # noqa: ANN001
         r = len(self.calls)
@@ -154,7 +154,7 @@ def test_commit_counts_by_reason_are_exact():
     assert draws.schema == ATTEMPTS_SCHEMA and draws.num_rows == 13
     assert filter_counts(draws, ["de", "es"], 2) == {
         "draws": 13, "kept": 7, "left_empty": 1,
-        "rejected": {"total": 6, "by_reason": {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}},
+        "rejected": {"total": 6, "by_reason": {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1, "round_trip": 0}},
     }
     kept = queries_table(draws, ["de", "es"], 2, KEPT)
     assert kept["failed"].to_pylist() == [1, 0] and kept["id"].to_pylist() == [11, 12]
@@ -170,7 +170,7 @@ def test_question_quality_in_metrics_from_the_units_records():
     got = run_quality({"g": {"generator": {"filters": {"max_attempts": 3}}, "units": units}, "human": {"units": [{}]}, "none": None})
     assert list(got) == ["g"]
     q = got["g"]
-    assert q["filter"]["rejected"]["by_reason"] == {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1}
+    assert q["filter"]["rejected"]["by_reason"] == {"blank": 1, "empty": 0, "wrong_language": 1, "exemplar_copy": 1, "duplicate": 2, "degenerate": 1, "round_trip": 0}
     assert q["filter"]["left_empty"] == 1 and q["settings"] == {"max_attempts": 3}
     unf = q[UNFILTERED]
     assert unf["overall"]["n"] == 8 and unf["overall"]["counts"] == {
@@ -242,7 +242,7 @@ def test_report_table_and_chart():
     assert "| all | 8 | 12.5 | 12.5 | 0.0 | 12.5 | 0.0 | 0.0 | 37.5 | 7.0 | – |" in lines
     assert "| all | 7 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 6.1 | – |" in lines  # kept
     assert ("Filter of g: 13 draws, 7 kept, 6 rejected (blank 1, empty 0, wrong_language 1, exemplar_copy 1, duplicate 2, "
-            "degenerate 1); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
+            "degenerate 1, round_trip 0); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
     png = quality_chart_png(_quality())
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == quality_chart_png(_quality())
 

@@ -72,7 +72,12 @@ TRAINED_PREFIX = "trained:"
 HEADER_LANGUAGES = ("english", "target")
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
-FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate")
+# "round_trip": the question's own passage ranks below ``round_trip_top_k`` among its partition's
+# passages under the run's default encoder (Promptagator's consistency filter); last, the costly one.
+ROUND_TRIP = "round_trip"
+FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate", ROUND_TRIP)
+# On unless a config says otherwise: every reason but the round trip (see FilterConfig.enabled).
+DEFAULT_FILTERS = tuple(r for r in FILTER_REASONS if r != ROUND_TRIP)
 # Which of a generator's stored questions a system augments with (``systems[].questions``) or a
 # training pairs (``trainings.NAME.questions``): the first draws (as before filters) or the
 # questions its filters kept; both come from one generation.
@@ -253,7 +258,11 @@ class FilterConfig:
     # rejection is almost surely a bad question; the demo's Gemma questions were 5.2% in the
     # wrong language and 50 of 240 German ones named the exemplar (issue 15).  The cost is
     # only the resampled slots, and the unfiltered questions stay stored beside the kept ones.
-    enabled: List[str] = field(default_factory=lambda: list(FILTER_REASONS))
+    # round_trip is off by default: it loads the run's encoder beside the generator, encodes each
+    # unit's passages and every draw, and rejects most of a weak generator's draws (the demo's
+    # Gemma: 42% of first draws outside the top 5), so each slot costs ~1.5-2 draws; and it ties
+    # a generator's kept questions to the encoder (a new encoder draws them again).
+    enabled: List[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     # exemplar_copy: share of the smaller character 5-gram set shared with an exemplar question.
     exemplar_overlap: float = 0.7
     # duplicate: character 5-gram Jaccard with a kept question of the same passage.
@@ -261,6 +270,9 @@ class FilterConfig:
     # Sampling rounds per slot: the first draw plus max_attempts - 1 resamples of a
     # blank or rejected one (3 = the generator's retries of blank samples before filters).
     max_attempts: int = 3
+    # round_trip: keep a question whose own passage is within the top k of its partition's passages
+    # (exhaustive, under the run's default encoder, ties by passage id as in search).
+    round_trip_top_k: int = 1
 
 
 @dataclass

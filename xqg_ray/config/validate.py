@@ -173,7 +173,8 @@ def filter_problems(where: str, g: GeneratorConfig) -> List[str]:
         v = getattr(f, key)
         if not 0.0 < v <= 1.0:
             errs.append(f"{where}.{key}={v}: must be in (0, 1]")
-    return errs + _checks(_at_least_one(f"{where}.max_attempts", f.max_attempts))
+    return errs + _checks(_at_least_one(f"{where}.max_attempts", f.max_attempts),
+                          _at_least_one(f"{where}.round_trip_top_k", f.round_trip_top_k))
 
 
 def system_problems(cfg: RunConfig) -> List[str]:

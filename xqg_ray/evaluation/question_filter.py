@@ -8,14 +8,16 @@ with), and :func:`reject_reason` decides, per draw, in the order of
 passage (:func:`repeats_kept`).  A draw with no text at all (``BLANK``) is
 always rejected (the generator's only retry rule before filters); the other
 reasons only when the generator's ``filters.enabled`` names them, so with none
-enabled the filtered selection is the unfiltered one.
+enabled the filtered selection is the unfiltered one.  The round trip's rank
+comes from :class:`xqg_ray.models.judge.RoundTripJudge`, for the draws no
+cheaper reason rejects (:func:`cheap_reject`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..config.schema import FILTER_REASONS
+from ..config.schema import FILTER_REASONS, ROUND_TRIP
 from ..schemas import KEPT, UNFILTERED
 from .quality import degenerate, duplicates_within_passage, exemplar_copies, normalise, target_language
 
@@ -51,16 +53,25 @@ def draw_flags(
     ]
 
 
+def cheap_reject(text: str, flags: Mapping[str, Any], enabled: Iterable[str]) -> bool:
+    """Whether a reason other than the duplicate and the round trip rejects the draw: such a draw is not
+    worth encoding for the round trip."""
+    return reject_reason(text, {**flags, ROUND_TRIP: None}, False, enabled) is not None
+
+
 def repeats_kept(text: str, kept: Sequence[str], jaccard: float) -> bool:
     """Whether ``text`` repeats one of the questions ``kept`` so far for its passage (the duplicate measure)."""
     return duplicates_within_passage([*kept, text], threshold=jaccard)[-1]
 
 
-def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled: Iterable[str]) -> Optional[str]:
+def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled: Iterable[str],
+                  round_trip_top_k: int = 1) -> Optional[str]:
     """The first reason of ``REJECT_ORDER`` that rejects the draw ``text`` with these ``flags`` (from
-    :func:`draw_flags`) and ``duplicate`` (from :func:`repeats_kept`), or None to keep it; a language the
-    identifier cannot tell is not wrong."""
+    :func:`draw_flags`, plus ``round_trip``: its own passage's rank, None when not judged) and
+    ``duplicate`` (from :func:`repeats_kept`), or None to keep it; a language the identifier cannot
+    tell is not wrong."""
     on = set(enabled)
+    rank = flags.get(ROUND_TRIP)
     hit = {
         BLANK: not text,
         "empty": flags["empty"],
@@ -68,6 +79,7 @@ def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled:
         "exemplar_copy": flags["exemplar"] is not None,
         "duplicate": duplicate,
         "degenerate": flags["degenerate"],
+        ROUND_TRIP: rank is not None and rank > round_trip_top_k,
     }
     for reason in REJECT_ORDER:
         if hit[reason] and (reason == BLANK or reason in on):

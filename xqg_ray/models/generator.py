@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
-from ..config.schema import LLAMACPP_RUNTIME
+from ..config.schema import LLAMACPP_RUNTIME, ROUND_TRIP
 from ..ids import seed_for
-from ..evaluation.question_filter import draw_flags, reject_reason, repeats_kept, selection
+from ..evaluation.question_filter import cheap_reject, draw_flags, reject_reason, repeats_kept, selection
 from ..schemas import UNFILTERED
 from .bundled import ModelRef
 
@@ -190,7 +190,7 @@ class QueryGenerator:
         """
         return [selection(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED) for draws in self.generate_attempts(rows)]
 
-    def generate_attempts(self, rows: Sequence[Row]) -> List[List[Dict[str, Any]]]:
+    def generate_attempts(self, rows: Sequence[Row], judge: Any = None) -> List[List[Dict[str, Any]]]:
         """Every draw of every row, in (language, round, draw) order, each with its flags and two choices.
 
         A draw is ``{"lang", "round", "draw", "text", "empty", "wrong_language",
@@ -206,8 +206,14 @@ class QueryGenerator:
         draws with any text (as before filters), the selection without filters: that selection lacks
         no more than the filtered one at every round, so its draws are always
         among the ones made (the same seeds as before filters).
+
+        ``judge`` (a :class:`~xqg_ray.models.judge.RoundTripJudge` holding the rows' partition): ranks
+        each round's draws that no cheaper reason rejects, for the ``round_trip`` filter (the rank is
+        not stored: the reason is).
         """
         n, f = self.cfg.n_per_language, self.cfg.filters
+        if judge is None and ROUND_TRIP in f.enabled:
+            raise ValueError(f"generator {self.name}: filters.enabled names {ROUND_TRIP!r}: pass a RoundTripJudge holding the rows' partition")
         langs = list(self.cfg.languages)
         base = {(i, lang): self.prompt_ids(pid, title, text, lang) for i, (pid, title, text) in enumerate(rows) for lang in langs}
         kept: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
@@ -232,11 +238,15 @@ class QueryGenerator:
             outs = self._run(todo)
             flat = [(p, j, t) for p, texts in zip(todo, outs) for j, t in enumerate(texts)]
             flags = self._flags(flat, rows, shown, allowed)
+            if judge is not None and ROUND_TRIP in f.enabled:
+                ask = [k for k, ((_, _, t), fl) in enumerate(zip(flat, flags)) if t and not cheap_reject(t, fl, f.enabled)]
+                for k, rank in zip(ask, judge.ranks([rows[flat[k][0].row][0] for k in ask], [flat[k][2] for k in ask])):
+                    flags[k][ROUND_TRIP] = rank
             room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p in todo}  # the unfiltered need at the round's start
             for (p, j, t), fl in zip(flat, flags):
                 key = (p.row, p.lang)
                 dup = None if fl["empty"] else repeats_kept(t, by_passage[p.row], f.duplicate_jaccard)
-                reason = reject_reason(t, fl, bool(dup), f.enabled)
+                reason = reject_reason(t, fl, bool(dup), f.enabled, f.round_trip_top_k)
                 # The rule before filters: any text at all ("?" too, which the quality measures call empty).
                 unfiltered = j < room[key] and bool(t)
                 chosen[key] += unfiltered

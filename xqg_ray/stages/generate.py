@@ -26,7 +26,8 @@ from .plan import Plan, plan_stage
 from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse, version_keys
-from ..config.schema import PROVIDED_KIND, TORCH_RUNTIME
+from ..config.schema import PROVIDED_KIND, ROUND_TRIP, TORCH_RUNTIME
+from ..config.systems import DEFAULT_ENCODER, encoder_cfg
 from ..evaluation.question_filter import selection
 from ..models.prompts import prompt_assets_sha256
 from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
@@ -45,7 +46,18 @@ def generator_settings(g: GeneratorConfig) -> Dict[str, Any]:
     gen = section_dict(g)
     if gen["runtime"] == TORCH_RUNTIME:
         del gen["runtime"]
+    if ROUND_TRIP not in g.filters.enabled:  # its k judges nothing: keys from before the round trip stay
+        gen["filters"].pop("round_trip_top_k", None)
     return gen
+
+
+def round_trip_judge(ctx: Context, name: str) -> Optional[Dict[str, Any]]:
+    """The round-trip judge's settings of generator ``name`` (the run's default encoder and the index's
+    metric), None when its filters do not name ``round_trip``."""
+    g = ctx.cfg.generators[name]
+    if g.kind == PROVIDED_KIND or ROUND_TRIP not in g.filters.enabled:
+        return None
+    return {"encoder": encoder_cfg(ctx.cfg, DEFAULT_ENCODER), "metric": ctx.cfg.index.metric}
 
 
 def generator_fingerprint(ctx: Context, name: str) -> str:
@@ -58,6 +70,9 @@ def generator_fingerprint(ctx: Context, name: str) -> str:
     if g.kind == "causal":
         # The exemplars and headers a prompt shows live in package files, not in the config.
         key["prompt"] = prompt_assets_sha256()
+    judge = round_trip_judge(ctx, name)
+    if judge:  # the kept questions depend on the encoder that judged them
+        key["judge"] = {"encoder": section_dict(judge["encoder"]), "metric": judge["metric"]}
     return fingerprint(key)
 
 
@@ -92,6 +107,9 @@ def generate_actor_args(ctx: Context, name: str) -> Dict[str, Any]:
             "compact_fraction": ctx.cfg.corpus.compact_fraction}
     if g.kind == "provided":
         ctor["provided"] = provided_slices(ctx, name)  # split once; each unit reads its partition's slice
+    judge = round_trip_judge(ctx, name)
+    if judge:
+        ctor["judge"] = judge
     return ctor
 
 
@@ -132,7 +150,7 @@ class GeneratePartition(UnitRunner):
 
     def __init__(self, root: str, storage_cfg: StorageConfig, stage: str, name: str, cfg: GeneratorConfig, threads: int,
                  num_partitions: int, provided: Optional[Dict[str, Any]] = None, evaluated: Optional[Dict[str, Any]] = None,
-                 compact_fraction: float = 0.0):
+                 compact_fraction: float = 0.0, judge: Optional[Dict[str, Any]] = None):
         self.root, self.storage, self.cfg = root, Storage(storage_cfg), cfg
         self.compact_fraction = compact_fraction  # past it a changed partition is rewritten whole, not given a delta
         self.ledger = Ledger(self.storage, root, stage)
@@ -142,6 +160,11 @@ class GeneratePartition(UnitRunner):
             from ..models.generator import QueryGenerator
 
             self.gen = QueryGenerator(name, cfg, threads)
+        self.judge = None
+        if judge:
+            from ..models.judge import RoundTripJudge
+
+            self.judge = RoundTripJudge(judge["encoder"], judge["metric"], threads)
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = GenerateUnit.from_json(plan)
@@ -167,6 +190,9 @@ class GeneratePartition(UnitRunner):
             # filters has none: it is generated again).
             prior_draws = live_table(self.storage, self.root, u.prior_attempts, where="the previous generated manifest") if u.prior_attempts else None
             reused, todo = split_reuse(corpus, prior if prior_draws is not None else None)
+            if self.judge is not None and todo.num_rows:
+                # The reference set: every live passage of the partition, the reused ones too.
+                self.judge.use(corpus["id"].to_pylist(), corpus["title"].to_pylist(), corpus["text"].to_pylist())
             computed, draws = self.generate_table(todo)
             todo_rows = todo.num_rows
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
@@ -215,7 +241,8 @@ class GeneratePartition(UnitRunner):
         passages of ``todo`` (id, title, text, content_hash)."""
         # One call for the partition: prompts are batched across its passages
         # (each passage's queries are still independent of its neighbours).
-        results = self.gen.generate_attempts(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())))
+        results = self.gen.generate_attempts(list(zip(todo["id"].to_pylist(), todo["title"].to_pylist(), todo["text"].to_pylist())),
+                                             judge=self.judge)
         draws = draws_table(todo["id"].to_pylist(), todo["content_hash"].to_pylist(), results)
         return queries_table(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED), draws
 

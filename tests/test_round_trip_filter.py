@@ -1,0 +1,229 @@
+"""The round-trip filter: a question is kept only if its own passage ranks within ``round_trip_top_k`` of its
+partition's passages under the run's encoder (Promptagator's consistency filter), resampled like any rejection.
+
+Without Ray: a scripted generator and a scripted judge (exact rejections, seeds of the redraws, which draws
+are judged, counts by reason), the judge over a tiny encoder against the ranks computed by hand, the config
+checks and the generator's key.  With Ray: one smoke run with the filter on, every judged draw's rank
+recomputed from the stored passage vectors and a fresh encoding of the draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from corpus_versions import current
+from test_question_filter import GOOD_DE, LUTHER, OTHER, OTHER_DE, OTHER_ES, Scripted, _cfg, _summary
+from xqg_ray.config import load_config
+from xqg_ray.config.schema import ROUND_TRIP
+from xqg_ray.evaluation.question_filter import reject_reason
+from xqg_ray.evaluation.question_quality import filter_counts
+from xqg_ray.ids import seed_for
+from xqg_ray.schemas import KEPT, PASSAGE
+from xqg_ray.stages.generate import draws_table, sort_draws
+
+REPO = Path(__file__).resolve().parents[1]
+ON = ["empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate", ROUND_TRIP]
+OFF_TOPIC_DE = "Wer baute das Kolosseum in Rom?"   # about another passage: its own ranks low
+OFF_TOPIC_ES = "¿Quién pintó la Mona Lisa?"
+OTHER_DE2 = "Wie wird Kaffee zubereitet?"
+OTHER_ES2 = "¿Qué se tuesta para hacer café?"
+
+
+class ScriptedJudge:
+    """Ranks by question text; records every (passage id, question) it is asked to rank."""
+
+    def __init__(self, ranks: Dict[str, int]):
+        self.table, self.asked = ranks, []
+
+    def ranks(self, passage_ids: Sequence[int], questions: Sequence[str]) -> List[int]:
+        self.asked.append(list(zip(passage_ids, questions)))
+        return [self.table[q] for q in questions]
+
+
+RANKS = {GOOD_DE: 1, OFF_TOPIC_DE: 7, OFF_TOPIC_ES: 3, "¿Cuándo escribió Lutero las tesis?": 2,
+         OTHER_DE: 1, OTHER_DE2: 2, OTHER_ES: 1, OTHER_ES2: 4, "¿Qué es el café?": 1}
+
+
+def _gen(**filters) -> Scripted:
+    gen = Scripted(_cfg(enabled=ON, **filters))
+    gen.script = {
+        (11, "de", 0): [GOOD_DE, OFF_TOPIC_DE],
+        (11, "de", 1): ["Wann Wann Wann schrieb Luther die Thesen?"],   # degenerate: never judged
+        (11, "de", 2): [OFF_TOPIC_DE],                                  # rank 7 again: the slot stays empty
+        (11, "es", 0): [OFF_TOPIC_ES, "¿Cuándo escribió Lutero las tesis?"],
+        (11, "es", 1): [OFF_TOPIC_ES],
+        (11, "es", 2): [OFF_TOPIC_ES],
+        (12, "de", 0): [OTHER_DE, OTHER_DE2],
+        (12, "es", 0): [OTHER_ES, OTHER_ES2],
+        (12, "es", 1): ["¿Qué es el café?"],
+    }
+    return gen
+
+
+def test_round_trip_rejects_exactly_the_draws_ranked_below_k_and_resamples_them():
+    gen, judge = _gen(round_trip_top_k=2), ScriptedJudge(RANKS)
+    luther, other = gen.generate_attempts([LUTHER, OTHER], judge=judge)
+    assert _summary(luther) == [
+        ("de", 0, 0, None, True, True), ("de", 0, 1, ROUND_TRIP, False, True),
+        ("de", 1, 0, "degenerate", False, False), ("de", 2, 0, ROUND_TRIP, False, False),
+        ("es", 0, 0, ROUND_TRIP, False, True), ("es", 0, 1, None, True, True),
+        ("es", 1, 0, ROUND_TRIP, False, False), ("es", 2, 0, ROUND_TRIP, False, False),
+    ]
+    assert _summary(other) == [
+        ("de", 0, 0, None, True, True), ("de", 0, 1, None, True, True),
+        ("es", 0, 0, None, True, True), ("es", 0, 1, ROUND_TRIP, False, True), ("es", 1, 0, None, True, False),
+    ]
+    # One call per round, for exactly the draws no cheaper reason rejects, each with its own passage.
+    assert judge.asked == [
+        [(11, GOOD_DE), (11, OFF_TOPIC_DE), (11, OFF_TOPIC_ES), (11, "¿Cuándo escribió Lutero las tesis?"),
+         (12, OTHER_DE), (12, OTHER_DE2), (12, OTHER_ES), (12, OTHER_ES2)],
+        [(11, OFF_TOPIC_ES), (12, "¿Qué es el café?")],   # the degenerate de draw is not judged
+        [(11, OFF_TOPIC_DE), (11, OFF_TOPIC_ES)],
+    ]
+    assert gen.calls[1][0][2] == (seed_for(5, "g", 11, "de", "retry", 0, 0),)  # the redraws keep the retry seeds
+    draws = sort_draws(draws_table([11, 12], ["h11", "h12"], [luther, other]), ["de", "es"])
+    assert filter_counts(draws, ["de", "es"], 2) == {
+        "draws": 13, "kept": 6, "left_empty": 2,
+        "rejected": {"total": 7, "by_reason": {"blank": 0, "empty": 0, "wrong_language": 0, "exemplar_copy": 0, "duplicate": 0,
+                                               "degenerate": 1, ROUND_TRIP: 6}}}
+    # A rerun gets the same draws and verdicts.
+    assert _gen(round_trip_top_k=2).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS)) == [luther, other]
+
+
+def test_k_widens_what_is_kept():
+    luther, _ = _gen(round_trip_top_k=3).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))
+    assert [(d["lang"], d["round"], d["reason"]) for d in luther] == [
+        ("de", 0, None), ("de", 0, ROUND_TRIP), ("de", 1, "degenerate"), ("de", 2, ROUND_TRIP), ("es", 0, None), ("es", 0, None)]
+
+
+def test_a_duplicate_is_counted_as_a_duplicate_even_when_judged():
+    gen = _gen(round_trip_top_k=2)
+    gen.script = {(12, "de", 0): [OTHER_DE, OTHER_DE + " "], (12, "de", 1): [OTHER_DE2], (12, "es", 0): [OTHER_ES, "¿Qué es el café?"]}
+    [draws] = gen.generate_attempts([OTHER], judge=ScriptedJudge({**RANKS, OTHER_DE + " ": 1}))
+    assert [d["reason"] for d in draws] == [None, "duplicate", None, None, None]
+
+
+def test_the_filter_needs_a_judge_and_is_off_by_default():
+    with pytest.raises(ValueError, match="pass a RoundTripJudge"):
+        _gen().generate_attempts([LUTHER])
+    from xqg_ray.config.schema import FilterConfig
+
+    assert ROUND_TRIP not in FilterConfig().enabled and FilterConfig().round_trip_top_k == 1
+    flags = {"empty": False, "wrong_language": False, "exemplar": None, "degenerate": False}
+    assert reject_reason("q", {**flags, ROUND_TRIP: 2}, False, ON, 1) == ROUND_TRIP
+    assert reject_reason("q", {**flags, ROUND_TRIP: 2}, False, ON, 2) is None
+    assert reject_reason("q", {**flags, ROUND_TRIP: 9}, False, ON[:-1], 1) is None  # not enabled
+    assert reject_reason("q", flags, False, ON, 1) is None  # not judged
+
+
+def test_config_checks():
+    from xqg_ray.config.validate import one_generator_problems
+
+    assert one_generator_problems("generators.g", _cfg(enabled=ON, round_trip_top_k=0)) == ["generators.g.filters.round_trip_top_k=0: must be >= 1"]
+    assert one_generator_problems("generators.g", _cfg(enabled=ON, round_trip_top_k=3)) == []
+    # The judge is the run's `encoder` section, which is never a trained encoder (that needs the kept questions first).
+    with pytest.raises(Exception, match="the encoder section is the run's base"):
+        load_config(str(REPO / "conf" / "smoke.yaml"), [f"generators.t5.filters.enabled={ON}", "encoder.model=trained:t"])
+
+
+def test_key_holds_the_judge_only_when_it_is_on(tmp_path):
+    from types import SimpleNamespace
+
+    from xqg_ray.stages.generate import generator_fingerprint, generator_settings
+
+    def key(*overrides: str) -> str:
+        cfg = load_config(str(REPO / "conf" / "smoke.yaml"), list(overrides))
+        return generator_fingerprint(SimpleNamespace(cfg=cfg), "t5")
+
+    base = load_config(str(REPO / "conf" / "smoke.yaml"), [])
+    # Off: the settings (and so the stored outputs' keys) are those from before the round trip existed.
+    assert "round_trip_top_k" not in generator_settings(base.generators["t5"])["filters"]
+    assert key() == key("generators.t5.filters.round_trip_top_k=4") == key("encoder.max_passage_length=64")
+    on = f"generators.t5.filters.enabled={ON}"
+    assert len({key(), key(on), key(on, "generators.t5.filters.round_trip_top_k=4"), key(on, "encoder.max_passage_length=64")}) == 4
+
+
+def test_judge_ranks_are_the_exhaustive_ranks_under_the_encoder(tiny_models):
+    from xqg_ray.evaluation.quality import round_trip_ranks
+    from xqg_ray.models.encoder import format_passage
+    from xqg_ray.models.factory import make_encoder
+    from xqg_ray.models.judge import RoundTripJudge
+
+    cfg = load_config(str(REPO / "conf" / "smoke.yaml"), []).encoder
+    ids = [40, 7, 23, 91]
+    titles = ["Luther", "Coffee", "Rome", ""]
+    texts = ["Martin Luther wrote theses.", "Coffee is brewed.", "Rome has the Colosseum.", "Bees make honey."]
+    judge = RoundTripJudge(cfg, "ip", 1)
+    judge.use(ids, titles, texts)
+    qs, own = ["Who wrote theses?", "What is brewed?", "Where is the Colosseum?", "What do bees make?", "Honey?"], [40, 7, 23, 91, 91]
+    enc = make_encoder(cfg, 1)
+    p = enc.encode([format_passage(cfg.passage_template, a, b) for a, b in zip(titles, texts)], "passage")
+    want = round_trip_ranks(enc.encode(qs, "query"), [ids.index(i) for i in own], p, "ip", passage_ids=ids)
+    got = judge.ranks(own, qs)
+    assert got == want.tolist() and all(1 <= r <= 4 for r in got) and judge.ranks([], []) == []
+
+
+# ---------------------------------------------------------------- one run with Ray
+
+K = 2
+
+
+@pytest.fixture(scope="module")
+def judged_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
+    from xqg_ray.pipeline import run
+
+    out = tmp_path_factory.mktemp("roundtrip") / "run"
+    cfg = load_config(str(REPO / "conf" / "smoke.yaml"), [
+        f"output_dir={out}", f"benchmark.source={shared_datasets}", "ray.progress=false", "benchmark.max_queries_per_language=6",
+        "benchmark.corpus_limit=16", f"generators.t5.filters.enabled={ON}", f"generators.t5.filters.round_trip_top_k={K}",
+        "generators.t5.filters.max_attempts=2", "eval.bootstrap_samples=50", "eval.permutation_samples=50"])
+    from xqg_ray.config import SystemConfig
+
+    cfg.generators = {"t5": cfg.generators["t5"]}
+    cfg.systems = [SystemConfig(name="baseline"),
+                   SystemConfig(name="xqg-kept", generator="t5", alpha=0.3, aggregation="mean", questions=KEPT)]
+    return out, cfg, run(cfg)
+
+
+def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judged_run):
+    from xqg_ray.evaluation.quality import round_trip_ranks
+    from xqg_ray.models.factory import make_encoder
+
+    out, cfg, result = judged_run
+    gen, emb = current(out, "generated/t5"), current(out, "embeddings")
+    enc = make_encoder(cfg.encoder, 1)
+    nparts = len(gen["units"])
+    judged = kept = rejected = 0
+    for u in gen["units"]:
+        draws = pq.read_table(out / u["attempts"]["file"]).to_pylist()
+        e = pq.read_table(out / next(x for x in emb["units"] if x["partition"] == u["partition"])["file"])
+        e = e.filter(pc.equal(e["kind"], PASSAGE))
+        ids = e["id"].to_pylist()
+        pv = np.asarray(e["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1)
+        assert all(i % nparts == u["partition"] for i in ids)
+        asked = [d for d in draws if d["reason"] in (None, ROUND_TRIP, "duplicate")]
+        ranks = round_trip_ranks(enc.encode([d["text"] for d in asked], "query"), [ids.index(d["id"]) for d in asked], pv, "ip",
+                                 passage_ids=ids)
+        for d, r in zip(asked, ranks.tolist()):
+            if d["reason"] == ROUND_TRIP:
+                assert r > K, d
+                rejected += 1
+            elif d["kept"]:
+                assert r <= K, d
+                kept += 1
+        judged += len(asked)
+    counts = gen["filter"]["rejected"]["by_reason"]
+    # Random models: both verdicts happen, and the manifest counts the same rejections.
+    assert kept > 0 and rejected > 0 and counts[ROUND_TRIP] == rejected
+    assert gen["filter"]["kept"] == kept
+    assert result["indexes"]["xqg-kept"]["questions"] == KEPT
+    # The run's round-trip measure of the kept questions: every sampled one within k.
+    rt = result["question_quality"]["t5"][KEPT]["overall"]["round_trip"]
+    assert rt["n"] > 0 and rt["hits@5"] == rt["n"] and rt["median_rank"] <= K
