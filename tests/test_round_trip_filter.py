@@ -22,7 +22,7 @@ from corpus_versions import current
 from test_question_filter import GOOD_DE, LUTHER, OTHER, OTHER_DE, OTHER_ES, Scripted, _cfg, _summary
 from xqg_ray.config import load_config
 from xqg_ray.config.schema import ROUND_TRIP
-from xqg_ray.evaluation.question_filter import reject_reason
+from xqg_ray.evaluation.question_filter import reject_reason, selection
 from xqg_ray.evaluation.question_quality import filter_counts
 from xqg_ray.ids import seed_for
 from xqg_ray.schemas import KEPT, PASSAGE
@@ -103,6 +103,24 @@ def test_k_widens_what_is_kept():
         ("de", 0, None), ("de", 0, ROUND_TRIP), ("de", 1, "degenerate"), ("de", 2, ROUND_TRIP), ("es", 0, None), ("es", 0, None)]
 
 
+def test_fill_empty_keeps_each_empty_slots_best_ranked_draw_once():
+    luther, other = _gen(round_trip_top_k=2, fill_empty=True).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))
+    assert _summary(luther) == [
+        ("de", 0, 0, None, True, True), ("de", 0, 1, ROUND_TRIP, True, True),        # rank 7, the earliest of the two
+        ("de", 1, 0, "degenerate", False, False), ("de", 2, 0, ROUND_TRIP, False, False),  # the same text again: a duplicate
+        ("es", 0, 0, ROUND_TRIP, True, True), ("es", 0, 1, None, True, True),         # rank 3: the best es candidate
+        ("es", 1, 0, ROUND_TRIP, False, False), ("es", 2, 0, ROUND_TRIP, False, False),
+    ]
+    assert _summary(other) == _summary(_gen(round_trip_top_k=2).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))[1])
+    draws = sort_draws(draws_table([11, 12], ["h11", "h12"], [luther, other]), ["de", "es"])
+    assert filter_counts(draws, ["de", "es"], 2) == {
+        "draws": 13, "kept": 8, "left_empty": 0, "filled": 2,
+        "rejected": {"total": 5, "by_reason": {"blank": 0, "empty": 0, "wrong_language": 0, "exemplar_copy": 0, "duplicate": 0,
+                                               "degenerate": 1, ROUND_TRIP: 4}}}
+    assert selection(luther, ["de", "es"], 2, KEPT) == ([{"lang": "de", "text": GOOD_DE}, {"lang": "de", "text": OFF_TOPIC_DE},
+                                                          {"lang": "es", "text": OFF_TOPIC_ES}, {"lang": "es", "text": "¿Cuándo escribió Lutero las tesis?"}], 0)
+
+
 def test_a_duplicate_is_counted_as_a_duplicate_even_when_judged():
     gen = _gen(round_trip_top_k=2)
     gen.script = {(12, "de", 0): [OTHER_DE, OTHER_DE + " "], (12, "de", 1): [OTHER_DE2], (12, "es", 0): [OTHER_ES, "¿Qué es el café?"]}
@@ -127,7 +145,9 @@ def test_config_checks():
     from xqg_ray.config.validate import one_generator_problems
 
     assert one_generator_problems("generators.g", _cfg(enabled=ON, round_trip_top_k=0)) == ["generators.g.filters.round_trip_top_k=0: must be >= 1"]
-    assert one_generator_problems("generators.g", _cfg(enabled=ON, round_trip_top_k=3)) == []
+    assert one_generator_problems("generators.g", _cfg(enabled=ON, round_trip_top_k=3, fill_empty=True)) == []
+    assert one_generator_problems("generators.g", _cfg(fill_empty=True)) == [
+        "generators.g.filters.fill_empty=true fills slots the round trip left empty: add round_trip to generators.g.filters.enabled or drop fill_empty"]
     # The judge is the run's `encoder` section, which is never a trained encoder (that needs the kept questions first).
     with pytest.raises(Exception, match="the encoder section is the run's base"):
         load_config(str(REPO / "conf" / "smoke.yaml"), [f"generators.t5.filters.enabled={ON}", "encoder.model=trained:t"])
@@ -145,9 +165,11 @@ def test_key_holds_the_judge_only_when_it_is_on(tmp_path):
     base = load_config(str(REPO / "conf" / "smoke.yaml"), [])
     # Off: the settings (and so the stored outputs' keys) are those from before the round trip existed.
     assert "round_trip_top_k" not in generator_settings(base.generators["t5"])["filters"]
+    assert "fill_empty" not in generator_settings(base.generators["t5"])["filters"]
     assert key() == key("generators.t5.filters.round_trip_top_k=4") == key("encoder.max_passage_length=64")
     on = f"generators.t5.filters.enabled={ON}"
-    assert len({key(), key(on), key(on, "generators.t5.filters.round_trip_top_k=4"), key(on, "encoder.max_passage_length=64")}) == 4
+    assert len({key(), key(on), key(on, "generators.t5.filters.round_trip_top_k=4"), key(on, "encoder.max_passage_length=64"),
+                key(on, "generators.t5.filters.fill_empty=true")}) == 5
 
 
 def test_judge_ranks_are_the_exhaustive_ranks_under_the_encoder(tiny_models):

@@ -273,6 +273,9 @@ class FilterConfig:
     # round_trip: keep a question whose own passage is within the top k of its partition's passages
     # (exhaustive, under the run's default encoder, ties by passage id as in search).
     round_trip_top_k: int = 1
+    # round_trip: a slot still empty after max_attempts rounds keeps its draw whose own passage ranked
+    # best among those only the round trip rejected (so every passage keeps a question per language).
+    fill_empty: bool = False
 
 
 @dataclass

@@ -173,6 +173,8 @@ def filter_problems(where: str, g: GeneratorConfig) -> List[str]:
         v = getattr(f, key)
         if not 0.0 < v <= 1.0:
             errs.append(f"{where}.{key}={v}: must be in (0, 1]")
+    if f.fill_empty and "round_trip" not in f.enabled:
+        errs.append(f"{where}.fill_empty=true fills slots the round trip left empty: add round_trip to {where}.enabled or drop fill_empty")
     return errs + _checks(_at_least_one(f"{where}.max_attempts", f.max_attempts),
                           _at_least_one(f"{where}.round_trip_top_k", f.round_trip_top_k))
 

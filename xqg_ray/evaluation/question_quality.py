@@ -177,18 +177,24 @@ SELECTIONS = (UNFILTERED, KEPT)
 
 def filter_counts(attempts: pa.Table, langs: Sequence[str], n: int) -> Dict[str, Any]:
     """What a unit's filter did: ``draws``, ``kept``, ``rejected`` (total and ``by_reason``, every reason of
-    ``REJECT_ORDER``, the first reason that rejected each draw) and ``left_empty`` (slots of ``n`` per
-    passage and language of ``langs`` the kept questions do not fill)."""
+    ``REJECT_ORDER``, the first reason that rejected each draw), ``left_empty`` (slots of ``n`` per
+    passage and language of ``langs`` the kept questions do not fill) and, where ``filters.fill_empty``
+    kept any, ``filled`` (kept draws the round trip had rejected)."""
     reasons = attempts["reason"].to_pylist()
     kept = attempts[KEPT].to_pylist()
+    filled = sum(1 for r, k in zip(reasons, kept) if k and r)  # filters.fill_empty: kept though the round trip rejected it
+    reasons = [None if k else r for r, k in zip(reasons, kept)]
     per_slot: Dict[tuple, int] = {}
     for pid, lang, k in zip(attempts["id"].to_pylist(), attempts["lang"].to_pylist(), kept):
         per_slot[(pid, lang)] = per_slot.get((pid, lang), 0) + bool(k)
     passages = set(attempts["id"].to_pylist())
     left = sum(max(0, n - per_slot.get((pid, lang), 0)) for pid in passages for lang in langs)
     by_reason = {r: sum(1 for x in reasons if x == r) for r in REJECT_ORDER}
-    return {"draws": len(reasons), "kept": sum(bool(k) for k in kept),
-            "rejected": {"total": sum(by_reason.values()), "by_reason": by_reason}, "left_empty": left}
+    out = {"draws": len(reasons), "kept": sum(bool(k) for k in kept),
+           "rejected": {"total": sum(by_reason.values()), "by_reason": by_reason}, "left_empty": left}
+    if filled:
+        out["filled"] = filled
+    return out
 
 
 def selection_flags(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -228,6 +234,8 @@ def sum_filter_counts(parts: Iterable[Optional[Mapping[str, Any]]]) -> Dict[str,
             continue
         for k in ("draws", "kept", "left_empty"):
             out[k] += p[k]
+        if p.get("filled"):
+            out["filled"] = out.get("filled", 0) + p["filled"]
         out["rejected"]["total"] += p["rejected"]["total"]
         for r, c in p["rejected"]["by_reason"].items():
             out["rejected"]["by_reason"][r] = out["rejected"]["by_reason"].get(r, 0) + c

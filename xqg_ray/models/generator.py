@@ -52,6 +52,22 @@ class Prompt:
     seeds: List[int]  # one per sample wanted
 
 
+def fill_slots(draws: List[List[Dict[str, Any]]], kept: Dict[Tuple[int, str], List[str]], by_passage: Dict[int, List[str]],
+               n: int, jaccard: float) -> None:
+    """``filters.fill_empty``: each slot the rounds left empty takes its best draw that only the round trip
+    rejected (own passage ranked highest; then the earliest), marked kept with its reason left as the round
+    trip; in place.  Every passage then holds ``n`` questions per language where such a draw exists, so no
+    passage lacks a language's question that its neighbours have (a query in that language scores its
+    own language's questions higher: unequal coverage favours the passages that kept one)."""
+    for i, ds in enumerate(draws):
+        for d in sorted((d for d in ds if d["reason"] == ROUND_TRIP), key=lambda d: (d[ROUND_TRIP], d["round"], d["draw"])):
+            key = (i, d["lang"])
+            if len(kept[key]) < n and not repeats_kept(d["text"], by_passage[i], jaccard):
+                d["kept"] = True
+                kept[key].append(d["text"])
+                by_passage[i].append(d["text"])
+
+
 class QueryGenerator:
     """Loads a seq2seq or causal LM once and samples ``n`` queries per language."""
 
@@ -255,6 +271,8 @@ class QueryGenerator:
                     by_passage[p.row].append(t)
                 draws[p.row].append({"lang": p.lang, "round": r, "draw": j, "text": t, **fl, "duplicate": dup,
                                      "reason": reason, "kept": reason is None, "unfiltered": unfiltered})
+        if f.fill_empty:
+            fill_slots(draws, kept, by_passage, n, f.duplicate_jaccard)
         order = {lang: k for k, lang in enumerate(langs)}
         return [sorted(d, key=lambda a: (order[a["lang"]], a["round"], a["draw"])) for d in draws]
 

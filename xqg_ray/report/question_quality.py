@@ -51,7 +51,10 @@ def quality_tables(quality: Mapping[str, Any]) -> List[str]:
         if f:
             by = ", ".join(f"{r} {integer(c)}" for r, c in f["rejected"]["by_reason"].items())
             lines += [f"Filter of {name}: {integer(f['draws'])} draws, {integer(f['kept'])} kept, "
-                      f"{integer(f['rejected']['total'])} rejected ({by}); {integer(f['left_empty'])} slots left empty "
+                      f"{integer(f['rejected']['total'])} rejected ({by})"
+                      + (f"; {integer(f['filled'])} more failed the round trip and were kept to fill a slot (its best rank)"
+                         if f.get("filled") else "")
+                      + f"; {integer(f['left_empty'])} slots left empty "
                       f"(settings: {dict(q.get('settings') or {})}).", ""]
     return lines + [f"![question quality]({CHART})", ""]
 

@@ -46,8 +46,9 @@ def generator_settings(g: GeneratorConfig) -> Dict[str, Any]:
     gen = section_dict(g)
     if gen["runtime"] == TORCH_RUNTIME:
         del gen["runtime"]
-    if ROUND_TRIP not in g.filters.enabled:  # its k judges nothing: keys from before the round trip stay
+    if ROUND_TRIP not in g.filters.enabled:  # its settings change nothing: keys from before the round trip stay
         gen["filters"].pop("round_trip_top_k", None)
+        gen["filters"].pop("fill_empty", None)
     return gen
 
 
