@@ -26,7 +26,7 @@ from xqg_ray.store.storage import Storage
 class FakeGenerator:
     """Draws that depend on a passage alone: 1 + (id // 10) % 2 rounds per language, the last one kept."""
 
-    def generate_attempts(self, passages):
+    def generate_attempts(self, passages, judge=None):
         out = []
         for pid, _title, text in passages:
             rounds = 1 + (pid // 10) % 2

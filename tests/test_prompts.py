@@ -210,9 +210,9 @@ class Scripted(QueryGenerator):
     def _run(self, prompts):  # noqa: ANN001
         return [[self.script[(self.rows_[p.row][0], p.lang)].pop(0) for _ in p.seeds] for p in prompts]
 
-    def generate_attempts(self, rows):  # noqa: ANN001
+    def generate_attempts(self, rows, judge=None):  # noqa: ANN001
         self.rows_ = list(rows)
-        return super().generate_attempts(rows)
+        return super().generate_attempts(rows, judge=judge)
 
 
 LUTHER = (1, "Martin Luther", "Martin Luther was a German priest who wrote the Ninety-five Theses in 1517.")
