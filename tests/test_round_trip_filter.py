@@ -258,3 +258,63 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
     # The run's round-trip measure of the kept questions: every sampled one within k.
     rt = result["question_quality"]["t5"][KEPT]["overall"]["round_trip"]
     assert rt["n"] > 0 and rt["hits@5"] == rt["n"] and rt["median_rank"] <= K
+
+
+# ---------------------------------------------------------------- updates (the generate actor without Ray)
+
+class PartitionSizeJudge:
+    """Ranks every question at the size of the reference set it was given: with k = 20 a partition of 20
+    passages keeps everything, one of 21 nothing.  Records each reference set and each question asked."""
+
+    def __init__(self):
+        self.used, self.asked, self.size = [], [], 0
+
+    def use(self, ids, titles, texts):  # noqa: ANN001
+        self.used.append(list(ids))
+        self.size = len(ids)
+
+    def ranks(self, passage_ids, questions):  # noqa: ANN001
+        self.asked += list(passage_ids)
+        return [self.size] * len(questions)
+
+
+class Numbered(Scripted):
+    """One question per passage and draw seed, no model."""
+
+    def _run(self, prompts):  # noqa: ANN001
+        return [[f"Frage {self.rows[p.row][0]} {s % 997}?" for s in p.seeds] for p in prompts]
+
+
+def test_an_update_judges_new_passages_against_the_whole_new_partition_and_keeps_the_old_verdicts(tmp_path):
+    """The documented semantics (docs/configuration.md): the verdict is made when a passage's questions are drawn."""
+    from test_delta_generated import gen_actor, gen_unit
+
+    from xqg_ray.config import GeneratorConfig
+    from xqg_ray.config.schema import FilterConfig
+    from xqg_ray.store.segments import live_table
+    from xqg_ray.store.storage import Storage
+
+    root = str(tmp_path)
+    cfg = GeneratorConfig(kind="seq2seq", languages=["de"], n_per_language=1, seed=3,
+                          filters=FilterConfig(enabled=[ROUND_TRIP], round_trip_top_k=20, max_attempts=1))
+    actor = gen_actor(root, "seq2seq")
+    actor.cfg, actor.gen, actor.judge = cfg, Numbered(cfg), PartitionSizeJudge()
+    base = list(range(10, 210, 10))  # 20 passages
+    v1 = actor.run_unit(gen_unit(root, base, {}, "v1"))
+    assert actor.judge.used == [base] and sorted(actor.judge.asked) == base
+    assert v1["filter"]["kept"] == 20 and v1["filter"]["rejected"]["by_reason"][ROUND_TRIP] == 0
+    # One passage added: the reference set is the whole live partition (21), only the new passage is drawn and
+    # judged (rank 21 > 20: rejected), and the 20 reused passages keep their draws and verdicts.
+    actor.judge.asked = []
+    v2 = actor.run_unit(gen_unit(root, base + [210], {}, "v2", v1))
+    assert actor.judge.used[-1] == base + [210] and actor.judge.asked == [210]
+    storage = Storage()
+    d1, d2 = live_table(storage, root, v1["attempts"]), live_table(storage, root, v2["attempts"])
+    assert d2.filter(pc.less(d2["id"], 210)).equals(d1)
+    assert d2.filter(pc.equal(d2["id"], 210))["reason"].to_pylist() == [ROUND_TRIP]
+    assert (v2["computed"], v2["reused"], v2["filter"]["kept"]) == (1, 20, 20)
+    # A rebuild of the same 21 passages judges all of them against 21: the one result an update does not reproduce.
+    fresh = actor.run_unit(gen_unit(root, base + [210], {}, "fresh"))
+    assert fresh["filter"]["kept"] == 0 and fresh["filter"]["rejected"]["by_reason"][ROUND_TRIP] == 21
+    draws = pq.read_table(tmp_path / fresh["attempts"]["file"])
+    assert draws["text"].to_pylist() == d2["text"].to_pylist()  # the same draws: only the verdicts differ
