@@ -18,6 +18,9 @@ newline (causal) or EOS in every arm.  Arms:
   ``dtype: bfloat16`` runs, on CPU too); fast where the CPU has AMX or avx512_bf16;
 - ``stage-llamacpp``: the same with ``runtime: llamacpp`` (the GGUF in
   llama.cpp; needs ``llama-cpp-py-sync`` loading here, else the arm says why);
+- ``stage-rt``: the stage with the demo's filters, the round trip judged under
+  ``--encoder`` (k 3, 2 rounds, empty slots filled): the shipped path; its
+  seconds include the judge's encoding of the passages and of every draw;
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
   language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
 - ``new``: ``generate_many`` in this process (the stage without Ray);
@@ -57,7 +60,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 
 
-STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp")
+STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt")
+# The demo's filters (conf/demo.yaml): every reason, the round trip judged under --encoder.
+DEMO_FILTERS = {"round_trip_top_k": 3, "max_attempts": 2, "fill_empty": True}
 
 
 class TimedGeneratePartition(GeneratePartition):
@@ -72,6 +77,16 @@ class TimedGeneratePartition(GeneratePartition):
             import torch
 
             self.gen.model.to(getattr(torch, bench_dtype))
+        if self.judge is not None:  # the round trip's encoding of each unit's passages counts as generation too
+            use = self.judge.use
+
+            def timed_use(*a, **k):  # noqa: ANN002, ANN003, ANN202
+                t = time.perf_counter()
+                use(*a, **k)
+                with open(os.path.join(self.root, "gen_seconds.txt"), "a") as f:
+                    f.write(f"{time.perf_counter() - t}\n")
+
+            self.judge.use = timed_use
 
     def generate_table(self, todo):  # noqa: ANN001, ANN202
         t = time.perf_counter()
@@ -79,6 +94,14 @@ class TimedGeneratePartition(GeneratePartition):
         with open(os.path.join(self.root, "gen_seconds.txt"), "a") as f:
             f.write(f"{time.perf_counter() - t}\n")
         return out
+
+
+def demo_encoder(model: str):  # noqa: ANN201 - EncoderConfig
+    """conf/demo.yaml's encoder settings with ``model``: the round trip's encoder (``--quality``, ``stage-rt``)."""
+    from xqg_ray.config import EncoderConfig
+
+    return EncoderConfig(model=model, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
+                         max_query_length=64, max_passage_length=256, batch_size=16)
 
 
 def legacy_generate(gen, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:  # noqa: ANN001
@@ -279,6 +302,12 @@ def main() -> None:
             root = Path(d) / arm
             shutil.copytree(out, root)
             arm_g = dataclasses.replace(gcfg, runtime="llamacpp") if arm == "stage-llamacpp" else gcfg
+            arm_enc = cfg.encoder
+            if arm == "stage-rt":
+                from xqg_ray.config.schema import FILTER_REASONS, FilterConfig
+
+                arm_g = dataclasses.replace(gcfg, filters=FilterConfig(enabled=list(FILTER_REASONS), **DEMO_FILTERS))
+                arm_enc = demo_encoder(a.encoder)
             if arm == "stage-llamacpp":
                 from xqg_ray.models.llamacpp import gguf_problem, load_problem
 
@@ -286,7 +315,7 @@ def main() -> None:
                 if why:
                     print(f"{arm:>9}: skipped: {why}", flush=True)
                     continue
-            arm_cfg = dataclasses.replace(cfg, output_dir=str(root), generators={"g": arm_g})
+            arm_cfg = dataclasses.replace(cfg, output_dir=str(root), generators={"g": arm_g}, encoder=arm_enc)
             ctx = Context(cfg=arm_cfg, storage=Storage(cfg.storage), root=str(root), timer=StageTimer(), threads=a.threads, bench=m, snapshot=snap)
             units = [u.to_json() for u in generate_units(ctx, "g")[2]]
             ctor = {**generate_actor_args(ctx, "g"), "bench_dtype": "bfloat16" if arm == "stage-bf16" else ""}
@@ -294,7 +323,8 @@ def main() -> None:
             summaries = run_units(units, TimedGeneratePartition, ctor, stage_pool(ray_cfg, "generate"))
             wall = time.perf_counter() - t
             gen_s = sum(float(x) for x in (root / "gen_seconds.txt").read_text().split())
-            report(arm, slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; wall with actor start + model load {wall:.1f} s")
+            draws = sum(s["filter"]["draws"] for s in summaries)
+            report(arm, slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; {draws} draws; wall with actor start + model load {wall:.1f} s")
             attempts[arm] = pa.concat_tables([pq.read_table(root / s["attempts"]["file"]) for s in summaries])
         if "bare" in arms:
             t = time.perf_counter()
@@ -311,13 +341,11 @@ def main() -> None:
         if a.interleave:
             interleaved(gen, gcfg, rows, langs, a.interleave, a.threads)
         if a.quality and attempts:
-            from xqg_ray.config import EncoderConfig as Enc
             from xqg_ray.models.encoder import format_passage
             from xqg_ray.models.factory import make_encoder
 
             # The demo's encoder settings; passages: the bench's, the round trip ranks among them.
-            ecfg = Enc(model=a.encoder, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
-                       max_query_length=64, max_passage_length=256, batch_size=16)
+            ecfg = demo_encoder(a.encoder)
             enc = make_encoder(ecfg, a.threads)
             pvecs = enc.encode([format_passage(ecfg.passage_template, t, x) for _, t, x in rows], "passage")
             pids = [r[0] for r in rows]
@@ -329,7 +357,7 @@ def main() -> None:
                 print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
                       f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
                       f"per language target/top-1: {per}", flush=True)
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
     print(f"load average at the end {load_average()}")
