@@ -197,7 +197,7 @@ def _unit_runner_class():
 
 def test_user_errors_cross_tasks_actors_and_model_hosts_as_themselves(ray_local):
     from xqg_ray.runtime.remote import remote_class
-    from xqg_ray.runtime.tasks import run_tasks
+    from xqg_ray.runtime.tasks import run_model_task, run_tasks
     from xqg_ray.runtime.units import run_units
 
     actor = remote_class(_raiser_class(), num_cpus=0.1).remote()
@@ -213,8 +213,33 @@ def test_user_errors_cross_tasks_actors_and_model_hosts_as_themselves(ray_local)
             with pytest.raises(cls) as info:  # a unit on the local cluster's model host
                 run_units([{"unit": 0}], _unit_runner_class(), {"kind": kind}, host_pool)
             assert type(info.value) is cls and str(info.value) == MESSAGE
+            with pytest.raises(cls) as info:  # a model task called on the model host
+                run_model_task(_raise, (kind, MESSAGE), host_pool)
+            assert type(info.value) is cls and str(info.value) == MESSAGE
     finally:
         ray_local.kill(actor)
+
+
+def _pid_and_torch(x):
+    import os
+    import sys
+
+    return os.getpid(), "torch" in sys.modules, x * 2
+
+
+def test_a_model_task_runs_in_the_model_host_process_on_the_local_cluster(ray_local):
+    """The round trip's encoder task runs on the model host, where torch is already imported, not in a fresh
+    worker that imports it again (~4 CPU-s a run); its result comes back as the function's."""
+    import ray
+
+    from xqg_ray.runtime.cluster import current
+    from xqg_ray.runtime.tasks import run_model_task
+
+    pool = Pool(num_cpus=1.0, num_gpus=0.0, min_actors=1, max_actors=1, torch_threads=1)
+    [host] = current().model_hosts(1)
+    host_pid = ray.get(host.__ray_call__.remote(lambda self: __import__("os").getpid()))
+    current().wait_for_hosts()
+    assert run_model_task(_pid_and_torch, (21,), pool) == (host_pid, True, 42)
 
 
 def test_a_user_error_in_an_actor_constructor_arrives_as_itself(ray_local):

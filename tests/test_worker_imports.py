@@ -21,7 +21,7 @@ import ray.cloudpickle as cloudpickle
 import xqg_ray
 from xqg_ray.runtime.remote import by_value, carrying_class
 
-SHIPPERS = {"run_tasks", "remote_function", "remote_class"}
+SHIPPERS = {"run_tasks", "run_model_task", "remote_function", "remote_class"}
 # What no task or actor of the package needs, unless it runs a model (below).
 HEAVY = ("nltk", "scipy.stats", "matplotlib", "torch", "transformers")
 MODELS = {"xqg_ray.runtime.cluster:ModelHost", "xqg_ray.stages.question_quality:round_trip_task"}

@@ -7,7 +7,7 @@ from typing import Any, Callable, List
 from ..errors import reraise_user_error
 from .capacity import Demand, require
 from .cluster import current
-from .remote import remote_function
+from .remote import by_value, remote_function
 
 
 def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any]:
@@ -28,4 +28,26 @@ def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any
         raise
 
 
-__all__ = ["run_tasks"]
+def run_model_task(fn: Callable, args: tuple, pool: Any) -> Any:
+    """``fn(*args)`` for a function that loads a model; ``pool``: the :class:`~xqg_ray.config.schema.Pool`
+    of the stage whose model it is.  On the local cluster it runs on a model host, whose torch is already
+    imported; elsewhere as one task of ``pool.num_cpus`` CPUs (as :func:`run_tasks`)."""
+    import ray
+
+    cluster = current()
+    if not cluster.serves_on_hosts(pool.num_gpus):
+        return run_tasks(fn, [args], pool.num_cpus)[0]
+    [host] = cluster.model_hosts(1)
+    try:
+        return cluster.get([host.call.remote(by_value(fn), args)], f"a {fn.__name__} call on a model host")[0]
+    except ray.exceptions.RayActorError:
+        cluster.forget_hosts()  # the host died (e.g. out of memory): later calls start a fresh one
+        raise
+    except Exception as e:
+        reraise_user_error(e)
+        raise
+    finally:
+        cluster.release_hosts()
+
+
+__all__ = ["run_tasks", "run_model_task"]

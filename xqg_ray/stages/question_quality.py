@@ -5,7 +5,8 @@ The measures and the per-unit tallies are pure (:mod:`xqg_ray.evaluation.questio
 generators' published manifests (summed, never reading a passage), the
 held-out human questions' data files, and the round trip, where a seeded
 sample of questions per language is re-encoded with the run's encoder in one
-Ray task and each ranked against its own partition's passage vectors.
+Ray task (a model host's call on the local cluster) and each ranked against
+its own partition's passage vectors.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any], name:
 
 def round_trip_task(root: str, storage_cfg: Any, encoder_cfg: Any, threads: int, embeddings: Mapping[int, Mapping[str, Any]],
                     samples: Mapping[str, List[Dict[str, Any]]], num_partitions: int, metric: str) -> Dict[str, List[int]]:
-    """Ray task: generator -> the rank of each sampled question's own passage among its partition's
+    """Ray task (a model host's call on the local cluster): generator -> the rank of each sampled question's own passage among its partition's
     passages (``embeddings``: partition -> the embeddings file record), under ``encoder_cfg``."""
     import numpy as np
 
@@ -135,10 +136,10 @@ def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict
 
 def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     """Round trip of every generating generator of ``quality`` under the run's default encoder, in one Ray
-    task (see ``SAMPLE_PER_LANGUAGE``); adds it in place.  ``ctx``: the stage context."""
+    task or model-host call (see ``SAMPLE_PER_LANGUAGE``); adds it in place.  ``ctx``: the stage context."""
     from ..config.systems import DEFAULT_ENCODER, encoder_cfg
     from ..ids import seed_for
-    from ..runtime.tasks import run_tasks
+    from ..runtime.tasks import run_model_task
     from ..store.ledger import Ledger
     from ..store.segments import live_table
 
@@ -163,8 +164,9 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
                 have[lang] = have.get(lang, 0) + 1
         samples[g] = sample_draws(tables, g, seed)
         read[g] = len(tables)
-    [ranks] = run_tasks(round_trip_task, [(ctx.root, ctx.cfg.storage, encoder_cfg(ctx.cfg, DEFAULT_ENCODER), ctx.pool("encode").torch_threads,
-                                           embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric)], ctx.pool("encode").num_cpus)
+    pool = ctx.pool("encode")
+    ranks = run_model_task(round_trip_task, (ctx.root, ctx.cfg.storage, encoder_cfg(ctx.cfg, DEFAULT_ENCODER), pool.torch_threads,
+                                             embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric), pool)
     for g in gens:
         add_round_trip(quality, {g: samples[g]}, ranks, {
             "per_language": SAMPLE_PER_LANGUAGE, "seed": seed, "encoder": "default", "partitions_read": read[g],
