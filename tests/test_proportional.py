@@ -173,6 +173,16 @@ def test_a_second_identical_run_reads_no_input_and_searches_nothing(tmp_path, ra
         return real(ctx, manifests, jobs)
 
     monkeypatch.setattr(flows, "run_search", counting)
+    from xqg_ray.runtime import tasks
+
+    model_calls: list = []  # the round trip's encoder: a model host's call
+    real_model_task = tasks.run_model_task
+
+    def counting_model_task(fn, args, pool):
+        model_calls.append(fn.__name__)
+        return real_model_task(fn, args, pool)
+
+    monkeypatch.setattr(tasks, "run_model_task", counting_model_task)
     out = tmp_path / "out"
 
     def cfg(*extra):
@@ -184,24 +194,29 @@ def test_a_second_identical_run_reads_no_input_and_searches_nothing(tmp_path, ra
 
     first = run(cfg())
     n_inputs = len(hashed_files)
-    assert n_inputs > 0 and searches == [["baseline", "xqg"]]
+    assert n_inputs > 0 and searches == [["baseline", "xqg"]] and model_calls == ["round_trip_task"]
     runs = {p.name: p.read_bytes() for p in sorted((out / "runs").iterdir())}
     per_query = {p.name: p.read_bytes() for p in sorted((out / "per_query").iterdir())}
 
     second = run(cfg())
     assert len(hashed_files) == n_inputs  # no input file read again
     assert searches == [["baseline", "xqg"]]  # no search, no shard actor
+    assert model_calls == ["round_trip_task"]  # the round trip's ranks from quality/round_trip.json: no encoder loaded
+    assert second["question_quality"] == first["question_quality"]
     assert second["stages"]["search"]["reused"] is True and second["stages"]["search"]["rows"] == 0
     assert second["systems"] == first["systems"] and second["comparisons"] == first["comparisons"]
     assert {p.name: p.read_bytes() for p in sorted((out / "runs").iterdir())} == runs
     assert {p.name: p.read_bytes() for p in sorted((out / "per_query").iterdir())} == per_query
     assert json.loads((out / "results" / "current.json").read_text())["fingerprint"]
 
-    # Another alpha for xqg: only xqg is searched again; baseline's results are reused.
+    # Another alpha for xqg: only xqg is searched again; baseline's results are reused.  The round trip's
+    # cache, damaged meanwhile, is computed again to the same figures (a cache, never an error).
+    (out / "quality" / "round_trip.json").write_text("{}")
     c = cfg()
     c.systems[1].alpha = 0.05
     third = run(c)
     assert searches == [["baseline", "xqg"], ["xqg"]]
+    assert model_calls == ["round_trip_task"] * 2 and third["question_quality"] == first["question_quality"]
     assert third["systems"]["baseline"] == first["systems"]["baseline"]
     assert (out / "runs" / "baseline.trec").read_bytes() == runs["baseline.trec"]
 

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..config import RayConfig, stage_pool
+from ..config import RayConfig
 from ..errors import UserError
 from .hosts import ModelHost
 from .remote import remote_class
@@ -107,16 +107,17 @@ class Cluster:
 
     @classmethod
     def start(cls, rc: RayConfig) -> "Cluster":
-        """Start (address="local") or join the cluster of ``rc``; a local one starts its model hosts, warming in the background."""
+        """Start (address="local") or join the cluster of ``rc``; a local one starts its model hosts when first asked."""
         import ray
 
         if rc.address == "local":
             # A private in-process cluster: no token auth needed on loopback.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             start_ray(address="local", num_cpus=rc.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+            # Its model hosts start when a stage first asks for them, not here: a run whose model stages
+            # are all reused (a resumed or repeated run, an evaluation-only change) never imports torch
+            # (~4 CPU-s and ~300 MB a host); a fresh run loses only the overlap with its benchmark stage.
             cluster = cls(local=True, node_id=ray.get_runtime_context().get_node_id(), wait_timeout_s=rc.wait_timeout_s)
-            pools = [stage_pool(rc, st) for st in ("generate", "encode")]
-            cluster.model_hosts(max([p.max_actors for p in pools if p.num_gpus == 0] or [0]))
         else:
             start_ray(address=rc.address, logging_level=logging.WARNING)
             cluster = cls(local=False, wait_timeout_s=rc.wait_timeout_s)

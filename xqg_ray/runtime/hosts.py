@@ -2,9 +2,10 @@
 
 On the private local cluster each stage's fresh actor processes were most of a
 small run's time (process start, then importing torch and transformers, again
-for every stage).  A model host starts with the cluster, imports torch and
-transformers while the driver prepares the benchmark (:meth:`ModelHost.warm`),
-then loads one stage's model after another.
+for every stage).  A model host starts when the first stage that runs a model
+asks for one, imports torch and transformers (:meth:`ModelHost.warm`), then
+loads one stage's model after another; a run whose model stages are all
+reused never starts one.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ its own partition's passage vectors.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +24,10 @@ from ..schemas import KEPT, UNFILTERED
 # Per provided generator: the tallies of each data segment's live rows, so that an update recounts only
 # its new segments (a sealed JSON; a cache: anything wrong with it is recomputed, never an error).
 QUALITY_CACHE = "quality/{name}.json"
+# The round trip's ranks, keyed by everything they depend on (the encoder, the embeddings files, the
+# sampled questions, the partitions, the metric): a run whose inputs are unchanged loads no encoder.
+# A cache like QUALITY_CACHE: anything wrong with it is recomputed.
+ROUND_TRIP_CACHE = "quality/round_trip.json"
 
 
 def provided_quality(storage: Any, root: str, manifest: Mapping[str, Any], name: str = "") -> Dict[str, Any]:
@@ -134,14 +138,32 @@ def read_run_quality(storage: Any, root: str, generators: Iterable[str]) -> Dict
     return {name: out[name] for name in sorted(out)}
 
 
+def cached_ranks(storage: Any, root: str, key: str) -> Optional[Dict[str, List[int]]]:
+    """The ranks :data:`ROUND_TRIP_CACHE` holds for ``key``; None when it holds another key, none, or a damaged file."""
+    from ..store.integrity import IntegrityError
+    from ..store.sealed import read_sealed
+    from ..store.storage import join
+
+    if not storage.exists(join(root, ROUND_TRIP_CACHE)):
+        return None
+    try:
+        cache = read_sealed(storage, root, ROUND_TRIP_CACHE)
+    except IntegrityError:
+        return None
+    return cache["ranks"] if cache.get("key") == key else None
+
+
 def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     """Round trip of every generating generator of ``quality`` under the run's default encoder, in one Ray
-    task or model-host call (see ``SAMPLE_PER_LANGUAGE``); adds it in place.  ``ctx``: the stage context."""
+    task or model-host call (see ``SAMPLE_PER_LANGUAGE``), or from :data:`ROUND_TRIP_CACHE` when nothing
+    it depends on changed; adds it in place.  ``ctx``: the stage context."""
     from ..config.systems import DEFAULT_ENCODER, encoder_cfg
     from ..ids import seed_for
     from ..runtime.tasks import run_model_task
-    from ..store.ledger import Ledger
+    from ..store.ledger import Ledger, fingerprint
+    from ..store.sealed import write_sealed
     from ..store.segments import live_table
+    from .encode import encoder_key
 
     emb = Ledger(ctx.storage, ctx.root, "embeddings").current()
     gens = [g for g in quality if KEPT in quality[g]]
@@ -164,9 +186,14 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
                 have[lang] = have.get(lang, 0) + 1
         samples[g] = sample_draws(tables, g, seed)
         read[g] = len(tables)
-    pool = ctx.pool("encode")
-    ranks = run_model_task(round_trip_task, (ctx.root, ctx.cfg.storage, encoder_cfg(ctx.cfg, DEFAULT_ENCODER), pool.torch_threads,
-                                             embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric), pool)
+    pool, enc = ctx.pool("encode"), encoder_cfg(ctx.cfg, DEFAULT_ENCODER)
+    key = fingerprint({"encoder": encoder_key(enc), "embeddings": embeddings, "samples": samples,
+                       "partitions": ctx.snapshot["num_partitions"], "metric": ctx.cfg.index.metric})
+    ranks = cached_ranks(ctx.storage, ctx.root, key)
+    if ranks is None:
+        ranks = run_model_task(round_trip_task, (ctx.root, ctx.cfg.storage, enc, pool.torch_threads,
+                                                 embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric), pool)
+        write_sealed(ctx.storage, ctx.root, ROUND_TRIP_CACHE, {"kind": "round-trip-cache", "key": key, "ranks": ranks})
     for g in gens:
         add_round_trip(quality, {g: samples[g]}, ranks, {
             "per_language": SAMPLE_PER_LANGUAGE, "seed": seed, "encoder": "default", "partitions_read": read[g],
