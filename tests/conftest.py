@@ -110,10 +110,22 @@ def scratch_v2(versions, ray_local):
 
 
 
-# Test files whose session fixtures build the same runs (ref_v1, scratch_v2: a smoke run each) run in
-# one xdist worker together, so that each run is built once; every other file is a unit of its own
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
+    """conf/smoke.yaml as shipped (the XQuAD slice) built once: (output dir, metrics).  Its users copy it before
+    changing anything, or rerun it unchanged (every stage reused, the same outputs)."""
+    from xqg_ray.config import load_config
+    from xqg_ray.pipeline import run
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    return out, run(load_config(str(REPO / "conf" / "smoke.yaml"), [f"output_dir={out}", f"benchmark.source={shared_datasets}", "ray.progress=false"]))
+
+
+# Test files whose session fixtures build the same runs (ref_v1, scratch_v2; smoke_run: a smoke run each) run
+# in one xdist worker together, so that each run is built once; every other file is a unit of its own
 # (`make test`: --dist loadfile, whole files per worker, so a module fixture is never built twice).
-SHARED_FILES = {name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py")}
+SHARED_FILES = {**{name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py")},
+                **{name: "smoke_run" for name in ("test_pipeline.py", "test_recovery.py")}}
 
 
 # The files that take longest (seconds of a `make test`, --durations, 2026-12-03), heaviest first.  xdist

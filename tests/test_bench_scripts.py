@@ -40,7 +40,6 @@ TINY = {
     "fixed_cost.py": ([], r"run 1: wall [0-9.]+ s; model work [0-9.]+ s \+ loading [0-9.]+ s = [0-9.]+ s; ratio wall/model [0-9.]+x \(goal <= 2\)"),
     "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de"],
                        r'\{"run": "\+10\.0% \(6 passages\)", .*"index_modes": \["updated"\], "added": 6\}'),
-    "driver_memory.py": (["--n", "40", "--factor", "2", "--partitions", "2"], r'\{"passages": 80, "seconds": [0-9.]+, "driver_peak_rss_mb": [0-9.]+\}'),
     "encode_memory.py": (["--n", "200", "--factor", "2"],
                          r"peak RSS at 2x N / at N: [0-9.]+x \(goal <= 1\.5x\); added by the partition: [0-9.]+x"),
     # 64 pairs = 4 steps of 16 in each arm (256 took 16): the ratio line means the same.

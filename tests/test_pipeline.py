@@ -33,10 +33,9 @@ def smoke_cfg(out: Path, shared: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, ray_local, shared_datasets, tiny_models):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    metrics = run(smoke_cfg(out, shared_datasets))
-    return out, metrics
+def smoke(smoke_run):
+    """conf/smoke.yaml as shipped, built once for this file and tests/test_recovery.py (conftest)."""
+    return smoke_run
 
 
 def corpus_table(out: Path) -> pa.Table:

@@ -32,10 +32,9 @@ def outputs(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, ray_local, shared_datasets, tiny_models):
-    out = tmp_path_factory.mktemp("recovery") / "run"
-    metrics = run(cfg_for(out, shared_datasets))
-    return out, metrics
+def finished(smoke_run):
+    """conf/smoke.yaml as shipped, built once for this file and tests/test_pipeline.py (conftest); copied before use."""
+    return smoke_run
 
 
 def test_deleted_committed_files_are_recomputed_unit_by_unit(finished, shared_datasets, tmp_path):
