@@ -295,15 +295,18 @@ def test_kill_and_resume_from_a_checkpoint(trained_one, tiny_models, tmp_path):
     run_dir = Path(checkpoints_path(root, "t")) / ref.manifest["key"][:16]
     ray_tmp = tempfile.mkdtemp(prefix="xt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     code = KILLED.format(tests=str(REPO / "tests"), model=tiny_models["tiny-bert"], root=root)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True, env={**os.environ, "RAY_TMPDIR": ray_tmp},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed.log"  # the run's output: why it ended, if it ends before the kill
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True, env={**os.environ, "RAY_TMPDIR": ray_tmp},
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         while time.time() - t0 < 180:
             if snapshot_recorded(run_dir / "checkpoint_manager_snapshot.json"):
                 break
             if proc.poll() is not None:
-                pytest.fail(f"the training run ended (rc {proc.returncode}) before its first checkpoint")
+                pytest.fail(f"the training run ended (rc {proc.returncode}) before its first checkpoint; its output ends:\n"
+                            + log.read_text(errors="replace")[-3000:])
             time.sleep(0.02)
     finally:
         proc.kill()  # SIGKILL the driver, then every Ray process of its session
