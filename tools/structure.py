@@ -13,7 +13,8 @@ package's modules, every private (leading underscore) name that a module
 imports from another module of the package (or reads through an imported
 module object, ``corpus._helper``), and the modules without a
 docstring. It never imports the package: it must work on a broken tree, on
-an old checkout and without the project's dependencies (standard library only).
+an old checkout and without the project's dependencies (the standard library,
+and networkx for the cycles: a pure-Python package of the test extra).
 
 How imports are read:
 
@@ -40,6 +41,7 @@ import ast
 import json
 import sys
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -268,98 +270,31 @@ def dotted_name(node: ast.expr) -> Optional[str]:
 
 
 # -- cycles --------------------------------------------------------------------
-def strongly_connected(graph: Dict[str, Set[str]]) -> List[List[str]]:
-    """Tarjan's strongly connected components, iteratively (no recursion limit)."""
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    on_stack: Set[str] = set()
-    stack: List[str] = []
-    out: List[List[str]] = []
-    counter = 0
-    for start in sorted(graph):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            advanced = False
-            for child in children:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph.get(child, ())))))
-                    advanced = True
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index[child])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    comp.append(w)
-                    if w == node:
-                        break
-                out.append(sorted(comp))
-    return out
-
-
 def find_cycles(edges: Sequence[Edge], limit: int = MAX_CYCLES) -> Tuple[List[Cycle], bool]:
     """Every elementary import cycle (up to ``limit``), each from its smallest module name.
 
-    Returns the cycles, shortest first, and whether ``limit`` cut the list.
+    Returns the cycles, shortest first, and whether ``limit`` cut the list.  The
+    enumeration is networkx's ``simple_cycles`` (Johnson's algorithm); a module
+    importing itself is not a cycle between modules.
     """
+    import networkx as nx
+
     best: Dict[Tuple[str, str], Edge] = {}  # per hop the strongest (then first) import
     for e in edges:
         key = (e.importer, e.imported)
         old = best.get(key)
         if old is None or (KINDS.index(e.kind), e.line) < (KINDS.index(old.kind), old.line):
             best[key] = e
-    graph: Dict[str, Set[str]] = {}
-    for a, b in best:
-        graph.setdefault(a, set()).add(b)
-        graph.setdefault(b, set())
+    found = islice((c for c in nx.simple_cycles(nx.DiGraph(list(best))) if len(c) > 1), limit + 1)
     cycles: List[Cycle] = []
-    truncated = False
-    for comp in strongly_connected(graph):
-        if len(comp) < 2:
-            continue
-        members = set(comp)
-        # each cycle is found once, from its smallest member, through larger members only
-        for start in comp:
-            path = [start]
-            stack = [iter(sorted(n for n in graph[start] if n in members and n >= start))]
-            while stack:
-                nxt = next(stack[-1], None)
-                if nxt is None:
-                    stack.pop()
-                    path.pop()
-                    continue
-                if nxt == start:
-                    if len(cycles) >= limit:
-                        truncated = True
-                        break
-                    hops = tuple(best[(path[i], path[(i + 1) % len(path)])] for i in range(len(path)))
-                    kind = max((h.kind for h in hops), key=KINDS.index)
-                    cycles.append(Cycle(tuple(path), kind, hops))
-                elif nxt > start and nxt not in path:
-                    path.append(nxt)
-                    stack.append(iter(sorted(n for n in graph[nxt] if n in members and n >= start)))
-            if truncated:
-                break
-    cycles.sort(key=lambda c: (len(c.modules), c.modules))
-    return cycles, truncated
+    for path in found:
+        if len(cycles) == limit:
+            return sorted(cycles, key=lambda c: (len(c.modules), c.modules)), True
+        start = path.index(min(path))
+        path = path[start:] + path[:start]
+        hops = tuple(best[(path[i], path[(i + 1) % len(path)])] for i in range(len(path)))
+        cycles.append(Cycle(tuple(path), max((h.kind for h in hops), key=KINDS.index), hops))
+    return sorted(cycles, key=lambda c: (len(c.modules), c.modules)), False
 
 
 # -- the whole analysis ----------------------------------------------------------
