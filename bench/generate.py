@@ -19,7 +19,7 @@ newline (causal) or EOS in every arm.  Arms:
 - ``stage-llamacpp``: the same with ``runtime: llamacpp`` (the GGUF in
   llama.cpp; needs ``llama-cpp-py-sync`` loading here, else the arm says why);
 - ``stage-rt``: the stage with the demo's filters, the round trip judged under
-  ``--encoder`` (k 3, 2 rounds, empty slots filled): the shipped path; its
+  ``--encoder`` (``generators.gemma.filters`` of conf/demo.yaml): the shipped path; its
   seconds include the judge's encoding of the passages and of every draw;
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
   language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
@@ -61,8 +61,7 @@ from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 
 
 STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt")
-# The demo's filters (conf/demo.yaml): every reason, the round trip judged under --encoder.
-DEMO_FILTERS = {"round_trip_top_k": 3, "max_attempts": 2, "fill_empty": True}
+DEMO = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"  # its generator's filters and its encoder: stage-rt, --quality
 
 
 class TimedGeneratePartition(GeneratePartition):
@@ -98,10 +97,16 @@ class TimedGeneratePartition(GeneratePartition):
 
 def demo_encoder(model: str):  # noqa: ANN201 - EncoderConfig
     """conf/demo.yaml's encoder settings with ``model``: the round trip's encoder (``--quality``, ``stage-rt``)."""
-    from xqg_ray.config import EncoderConfig
+    from xqg_ray.config import load_config
 
-    return EncoderConfig(model=model, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
-                         max_query_length=64, max_passage_length=256, batch_size=16)
+    return dataclasses.replace(load_config(str(DEMO)).encoder, model=model)
+
+
+def demo_filters():  # noqa: ANN201 - FilterConfig
+    """conf/demo.yaml's generator's filters (every reason, the round trip included): the ``stage-rt`` arm's."""
+    from xqg_ray.config import load_config
+
+    return load_config(str(DEMO)).generators["gemma"].filters
 
 
 def legacy_generate(gen, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:  # noqa: ANN001
@@ -304,9 +309,7 @@ def main() -> None:
             arm_g = dataclasses.replace(gcfg, runtime="llamacpp") if arm == "stage-llamacpp" else gcfg
             arm_enc = cfg.encoder
             if arm == "stage-rt":
-                from xqg_ray.config.schema import FILTER_REASONS, FilterConfig
-
-                arm_g = dataclasses.replace(gcfg, filters=FilterConfig(enabled=list(FILTER_REASONS), **DEMO_FILTERS))
+                arm_g = dataclasses.replace(gcfg, filters=demo_filters())
                 arm_enc = demo_encoder(a.encoder)
             if arm == "stage-llamacpp":
                 from xqg_ray.models.llamacpp import gguf_problem, load_problem
