@@ -25,7 +25,7 @@ from xqg_ray.stages.encode_actor import EncodePartition
 from xqg_ray.stages.records import EncodePartitionUnit
 from xqg_ray.stages.reuse import PriorOutput
 from xqg_ray.store.integrity import write_table_committed
-from xqg_ray.store.segments import compact_entry, live_table, segment_source, segments
+from xqg_ray.store.segments import compact_entry, live_batches, live_table, segment_source, segments
 from xqg_ray.store.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +122,17 @@ def test_a_chain_of_small_updates_writes_deltas_and_reads_as_a_rebuild(actor, tm
     prior = PriorOutput(storage, root, segment_source(v4), where="the test")
     got = pa.concat_tables(list(prior.batches(PASSAGE, "", 4, ["kind", "src", "id", "content_hash"])))
     assert got["id"].to_pylist() == final and got["content_hash"].to_pylist() == whole.filter(pa.compute.equal(whole["kind"], PASSAGE))["content_hash"].to_pylist()
+    # streamed a few rows at a time (an index build's read): the same live rows, no batch over its byte budget
+    cols = ["kind", "id", "content_hash", "vector"]
+    streamed = list(live_batches(storage, root, v4, cols, 1200))
+
+    def batch_rows(seg):  # the budget's rows: 1200 bytes over the file's decoded bytes per row
+        m = pq.ParquetFile(tmp_path / seg["file"]).metadata
+        return max(1, 1200 * m.num_rows // sum(m.row_group(g).total_byte_size for g in range(m.num_row_groups)))
+    assert len(streamed) == sum(-(-seg["rows"] // batch_rows(seg)) for seg in v4["segments"]) > 4
+    assert sum(t.num_rows for t in streamed) == 75  # 75 + 6 + 6 stored rows, 12 of them dead
+    key = [("kind", "ascending"), ("id", "ascending")]
+    assert pa.concat_tables(streamed).sort_by(key).equals(live.select(cols).sort_by(key))
     # compaction: one file holding exactly the live rows
     one = compact_entry(storage, root, v4, 8)
     assert "segments" not in one and one["rows"] == 75 and one["file"] == "embeddings/data/v4.compact.parquet"

@@ -104,11 +104,26 @@ def _job(root, recs, tag, prior=None):
                     dim=DIM, factory="Flat", metric="ip", threads=1).to_json()
 
 
-def test_build_and_update_never_serialise(tmp_path, monkeypatch):
+@pytest.mark.parametrize("read_batch_bytes", [None, 256])
+def test_build_and_update_never_serialise(tmp_path, monkeypatch, read_batch_bytes):
     """The build task writes index files with faiss.write_index: serialize_index and index_to_bytes are
     never called (they would copy the whole shard twice in memory); the files hold the same bytes
-    they would give, and a 1% update's shard equals a rebuild of the same version."""
+    they would give, and a 1% update's shard equals a rebuild of the same version.  Also with the
+    embeddings files read a few rows at a time (256 bytes: a passage's query rows then come in
+    another batch than its E(p) row)."""
     import faiss
+
+    from xqg_ray.stages import index as stage_index
+
+    if read_batch_bytes is not None:
+        monkeypatch.setattr(stage_index, "READ_BATCH_BYTES", read_batch_bytes)
+        real, sizes = stage_index.live_batches, []
+
+        def recorded(*a, **k):
+            for t in real(*a, **k):
+                sizes.append(t.num_rows)
+                yield t
+        monkeypatch.setattr(stage_index, "live_batches", recorded)
 
     def refuse(*a, **k):
         raise AssertionError("the index stage serialised an index in memory")
@@ -135,6 +150,8 @@ def test_build_and_update_never_serialise(tmp_path, monkeypatch):
     v2 = build_shard(_job(root, recs2, "v2", prior), StorageConfig())
     assert [(r["mode"], r["added"], r["removed"], r["ntotal"]) for r in v2] == [("updated", 7, 6, 301)] * 2
     rebuilt = build_shard(_job(root, recs2, "v3"), StorageConfig())
+    if read_batch_bytes is not None:
+        assert max(sizes) <= 4 and len(sizes) > 100, (max(sizes), len(sizes))
     monkeypatch.undo()
     q = rng.normal(size=(30, DIM)).astype(np.float32)
     for upd, reb in zip(v2, rebuilt):

@@ -37,9 +37,10 @@ from ..store.integrity import (
     write_table_committed,
 )
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed
-from ..store.segments import dead_keys, keyed_segments, live_table, segment_source, segments
+from ..store.segments import dead_keys, live_batches, segment_source, segments
 from .plan import Plan, plan_stage
 from .records import IndexManifest, ShardEntry, ShardJob, ShardSystem, entries
+from ..runtime.remote import release_freed_memory
 from ..runtime.tasks import run_tasks
 from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
@@ -173,11 +174,11 @@ def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Di
 
     Systems one after another, each freed before the next: a system reads from each
     embeddings file only its own rows and columns (the passages', then its
-    generator's), file by file, and an update keeps only the rows to add.  The index
+    generator's), batch by batch, and an update keeps only the rows to add.  The index
     is written by FAISS to a local file and committed from there (hashed while
     streaming), never serialised into memory.  Peak: about three copies of the
     shard's vectors for an xQG system (E(p), the query sums, the index), two for the
-    baseline, plus one embeddings file.
+    baseline, plus one read batch (:data:`READ_BATCH_BYTES`).
     """
     import faiss
 
@@ -187,6 +188,7 @@ def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Di
     out = []
     for system in job.systems:
         rec = build_system_shard(storage, job, system)
+        release_freed_memory()  # what this system freed, before the next one's reads
         led = Ledger(storage, job.root, system.stage)
         led.commit(system.label, system.key, rec)
         out.append({**rec, "key": system.key, "commit": led.commit_rel(system.label, system.key)})
@@ -196,17 +198,18 @@ def build_shard(job_json: Dict[str, Any], storage_cfg: StorageConfig) -> List[Di
 PASSAGE_COLUMNS = ["id", "content_hash", "vector"]
 
 
+# Decoded bytes per batch read from an embeddings file: a build holds one batch of a file, never the file
+# (one partition's rows: at xor-tydi's settings about 0.5 GB, at the scale benchmark's 1M 42 MB).
+READ_BATCH_BYTES = 8 << 20
+
+
 def embedding_parts(storage: Storage, job: ShardJob, wanted: Dict[str, List[str]]) -> Iterator[Dict[str, pa.Table]]:
-    """Per embeddings file of the shard, read when asked for: kind -> that kind's rows, only its columns (``wanted``)."""
+    """The shard's embeddings files streamed batch by batch (their live segments), read when asked for:
+    per batch, kind -> that kind's rows, only its columns (``wanted``)."""
     columns = list(dict.fromkeys(c for cols in wanted.values() for c in cols))
     for f in job.emb_files:
-        t = live_table(storage, job.root, f, ["kind", *columns], where="the embeddings manifest")  # one file, or its live segments
-        part = {kind: t.filter(pc.equal(t["kind"], kind)).select(cols) for kind, cols in wanted.items()}
-        del t
-        # Arrow's allocator keeps what the file's decode freed for reuse; returned now, it is not
-        # counted again on top of the augmentation and the index (measured at 1M: peak -60 MB).
-        pa.default_memory_pool().release_unused()
-        yield part
+        for t in live_batches(storage, job.root, f, ["kind", *columns], READ_BATCH_BYTES, where="the embeddings manifest"):
+            yield {kind: t.filter(pc.equal(t["kind"], kind)).select(cols) for kind, cols in wanted.items()}
 
 
 def in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -235,7 +238,7 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
 
     A build reads the files twice, passages then queries, so that only one kind's
     parts are held next to the shard's vectors.  An update reads of each embeddings
-    file only the segments appended since its prior version, or the file once where
+    file only the segments appended since its prior version, or the whole file where
     it was rewritten, and keeps only the rows to add (:func:`update_rows`).
     """
     from ..retrieval.index import build_index, read_index_file, system_vectors, update_index, write_index_file
@@ -245,13 +248,20 @@ def build_system_shard(storage: Storage, job: ShardJob, system: ShardSystem) -> 
     gen_cols = ["id", "vector", "count"] + (["slots", "slot_counts"] if int(system.n or 0) > 0 else [])
     seen: List[Tuple[pa.Table, np.ndarray]] = []  # per file: passage (id, content_hash), rows to add
 
+    # After each read pass, before the shard's vectors are placed and augmented, the decode
+    # buffers it freed go back to the OS: glibc and Arrow keep them otherwise, and the peak
+    # came on top of them (measured at 1M passages: see release_freed_memory).
     def passages() -> Iterator[pa.Table]:
         for d in embedding_parts(storage, job, {PASSAGE: PASSAGE_COLUMNS}):
             seen.append((d[PASSAGE].select(["id", "content_hash"]), np.ones(d[PASSAGE].num_rows, bool)))
             yield d[PASSAGE]
+        release_freed_memory()
 
     def queries() -> Iterator[pa.Table]:
-        return (d[gen] for d in embedding_parts(storage, job, {gen: gen_cols})) if gen else iter(())
+        if gen:
+            for d in embedding_parts(storage, job, {gen: gen_cols}):
+                yield d[gen]
+            release_freed_memory()
 
     mode, index, read = "built", None, [0]  # read: embeddings rows an update read
     if prior is None:
@@ -329,35 +339,39 @@ def update_rows(storage: Storage, job: ShardJob, sources: Optional[List[List[str
     """
     where = "the embeddings manifest"
     old_ids, old_hashes = old["id"].to_numpy(), old["content_hash"].combine_chunks()
-    kinds = pa.array([PASSAGE, *([gen] if gen else [])])
-    columns = list(dict.fromkeys(PASSAGE_COLUMNS + (gen_cols if gen else [])))
     keep = np.ones(old.num_rows, bool)
     fresh: List[Tuple[pa.Table, np.ndarray]] = []
     p_add, g_add = [], []
 
-    def take(t: pa.Table) -> None:
-        t = t.filter(pc.is_in(t["kind"], value_set=kinds))
-        read[0] += t.num_rows
-        p = t.filter(pc.equal(t["kind"], PASSAGE)).select(PASSAGE_COLUMNS)
-        add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
-        fresh.append((p.select(["id", "content_hash"]), add))
-        p_add.append(p.filter(pa.array(add)))
+    def take(entry: Dict[str, Any]) -> None:
+        # Streamed batch by batch, in two passes: a file holds a kind's rows together ("gen:..."
+        # before "passage"), so a passage's query rows are in another batch than its E(p) row.
+        added = []
+        for t in live_batches(storage, job.root, entry, ["kind", *PASSAGE_COLUMNS], READ_BATCH_BYTES, where=where):
+            p = t.filter(pc.equal(t["kind"], PASSAGE)).select(PASSAGE_COLUMNS)
+            read[0] += p.num_rows
+            add = rows_to_add(old_ids, old_hashes, p["id"].to_numpy(), p["content_hash"].combine_chunks())
+            fresh.append((p.select(["id", "content_hash"]), add))
+            p_add.append(p.filter(pa.array(add)))
+            added.append(p["id"].to_numpy()[add])
         if gen:
-            g = t.filter(pc.equal(t["kind"], gen)).select(gen_cols)
-            g_add.append(g.filter(pa.array(in_sorted(np.sort(p["id"].to_numpy()[add]), g["id"].to_numpy()))))
+            ids = np.sort(np.concatenate(added)) if added else np.zeros(0, np.int64)
+            for t in live_batches(storage, job.root, entry, ["kind", *gen_cols], READ_BATCH_BYTES, where=where):
+                g = t.filter(pc.equal(t["kind"], gen)).select(gen_cols)
+                read[0] += g.num_rows
+                g_add.append(g.filter(pa.array(in_sorted(ids, g["id"].to_numpy()))))
 
     for f, part, segs in zip(job.emb_files, job.partitions, segments_since(job.emb_files, sources)):
         if segs is None:  # rewritten: its live rows replace the prior's passages of the partition
             keep &= old_ids % job.num_partitions != part
-            take(live_table(storage, job.root, f, ["kind", *columns], where=where))
+            take(f)
             continue
         if not segs:  # unchanged since the prior version
             continue
         gone = dead_keys(storage, job.root, segs, where).get(PASSAGE)
         if gone is not None:
             keep &= ~in_sorted(gone, old_ids)
-        for t in keyed_segments(storage, job.root, {"segments": segs}, columns, where):  # each new segment's live rows
-            take(t)
+        take({"segments": segs})  # the new segments' live rows
     kept = old.filter(pa.array(keep))
     ids = [t["id"].to_numpy() for t, _ in fresh]
     if in_sorted(kept["id"].to_numpy(), np.concatenate(ids) if ids else np.zeros(0, np.int64)).any():
