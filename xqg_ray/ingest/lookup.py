@@ -156,6 +156,8 @@ def partition_rows(root: str, storage_cfg: StorageConfig, rec: Dict[str, Any], i
     ``cache``: the record of the rows an earlier lookup of this partition found (see :func:`read_rows_by_id`)."""
     storage = Storage(storage_cfg)
     cached = None
+    if cache is not None and "corpus_segments" not in cache:
+        cache = None  # a record of an older format: looked up again and written anew, like a damaged one
     if cache is not None:
         try:
             cached = read_table_verified(storage, root, cache, where=f"the lookup cache {LOOKUP_INDEX}")
