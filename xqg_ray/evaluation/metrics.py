@@ -33,7 +33,6 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
-from nltk.tokenize import word_tokenize
 
 TOKENIZER = "nltk.word_tokenize(preserve_line=True)"
 
@@ -89,6 +88,10 @@ def tokenize(text: str) -> list[str]:
     Kept as a separate function so callers can memoise per passage: thousands of
     queries retrieve the same passages and tokenization dominates the cost.
     """
+    # Imported at first use: nltk pulls in scipy.stats, about 0.9 CPU-s in every driver that
+    # imports the pipeline, most of which (a resumed or killed run, `xqg-ray prepare`) never evaluates.
+    from nltk.tokenize import word_tokenize
+
     return word_tokenize(text, preserve_line=True)
 
 

@@ -19,6 +19,7 @@ does not exist, e.g. for a language with no comparable queries.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -26,15 +27,26 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
 from .bootstrap import CHUNK_ELEMENTS, bca_ci, bootstrap_distribution, percentile_ci
 from .multitest import holm
 
 # lang value of the row that pools all languages' pairs.
 POOLED = "all"
-# scipy >= 1.15 seeds resampling with rng=, older releases with random_state=.
-_RNG_ARG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
+def _stats() -> Any:
+    """scipy.stats, imported at first use: about 0.9 CPU-s that every driver importing the pipeline
+    paid, most of which (a resumed or killed run, `xqg-ray prepare`) never compares systems."""
+    from scipy import stats
+
+    return stats
+
+
+@functools.lru_cache(maxsize=None)
+def _rng_arg() -> str:
+    """scipy >= 1.15 seeds resampling with rng=, older releases with random_state=."""
+    return "rng" if "rng" in inspect.signature(_stats().bootstrap).parameters else "random_state"
 
 # Differences whose spread (max - min) is below this are treated as constant
 # by paired_ttest.  Metric values live in [0, 1], so 1e-12 is far above float
@@ -74,7 +86,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
     with warnings.catch_warnings():
         # Precision-loss warnings on near-constant data are expected and handled.
         warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_rel(x, y).pvalue)
+        p = float(_stats().ttest_rel(x, y).pvalue)
     # Belt and braces: a NaN must never reach metrics.json or the Holm step.
     return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
 
@@ -101,10 +113,10 @@ def paired_permutation_test(
     if d.size < 2:  # 0 or 1 non-zero difference: the flips give p = 1 exactly
         return 1.0
     if np.ptp(np.abs(d)) <= _ZERO_VARIANCE_ATOL:
-        p = float(stats.binomtest(int(np.sum(d > 0)), d.size, 0.5).pvalue)
+        p = float(_stats().binomtest(int(np.sum(d > 0)), d.size, 0.5).pvalue)
     else:
         # scipy's paired path stacks resamples; ~4M elements a batch was fastest here.
-        p = float(stats.permutation_test(
+        p = float(_stats().permutation_test(
             (d,), np.mean, permutation_type="samples", vectorized=True, n_resamples=n_resamples,
             batch=max(1, 2 * CHUNK_ELEMENTS // d.size), **_rng_kw(seed),
         ).pvalue)
@@ -112,7 +124,7 @@ def paired_permutation_test(
 
 
 def _rng_kw(seed: int) -> dict[str, Any]:
-    return {_RNG_ARG: np.random.default_rng(seed)}
+    return {_rng_arg(): np.random.default_rng(seed)}
 
 
 def bootstrap_ci(
