@@ -22,8 +22,9 @@ corpus's next shard does: an append, whose partitions reduce only its rows),
 as CPU-seconds against the full build's, and the MB of corpus partitions,
 embeddings and generated-query files it wrote (delta segments) against their
 size.  The index has shards of about ``--rows-per-shard`` vectors (the shard
-count grows with N, up to the partition count): an index build task and a
-search actor hold one shard, which the configuration sizes.  The last line
+count grows with N, up to the partition count): an index build task holds one
+shard, which the configuration sizes, and each of at most 4 search actors
+(``ray.search.max_actors``, one per logical CPU) every 4th one.  The last line
 compares the two sizes with the goals of issue 14 (every stage's time at 10 N
 <= 11x, every process's peak <= 1.5x, a 1% update <= 5% of the build).
 """
@@ -188,8 +189,9 @@ def one(n: int, work: Path, partitions: int, shards: int) -> dict:
         f"output_dir={out}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
         "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]",
         f"corpus.num_partitions={partitions}", f"index.num_shards={shards}", "index.factory=Flat", "ray.progress=false",
-        # every search actor runs at once: shares of the smoke config's 4 logical CPUs (ray.num_cpus)
-        f"ray.search.num_cpus={min(1.0, 4 / shards):g}",
+        # one search actor per logical CPU of the smoke config's 4 (ray.num_cpus), each holding every 4th
+        # shard: an actor's start (~1.2 CPU-s) was most of a small search and of an update's
+        "ray.search.num_cpus=1", "ray.search.max_actors=4",
         "generators.human.kind=provided", f"generators.human.path={provided}",
     ])
     cfg.generators = {"human": cfg.generators["human"]}

@@ -61,7 +61,7 @@ def run_case(name: str, n: int, shards: int, a: argparse.Namespace) -> None:
     import ray
 
     from xqg_ray.config import RayConfig, StorageConfig, stage_pool
-    from xqg_ray.stages.search import search_shards, start_searchers
+    from xqg_ray.stages.search import search_shards, start_searchers, stop_searchers
 
     rng = np.random.default_rng(0)
     x, q = unit_vectors(rng, n, a.dim), unit_vectors(rng, a.queries, a.dim)
@@ -73,8 +73,9 @@ def run_case(name: str, n: int, shards: int, a: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as d:
         manifests = write_shards(d, x, ids, shards)
         t = time.perf_counter()
-        actors = start_searchers(d, StorageConfig(), manifests, shards, pool)
-        search_shards(actors, ["baseline"], q, a.k, a.batch_size)
+        searchers = start_searchers(d, StorageConfig(), manifests, shards, pool)
+        actors = [actor for actor, _ in searchers]  # one per shard here
+        search_shards(searchers, ["baseline"], q, a.k, a.batch_size)
         t_cold = time.perf_counter() - t
         for _ in range(a.repeat):
             t, c = time.perf_counter(), time.process_time()
@@ -83,11 +84,10 @@ def run_case(name: str, n: int, shards: int, a: argparse.Namespace) -> None:
             c_bare.append(time.process_time() - c)
             cpu0 = sum(ray.get([actor.cpu_seconds.remote() for actor in actors]))
             t, c = time.perf_counter(), time.process_time()
-            md, mi = search_shards(actors, ["baseline"], q, a.k, a.batch_size)["baseline"]
+            md, mi = search_shards(searchers, ["baseline"], q, a.k, a.batch_size)["baseline"]
             t_fan.append(time.perf_counter() - t)
             c_fan.append(time.process_time() - c + sum(ray.get([actor.cpu_seconds.remote() for actor in actors])) - cpu0)
-        for actor in actors:
-            ray.kill(actor)
+        stop_searchers(searchers)
     same = float(np.mean(ids[bi] == mi))  # ids differ only where scores tie within rounding
     qn, tb, tf = len(q), float(np.median(t_bare)), float(np.median(t_fan))
     print(f"{name}: {n:,} passages x {qn:,} queries, k={a.k}, dim {a.dim}, median of {a.repeat}: "

@@ -47,7 +47,7 @@ def test_more_shards_than_cpus_is_refused_before_any_work(tmp_path, ray_local, c
     out = tmp_path / "run"
     assert main(["run", SMOKE, "index.num_shards=5", "corpus.num_partitions=8", f"output_dir={out}"]) == 2
     assert capsys.readouterr().err == ("xqg-ray: cannot schedule 5 search actors (one per index shard), 1 CPU each, on this cluster "
-                                       "(1 node, 4 CPUs, 0 GPUs: 4 fit): change index.num_shards or ray.search.num_cpus/num_gpus "
+                                       "(1 node, 4 CPUs, 0 GPUs: 4 fit): change index.num_shards, ray.search.max_actors or ray.search.num_cpus/num_gpus "
                                        "(or give the cluster more)\n")
     assert not out.exists()
 

@@ -140,8 +140,13 @@ def test_check_schedulable_refuses_more_shards_than_cpus():
     with pytest.raises(ClusterError) as info:
         check_schedulable(load_config(SMOKE, ["index.num_shards=5", "corpus.num_partitions=8"]), nodes=one_node)
     assert str(info.value) == ("cannot schedule 5 search actors (one per index shard), 1 CPU each, on this cluster "
-                               "(1 node, 4 CPUs, 0 GPUs: 4 fit): change index.num_shards or ray.search.num_cpus/num_gpus "
+                               "(1 node, 4 CPUs, 0 GPUs: 4 fit): change index.num_shards, ray.search.max_actors or ray.search.num_cpus/num_gpus "
                                "(or give the cluster more)")
+    # 8 shards on 4 search actors (two shards each) fit; on 5 they do not
+    check_schedulable(load_config(SMOKE, ["index.num_shards=8", "corpus.num_partitions=8", "ray.search.max_actors=4"]), nodes=one_node)
+    with pytest.raises(ClusterError) as info:
+        check_schedulable(load_config(SMOKE, ["index.num_shards=8", "corpus.num_partitions=8", "ray.search.max_actors=5"]), nodes=one_node)
+    assert str(info.value).startswith("cannot schedule 5 search actors (ray.search.max_actors, for 8 index shards), 1 CPU each")
 
 
 def test_check_schedulable_names_gpu_pools_without_gpus():

@@ -9,7 +9,7 @@ from xqg_ray.config import Pool, StorageConfig
 from xqg_ray.ids import shard_of
 from xqg_ray.retrieval.index import build_index, index_to_bytes
 from xqg_ray.store.integrity import write_committed
-from xqg_ray.stages.search import search_shards, shard_k, start_searchers
+from xqg_ray.stages.search import search_shards, shard_k, start_searchers, stop_searchers
 from xqg_ray.store.storage import Storage
 from xqg_ray.retrieval.topk import exact_topk, merge_topk
 
@@ -30,15 +30,12 @@ def _shards(root, systems: dict, ids: np.ndarray, num_shards: int) -> dict:
     return manifests
 
 
-def _fan_out(tmp_path, systems, ids, q, k, num_shards, batch_size=7):
-    import ray
-
-    actors = start_searchers(str(tmp_path), StorageConfig(), _shards(tmp_path, systems, ids, num_shards), num_shards, POOL)
+def _fan_out(tmp_path, systems, ids, q, k, num_shards, batch_size=7, max_actors=None):
+    searchers = start_searchers(str(tmp_path), StorageConfig(), _shards(tmp_path, systems, ids, num_shards), num_shards, POOL, max_actors)
     try:
-        return search_shards(actors, list(systems), q, k, batch_size)
+        return search_shards(searchers, list(systems), q, k, batch_size)
     finally:
-        for a in actors:
-            ray.kill(a)
+        stop_searchers(searchers)
 
 
 @pytest.mark.parametrize("num_shards,k", [(1, 10), (2, 40), (3, 40), (3, 70)])
@@ -82,6 +79,31 @@ def test_skewed_shard_is_asked_again(tmp_path, ray_local):
     x[shard_of(ids, 3) == 0] *= 10  # shard 0 wins almost every query's top 40
     q = rng.normal(size=(50, 8)).astype(np.float32)
     _assert_as_exact(_fan_out(tmp_path, {"s": x}, ids, q, 40, 3, batch_size=16)["s"], q, x, ids, 40)
+
+
+def test_fewer_actors_than_shards_give_the_same_results(tmp_path, ray_local):
+    """ray.search.max_actors: 5 shards on 2 actors (shards 0, 2, 4 and 1, 3) or on 1 give the same (D, I),
+    bit for bit, as one actor per shard, from exactly that many actors."""
+    rng = np.random.default_rng(3)
+    ids = rng.choice(10**12, size=300, replace=False).astype(np.int64)
+    systems = {"a": rng.normal(size=(300, 8)).astype(np.float32), "b": rng.normal(size=(300, 8)).astype(np.float32)}
+    q = rng.normal(size=(40, 8)).astype(np.float32)
+    manifests = _shards(tmp_path, systems, ids, 5)
+    got = {}
+    for max_actors in (None, 2, 1):
+        searchers = start_searchers(str(tmp_path), StorageConfig(), manifests, 5, POOL, max_actors)
+        try:
+            actors = list({id(a): a for a, _ in searchers})
+            assert [s for _, s in searchers] == [0, 1, 2, 3, 4]
+            assert [actors.index(id(a)) for a, _ in searchers] == [i % (max_actors or 5) for i in range(5)]
+            got[max_actors] = search_shards(searchers, list(systems), q, 30, 7)
+        finally:
+            stop_searchers(searchers)
+    for max_actors in (2, 1):
+        for name in systems:
+            assert np.array_equal(got[max_actors][name][0], got[None][name][0]), (max_actors, name)
+            assert np.array_equal(got[max_actors][name][1], got[None][name][1]), (max_actors, name)
+    _assert_as_exact(got[1]["a"], q, systems["a"], ids, 30)
 
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3])

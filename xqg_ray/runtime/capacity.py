@@ -55,10 +55,17 @@ def shortfalls(demands: Sequence[Demand], nodes: Sequence[Mapping[str, float]]) 
     return out
 
 
-def search_demand(num_shards: int, pool: Pool) -> Demand:
-    """The search stage: one actor per index shard, all alive at once."""
-    return Demand(f"{num_shards} search actors (one per index shard)", num_shards, pool.num_cpus, pool.num_gpus,
-                  "index.num_shards or ray.search.num_cpus/num_gpus (or give the cluster more)")
+def search_actors(num_shards: int, max_actors: Optional[int]) -> int:
+    """How many search actors a run starts: one per index shard, at most ``ray.search.max_actors`` where set."""
+    return num_shards if max_actors is None else max(1, min(num_shards, max_actors))
+
+
+def search_demand(num_shards: int, pool: Pool, max_actors: Optional[int] = None) -> Demand:
+    """The search stage: its actors (:func:`search_actors`), all alive at once."""
+    n = search_actors(num_shards, max_actors)
+    what = "one per index shard" if n == num_shards else f"ray.search.max_actors, for {num_shards} index shards"
+    return Demand(f"{n} search actors ({what})", n, pool.num_cpus, pool.num_gpus,
+                  "index.num_shards, ray.search.max_actors or ray.search.num_cpus/num_gpus (or give the cluster more)")
 
 
 def run_demands(cfg: RunConfig, on_hosts: bool) -> List[Demand]:
@@ -74,7 +81,7 @@ def run_demands(cfg: RunConfig, on_hosts: bool) -> List[Demand]:
         n = min(max(1, pool.min_actors), pool.max_actors)
         out.append(Demand(f"{n} {stage} actors (ray.{stage}.min_actors)", n, pool.num_cpus, pool.num_gpus,
                           f"ray.{stage}.min_actors or ray.{stage}.num_cpus/num_gpus (or ray.actor_*)"))
-    out.append(search_demand(cfg.index.num_shards, stage_pool(rc, "search")))
+    out.append(search_demand(cfg.index.num_shards, stage_pool(rc, "search"), rc.search.max_actors))
     return out
 
 
@@ -106,4 +113,4 @@ def check_schedulable(cfg: RunConfig, nodes: Optional[Sequence[Mapping[str, floa
     require(run_demands(cfg, on_hosts), nodes)
 
 
-__all__ = ["Demand", "fitting", "shortfalls", "search_demand", "run_demands", "cluster_nodes", "require", "check_schedulable"]
+__all__ = ["Demand", "fitting", "shortfalls", "search_actors", "search_demand", "run_demands", "cluster_nodes", "require", "check_schedulable"]

@@ -1,8 +1,10 @@
 """Search stage: the test questions fanned out over one actor per shard, top-k merged per system.
 
 One actor per shard position (holding that shard of every system) keeps actor
-start-up, the expensive part on small runs, at ``num_shards`` per run.  Each
-actor checks every shard file against its manifest's sha256 before use.
+start-up, the expensive part on small runs, at ``num_shards`` per run, or at
+``ray.search.max_actors`` where that is set (each actor then holds every
+n-th shard position).  Each actor checks every shard file against its
+manifest's sha256 before use.
 
 The fan-out costs little beyond the search itself: the questions go into the
 object store once; every (system, query batch) call to every actor is in
@@ -24,7 +26,7 @@ from ..errors import UserError, reraise_user_error
 from ..store.integrity import verified_local_file
 from ..store.storage import Storage
 from ..retrieval.topk import faiss_threads, merge_topk
-from ..runtime.capacity import require, search_demand
+from ..runtime.capacity import require, search_actors, search_demand
 from ..runtime.cluster import current
 from ..runtime.remote import remote_class
 from .context import Context
@@ -34,9 +36,10 @@ RESERVOIR_MIN_K = 32  # per-shard k from which FAISS selects with a reservoir (s
 
 
 class ShardSearcher:
-    """A Ray actor holding shard ``s`` of several systems, each memory-mapped from its file where the index type allows."""
+    """A Ray actor holding one or more shards of several systems, each memory-mapped from its file where the index
+    type allows.  ``shards``: shard number -> system -> that shard's record in the system's index manifest."""
 
-    def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[str, Dict[str, Any]], threads: int = 1):
+    def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[int, Dict[str, Dict[str, Any]]], threads: int = 1):
         t0 = time.perf_counter()
         import faiss
 
@@ -55,8 +58,9 @@ class ShardSearcher:
         try:
             # One copy of each shard, memory-mapped from the committed file (a local copy of an
             # s3:// one): the page cache holds the vectors, shared by every actor on the node.
-            self.indexes = {name: read_index_file(verified_local_file(storage, root, rec, index_cache_dir(), where=f"the index/{name} manifest"), mmap=True)
-                            for name, rec in shards.items()}
+            self.indexes = {(name, shard): read_index_file(verified_local_file(storage, root, rec, index_cache_dir(),
+                                                                               where=f"the index/{name} manifest"), mmap=True)
+                            for shard, recs in shards.items() for name, rec in recs.items()}
         except UserError as e:
             # An error in an actor's constructor reaches the driver as ActorDiedError,
             # without the message; raised from a method call it arrives intact.
@@ -64,9 +68,9 @@ class ShardSearcher:
         self.load_seconds = time.perf_counter() - t0
         self.work_seconds = 0.0
 
-    def search(self, system: str, queries: np.ndarray, start: int, stop: int, k: int,
+    def search(self, system: str, shard: int, queries: np.ndarray, start: int, stop: int, k: int,
                rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-k of ``queries[start:stop]`` (or of ``queries[rows]``) in this shard of ``system``.
+        """Top-k of ``queries[start:stop]`` (or of ``queries[rows]``) in shard ``shard`` of ``system``.
 
         ``queries`` arrives zero-copy from the object store; a row slice of it stays contiguous.
         """
@@ -74,7 +78,7 @@ class ShardSearcher:
             raise self.error
         t0 = time.perf_counter()
         q = queries[start:stop] if rows is None else queries[rows]
-        out = self.indexes[system].search(np.ascontiguousarray(q, dtype=np.float32), k)
+        out = self.indexes[(system, shard)].search(np.ascontiguousarray(q, dtype=np.float32), k)
         self.work_seconds += time.perf_counter() - t0
         return out
 
@@ -87,14 +91,29 @@ class ShardSearcher:
         return time.process_time()
 
 
-def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool) -> List[Any]:
-    """One :class:`ShardSearcher` actor per shard position, holding that shard of every system.
+def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool,
+                    max_actors: Optional[int] = None) -> List[Tuple[Any, int]]:
+    """Per shard position, (the :class:`ShardSearcher` actor holding it, its number): one actor per shard, or
+    ``max_actors`` of them each holding every ``max_actors``-th shard of every system.
 
+    Fewer actors than shards trade an actor's start (about 1.2 CPU-s: a Ray worker, its imports,
+    each shard file hashed; most of a small search) for shards searched one after another in it.
     All must run at once: refused (one line) where the cluster cannot hold them, rather than waiting forever.
     """
-    require([search_demand(num_shards, pool)])
+    n = search_actors(num_shards, max_actors)
+    require([search_demand(num_shards, pool, max_actors)])
     cls = remote_class(ShardSearcher, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)
-    return [cls.remote(root, storage_cfg, {name: m["shards"][s] for name, m in manifests.items()}, pool.torch_threads) for s in range(num_shards)]
+    actors = [cls.remote(root, storage_cfg, {s: {name: m["shards"][s] for name, m in manifests.items()} for s in range(a, num_shards, n)},
+                         pool.torch_threads) for a in range(n)]
+    return [(actors[s % n], s) for s in range(num_shards)]
+
+
+def stop_searchers(searchers: Sequence[Tuple[Any, int]]) -> None:
+    """Kill the actors of :func:`start_searchers` (each once)."""
+    import ray
+
+    for a in {id(a): a for a, _ in searchers}.values():
+        ray.kill(a)
 
 
 SHARD_K_SD = 3.0  # binomial standard deviations above k/S asked of each shard (see shard_k)
@@ -128,9 +147,10 @@ def _incomplete(per_shard: Sequence[Tuple[np.ndarray, np.ndarray]], md: np.ndarr
     return np.flatnonzero(need)
 
 
-def search_shards(searchers: Sequence, systems: Sequence[str], queries: np.ndarray, k: int, batch_size: int,
+def search_shards(searchers: Sequence[Tuple[Any, int]], systems: Sequence[str], queries: np.ndarray, k: int, batch_size: int,
                   higher_is_better: bool = True) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard actor (exact)."""
+    """Per system, the merged ``(D, I)`` top-k of ``queries`` over every shard (``searchers``: per shard,
+    (its actor, its number), from :func:`start_searchers`), exact."""
     import ray
 
     n = len(queries)
@@ -152,7 +172,7 @@ def _fan_out(searchers: Sequence, systems: Sequence[str], qref: Any, bounds: Lis
     cluster, what = current(), f"search results from {len(searchers)} shard actors"
 
     def submit(name: str) -> List[List[Any]]:  # [batch][shard]
-        return [[s.search.remote(name, qref, a, b, k1) for s in searchers] for a, b in bounds]
+        return [[actor.search.remote(name, s, qref, a, b, k1) for actor, s in searchers] for a, b in bounds]
 
     merged: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
     redos: List[Tuple[str, int, np.ndarray, List[Any]]] = []  # (system, batch, rows, refs)
@@ -167,7 +187,7 @@ def _fan_out(searchers: Sequence, systems: Sequence[str], qref: Any, bounds: Lis
                 # Those queries again, full k from every shard.  Not awaited here: the
                 # calls queue behind the batches already sent, and waiting would stall
                 # the driver's merging of the next batches until the actors were idle.
-                redos.append((name, b, redo, [s.search.remote(name, qref, 0, n, k, rows=redo + a) for s in searchers]))
+                redos.append((name, b, redo, [actor.search.remote(name, s, qref, 0, n, k, rows=redo + a) for actor, s in searchers]))
             merged.setdefault(name, []).append((md, mi))
     for name, b, redo, again_refs in redos:
         md, mi = merged[name][b]
@@ -183,22 +203,20 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
     each encoder's systems are searched with that encoder's vectors).  The shard
     actors start once for all of them.
     """
-    import ray
-
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
-    actors = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"))
+    searchers = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"), ctx.cfg.ray.search.max_actors)
+    actors = list({id(a): a for a, _ in searchers}.values())
     try:
         out: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
         for qset, parts in jobs.items():
             for systems, qvecs in parts:
-                out.setdefault(qset, {}).update(search_shards(actors, systems, qvecs, k, ctx.cfg.search.query_batch_size,
+                out.setdefault(qset, {}).update(search_shards(searchers, systems, qvecs, k, ctx.cfg.search.query_batch_size,
                                                               higher_is_better=ctx.cfg.index.metric == "ip"))
-        for load, work in current().get([a.timings.remote() for a in actors], f"{S} search actors' timings"):
+        for load, work in current().get([a.timings.remote() for a in actors], f"{len(actors)} search actors' timings"):
             ctx.timer.event("search", "unit", load_seconds=round(load, 4), work_seconds=round(work, 4))
         return out
     except Exception as e:
         reraise_user_error(e)
         raise
     finally:
-        for a in actors:
-            ray.kill(a)
+        stop_searchers(searchers)
