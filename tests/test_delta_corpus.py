@@ -153,6 +153,10 @@ def test_updates_append_delta_segments_equal_to_a_rebuild(v1) -> None:
     (root / "lookups" / "a.parquet").write_bytes(b"damaged")
     got, again = partition_rows(str(root), CFG, m2["partitions"][p], ids, rec, "lookups/b.parquet")
     assert got.equals(plain) and again["sha256"] == rec["sha256"] and pq.read_table(root / "lookups" / "b.parquet").num_rows == plain.num_rows
+    # a record of an older format (no corpus_segments): looked up again and written anew, not a KeyError
+    old_format = {k: v for k, v in again.items() if k != "corpus_segments"}
+    got, again2 = partition_rows(str(root), CFG, m2["partitions"][p], ids, old_format, "lookups/b.parquet")
+    assert got.equals(plain) and again2 == again
 
     # v3 over the segmented v2: a third segment where touched again; the rebuild still equal.
     t3 = dict(t2)
