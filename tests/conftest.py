@@ -135,10 +135,10 @@ SHARED_FILES = {**{name: "corpus_versions" for name in ("test_kill_points.py", "
 HEAVY_FIRST = (
     "test_kill_points.py", "test_incremental.py", "test_s3.py",  # one unit (SHARED_FILES): ~500 s
     # The autoscaling test mostly waits (nodes added, then released after their idle timeout): first on the
-    # other worker, so that the bench scripts (three processes at a time) fill the cores after it, beside the
+    # other worker, so that the bench scripts (two processes at a time) fill the cores after it, beside the
     # corpus_versions unit.  A measured run: 669.5 -> 649.9 s (tests/test_bench_scripts.py right after it).
     "test_autoscaling.py",
-    "test_bench_scripts.py",  # ~150 s, three scripts at a time
+    "test_bench_scripts.py",  # ~150 s, two scripts at a time
     "test_job_submit.py", "test_training.py", "test_delta_segments.py", "test_train_stage.py",
     "test_kept_systems.py", "test_dev_split.py", "test_bundled_models.py", "test_integrity.py", "test_proportional.py",
     "test_experiments.py",
