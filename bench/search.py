@@ -61,7 +61,7 @@ def run_case(name: str, n: int, shards: int, a: argparse.Namespace) -> None:
     import ray
 
     from xqg_ray.config import RayConfig, StorageConfig, stage_pool
-    from xqg_ray.stages.search import search_shards, start_searchers, stop_searchers
+    from xqg_ray.stages.search import search_shards, searcher_actors, start_searchers, stop_searchers
 
     rng = np.random.default_rng(0)
     x, q = unit_vectors(rng, n, a.dim), unit_vectors(rng, a.queries, a.dim)
@@ -74,7 +74,7 @@ def run_case(name: str, n: int, shards: int, a: argparse.Namespace) -> None:
         manifests = write_shards(d, x, ids, shards)
         t = time.perf_counter()
         searchers = start_searchers(d, StorageConfig(), manifests, shards, pool)
-        actors = [actor for actor, _ in searchers]  # one per shard here
+        actors = searcher_actors(searchers)
         search_shards(searchers, ["baseline"], q, a.k, a.batch_size)
         t_cold = time.perf_counter() - t
         for _ in range(a.repeat):

@@ -9,7 +9,7 @@ from xqg_ray.config import Pool, StorageConfig
 from xqg_ray.ids import shard_of
 from xqg_ray.retrieval.index import build_index, index_to_bytes
 from xqg_ray.store.integrity import write_committed
-from xqg_ray.stages.search import search_shards, shard_k, start_searchers, stop_searchers
+from xqg_ray.stages.search import search_shards, searcher_actors, shard_k, start_searchers, stop_searchers
 from xqg_ray.store.storage import Storage
 from xqg_ray.retrieval.topk import exact_topk, merge_topk
 
@@ -93,7 +93,7 @@ def test_fewer_actors_than_shards_give_the_same_results(tmp_path, ray_local):
     for max_actors in (None, 2, 1):
         searchers = start_searchers(str(tmp_path), StorageConfig(), manifests, 5, POOL, max_actors)
         try:
-            actors = list({id(a): a for a, _ in searchers})
+            actors = [id(a) for a in searcher_actors(searchers)]
             assert [s for _, s in searchers] == [0, 1, 2, 3, 4]
             assert [actors.index(id(a)) for a, _ in searchers] == [i % (max_actors or 5) for i in range(5)]
             got[max_actors] = search_shards(searchers, list(systems), q, 30, 7)

@@ -108,11 +108,16 @@ def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, 
     return [(actors[s % n], s) for s in range(num_shards)]
 
 
+def searcher_actors(searchers: Sequence[Tuple[Any, int]]) -> List[Any]:
+    """The distinct actors of :func:`start_searchers`' result, in the order of their first shard."""
+    return list({id(a): a for a, _ in searchers}.values())
+
+
 def stop_searchers(searchers: Sequence[Tuple[Any, int]]) -> None:
     """Kill the actors of :func:`start_searchers` (each once)."""
     import ray
 
-    for a in {id(a): a for a, _ in searchers}.values():
+    for a in searcher_actors(searchers):
         ray.kill(a)
 
 
@@ -205,7 +210,7 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
     """
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
     searchers = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"), ctx.cfg.ray.search.max_actors)
-    actors = list({id(a): a for a, _ in searchers}.values())
+    actors = searcher_actors(searchers)
     try:
         out: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
         for qset, parts in jobs.items():
