@@ -264,3 +264,45 @@ def test_round_trip_sample_is_seeded_and_order_free():
     unf = [k for r, k in zip(full, ranks["g"]) if r[UNFILTERED]]
     assert q["g"][UNFILTERED]["overall"]["round_trip"]["n"] == 8 and q["g"][UNFILTERED]["overall"]["round_trip"]["hits@1"] == (1 in unf)
     assert q["g"][KEPT]["overall"]["round_trip"]["n"] == 7 and q["g"]["round_trip_sample"] == {"per_language": 200}
+
+
+def test_provided_round_trip_sample_is_seeded_order_free_and_in_the_given_languages():
+    from xqg_ray.evaluation.question_quality import sample_provided
+    from xqg_ray.ids import seed_for
+    from xqg_ray.schemas import GENERATED_SCHEMA
+
+    def table(rows):
+        return pa.Table.from_pylist([{"id": pid, "content_hash": "h", "queries": [{"lang": l, "text": t} for l, t in qs], "failed": 0}
+                                     for pid, qs in rows], schema=GENERATED_SCHEMA)
+
+    a = table([(11, [("de", "Wer war Luther?"), ("es", "¿Quién fue Lutero?"), ("de", "Wann lebte er?")]),
+               (12, [("de", "   "), ("fr", "Qui est-ce ?"), ("zh", "他是谁？")])])
+    b = table([(13, [("de", "Was ist eine Rippenqualle?"), ("zh", "什么是栉水母？")]), (14, [])])
+    one = sample_provided([a, b], "human", 3, ["de", "zh"], per_language=2)
+    assert one == sample_provided([b, a], "human", 3, ["de", "zh"], per_language=2)  # the order of files and rows is free
+    # de: three questions with text (the blank one never counts), the two of smallest seeded key.
+    de = [(11, 0, "Wer war Luther?"), (11, 2, "Wann lebte er?"), (13, 0, "Was ist eine Rippenqualle?")]
+    want_de = sorted(de, key=lambda x: seed_for(3, "round-trip", "human", x[0], "de", x[1]))[:2]
+    assert [(r["id"], r["text"]) for r in one if r["lang"] == "de"] == [(pid, t) for pid, _, t in want_de]
+    zh = [(12, 2, "他是谁？"), (13, 1, "什么是栉水母？")]
+    want_zh = sorted(zh, key=lambda x: seed_for(3, "round-trip", "human", x[0], "zh", x[1]))
+    assert [(r["id"], r["text"]) for r in one if r["lang"] == "zh"] == [(pid, t) for pid, _, t in want_zh]
+    assert [r["lang"] for r in one] == ["de", "de", "zh", "zh"]  # es and fr: not asked for
+    assert all(r[UNFILTERED] is True and r[KEPT] is False for r in one)
+    # Another seed draws by other keys: the de pair it keeps is its own two smallest.
+    other = sorted(de, key=lambda x: seed_for(4, "round-trip", "human", x[0], "de", x[1]))[:2]
+    assert [r["id"] for r in sample_provided([a, b], "human", 4, ["de"], per_language=2)] == [pid for pid, _, _ in other]
+    assert sample_provided([a, b], "human", 3, ["ar"]) == []
+
+
+def test_chart_series_has_the_round_trip_panel_beside_the_flags():
+    from xqg_ray.report.question_quality import PANELS, chart_series
+
+    q = _quality()
+    q["g"][UNFILTERED]["by_language"]["de"]["round_trip"] = {"n": 4, "rate@1": 0.25}
+    q["human"] = {UNFILTERED: {"overall": {}, "by_language": {"de": {"rates": {"duplicate": 0.0}, "round_trip": {"n": 2, "rate@1": 1.0}},
+                                                           "zh": {"rates": {"duplicate": 0.5}}}}}
+    s = chart_series(q)
+    assert list(s) == [p for p, _ in PANELS] and PANELS[-1] == ("round_trip", "round trip @1")
+    assert s["round_trip"] == {"g": {"de": 0.25, "es": None, "zh": None}, "human": {"de": 1.0, "es": None, "zh": None}}
+    assert s["duplicate"]["human"] == {"de": 0.0, "es": None, "zh": 0.5} and s["duplicate"]["g"]["zh"] is None

@@ -4,7 +4,8 @@ partition's passages under the run's encoder (Promptagator's consistency filter)
 Without Ray: a scripted generator and a scripted judge (exact rejections, seeds of the redraws, which draws
 are judged, counts by reason), the judge over a tiny encoder against the ranks computed by hand, the config
 checks and the generator's key.  With Ray: one smoke run with the filter on, every judged draw's rank
-recomputed from the stored passage vectors and a fresh encoding of the draw.
+recomputed from the stored passage vectors and a fresh encoding of the draw, and the held-out human
+questions' round trip (the reference in the report) recomputed from their files the same way.
 """
 
 from __future__ import annotations
@@ -205,12 +206,15 @@ def judged_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
     cfg = load_config(str(REPO / "conf" / "smoke.yaml"), [
         f"output_dir={out}", f"benchmark.source={shared_datasets}", "ray.progress=false", "benchmark.max_queries_per_language=6",
         "benchmark.corpus_limit=16", f"generators.t5.filters.enabled={ON}", f"generators.t5.filters.round_trip_top_k={K}",
-        "generators.t5.filters.max_attempts=2", "eval.bootstrap_samples=50", "eval.permutation_samples=50"])
-    from xqg_ray.config import SystemConfig
+        "generators.t5.filters.max_attempts=2", "eval.bootstrap_samples=50", "eval.permutation_samples=50",
+        "benchmark.heldout_fraction=0.5"])
+    from xqg_ray.config import GeneratorConfig, SystemConfig
 
-    cfg.generators = {"t5": cfg.generators["t5"]}
+    # The held-out human questions too: their round trip is measured in t5's languages, as the reference.
+    cfg.generators = {"t5": cfg.generators["t5"], "human": GeneratorConfig(kind="provided", path="benchmark:provided")}
     cfg.systems = [SystemConfig(name="baseline"),
-                   SystemConfig(name="xqg-kept", generator="t5", alpha=0.3, aggregation="mean", questions=KEPT)]
+                   SystemConfig(name="xqg-kept", generator="t5", alpha=0.3, aggregation="mean", questions=KEPT),
+                   SystemConfig(name="human-mean", generator="human", alpha=0.3, aggregation="mean")]
     return out, cfg, run(cfg)
 
 
@@ -228,6 +232,9 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
         e = pq.read_table(out / next(x for x in emb["units"] if x["partition"] == u["partition"])["file"])
         e = e.filter(pc.equal(e["kind"], PASSAGE))
         ids = e["id"].to_pylist()
+        if not ids:  # a partition the corpus left empty (16 passages hashed over 4): nothing drawn there
+            assert draws == []
+            continue
         pv = np.asarray(e["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1)
         assert all(i % nparts == u["partition"] for i in ids)
         asked = [d for d in draws if d["reason"] in (None, ROUND_TRIP, "duplicate")]
@@ -258,6 +265,42 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
     # The run's round-trip measure of the kept questions: every sampled one within k.
     rt = result["question_quality"]["t5"][KEPT]["overall"]["round_trip"]
     assert rt["n"] > 0 and rt["hits@5"] == rt["n"] and rt["median_rank"] <= K
+
+
+def test_the_human_questions_round_trip_is_measured_in_the_generators_languages(judged_run):
+    from xqg_ray.evaluation.quality import round_trip_ranks, round_trip_summary
+    from xqg_ray.evaluation.question_quality import SAMPLE_PER_LANGUAGE, sample_provided
+    from xqg_ray.models.factory import make_encoder
+
+    out, cfg, result = judged_run
+    human, emb = current(out, "generated/human"), current(out, "embeddings")
+    # Every partition is read (this corpus holds fewer than the sample's 200 per language).
+    tables = [pq.read_table(out / u["file"], columns=["id", "queries"]) for u in human["units"]]
+    rows = sample_provided(tables, "human", cfg.eval.seed, cfg.generators["t5"].languages)
+    langs = sorted({q["lang"] for t in tables for qs in t["queries"].to_pylist() for q in qs})
+    assert set(langs) > {"de", "zh"} and sorted({r["lang"] for r in rows}) == ["de", "zh"] and len(rows) < 2 * SAMPLE_PER_LANGUAGE
+    vecs = make_encoder(cfg.encoder, 1).encode([r["text"] for r in rows], "query")  # one batch, as the task encodes them
+    nparts = len(emb["units"])
+    ranks = [0] * len(rows)
+    for u in emb["units"]:
+        e = pq.read_table(out / u["file"])
+        e = e.filter(pc.equal(e["kind"], PASSAGE))
+        ids = e["id"].to_pylist()
+        idx = [i for i, r in enumerate(rows) if r["id"] % nparts == u["partition"]]
+        if not ids:
+            assert idx == []
+            continue
+        pv = np.asarray(e["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1)
+        got = round_trip_ranks(vecs[idx], [ids.index(rows[i]["id"]) for i in idx], pv, "ip", passage_ids=ids)
+        for i, k in zip(idx, got.tolist()):
+            ranks[i] = k
+    q = result["question_quality"]["human"]
+    assert q["unfiltered"]["overall"]["round_trip"] == round_trip_summary(ranks)
+    for lang in ("de", "zh"):
+        assert q["unfiltered"]["by_language"][lang]["round_trip"] == round_trip_summary([k for r, k in zip(rows, ranks) if r["lang"] == lang])
+    others = {lang: g["round_trip"] for lang, g in q["unfiltered"]["by_language"].items() if lang not in ("de", "zh")}
+    assert others and all(rt == round_trip_summary([]) for rt in others.values())  # not sampled: n 0, no rate
+    assert q["round_trip_sample"]["partitions_read"] == nparts
 
 
 # ---------------------------------------------------------------- updates (the generate actor without Ray)

@@ -300,6 +300,28 @@ def sample_draws(tables: Iterable[pa.Table], generator: str, seed: int, per_lang
     return [row for lang in sorted(by_lang) for _, row in sorted(by_lang[lang], key=lambda kr: kr[0])[:per_language]]
 
 
+def sample_provided(tables: Iterable[pa.Table], generator: str, seed: int, languages: Iterable[str],
+                    per_language: int = SAMPLE_PER_LANGUAGE) -> List[Dict[str, Any]]:
+    """The provided questions' counterpart of :func:`sample_draws`: up to ``per_language`` questions per
+    language of ``languages`` from ``tables`` (GENERATED_SCHEMA rows: a passage ``id`` and its ``queries``),
+    those of smallest seed_for(seed, "round-trip", generator, id, lang, i) with ``i`` the question's place
+    in its passage's list; each as ``{"id", "lang", "text", "unfiltered": True, "kept": False}`` (a
+    provided generator's one selection).  Only ``languages``: the human questions' round trip is the
+    reference for the generators' languages, and their other languages would cost encodings that nothing
+    compares."""
+    from ..ids import seed_for
+
+    wanted = set(languages)
+    by_lang: Dict[str, List[tuple]] = {}
+    for t in tables:
+        for pid, qs in zip(t["id"].to_pylist(), t["queries"].to_pylist()):
+            for i, q in enumerate(qs or ()):
+                if q["lang"] in wanted and (q["text"] or "").strip():
+                    key = seed_for(seed, "round-trip", generator, pid, q["lang"], i)
+                    by_lang.setdefault(q["lang"], []).append((key, {"id": pid, "lang": q["lang"], "text": q["text"], UNFILTERED: True, KEPT: False}))
+    return [row for lang in sorted(by_lang) for _, row in sorted(by_lang[lang], key=lambda kr: kr[0])[:per_language]]
+
+
 def add_round_trip(quality: Dict[str, Any], samples: Mapping[str, List[Dict[str, Any]]], ranks: Mapping[str, List[int]],
                    about: Mapping[str, Any]) -> None:
     """Put each selection's ``round_trip`` (:func:`round_trip_summary` of its sampled questions' ranks) into

@@ -1,4 +1,4 @@
-"""The report's question quality: a table per generator and one chart of each flag's rate per language.
+"""The report's question quality: a table per generator and one chart of each flag's rate and the round trip per language.
 
 Drawn from metrics.json's ``question_quality`` (generator -> ``{"unfiltered",
 "kept", "filter", "settings"}`` for generating kinds, ``{"unfiltered"}`` for
@@ -20,6 +20,10 @@ FLAG_COLUMNS = (("wrong_language", "wrong language"), ("exemplar_exact", "exempl
                 ("exemplar_near", "exemplar near"), ("duplicate", "duplicate"), ("degenerate", "degenerate"),
                 ("empty", "empty"))
 CHART = "plots/question_quality.png"
+# The chart's panels: every flag, then the round trip (rate@1 of the sampled questions; the human
+# questions' beside a generator's are what retrieval-ready questions reach).
+ROUND_TRIP_PANEL = ("round_trip", "round trip @1")
+PANELS = FLAG_COLUMNS + (ROUND_TRIP_PANEL,)
 
 
 def _row(label: str, g: Mapping[str, Any]) -> List[str]:
@@ -39,7 +43,8 @@ def quality_tables(quality: Mapping[str, Any]) -> List[str]:
              "Share of questions (%) flagged by each measure of `evaluation/quality.py`, per generator: "
              "`unfiltered` = the first draws with any text (the queries the data files hold), `kept` = what the "
              "generator's filters kept. Round trip @1: the share of a sample of questions whose own passage ranks "
-             "first among its partition's passages under the run's encoder (where measured).", ""]
+             "first among its partition's passages under the run's encoder (where measured: a provided generator's, "
+             "such as the held-out human questions, in the generating generators' languages).", ""]
     for name, q in quality.items():
         for sel in ("unfiltered", "kept"):
             rep = q.get(sel)
@@ -59,15 +64,22 @@ def quality_tables(quality: Mapping[str, Any]) -> List[str]:
     return lines + [f"![question quality]({CHART})", ""]
 
 
+def _rate(g: Mapping[str, Any], panel: str) -> Optional[float]:
+    if panel == ROUND_TRIP_PANEL[0]:
+        return (g.get("round_trip") or {}).get("rate@1")
+    return g["rates"].get(panel)
+
+
 def chart_series(quality: Mapping[str, Any]) -> Dict[str, Dict[str, Dict[str, Optional[float]]]]:
-    """flag -> generator -> language -> rate of the generator's unfiltered questions (None where absent)."""
+    """panel (each flag, then ``round_trip``: its rate@1) -> generator -> language -> rate of the generator's
+    unfiltered questions (None where absent or, for the round trip, not measured)."""
     langs = sorted({lang for q in quality.values() for lang in (q.get("unfiltered") or {}).get("by_language", {})})
     out: Dict[str, Dict[str, Dict[str, Optional[float]]]] = {}
-    for flag, _ in FLAG_COLUMNS:
-        out[flag] = {}
+    for panel, _ in PANELS:
+        out[panel] = {}
         for name, q in quality.items():
             by = (q.get("unfiltered") or {}).get("by_language", {})
-            out[flag][name] = {lang: (by[lang]["rates"].get(flag) if lang in by else None) for lang in langs}
+            out[panel][name] = {lang: (_rate(by[lang], panel) if lang in by else None) for lang in langs}
     return out
 
 
@@ -82,10 +94,10 @@ def quality_chart_png(quality: Mapping[str, Any]) -> bytes:
     series = chart_series(quality)
     names = list(quality)
     langs = sorted({lang for per in series[FLAG_COLUMNS[0][0]].values() for lang in per})
-    fig = Figure(figsize=(min(24.0, 2.2 + 2.6 * len(FLAG_COLUMNS)), 4.0), dpi=100)
+    fig = Figure(figsize=(min(24.0, 2.2 + 2.6 * len(PANELS)), 4.0), dpi=100)
     width = 0.8 / max(1, len(names))
-    for k, (flag, title) in enumerate(FLAG_COLUMNS):
-        ax = fig.add_subplot(1, len(FLAG_COLUMNS), k + 1)
+    for k, (flag, title) in enumerate(PANELS):
+        ax = fig.add_subplot(1, len(PANELS), k + 1)
         for j, name in enumerate(names):
             vals = [series[flag][name].get(lang) for lang in langs]
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(langs))]

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.schema import PROVIDED_KIND
-from ..evaluation.question_quality import SAMPLE_PER_LANGUAGE, add_round_trip, question_flags, report_of, run_quality, sample_draws, tally
+from ..evaluation.question_quality import (SAMPLE_PER_LANGUAGE, add_round_trip, question_flags, report_of, run_quality,
+                                           sample_draws, sample_provided, tally)
 from ..schemas import KEPT, UNFILTERED
 
 
@@ -154,9 +155,9 @@ def cached_ranks(storage: Any, root: str, key: str) -> Optional[Dict[str, List[i
 
 
 def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
-    """Round trip of every generating generator of ``quality`` under the run's default encoder, in one Ray
-    task or model-host call (see ``SAMPLE_PER_LANGUAGE``), or from :data:`ROUND_TRIP_CACHE` when nothing
-    it depends on changed; adds it in place.  ``ctx``: the stage context."""
+    """Round trip of every generating generator of ``quality``, and of every provided one in their languages,
+    under the run's default encoder, in one Ray task or model-host call (see ``SAMPLE_PER_LANGUAGE``), or
+    from :data:`ROUND_TRIP_CACHE` when nothing it depends on changed; adds it in place.  ``ctx``: the stage context."""
     from ..config.systems import DEFAULT_ENCODER, encoder_cfg
     from ..ids import seed_for
     from ..runtime.tasks import run_model_task
@@ -169,6 +170,10 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     gens = [g for g in quality if KEPT in quality[g]]
     if not emb or not gens:
         return
+    # The provided (human) questions in the generators' languages: the reference their round trip is read
+    # against (the report puts them side by side).
+    gen_langs = sorted({lang for g in gens for lang in ctx.cfg.generators[g].languages})
+    provided = [g for g in quality if g in ctx.cfg.generators and ctx.cfg.generators[g].kind == PROVIDED_KIND]
     embeddings = {u["partition"]: u for u in emb["units"]}
     seed = ctx.cfg.eval.seed
     samples, read = {}, {}
@@ -186,6 +191,21 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
                 have[lang] = have.get(lang, 0) + 1
         samples[g] = sample_draws(tables, g, seed)
         read[g] = len(tables)
+    for g in provided:
+        tables, have = [], {lang: 0 for lang in gen_langs}
+        for u in sorted(Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"],
+                        key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
+            if min(have.values()) >= SAMPLE_PER_LANGUAGE:
+                break
+            t = live_table(ctx.storage, ctx.root, u, ["id", "queries"], where="the generated manifest")
+            tables.append(t)
+            for qs in t["queries"].to_pylist():
+                for q in qs or ():
+                    if q["lang"] in have:
+                        have[q["lang"]] += 1
+        if rows := sample_provided(tables, g, seed, gen_langs):  # none in these languages: nothing to rank
+            samples[g], read[g] = rows, len(tables)
+    provided = [g for g in provided if g in samples]
     pool, enc = ctx.pool("encode"), encoder_cfg(ctx.cfg, DEFAULT_ENCODER)
     key = fingerprint({"encoder": encoder_key(enc), "embeddings": embeddings, "samples": samples,
                        "partitions": ctx.snapshot["num_partitions"], "metric": ctx.cfg.index.metric})
@@ -194,7 +214,7 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
         ranks = run_model_task(round_trip_task, (ctx.root, ctx.cfg.storage, enc, pool.torch_threads,
                                                  embeddings, samples, ctx.snapshot["num_partitions"], ctx.cfg.index.metric), pool)
         write_sealed(ctx.storage, ctx.root, ROUND_TRIP_CACHE, {"kind": "round-trip-cache", "key": key, "ranks": ranks})
-    for g in gens:
+    for g in gens + provided:
         add_round_trip(quality, {g: samples[g]}, ranks, {
             "per_language": SAMPLE_PER_LANGUAGE, "seed": seed, "encoder": "default", "partitions_read": read[g],
             "against": "the passages of the question's own partition (stored E(p)), exhaustive; ties by passage id"})
