@@ -334,3 +334,20 @@ def test_aggregate_language_without_values():
     empty = aggregate(table.slice(2), ["R@2kt"])
     assert empty["macro"]["R@2kt"] is None
     assert not math.isnan(agg["macro"]["R@2kt"])
+
+
+def test_a_shared_token_cache_tokenizes_each_passage_once_across_calls(monkeypatch):
+    calls = []
+    real = metrics.tokenize
+    monkeypatch.setattr(metrics, "tokenize", lambda text: calls.append(text) or real(text))
+    plain = per_query_metrics(make_queries(), RANKINGS, PASSAGES)
+    per_call = len(calls)
+    calls.clear()
+    cache: dict = {}
+    # Two "systems" over the same corpus: the second call tokenizes nothing.
+    first = per_query_metrics(make_queries(), RANKINGS, PASSAGES, token_cache=cache)
+    assert len(calls) == per_call == len(cache) and sorted(calls) == sorted(PASSAGES[d] for d in cache)
+    second = per_query_metrics(make_queries(), {q: list(reversed(r)) for q, r in RANKINGS.items()}, PASSAGES, token_cache=cache)
+    assert len(calls) == per_call  # every passage the reversed rankings read was tokenized by the first call
+    assert first.equals(plain) and cache == {d: real(PASSAGES[d]) for d in cache}
+    assert second.equals(per_query_metrics(make_queries(), {q: list(reversed(r)) for q, r in RANKINGS.items()}, PASSAGES))

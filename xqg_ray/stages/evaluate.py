@@ -125,6 +125,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                 if store is None or store.evaluated(qset, name) is None]
         docs = lookup_passages(ctx, np.concatenate(todo)) if todo else {}
         text_of = {docid: text for docid, text in docs.values()}
+        tokens_of: Dict[str, List[str]] = {}  # every (query set, system) below reads the same passages: tokenized once
         tables = {qset: dev if qset == DEV_QUERY_SET else queries for qset in results}
         rows_of = {qset: question_rows(t) for qset, t in tables.items()}
         per_query_sets: Dict[str, Dict[str, pa.Table]] = {}
@@ -145,7 +146,8 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                     t = pq.read_table(pa.BufferReader(data["per_query"]))
                 else:
                     ranks = write_runs(ctx, name, tables[qset], d, i, docs, where=where)
-                    t = M.per_query_metrics(rows_of[qset], ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k)
+                    t = M.per_query_metrics(rows_of[qset], ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k,
+                                             token_cache=tokens_of)
                     ctx.storage.write_table(paths["per_query"], t)
                     if store is not None:
                         store.commit_eval(qset, name, {f: ctx.storage.read_bytes(uri) for f, uri in paths.items()})
