@@ -201,7 +201,7 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
             tables.append(t)
             for qs in t["queries"].to_pylist():
                 for q in qs or ():
-                    if q["lang"] in have:
+                    if q["lang"] in have and (q["text"] or "").strip():  # what sample_provided can draw
                         have[q["lang"]] += 1
         if rows := sample_provided(tables, g, seed, gen_langs):  # none in these languages: nothing to rank
             samples[g], read[g] = rows, len(tables)
