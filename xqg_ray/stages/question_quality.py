@@ -11,7 +11,7 @@ its own partition's passage vectors.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -154,12 +154,30 @@ def cached_ranks(storage: Any, root: str, key: str) -> Optional[Dict[str, List[i
     return cache["ranks"] if cache.get("key") == key else None
 
 
+def seeded_reads(units: List[Dict[str, Any]], seed: int, generator: str, langs: Iterable[str],
+                 read: Callable[[Dict[str, Any]], pa.Table], langs_of: Callable[[pa.Table], List[str]]) -> List[pa.Table]:
+    """``read`` of each of ``units`` (a generator's manifest units), partitions in a seeded order, until every
+    language of ``langs`` has SAMPLE_PER_LANGUAGE rows that can be sampled (``langs_of``: their languages)."""
+    from ..ids import seed_for
+
+    tables: List[pa.Table] = []
+    have = {lang: 0 for lang in langs}
+    for u in sorted(units, key=lambda u: seed_for(seed, "round-trip", generator, u["partition"])):
+        if min(have.values()) >= SAMPLE_PER_LANGUAGE:
+            break
+        t = read(u)
+        tables.append(t)
+        for lang in langs_of(t):
+            if lang in have:
+                have[lang] += 1
+    return tables
+
+
 def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     """Round trip of every generating generator of ``quality``, and of every provided one in their languages,
     under the run's default encoder, in one Ray task or model-host call (see ``SAMPLE_PER_LANGUAGE``), or
     from :data:`ROUND_TRIP_CACHE` when nothing it depends on changed; adds it in place.  ``ctx``: the stage context."""
     from ..config.systems import DEFAULT_ENCODER, encoder_cfg
-    from ..ids import seed_for
     from ..runtime.tasks import run_model_task
     from ..store.ledger import Ledger, fingerprint
     from ..store.sealed import write_sealed
@@ -179,30 +197,16 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     samples, read = {}, {}
     for g in gens:
         units = Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"]
-        langs = ctx.cfg.generators[g].languages
-        tables, have = [], {lang: 0 for lang in langs}
-        # Partitions in a seeded order until every language has its sample.
-        for u in sorted(units, key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
-            if min(have.values()) >= SAMPLE_PER_LANGUAGE:
-                break
-            t = live_table(ctx.storage, ctx.root, u["attempts"], where="the generated manifest")
-            tables.append(t)
-            for lang in t.filter(pc.or_(t[UNFILTERED], t[KEPT]))["lang"].to_pylist():
-                have[lang] = have.get(lang, 0) + 1
-        samples[g] = sample_draws(tables, g, seed)
-        read[g] = len(tables)
+        tables = seeded_reads(units, seed, g, ctx.cfg.generators[g].languages,
+                              lambda u: live_table(ctx.storage, ctx.root, u["attempts"], where="the generated manifest"),
+                              lambda t: t.filter(pc.or_(t[UNFILTERED], t[KEPT]))["lang"].to_pylist())
+        samples[g], read[g] = sample_draws(tables, g, seed), len(tables)
     for g in provided:
-        tables, have = [], {lang: 0 for lang in gen_langs}
-        for u in sorted(Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"],
-                        key=lambda u: seed_for(seed, "round-trip", g, u["partition"])):
-            if min(have.values()) >= SAMPLE_PER_LANGUAGE:
-                break
-            t = live_table(ctx.storage, ctx.root, u, ["id", "queries"], where="the generated manifest")
-            tables.append(t)
-            for qs in t["queries"].to_pylist():
-                for q in qs or ():
-                    if q["lang"] in have and (q["text"] or "").strip():  # what sample_provided can draw
-                        have[q["lang"]] += 1
+        units = Ledger(ctx.storage, ctx.root, f"generated/{g}").current()["units"]
+        tables = seeded_reads(units, seed, g, gen_langs,
+                              lambda u: live_table(ctx.storage, ctx.root, u, ["id", "queries"], where="the generated manifest"),
+                              # what sample_provided can draw: questions with text
+                              lambda t: [q["lang"] for qs in t["queries"].to_pylist() for q in qs or () if (q["text"] or "").strip()])
         if rows := sample_provided(tables, g, seed, gen_langs):  # none in these languages: nothing to rank
             samples[g], read[g] = rows, len(tables)
     provided = [g for g in provided if g in samples]
