@@ -24,7 +24,7 @@ from corpus_versions import current
 from helpers_data import shared_datasets
 from xqg_ray.benchmark.build import XQUAD_LANGUAGES, build_xquad, read_xquad_source
 from xqg_ray.config import BenchmarkConfig, ConfigError, PerturbationConfig, SystemConfig, SweepConfig, load_config
-from xqg_ray.evaluation.tuning import choose_on_dev, dev_score, tune
+from xqg_ray.evaluation.tuning import choose_on_dev, dev_score, tune, tune_groups
 from xqg_ray.ids import seed_for
 
 DATA = shared_datasets()
@@ -170,6 +170,122 @@ def test_tune_reports_the_chosen_points_evaluated_figures() -> None:
     }}}
 
 
+def test_a_tuning_group_chooses_across_systems_on_dev_and_evaluates_only_the_choice() -> None:
+    def dev_table(vals):
+        return pa.table({"qid": [f"q{i}" for i in range(5)], "lang": LANGS, "MRR@10": vals})
+
+    dev = {"baseline": dev_table([0.0, 0.0, 1.0, 0.0, 0.0]), "xqg": dev_table([1.0, 0.0, 0.0, 1.0, 0.0]),
+           "xqg@alpha=0.3": dev_table([1.0, 1.0, 0.0, 0.0, 0.0]), "kept": dev_table([0.0, 0.0, 0.0, 1.0, 1.0])}
+    asked = []
+
+    def evaluated(name):
+        asked.append(name)
+        return {"test": {"MRR@10": {"mean": 0.7}}, "languages": {"de": {"diff": 0.1}}}
+
+    groups = {"g": ["xqg", "xqg@alpha=0.3", "kept"], "h": ["xqg@alpha=0.3", "xqg"]}
+    # Macro dev (de, es): xqg (1/3 + 1/2) / 2 = 5/12, xqg@alpha=0.3 (2/3 + 0) / 2 = 1/3, kept (0 + 1) / 2: kept wins g;
+    # h lists xqg@alpha=0.3 first, but xqg scores higher.
+    got = tune_groups(groups, {"g": "baseline", "h": "baseline"}, dev, "MRR@10", evaluated)
+    common = {"on": "dev", "metric": "MRR@10", "dev_questions": 5, "baseline": "baseline", "baseline_dev_score": (1 / 3 + 0) / 2,
+              "test": {"MRR@10": {"mean": 0.7}}, "languages": {"de": {"diff": 0.1}}}
+    assert got == {
+        "g": {"chosen": "kept", "dev_scores": {"xqg": (1 / 3 + 1 / 2) / 2, "xqg@alpha=0.3": (2 / 3 + 0) / 2, "kept": 0.5}, **common},
+        "h": {"chosen": "xqg", "dev_scores": {"xqg@alpha=0.3": (2 / 3 + 0) / 2, "xqg": (1 / 3 + 1 / 2) / 2}, **common},
+    }
+    assert asked == ["kept", "xqg"]  # the evaluated figures of the chosen systems only
+    # A tie goes to the first candidate in the group's order.
+    tie = {"a": dev_table([1.0, 0.0, 0.0, 0.0, 0.0]), "b": dev_table([0.0, 1.0, 0.0, 0.0, 0.0]), "baseline": dev["baseline"]}
+    assert tune_groups({"t": ["b", "a"]}, {"t": "baseline"}, tie, "MRR@10", evaluated)["t"]["chosen"] == "b"
+    assert tune_groups({"t": ["a", "b"]}, {"t": "baseline"}, tie, "MRR@10", evaluated)["t"]["chosen"] == "a"
+    # No candidate scored on dev (a language no encoder covers): nothing chosen, nothing evaluated.
+    none = {"a": pa.table({"qid": ["q0"], "lang": ["de"], "MRR@10": pa.array([None], pa.float64())}), "baseline": dev["baseline"]}
+    asked.clear()
+    out = tune_groups({"t": ["a"]}, {"t": "baseline"}, none, "MRR@10", evaluated)["t"]
+    assert (out["chosen"], out["test"], out["languages"], asked) == (None, None, None, [])
+
+
+def test_tuning_group_candidates_are_the_systems_then_their_sweep_points() -> None:
+    from xqg_ray.config.systems import tune_candidates
+
+    cfg = load_config(str(REPO / "conf" / "smoke.yaml"), ["benchmark.dev_fraction=0.2", "eval.tune_groups={g: [xqg-a0.3, xqg]}"])
+    cfg.systems[1].sweep = SweepConfig(alpha=[0.01, 0.1, 0.2])
+    from xqg_ray.config.systems import expand_sweeps
+
+    cfg = expand_sweeps(cfg)
+    assert tune_candidates(cfg, cfg.eval.tune_groups["g"]) == ["xqg-a0.3", "xqg", "xqg@alpha=0.1", "xqg@alpha=0.2"]
+
+
+def test_tuning_groups_are_checked_when_the_config_loads() -> None:
+    smoke = str(REPO / "conf" / "smoke.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(smoke, ["eval.tune_groups={xqg: [baseline, nope, xqg], g: [], h: [xqg, causal-mean]}", "encoders={e2: {model: tiny:tiny-bert}}",
+                            "systems=[{name: baseline}, {name: xqg, generator: t5}, {name: b2, encoder: e2}, {name: causal-mean, generator: gpt2, encoder: e2}]"])
+    assert str(e.value).splitlines()[1:] == [
+        "  - eval.tune_groups.xqg: name the group like no system, with letters, digits, '-', '_' and '.'",
+        "  - eval.tune_groups.xqg: ['baseline', 'nope'] are not systems with a generator; list systems (their sweep points join by themselves), not a baseline",
+        "  - eval.tune_groups.xqg is chosen on dev questions: set benchmark.dev_fraction > 0 and eval.tune_on: dev",
+        "  - eval.tune_groups.g is empty: list the systems it chooses among",
+        "  - eval.tune_groups.g is chosen on dev questions: set benchmark.dev_fraction > 0 and eval.tune_on: dev",
+        "  - eval.tune_groups.h: its systems have different baselines; a group's result is one comparison, so list systems of one baseline",
+        "  - eval.tune_groups.h is chosen on dev questions: set benchmark.dev_fraction > 0 and eval.tune_on: dev",
+    ]
+    cfg = load_config(smoke, ["benchmark.dev_fraction=0.2", "eval.tune_groups={g: [xqg, xqg-a0.3, causal-mean]}"])
+    assert cfg.eval.tune_groups == {"g": ["xqg", "xqg-a0.3", "causal-mean"]}
+
+
+def test_tuned_figures_are_the_chosen_systems_test_and_its_languages_holm() -> None:
+    from xqg_ray.evaluation.experiments import macro_ci, tuned_figures
+
+    per_query = {"s": pa.table({"qid": ["q0", "q1", "q2", "q3", "q4"], "lang": LANGS, "MRR@10": [1.0, 0.5, 0.0, 1.0, 0.0]})}
+
+    def row(system, lang, diff, p, holm):
+        return {"system": system, "metric": "MRR@10", "lang": lang, "mean_diff": diff, "ci95": [diff - 0.1, diff + 0.1],
+                "p_value": p, "p_holm": holm, "p_perm": p + 0.01}
+
+    comparisons = [row("s", "de", 0.2, 0.01, 0.02), row("s", "es", -0.1, 0.3, 0.3), row("s", "all", 0.05, 0.04, 0.04),
+                   row("other", "de", 0.9, 0.001, 0.002), row("other", "all", 0.9, 0.001, 0.001)]
+    got = tuned_figures("s", per_query, comparisons, ["MRR@10"], "MRR@10", 200, 3)
+    interval = macro_ci([1.0, 0.5, 0.0, 1.0, 0.0], LANGS, 200, 3)
+    assert got == {
+        "test": {"MRR@10": {"mean": 0.5, "ci95": interval["ci95"], "diff": 0.05, "diff_ci95": [0.05 - 0.1, 0.05 + 0.1], "p_value": 0.04, "p_perm": 0.05}},
+        "languages": {"de": {"diff": 0.2, "ci95": [0.2 - 0.1, 0.2 + 0.1], "p_value": 0.01, "p_holm": 0.02},
+                      "es": {"diff": -0.1, "ci95": [-0.1 - 0.1, -0.1 + 0.1], "p_value": 0.3, "p_holm": 0.3}},
+    }
+
+
+def test_the_report_gives_each_group_its_choice_settings_test_and_languages(monkeypatch) -> None:
+    from xqg_ray.report import experiments as R
+
+    group = {"chosen": "xqg@alpha=0.3", "on": "dev", "metric": "MRR@10", "dev_questions": 12,
+             "dev_scores": {"xqg": 0.5, "xqg@alpha=0.3": 0.625}, "baseline": "baseline", "baseline_dev_score": 0.45,
+             "test": {"MRR@10": {"mean": 0.61, "ci95": [0.5, 0.7], "diff": 0.031, "diff_ci95": [0.001, 0.06], "p_value": 0.04, "p_perm": 0.0004}},
+             "languages": {"es": {"diff": -0.01, "ci95": [-0.1, 0.1], "p_value": 0.5, "p_holm": 0.5},
+                           "de": {"diff": 0.07, "ci95": [0.0, 0.1], "p_value": 0.01, "p_holm": 0.02}}}
+    indexes = {"xqg@alpha=0.3": {"questions": "kept", "aggregation": "mean", "alpha": 0.3}}
+    lines = R.groups_section({"xqg-tuned": group}, indexes)
+    assert lines[0] == "### Chosen on dev across systems" and "on 12 dev questions" in lines[2]
+    assert lines[4:] == [
+        "| group | chosen | questions | aggregation | alpha | dev MRR@10 | MRR@10 | 95% CI | diff | diff 95% CI | p t | p perm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| xqg-tuned | xqg@alpha=0.3 | kept | mean | 0.3 | 62.5 | 61.0 | [50.0, 70.0] | +3.1 | [+0.1, +6.0] | 0.040 | <0.001 |",
+        "",
+        "xqg-tuned: dev MRR@10 by candidate: xqg 50.0, xqg@alpha=0.3 62.5; the baseline (baseline): 45.0.", "",
+        "xqg-tuned: xqg@alpha=0.3 against the baseline per language (MRR@10 diff, p t Holm-adjusted across languages): "
+        "de +7.0 (p 0.020), es -1.0 (p 0.500).", "",
+    ]
+    assert R.groups_section({}, indexes) == []
+    # The forest chart draws every system but sweep points, and the group's chosen point among them.
+    drawn = []
+    monkeypatch.setattr(R.plots, "forest_plot", lambda rows, **kw: drawn.append(sorted({r["system"] for r in rows})) or b"png")
+    comparisons = [{"system": s, "metric": "MRR@10", "lang": "all"} for s in ("xqg", "xqg@alpha=0.3", "xqg@alpha=0.5", "human")]
+    metrics = {"metric_names": ["MRR@10"], "comparisons": comparisons, "experiments": {"sweeps": [{"system": "xqg", "param": "alpha", "points": [
+        {"system": n, "value": v, "metrics": {"MRR@10": {"mean": 0.5, "ci95": [0.4, 0.6]}}} for n, v in (("xqg", 0.1), ("xqg@alpha=0.3", 0.3), ("xqg@alpha=0.5", 0.5))]}]}}
+    monkeypatch.setattr(R.plots, "sweep_plot", lambda *a, **kw: b"png")
+    R.experiment_charts(metrics)
+    R.experiment_charts({**metrics, "tuning_groups": {"xqg-tuned": group}})
+    assert drawn == [["human", "xqg"], ["human", "xqg", "xqg@alpha=0.3"]]
+
+
 # -- end to end ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, ray_local, shared_datasets, tiny_models):
@@ -183,6 +299,7 @@ def tuned(tmp_path_factory, ray_local, shared_datasets, tiny_models):
     cfg.systems = [SystemConfig(name="baseline"),
                    SystemConfig(name="xqg", generator="t5", alpha=0.01, allow_unequal_counts=True, sweep=SweepConfig(alpha=[0.01, 0.3]))]
     cfg.generators = {"t5": cfg.generators["t5"]}
+    cfg.eval.tune_groups = {"xqg-tuned": ["xqg"]}
     first = run(expand_sweeps(cfg))
     report = (out / "report.md").read_text()
     return out, first, run(expand_sweeps(cfg)), report
@@ -216,12 +333,23 @@ def test_the_alpha_is_chosen_on_the_dev_questions_end_to_end(tuned) -> None:
     assert t["system"] == point["system"] and t["test"]["MRR@10"]["mean"] == point["metrics"]["MRR@10"]["mean"]
     report = (out / "report.md").read_text()
     assert f"Chosen on 12 dev questions: alpha={chosen} " in report and "### Tuned on dev" in report
+    # The group of xqg and its sweep points chooses the same point, from the same dev scores; its test is that
+    # point's pooled comparison, and each language's row (p Holm-adjusted across languages) of the comparisons.
+    g = metrics["tuning_groups"]["xqg-tuned"]
+    assert (g["chosen"], g["dev_scores"], g["baseline"]) == (t["system"], {"xqg": scores[0.01], "xqg@alpha=0.3": scores[0.3]}, "baseline")
+    assert g["baseline_dev_score"] == dev_score(pq.read_table(out / "per_query" / "dev" / "baseline.parquet")["MRR@10"].to_pylist(),
+                                                dev["lang"].to_pylist())
+    assert g["test"] == t["test"]
+    rows = [c for c in metrics["comparisons"] if c["system"] == g["chosen"] and c["metric"] == "MRR@10" and c["lang"] != "all"]
+    assert g["languages"] == {c["lang"]: {"diff": c["mean_diff"], "ci95": c["ci95"], "p_value": c["p_value"], "p_holm": c["p_holm"]} for c in rows}
+    assert sorted(g["languages"]) == sorted(set(test["lang"].to_pylist()))
+    assert f"| xqg-tuned | {g['chosen']} | unfiltered | sum | {chosen} |" in report
 
 
 def test_a_rerun_reuses_the_dev_search_and_chooses_the_same(tuned) -> None:
     out, first, second, report = tuned
     assert second["stages"]["search"]["reused"] is True and second["stages"]["queries"]["reused"] is True
-    assert second["tuning"] == first["tuning"]
+    assert second["tuning"] == first["tuning"] and second["tuning_groups"] == first["tuning_groups"]
     def sweeps(text: str) -> str:  # the stage timings elsewhere in the report differ between runs
         return text.split("## Sweeps", 1)[1].split("\n## ", 1)[0]
 

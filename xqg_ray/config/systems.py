@@ -62,6 +62,12 @@ def query_source(s: SystemConfig) -> str:
     return s.generator if not s.generator or s.questions == UNFILTERED else f"{s.generator}@{s.questions}"
 
 
+def tune_candidates(cfg: RunConfig, members: List[str]) -> List[str]:
+    """The systems an ``eval.tune_groups`` entry chooses among: each member, then its sweep points in
+    config order (where :func:`expand_sweeps` put them), each once."""
+    return list(dict.fromkeys(n for m in members for n in [m] + [s.name for s in cfg.systems if s.sweep_of == m]))
+
+
 def all_encoders(cfg: RunConfig) -> Dict[str, EncoderConfig]:
     """Every encoder by the name a system gives it: the `encoder` section (``DEFAULT_ENCODER``) first, then `encoders`.
 

@@ -18,7 +18,7 @@ from .schema import (
     TRAINED_PREFIX, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
     RunConfig, SystemConfig, TrainConfig, stage_pool, trained_name,
 )
-from .systems import DEFAULT_ENCODER, all_encoders, encoder_key, queries_per_language
+from .systems import DEFAULT_ENCODER, all_encoders, baseline_of, encoder_key, queries_per_language
 
 # The search always goes at least this deep, whatever eval.recall_k and eval.mrr_k
 # ask (kept from when Recall@20 was always reported).
@@ -218,6 +218,26 @@ def system_problems(cfg: RunConfig) -> List[str]:
             errs.append(f"{where}: sweep.aggregation values must be one of {', '.join(AGGREGATIONS)}")
     if cfg.eval.baseline not in names:
         errs.append(f"eval.baseline={cfg.eval.baseline!r} is not a system name ({names})")
+    return errs + tune_group_problems(cfg)
+
+
+def tune_group_problems(cfg: RunConfig) -> List[str]:
+    """``eval.tune_groups``: named like no system, of augmented systems sharing one baseline, chosen on dev questions."""
+    errs: List[str] = []
+    by_name = {s.name: s for s in cfg.systems}
+    for group, members in cfg.eval.tune_groups.items():
+        where = f"eval.tune_groups.{group}"
+        bad = [m for m in members if m not in by_name or by_name[m].sweep_of or not by_name[m].generator]
+        if not name_ok(group) or group in by_name:
+            errs.append(f"{where}: name the group like no system, with letters, digits, '-', '_' and '.'")
+        if not members:
+            errs.append(f"{where} is empty: list the systems it chooses among")
+        elif bad:
+            errs.append(f"{where}: {bad} are not systems with a generator; list systems (their sweep points join by themselves), not a baseline")
+        elif len({baseline_of(cfg, by_name[m]) for m in members}) > 1:
+            errs.append(f"{where}: its systems have different baselines; a group's result is one comparison, so list systems of one baseline")
+        if cfg.benchmark.dev_fraction <= 0 or cfg.eval.tune_on != "dev":
+            errs.append(f"{where} is chosen on dev questions: set benchmark.dev_fraction > 0 and eval.tune_on: dev")
     return errs
 
 

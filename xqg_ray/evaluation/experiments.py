@@ -24,6 +24,7 @@ from .languages import group_of, language_order, resource_level
 from .multitest import holm
 from .bootstrap import bootstrap_distribution, percentile_ci
 from .significance import POOLED
+from .tuning import TUNED_KEYS
 
 
 def macro_ci(values: Sequence[Any], langs: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
@@ -62,16 +63,9 @@ def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Seque
                 continue
             points = [parent.name] + [s.name for s in cfg.systems if s.sweep_of == parent.name and s.sweep_param == param]
             points.sort(key=lambda n: _sort_key(_value(by_name[n], param, cfg)))
-            entry: Dict[str, Any] = {"system": parent.name, "param": param, "points": []}
-            for name in points:
-                t = per_query[name]
-                pt: Dict[str, Any] = {"system": name, "value": _value(by_name[name], param, cfg), "metrics": {}}
-                for m in metric_names:
-                    stats = macro_ci(t[m].to_pylist(), t["lang"].to_pylist(), n_boot, seed)
-                    c = pooled.get((name, m), {})
-                    stats.update(diff=c.get("mean_diff"), diff_ci95=c.get("ci95"), p_value=c.get("p_value"), p_perm=c.get("p_perm"))
-                    pt["metrics"][m] = stats
-                entry["points"].append(pt)
+            entry: Dict[str, Any] = {"system": parent.name, "param": param, "points": [
+                {"system": name, "value": _value(by_name[name], param, cfg),
+                 "metrics": point_metrics(per_query[name], pooled, name, metric_names, n_boot, seed)} for name in points]}
             for m in metric_names:
                 for key in ("p_value", "p_perm"):
                     adj = holm([p["metrics"][m].get(key) for p in entry["points"]])  # None (the baseline point) stays None
@@ -79,6 +73,31 @@ def sweeps(cfg: RunConfig, per_query: Mapping[str, pa.Table], comparisons: Seque
                         p["metrics"][m][f"{key}_holm_sweep"] = a
             out.append(entry)
     return out
+
+
+def point_metrics(t: pa.Table, pooled: Mapping[Any, Mapping[str, Any]], name: str, metric_names: Sequence[str],
+                  n_boot: int, seed: int) -> Dict[str, Dict[str, Any]]:
+    """metric -> system ``name``'s macro value and interval over its per-query table ``t``, with its pooled
+    comparison to the baseline from ``pooled`` ((system, metric) -> comparison row)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for m in metric_names:
+        stats = macro_ci(t[m].to_pylist(), t["lang"].to_pylist(), n_boot, seed)
+        c = pooled.get((name, m), {})
+        stats.update(diff=c.get("mean_diff"), diff_ci95=c.get("ci95"), p_value=c.get("p_value"), p_perm=c.get("p_perm"))
+        out[m] = stats
+    return out
+
+
+def tuned_figures(name: str, per_query: Mapping[str, pa.Table], comparisons: Sequence[Mapping[str, Any]],
+                  metric_names: Sequence[str], metric: str, n_boot: int, seed: int) -> Dict[str, Any]:
+    """What a tuning group reports of its chosen system ``name``: ``test``, every metric's evaluated figures
+    (``tuning.TUNED_KEYS``), and ``languages``, each language's comparison on ``metric`` with its p
+    Holm-adjusted across the languages (the comparisons' ``p_holm``)."""
+    pooled = {(c["system"], c["metric"]): c for c in comparisons if c.get("lang") == POOLED}
+    figures = point_metrics(per_query[name], pooled, name, metric_names, n_boot, seed)
+    return {"test": {m: {k: s.get(k) for k in TUNED_KEYS} for m, s in figures.items()},
+            "languages": {c["lang"]: {"diff": c["mean_diff"], "ci95": c["ci95"], "p_value": c["p_value"], "p_holm": c["p_holm"]}
+                          for c in comparisons if c["system"] == name and c["metric"] == metric and c.get("lang") != POOLED}}
 
 
 def _value(s, param: str, cfg: RunConfig) -> Any:

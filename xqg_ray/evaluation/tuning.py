@@ -11,14 +11,20 @@ chosen point's *evaluated* figures, with its paired comparison to the
 baseline, are then the system's tuned result: one pre-specified test, since
 nothing about the evaluated questions took part in the choice.
 
+A tuning group (``eval.tune_groups``) chooses across systems the same way:
+among its systems and their sweep points, the best dev score wins (ties to the
+first in the group's order), so the question selection (filtered or not), the
+aggregation and alpha are chosen together and the group has one test.
+
 Pure functions of per-query tables and the sweep entries of
 :func:`xqg_ray.evaluation.experiments.sweeps`; the evaluate stage writes what
-:func:`tune` returns as metrics.json's ``tuning``.
+:func:`tune` returns as metrics.json's ``tuning`` and what :func:`tune_groups`
+returns as its ``tuning_groups``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -84,4 +90,26 @@ def tune(sweeps: Sequence[Mapping[str, Any]], dev_per_query: Mapping[str, pa.Tab
             "dev_scores": {str(v): s for v, s in scores.items()},
             "test": {m: {k: s.get(k) for k in TUNED_KEYS} for m, s in point["metrics"].items()} if point else None,
         }
+    return out
+
+
+def tune_groups(groups: Mapping[str, Sequence[str]], baselines: Mapping[str, str], dev_per_query: Mapping[str, pa.Table], metric: str,
+                evaluated: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+    """``{GROUP: {chosen, on, metric, dev_questions, dev_scores, baseline, baseline_dev_score, test, languages}}``.
+
+    ``groups``: group -> its candidate systems in order (``config.systems.tune_candidates``);
+    ``baselines``: group -> the baseline its systems are compared with (one per group, validate.py);
+    ``dev_scores``: candidate -> its macro dev score; ``test`` and ``languages``: what
+    ``evaluated(chosen)`` returns (``experiments.tuned_figures``), asked for the chosen system only
+    (None when no candidate has a score).
+    """
+    out: Dict[str, Any] = {}
+    for group, candidates in groups.items():
+        first = dev_per_query[candidates[0]]
+        per_query = {c: dev_per_query[c][metric].to_pylist() for c in candidates}
+        chosen, scores = choose_on_dev(per_query, first["lang"].to_pylist())
+        base = dev_per_query[baselines[group]]
+        out[group] = {"chosen": chosen, "on": "dev", "metric": metric, "dev_questions": first.num_rows, "dev_scores": scores,
+                      "baseline": baselines[group], "baseline_dev_score": dev_score(base[metric].to_pylist(), base["lang"].to_pylist()),
+                      **(evaluated(chosen) if chosen is not None else {"test": None, "languages": None})}
     return out

@@ -53,6 +53,33 @@ def tuned_section(tuning: Mapping[str, Any]) -> List[str]:
         ["system", "param", "chosen", "point", f"dev {metric}", metric, "95% CI", "diff", "diff 95% CI", "p t", "p perm"], rows) + [""]
 
 
+def groups_section(groups: Mapping[str, Any], indexes: Mapping[str, Any]) -> List[str]:
+    """Each tuning group's choice on the dev questions across its systems and the chosen one's evaluated figures
+    (empty without groups); ``indexes``: metrics.json's index facts, the chosen system's settings."""
+    if not groups:
+        return []
+    rows, notes, sizes, metric = [], [], set(), ""
+    for group, g in groups.items():
+        metric, test = g["metric"], (g.get("test") or {}).get(g["metric"], {})
+        sizes.add(g["dev_questions"])
+        facts = indexes.get(g["chosen"]) or {}
+        rows.append([group, g["chosen"], facts.get("questions"), facts.get("aggregation"), facts.get("alpha"), pct(g["dev_scores"].get(g["chosen"])),
+                     pct(test.get("mean")), ci(test.get("ci95")), points(test.get("diff")), ci_points(test.get("diff_ci95")),
+                     pvalue(test.get("p_value")), pvalue(test.get("p_perm"))])
+        notes += [f"{group}: dev {metric} by candidate: " + ", ".join(f"{c} {pct(v)}" for c, v in g["dev_scores"].items())
+                  + f"; the baseline ({g['baseline']}): {pct(g['baseline_dev_score'])}.", "",
+                  f"{group}: {g['chosen']} against the baseline per language ({metric} diff, p t Holm-adjusted across languages): "
+                  + ", ".join(f"{lang} {points(c['diff'])} (p {pvalue(c['p_holm'])})" for lang, c in sorted((g.get("languages") or {}).items())) + ".", ""]
+    n = ", ".join(str(x) for x in sorted(sizes))
+    return ["### Chosen on dev across systems", "",
+            f"Each group's result is the system or sweep point with the best macro {metric} on {n} dev questions among the "
+            "group's systems and their sweep points (so which questions, the aggregation and alpha are chosen together; ties to "
+            "the first listed), never on the evaluated questions.  Its comparison to the baseline is the group's one "
+            "pre-specified test.", ""] + table(
+        ["group", "chosen", "questions", "aggregation", "alpha", f"dev {metric}", metric, "95% CI", "diff", "diff 95% CI", "p t", "p perm"],
+        rows) + [""] + notes
+
+
 def sweeps_section(sweeps: Sequence[Mapping[str, Any]], metrics: Sequence[str], charts: Mapping[str, Sequence[str]],
                    tuning: Mapping[str, Any] | None = None) -> List[str]:
     if not sweeps:
@@ -135,7 +162,8 @@ def render_experiments(metrics: Mapping[str, Any], charts: Mapping[str, Sequence
     """The experiment sections of report.md (empty when the run has none)."""
     exp = metrics.get("experiments") or {}
     names = shown_metrics(metrics)
-    return (forest_section(charts) + sweeps_section(exp.get("sweeps") or [], names, charts, metrics.get("tuning"))
+    return (forest_section(charts) + groups_section(metrics.get("tuning_groups") or {}, metrics.get("indexes") or {})
+            + sweeps_section(exp.get("sweeps") or [], names, charts, metrics.get("tuning"))
             + robustness_section(exp.get("robustness") or {}, names, charts, _swept(exp)) + languages_section(exp.get("languages") or {}, names, charts))
 
 
@@ -166,7 +194,9 @@ def _charts_for(metrics: Mapping[str, Any], metric: str) -> dict:
         keys[key] = fname
 
     tag = metric.replace("@", "_at_")
-    rows = [r for r in metrics.get("comparisons") or [] if r["metric"] == metric and r["system"] not in swept]
+    # Sweep points are drawn in their sweep's chart, except a tuning group's choice: its test is a result of its own.
+    chosen = {g["chosen"] for g in (metrics.get("tuning_groups") or {}).values()}
+    rows = [r for r in metrics.get("comparisons") or [] if r["metric"] == metric and (r["system"] not in swept or r["system"] in chosen)]
     if rows:
         put("forest", f"plots/forest_{tag}.png", plots.forest_plot(rows, metric=metric, title=f"{metric}: system - baseline, per language (95% CI)"))
     for sw in exp.get("sweeps") or []:

@@ -113,9 +113,9 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
     ``training`` when the run trained an encoder.  Returns metrics.json's content.
     """
     from ..evaluation import experiments as X
-    from ..evaluation.tuning import tune
+    from ..evaluation.tuning import tune, tune_groups
     from ..evaluation.significance import compare
-    from ..config.systems import comparisons as pairs
+    from ..config.systems import baseline_of, comparisons as pairs, tune_candidates
 
     names = metric_names(ctx)
     e = ctx.cfg.eval
@@ -169,9 +169,15 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
             "robustness": X.robustness(per_query_sets, names, compare, e.bootstrap_samples, e.seed, e.permutation_samples),
             "languages": X.languages(ctx.cfg, per_query, names, e.bootstrap_samples, e.seed),
         }
-        # Each sweep's value is chosen on the dev questions only (never on the evaluated ones).
-        tuning = tune(experiments["sweeps"], dev_per_query, M.metric_names((), (), e.mrr_k)[0]) \
-            if e.tune_on == "dev" and dev_per_query else {}
+        # Each sweep's value, and each tuning group's system, is chosen on the dev questions only (never on the evaluated ones).
+        on_dev = e.tune_on == "dev" and bool(dev_per_query)
+        headline = M.metric_names((), (), e.mrr_k)[0]
+        tuning = tune(experiments["sweeps"], dev_per_query, headline) if on_dev else {}
+        by_name = {x.name: x for x in ctx.cfg.systems}
+        groups = tune_groups({g: tune_candidates(ctx.cfg, members) for g, members in e.tune_groups.items()},
+                             {g: baseline_of(ctx.cfg, by_name[members[0]]) for g, members in e.tune_groups.items()}, dev_per_query, headline,
+                             lambda name: X.tuned_figures(name, per_query, comparisons, names, headline, e.bootstrap_samples, e.seed)) \
+            if on_dev else {}
         s["rows"] = len(comparisons)
     # Facts about the systems come from the sealed index manifests, not from the config.
     facts = ("alpha", "aggregation", "n", "generator", "questions", "encoder", "encoder_name", "embeddings", "query_counts", "num_shards", "factory", "metric", "dim", "corpus_hash", "snapshot", "ntotal")
@@ -193,6 +199,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
         "comparisons": comparisons,
         "experiments": experiments,
         **({"tuning": tuning} if tuning else {}),
+        **({"tuning_groups": groups} if groups else {}),
         "indexes": {n: {k: m.get(k) for k in facts} for n, m in index_manifests.items()},
         "stages": ctx.timer.stages,
     }
