@@ -317,7 +317,8 @@ def test_the_alpha_is_chosen_on_the_dev_questions_end_to_end(tuned) -> None:
         d = pq.read_table(out / "per_query" / "dev" / f"{name}.parquet")
         assert d["qid"].to_pylist() == dev["qid"].to_pylist()
         assert pq.read_table(out / "per_query" / f"{name}.parquet")["qid"].to_pylist() == test["qid"].to_pylist()
-        assert (out / "runs" / "dev" / f"{name}.trec").exists()
+        assert (out / "runs" / "dev" / f"{name}.trec").exists() and (out / "runs" / f"{name}.xor.json").exists()
+        assert not (out / "runs" / "dev" / f"{name}.xor.json").exists()  # the XOR-Retrieve file is for evaluated questions
     assert metrics["experiments"]["robustness"] == {}  # the dev set is no perturbation
     assert not {c["system"] for c in metrics["comparisons"]} - {"xqg", "xqg@alpha=0.3"}
     assert metrics["benchmark"]["queries"] == 12 and metrics["benchmark"]["dev_questions"] == 12

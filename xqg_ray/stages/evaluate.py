@@ -59,8 +59,9 @@ def strictly_decreasing(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]], where: str = "runs") -> Dict[str, List[str]]:
-    """TREC run and XOR-Retrieve prediction JSON; returns qid -> ranked docids.
+def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.ndarray, docs: Dict[int, Tuple[str, str]], where: str = "runs",
+               xor: bool = True) -> Dict[str, List[str]]:
+    """TREC run and (``xor``) XOR-Retrieve prediction JSON; returns qid -> ranked docids.
 
     Tie rule: the project ranks by score descending, then passage id
     ascending -- the run file, the prediction JSON and the metrics (which use
@@ -79,6 +80,8 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
         docids = [docs[p][0] for p in hits]
         rankings[qid] = docids
         lines += [f"{qid} Q0 {docids[r - 1]} {r} {float(score):.9g} {name}" for r, score in enumerate(scores, 1)]
+        if not xor:
+            continue
         # Only the passages the metric can read: word_tokenize never yields fewer
         # tokens than whitespace splitting, so N*1000 whitespace tokens suffice.
         ctxs, n = [], 0
@@ -89,7 +92,8 @@ def write_runs(ctx: Context, name: str, queries: pa.Table, d: np.ndarray, i: np.
             n += len(docs[p][1].split())
         preds.append({"id": qid, "lang": lang, "ctxs": ctxs})
     ctx.storage.write_text(join(ctx.root, where, f"{name}.trec"), "\n".join(lines) + "\n")
-    ctx.storage.write_json(join(ctx.root, where, f"{name}.xor.json"), preds)
+    if xor:
+        ctx.storage.write_json(join(ctx.root, where, f"{name}.xor.json"), preds)
     return rankings
 
 
@@ -135,8 +139,11 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
             where = f"runs/{sub}".rstrip("/")
             per_query_sets[qset] = {}
             for name, (d, i) in res.items():
-                paths = {"per_query": join(ctx.root, f"per_query/{sub}{name}.parquet"),
-                         "trec": join(ctx.root, where, f"{name}.trec"), "xor": join(ctx.root, where, f"{name}.xor.json")}
+                paths = {"per_query": join(ctx.root, f"per_query/{sub}{name}.parquet"), "trec": join(ctx.root, where, f"{name}.trec")}
+                if qset != DEV_QUERY_SET:
+                    # The XOR-Retrieve prediction file is what its official evaluation reads: for evaluated
+                    # questions only (on the demo the dev ones' would add 10 files of 25 MB, and their copies).
+                    paths["xor"] = join(ctx.root, where, f"{name}.xor.json")
                 done = store.evaluated(qset, name) if store is not None else None
                 if done is not None:
                     # The same top-k, questions, corpus and settings: the committed files, byte for byte.
@@ -145,7 +152,7 @@ def evaluate(ctx: Context, queries: pa.Table, results: Dict[str, Dict[str, Tuple
                         ctx.storage.write_bytes(uri, data[f])
                     t = pq.read_table(pa.BufferReader(data["per_query"]))
                 else:
-                    ranks = write_runs(ctx, name, tables[qset], d, i, docs, where=where)
+                    ranks = write_runs(ctx, name, tables[qset], d, i, docs, where=where, xor="xor" in paths)
                     t = M.per_query_metrics(rows_of[qset], ranks, text_of, kt=tuple(e.kt), recall_ks=tuple(e.recall_k), mrr_k=e.mrr_k,
                                              token_cache=tokens_of)
                     ctx.storage.write_table(paths["per_query"], t)
