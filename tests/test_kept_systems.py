@@ -25,7 +25,9 @@ import pytest
 from corpus_versions import current
 from xqg_ray.config import ConfigError, GeneratorConfig, RunConfig, SystemConfig, load_config
 from xqg_ray.config.validate import problems
-from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, UNFILTERED
+from xqg_ray.config.choices import ROUND_TRIP
+from xqg_ray.config.schema import FilterConfig
+from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, PASSED, UNFILTERED
 from xqg_ray.stages.generate import queries_table
 from xqg_ray.stages.sources import query_sources, selected_queries
 from xqg_ray.store.integrity import VerifiedParquet, write_table_committed
@@ -67,6 +69,31 @@ def test_kept_questions_stream_a_passage_at_a_time_whatever_the_batch(tmp_path, 
     assert kept["id"].to_pylist() == [7, 8, 9] and kept["failed"].to_pylist() == [0, 1, 2]
     assert [[q["text"] for q in qs] for qs in kept["queries"].to_pylist()] == [
         ["d7a", "d7b", "e7a", "e7b"], ["d8b", "d8c", "e8b"], ["d9a", "d9b"]]
+
+
+@pytest.mark.parametrize("rows", [1, 100])
+def test_passed_questions_are_the_kept_ones_without_the_fill(tmp_path, rows):
+    """filters.fill_empty keeps a slot's best round-trip reject (kept, its reason left as round_trip): the
+    passed selection leaves it out, and the slot empty."""
+    def filled(pid, lang, draw, text, reason, kept):
+        return {**_draw(pid, lang, 0, draw, text, kept, True), "reason": reason}
+
+    draws = pa.Table.from_pylist([
+        filled(5, "de", 0, "d5a", None, True), filled(5, "de", 1, "d5b", ROUND_TRIP, True),
+        filled(5, "es", 0, "e5a", ROUND_TRIP, True), filled(5, "es", 1, "e5b", ROUND_TRIP, False),
+        filled(6, "de", 0, "d6a", "degenerate", False), filled(6, "de", 1, "d6b", None, True),
+        filled(6, "es", 0, "e6a", None, True), filled(6, "es", 1, "e6b", None, True),
+    ], schema=ATTEMPTS_SCHEMA)
+    storage = Storage()
+    f = VerifiedParquet(storage, str(tmp_path), write_table_committed(storage, str(tmp_path), "attempts/p-00000.parquet", draws))
+
+    def select(which):
+        t = pa.concat_tables(list(selected_queries(f, {"generator": "g", "questions": which, "languages": LANGS, "n": 2}, rows)))
+        return [[q["text"] for q in qs] for qs in t["queries"].to_pylist()], t["failed"].to_pylist()
+
+    assert select(PASSED) == ([["d5a"], ["d6b", "e6a", "e6b"]], [3, 1])
+    assert select(KEPT) == ([["d5a", "d5b", "e5a"], ["d6b", "e6a", "e6b"]], [1, 1])
+    assert select(UNFILTERED) == ([["d5a", "d5b", "e5a", "e5b"], ["d6a", "d6b", "e6a", "e6b"]], [0, 0])
 
 
 def test_kept_rows_are_reused_per_passage_like_any_generator(tmp_path, tiny_models):
@@ -132,8 +159,14 @@ def test_questions_is_checked():
     assert problems(cfg) == [
         "system 'baseline': questions='kept' needs a generator; remove it from the baseline",
         "system 'b': questions='kept' needs a generating generator ('human' is provided: its queries are not filtered)",
-        "system 'c': questions='all': use one of kept, unfiltered",
+        "system 'c': questions='all': use one of kept, passed, unfiltered",
     ]
+    # passed = kept without the fill: with fill_empty off they are the same questions, encoded twice for nothing.
+    cfg.systems = [SystemConfig(name="baseline"), SystemConfig(name="p", generator="g", questions=PASSED)]
+    assert problems(cfg) == ["system 'p': questions='passed' are the kept questions without filters.fill_empty's additions, "
+                             "and generators.g.filters.fill_empty is off: set questions: kept"]
+    cfg.generators["g"].filters = FilterConfig(enabled=["round_trip"], fill_empty=True)
+    assert problems(cfg) == []
     assert SystemConfig(name="x").questions == UNFILTERED
 
 

@@ -16,7 +16,7 @@ from xqg_ray.evaluation.question_quality import filter_counts, run_quality, unit
 from xqg_ray.ids import seed_for
 from xqg_ray.models.generator import QueryGenerator
 from xqg_ray.models.prompts import load_fewshot
-from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, UNFILTERED
+from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, PASSED, UNFILTERED
 from xqg_ray.stages.generate import draws_table, queries_table, sort_draws
 
 LUTHER = (11, "Martin Luther", "Martin Luther was a German priest who wrote the Ninety-five Theses in 1517 and translated the Bible into German.")
@@ -245,6 +245,37 @@ def test_report_table_and_chart():
             "degenerate 1, round_trip 0); 1 slots left empty (settings: {'max_attempts': 3}).") in lines
     png = quality_chart_png(_quality())
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == quality_chart_png(_quality())
+
+
+def test_passed_quality_is_the_kept_questions_without_the_fill():
+    from xqg_ray.evaluation.question_quality import add_round_trip, sample_draws
+    from xqg_ray.report.question_quality import quality_tables
+
+    rows = _unit_draws().to_pylist()
+    i = next(k for k, d in enumerate(rows) if d["reason"] == "degenerate")
+    rows[i] = {**rows[i], "reason": "round_trip", "kept": True}  # what filters.fill_empty does to a round-trip reject
+    filled = pa.Table.from_pylist(rows, schema=ATTEMPTS_SCHEMA)
+
+    def quality(t, filters):
+        return run_quality({"g": {"generator": {"filters": filters}, "units": [{"quality": unit_quality(t), "filter": filter_counts(t, ["de", "es"], 2)}]}})
+
+    q = quality(filled, {"fill_empty": True})
+    on = q["g"]
+    assert (on[UNFILTERED]["overall"]["n"], on[KEPT]["overall"]["n"], on[PASSED]["overall"]["n"]) == (8, 8, 7)
+    assert on[KEPT]["overall"]["counts"]["degenerate"] == 1 and on[PASSED]["overall"]["counts"]["degenerate"] == 0
+    # Passed: the same report as the kept questions of the draws before the fill.
+    assert on[PASSED] == quality(_unit_draws(), {})["g"][KEPT]
+    assert PASSED not in quality(filled, {"fill_empty": False})["g"]  # without the fill, passed is kept again: not reported twice
+    assert "### g (passed)" in quality_tables({"g": on})
+    # Its round trip: the sampled draws that passed, ranked with the rest.
+    full = sample_draws([filled], "g", 3)  # every draw of either selection: the 10 before and the filled one
+    assert (len(full), sum(r[KEPT] for r in full), sum(r[PASSED] for r in full)) == (11, 8, 7)
+    assert all(r[KEPT] for r in full if r[PASSED])
+    ranks = {"g": [1 + i for i in range(len(full))]}
+    add_round_trip(q, {"g": full}, ranks, {"per_language": 200})
+    passed = [k for r, k in zip(full, ranks["g"]) if r[PASSED]]
+    assert on[PASSED]["overall"]["round_trip"]["n"] == len(passed) == 7
+    assert on[PASSED]["overall"]["round_trip"]["median_rank"] == float(sorted(passed)[3])
 
 
 def test_round_trip_sample_is_seeded_and_order_free():

@@ -26,7 +26,7 @@ from xqg_ray.config.schema import ROUND_TRIP
 from xqg_ray.evaluation.question_filter import reject_reason, selection
 from xqg_ray.evaluation.question_quality import filter_counts
 from xqg_ray.ids import seed_for
-from xqg_ray.schemas import KEPT, PASSAGE
+from xqg_ray.schemas import KEPT, PASSAGE, PASSED
 from xqg_ray.stages.generate import draws_table, sort_draws
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +120,9 @@ def test_fill_empty_keeps_each_empty_slots_best_ranked_draw_once():
                                                "degenerate": 1, ROUND_TRIP: 4}}}
     assert selection(luther, ["de", "es"], 2, KEPT) == ([{"lang": "de", "text": GOOD_DE}, {"lang": "de", "text": OFF_TOPIC_DE},
                                                           {"lang": "es", "text": OFF_TOPIC_ES}, {"lang": "es", "text": "¿Cuándo escribió Lutero las tesis?"}], 0)
+    # Without the fill's two additions: one question per language, a slot of each empty.
+    assert selection(luther, ["de", "es"], 2, PASSED) == ([{"lang": "de", "text": GOOD_DE},
+                                                            {"lang": "es", "text": "¿Cuándo escribió Lutero las tesis?"}], 2)
 
 
 def test_a_duplicate_is_counted_as_a_duplicate_even_when_judged():

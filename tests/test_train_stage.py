@@ -149,6 +149,10 @@ def test_bad_trained_encoders_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "benchmark.heldout_fraction=0"])
     assert "  - trainings.human.pairs=human needs held-out human questions: set benchmark.heldout_fraction > 0" in str(e.value)
+    for which in ("kept", "passed"):  # a provided table has no filter to select by
+        with pytest.raises(ConfigError) as e:
+            load_config(str(path), ["output_dir=x", f"trainings.planted.questions={which}"])
+        assert f"  - trainings.planted.questions={which}: provided generator 'planted' is not filtered; set questions: unfiltered" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_config(str(path), ["output_dir=x", "trainings.gen.encoder=t"])
     assert "  - trainings.gen.encoder: encoders.t is itself trained (trained:gen); train from its base instead" in str(e.value)

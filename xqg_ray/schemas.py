@@ -24,8 +24,11 @@ ATTEMPTS_SCHEMA = pa.schema(
      ("unfiltered", pa.bool_())]
 )
 
-# The two selections of a passage's draws: ATTEMPTS_SCHEMA's boolean columns of those names.
+# The two selections of a passage's draws: ATTEMPTS_SCHEMA's boolean columns of those names ...
 UNFILTERED, KEPT = "unfiltered", "kept"
+# ... and one derived from them: the kept draws that no filter rejected (``reason`` null), i.e. the kept
+# questions without those ``filters.fill_empty`` added back (empty slots stay empty).
+PASSED = "passed"
 
 # generated/NAME/data/quarantine-*.parquet: provided queries set aside, with the reason.
 SET_ASIDE_SCHEMA = pa.schema([("line", pa.int64()), ("docid", pa.string()), ("reason", pa.string()), ("text", pa.string())])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from ..schemas import KEPT, UNFILTERED
+from ..schemas import KEPT, PASSED, UNFILTERED
 
 # Languages named in generator prompts ("Generate a {language} question ...").
 LANGUAGE_NAMES: Dict[str, str] = {
@@ -74,9 +74,10 @@ FILTER_REASONS = ("empty", "wrong_language", "exemplar_copy", "duplicate", "dege
 # On unless a config says otherwise: every reason but the round trip (see FilterConfig.enabled).
 DEFAULT_FILTERS = tuple(r for r in FILTER_REASONS if r != ROUND_TRIP)
 # Which of a generator's stored questions a system augments with (``systems[].questions``) or a
-# training pairs (``trainings.NAME.questions``): the first draws (as before filters) or the
-# questions its filters kept; both come from one generation.
-QUESTION_SELECTIONS = (KEPT, UNFILTERED)
+# training pairs (``trainings.NAME.questions``): the first draws (as before filters), the
+# questions its filters kept, or those without filters.fill_empty's additions (passed); all come
+# from one generation.
+QUESTION_SELECTIONS = (KEPT, PASSED, UNFILTERED)
 INDEX_METRICS = ("ip", "l2")
 # Perturbation kinds (see evaluation/perturb.py): character edits, word edits,
 # and the kinds whose edits take two units each (a rate above 0.5 cannot be met).

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from ..errors import UserError
-from ..schemas import KEPT, UNFILTERED
+from ..schemas import KEPT, PASSED, UNFILTERED  # noqa: F401 - re-exported with the choice lists
 from .choices import (  # noqa: F401 - the choice lists, re-exported: importers keep `from .schema import X`
     LANGUAGE_NAMES, BENCHMARK_KINDS, FILE_BENCHMARK_KINDS, CORPUS_FORMATS, POOLINGS, HF_ENCODER, USE_ENCODER, ENCODER_KINDS,
     USE_MODEL, DTYPES, GENERATING_KINDS, PROVIDED_KIND, GENERATOR_KINDS, TORCH_RUNTIME, LLAMACPP_RUNTIME,

@@ -13,9 +13,9 @@ from typing import Any, List, Optional, Sequence
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, KEPT,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, HF_ENCODER, HUMAN_PAIRS, INDEX_METRICS, PASSED,
     LANGUAGE_NAMES, LLAMACPP_RUNTIME, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
-    TRAINED_PREFIX, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
+    TRAINED_PREFIX, TUNE_ON, UNFILTERED, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
     RunConfig, SystemConfig, TrainConfig, stage_pool, trained_name,
 )
 from .systems import DEFAULT_ENCODER, all_encoders, baseline_of, encoder_key, queries_per_language
@@ -252,6 +252,9 @@ def question_problems(cfg: RunConfig, s: SystemConfig, where: str) -> List[str]:
     g = cfg.generators.get(s.generator)
     if g is not None and g.kind not in GENERATING_KINDS:
         return [f"{where}: questions={s.questions!r} needs a generating generator ({s.generator!r} is {g.kind}: its queries are not filtered)"]
+    if g is not None and s.questions == PASSED and not g.filters.fill_empty:
+        return [f"{where}: questions={PASSED!r} are the kept questions without filters.fill_empty's additions, and "
+                f"generators.{s.generator}.filters.fill_empty is off: set questions: kept"]
     return []
 
 
@@ -301,8 +304,8 @@ def training_problems(cfg: RunConfig) -> List[str]:
                 errs.append(f"{where}.pairs={HUMAN_PAIRS} needs held-out human questions: set benchmark.heldout_fraction > 0")
         elif t.pairs not in cfg.generators:
             errs.append(f"{where}.pairs={t.pairs!r}: name a generator {sorted(cfg.generators)} or {HUMAN_PAIRS}")
-        elif cfg.generators[t.pairs].kind == PROVIDED_KIND and t.questions == KEPT:
-            errs.append(f"{where}.questions={KEPT}: provided generator {t.pairs!r} is not filtered; set questions: unfiltered")
+        elif cfg.generators[t.pairs].kind == PROVIDED_KIND and t.questions != UNFILTERED:
+            errs.append(f"{where}.questions={t.questions}: provided generator {t.pairs!r} is not filtered; set questions: unfiltered")
         errs += _checks(choice_problem(f"{where}.questions", t.questions, QUESTION_SELECTIONS))
         errs += train_settings_problems(t, where)
         if t.hard_negatives:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..config.schema import FILTER_REASONS, ROUND_TRIP
-from ..schemas import KEPT, UNFILTERED
+from ..schemas import KEPT, PASSED, UNFILTERED
 from .quality import degenerate, duplicates_within_passage, exemplar_copies, normalise, target_language
 
 BLANK = "blank"
@@ -87,10 +87,15 @@ def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled:
     return None
 
 
+# Whether a stored draw is in each selection (``systems[].questions``).
+SELECTED = {UNFILTERED: lambda d: d[UNFILTERED], KEPT: lambda d: d[KEPT], PASSED: lambda d: d[KEPT] and d["reason"] is None}
+
+
 def selection(draws: Sequence[Dict[str, Any]], langs: Sequence[str], n: int, which: str) -> Tuple[List[Dict[str, str]], int]:
     """One passage's queries ``[{"lang", "text"}]`` (languages in ``langs`` order, draws in stored order)
-    and its empty slots, for the ``which`` selection (``UNFILTERED`` or ``KEPT``) of its draws."""
-    if which not in (UNFILTERED, KEPT):
-        raise ValueError(f"selection must be {UNFILTERED!r} or {KEPT!r}, not {which!r}")
-    out = [{"lang": lang, "text": d["text"]} for lang in langs for d in draws if d["lang"] == lang and d[which]]
+    and its empty slots, for the ``which`` selection (``UNFILTERED``, ``KEPT`` or ``PASSED``) of its draws."""
+    if which not in SELECTED:
+        raise ValueError(f"selection must be one of {', '.join(map(repr, SELECTED))}, not {which!r}")
+    chosen = SELECTED[which]
+    out = [{"lang": lang, "text": d["text"]} for lang in langs for d in draws if d["lang"] == lang and chosen(d)]
     return out, sum(max(0, n - sum(1 for q in out if q["lang"] == lang)) for lang in langs)

@@ -22,12 +22,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..schemas import KEPT, UNFILTERED
+from ..schemas import KEPT, PASSED, UNFILTERED
 from .quality import (
     EXACT, NEAR, degenerate, duplicates_within_passage, exemplar_copies, normalise, round_trip_summary,
     target_language, tokens,
 )
-from .question_filter import REJECT_ORDER
+from .question_filter import REJECT_ORDER, SELECTED
 
 # -- per-question flags and their mergeable tallies -----------------------------
 def question_flags(
@@ -172,7 +172,7 @@ def quality_report(
     return {"overall": _group_report(texts, flags, r), "by_language": by_language}
 
 
-SELECTIONS = (UNFILTERED, KEPT)
+SELECTIONS = (UNFILTERED, KEPT, PASSED)
 
 
 def filter_counts(attempts: pa.Table, langs: Sequence[str], n: int) -> Dict[str, Any]:
@@ -217,7 +217,7 @@ def unit_quality(attempts: pa.Table) -> Dict[str, Dict[str, Any]]:
     rows = attempts.to_pylist()
     out: Dict[str, Dict[str, Any]] = {}
     for sel in SELECTIONS:
-        chosen = [r for r in rows if r[sel]]
+        chosen = [r for r in rows if SELECTED[sel](r)]
         flags = selection_flags(chosen)
         out[sel] = {}
         for lang in sorted({r["lang"] for r in chosen}):
@@ -252,14 +252,17 @@ def report_of(tallies: Iterable[Mapping[str, Mapping[str, Any]]]) -> Dict[str, A
 
 def generator_quality(manifest: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """One generator's quality from its published manifest: ``{"unfiltered": report, "kept": report,
-    "filter": summed counts, "settings": the generator's filters}``; None when its units carry no quality
-    (a provided generator, or output written before filters)."""
+    "filter": summed counts, "settings": the generator's filters}``, and ``"passed"`` (the kept questions
+    without the fill's) where ``filters.fill_empty`` is on (else it is the kept one again); None when its
+    units carry no quality (a provided generator, or output written before filters)."""
     units = manifest.get("units", [])
     if not units or any(u.get("quality") is None for u in units):
         return None
-    out: Dict[str, Any] = {sel: report_of(u["quality"].get(sel, {}) for u in units) for sel in SELECTIONS}
+    settings = dict(manifest.get("generator", {}).get("filters", {}))
+    sels = SELECTIONS if settings.get("fill_empty") else tuple(s for s in SELECTIONS if s != PASSED)
+    out: Dict[str, Any] = {sel: report_of(u["quality"].get(sel, {}) for u in units) for sel in sels}
     out["filter"] = sum_filter_counts(u.get("filter") for u in units)
-    out["settings"] = dict(manifest.get("generator", {}).get("filters", {}))
+    out["settings"] = settings
     return out
 
 
@@ -288,7 +291,8 @@ SAMPLE_PER_LANGUAGE = 200
 def sample_draws(tables: Iterable[pa.Table], generator: str, seed: int, per_language: int = SAMPLE_PER_LANGUAGE) -> List[Dict[str, Any]]:
     """Up to ``per_language`` draws per language of either selection from ``tables`` (ATTEMPTS_SCHEMA
     rows): those of smallest seed_for(seed, "round-trip", generator, id, lang, round, draw), so the sample
-    never depends on the order of files or rows; each as ``{"id", "lang", "text", "unfiltered", "kept"}``."""
+    never depends on the order of files or rows; each as ``{"id", "lang", "text", "unfiltered", "kept",
+    "passed"}`` (passed draws are kept ones: the sample is drawn from the first two)."""
     from ..ids import seed_for
 
     by_lang: Dict[str, List[tuple]] = {}
@@ -296,7 +300,8 @@ def sample_draws(tables: Iterable[pa.Table], generator: str, seed: int, per_lang
         for r in t.to_pylist():
             if r[UNFILTERED] or r[KEPT]:
                 key = seed_for(seed, "round-trip", generator, r["id"], r["lang"], r["round"], r["draw"])
-                by_lang.setdefault(r["lang"], []).append((key, {k: r[k] for k in ("id", "lang", "text", UNFILTERED, KEPT)}))
+                row = {k: r[k] for k in ("id", "lang", "text", UNFILTERED, KEPT)}
+                by_lang.setdefault(r["lang"], []).append((key, {**row, PASSED: SELECTED[PASSED](r)}))
     return [row for lang in sorted(by_lang) for _, row in sorted(by_lang[lang], key=lambda kr: kr[0])[:per_language]]
 
 
@@ -332,7 +337,7 @@ def add_round_trip(quality: Dict[str, Any], samples: Mapping[str, List[Dict[str,
             rep = quality.get(gen, {}).get(sel)
             if not rep:
                 continue
-            chosen = [(r["lang"], k) for r, k in zip(rows, ranks[gen]) if r[sel]]
+            chosen = [(r["lang"], k) for r, k in zip(rows, ranks[gen]) if r.get(sel)]  # a provided sample: unfiltered only
             rep["overall"]["round_trip"] = round_trip_summary([k for _, k in chosen])
             for lang, g in rep["by_language"].items():
                 g["round_trip"] = round_trip_summary([k for l, k in chosen if l == lang])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..evaluation.question_quality import SELECTIONS
 from .cells import MISSING, integer, number, pct, table
 
 # The flags drawn and tabulated, in order, with their column titles.
@@ -42,11 +43,12 @@ def quality_tables(quality: Mapping[str, Any]) -> List[str]:
     lines = ["## Question quality", "",
              "Share of questions (%) flagged by each measure of `evaluation/quality.py`, per generator: "
              "`unfiltered` = the first draws with any text (the queries the data files hold), `kept` = what the "
-             "generator's filters kept. Round trip @1: the share of a sample of questions whose own passage ranks "
+             "generator's filters kept, `passed` (with `filters.fill_empty`) = the kept questions without those the fill "
+             "added back after the round trip rejected them. Round trip @1: the share of a sample of questions whose own passage ranks "
              "first among its partition's passages under the run's encoder (where measured: a provided generator's, "
              "such as the held-out human questions, in the generating generators' languages).", ""]
     for name, q in quality.items():
-        for sel in ("unfiltered", "kept"):
+        for sel in SELECTIONS:
             rep = q.get(sel)
             if not rep:
                 continue

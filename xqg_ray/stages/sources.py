@@ -31,7 +31,7 @@ from ..store.ledger import fingerprint
 from .generate import queries_table
 
 # What the selection reads of an attempts file (ATTEMPTS_SCHEMA).
-ATTEMPT_COLUMNS = ["id", "content_hash", "lang", "text", "kept", "unfiltered"]
+ATTEMPT_COLUMNS = ["id", "content_hash", "lang", "text", "reason", "kept", "unfiltered"]
 
 
 def query_sources(cfg: RunConfig, gens: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

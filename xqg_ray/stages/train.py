@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pyarrow as pa
 
 from ..config import HUMAN_PAIRS, RunConfig, TrainConfig, encoder_cfg, encoder_label, encoders_used, trained_name
-from ..schemas import KEPT
+from ..schemas import UNFILTERED
 from ..store.integrity import read_table_verified
 from ..store.ledger import file_record
 from ..store.segments import live_table
@@ -91,9 +91,9 @@ def generator_partition_pairs(ctx: Context, name: str, manifest: Dict[str, Any],
     where = f"the generated/{name} manifest"
     for part in ctx.snapshot["partitions"]:
         u = units[part["partition"]]
-        if questions == KEPT:
+        if questions != UNFILTERED:
             draws = live_table(ctx.storage, ctx.root, u["attempts"], where=where)
-            gen = queries_table(draws, g.languages, g.n_per_language, KEPT)
+            gen = queries_table(draws, g.languages, g.n_per_language, questions)
         else:
             gen = live_table(ctx.storage, ctx.root, u, ["id", "content_hash", "queries", "failed"], where=where)
         yield generated_pairs(gen, _corpus(ctx, part), f"gen:{name}")
