@@ -307,9 +307,8 @@ class EvalConfig:
     # One of TUNE_ON: each sweep's value chosen on the dev questions (benchmark.dev_fraction > 0;
     # without dev questions nothing is chosen), never on the evaluated ones.
     tune_on: str = "dev"
-    # Choices across systems, e.g. {xqg-tuned: [xqg, xqg-kept, xqg-mean]}: the group's result is
-    # the point (a listed system or one of its sweep points) with the best dev score, so which
-    # questions (filtered or not), aggregation and alpha are chosen together, with one test.
+    # {GROUP: [system, ...]}: the listed system or sweep point with the best dev score is the group's
+    # result, so questions, aggregation and alpha are chosen together, with one test.
     tune_groups: Dict[str, List[str]] = field(default_factory=dict)
 
 
