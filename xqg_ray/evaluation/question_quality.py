@@ -172,7 +172,7 @@ def quality_report(
     return {"overall": _group_report(texts, flags, r), "by_language": by_language}
 
 
-SELECTIONS = (UNFILTERED, KEPT, PASSED)
+SELECTIONS = tuple(SELECTED)  # unfiltered, kept, passed: the report's order
 
 
 def filter_counts(attempts: pa.Table, langs: Sequence[str], n: int) -> Dict[str, Any]:
