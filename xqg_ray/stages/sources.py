@@ -1,7 +1,7 @@
 """The inputs of an embeddings unit: which query sources a run encodes, and how a unit reads the rows of each.
 
 Sources: each generator's unfiltered queries and, where a system reads them,
-its kept ones (:func:`query_sources`).  A generating generator stores every
+its kept or passed ones (:func:`query_sources`).  A generating generator stores every
 draw (``generated/NAME/attempts``) next to the unfiltered selection
 (``generated/NAME/data``), so a system of the filtered questions (``questions:
 kept``) needs no second generation: the unit reads the attempts file and selects
