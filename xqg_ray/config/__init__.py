@@ -73,7 +73,8 @@ from .systems import (
     point_name,
     queries_per_language,
 )
-from .validate import perturbation_problems, problems, train_settings_problems, validate
+from .validate import perturbation_problems, problems, validate
+from .validate_training import train_settings_problems
 
 __all__ = [
     "AGGREGATIONS", "BENCHMARK_KINDS", "CHAR_KINDS", "CLEAN_QUERY_SET", "CORPUS_FORMATS", "DTYPES", "FILE_BENCHMARK_KINDS",

@@ -1,4 +1,5 @@
-"""Every choice list of the configuration, and the names a config file may use as values.
+"""Every choice list of the configuration, the names a config file may use as values, and the two
+rules every check applies to them (:func:`choice_problem`, :func:`name_ok`).
 
 The tuples here are the only place a choice list is written: the dataclasses in
 ``schema.py``, the checks in ``validate.py`` and their messages use them, and so
@@ -7,7 +8,7 @@ should any module that branches on a choice.  ``schema.py`` re-exports them.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from ..schemas import KEPT, PASSED, UNFILTERED
 
@@ -106,3 +107,13 @@ def trained_name(model: str) -> Optional[str]:
     if not model.startswith(TRAINED_PREFIX):
         return None
     return model[len(TRAINED_PREFIX):].split("@", 1)[0]
+
+
+def choice_problem(where: str, value: Any, choices: Sequence[str]) -> Optional[str]:
+    """``where=value: use one of ...`` when ``value`` is not one of ``choices``, else None."""
+    return None if value in choices else f"{where}={value!r}: use one of {', '.join(choices)}"
+
+
+def name_ok(name: Any) -> bool:
+    """A name that can be a file or directory name: letters, digits, '-', '_' and '.'."""
+    return isinstance(name, str) and bool(name) and name.replace("-", "").replace("_", "").replace(".", "").isalnum()
