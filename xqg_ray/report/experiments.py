@@ -32,6 +32,12 @@ def _images(charts: Mapping[str, Sequence[str]], key: str, alt: str) -> List[str
     return [line for path in charts.get(key, []) for line in (f"![{alt}]({path})", "")]
 
 
+def _test_cells(test: Mapping[str, Any]) -> List[str]:
+    """A tuned result's evaluated figures (``tuning.TUNED_KEYS`` of one metric) as table cells."""
+    return [pct(test.get("mean")), ci(test.get("ci95")), points(test.get("diff")), ci_points(test.get("diff_ci95")),
+            pvalue(test.get("p_value")), pvalue(test.get("p_perm"))]
+
+
 def tuned_section(tuning: Mapping[str, Any]) -> List[str]:
     """The values chosen on the dev questions and their evaluated figures (empty without tuning)."""
     if not tuning:
@@ -41,9 +47,7 @@ def tuned_section(tuning: Mapping[str, Any]) -> List[str]:
         for param, t in params.items():
             metric, test = t["metric"], (t.get("test") or {}).get(t["metric"], {})
             sizes.add(t["dev_questions"])
-            rows.append([system, param, t["chosen"], t["system"], pct(t["dev_scores"].get(str(t["chosen"]))), pct(test.get("mean")),
-                         ci(test.get("ci95")), points(test.get("diff")), ci_points(test.get("diff_ci95")), pvalue(test.get("p_value")),
-                         pvalue(test.get("p_perm"))])
+            rows.append([system, param, t["chosen"], t["system"], pct(t["dev_scores"].get(str(t["chosen"])))] + _test_cells(test))
     n = ", ".join(str(x) for x in sorted(sizes))
     return ["### Tuned on dev", "",
             f"Each sweep's value is chosen on {n} dev questions (neither evaluated nor used as human queries) by the best "
@@ -63,9 +67,8 @@ def groups_section(groups: Mapping[str, Any], indexes: Mapping[str, Any]) -> Lis
         metric, test = g["metric"], (g.get("test") or {}).get(g["metric"], {})
         sizes.add(g["dev_questions"])
         facts = indexes.get(g["chosen"]) or {}
-        rows.append([group, g["chosen"], facts.get("questions"), facts.get("aggregation"), facts.get("alpha"), pct(g["dev_scores"].get(g["chosen"])),
-                     pct(test.get("mean")), ci(test.get("ci95")), points(test.get("diff")), ci_points(test.get("diff_ci95")),
-                     pvalue(test.get("p_value")), pvalue(test.get("p_perm"))])
+        rows.append([group, g["chosen"], facts.get("questions"), facts.get("aggregation"), facts.get("alpha"),
+                     pct(g["dev_scores"].get(g["chosen"]))] + _test_cells(test))
         notes += [f"{group}: dev {metric} by candidate: " + ", ".join(f"{c} {pct(v)}" for c, v in g["dev_scores"].items())
                   + f"; the baseline ({g['baseline']}): {pct(g['baseline_dev_score'])}.", "",
                   f"{group}: {g['chosen']} against the baseline per language ({metric} diff, p t Holm-adjusted across languages): "
