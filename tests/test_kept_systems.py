@@ -170,6 +170,32 @@ def test_questions_is_checked():
     assert SystemConfig(name="x").questions == UNFILTERED
 
 
+def test_a_systems_own_round_trip_and_rounds_are_checked():
+    """Replayed from the stored draws: only looser than the generator's, only of its filtered questions."""
+    g = GeneratorConfig(kind="causal", model="m", filters=FilterConfig(enabled=["round_trip"], round_trip_top_k=3, max_attempts=2))
+    cfg = RunConfig(output_dir="x", generators={"g": g, "h": GeneratorConfig(kind="causal", model="m")}, systems=[
+        SystemConfig(name="baseline"),
+        SystemConfig(name="ok", generator="g", questions=KEPT, round_trip_top_k=10, max_attempts=1),
+        SystemConfig(name="u", generator="g", round_trip_top_k=10),
+        SystemConfig(name="tight", generator="g", questions=PASSED, round_trip_top_k=3),
+        SystemConfig(name="more", generator="g", questions=KEPT, max_attempts=2),
+        SystemConfig(name="neg", generator="g", questions=KEPT, max_attempts=-1),
+        SystemConfig(name="no-rt", generator="h", questions=KEPT, round_trip_top_k=5),
+    ])
+    cfg.generators["g"].filters.fill_empty = True
+    assert problems(cfg) == [
+        "system 'u': round_trip_top_k and max_attempts choose among the filtered questions: set questions: kept or passed",
+        "system 'tight': round_trip_top_k=3 must be above generators.g.filters.round_trip_top_k (3): "
+        "the draws a stricter k would redraw were never made",
+        "system 'more': max_attempts=2 must be from 1 to generators.g.filters.max_attempts - 1 (1): the rounds replayed are the ones stored",
+        "system 'neg': max_attempts=-1 must be 0 (the generator's) or above",
+        "system 'no-rt': round_trip_top_k=5 needs the round trip: generators.h.filters.enabled lacks 'round_trip'",
+    ]
+    from xqg_ray.config.systems import query_source
+
+    assert [query_source(s) for s in cfg.systems[:4]] == ["", "g@kept@k10@r1", "g", "g@passed@k3"]
+
+
 def test_definitions_name_the_selection():
     from xqg_ray.report.markdown import render_markdown
 
@@ -326,3 +352,49 @@ def test_kept_sum_with_unequal_counts_is_refused_before_indexing(runs, tmp_path,
         run(_cfg(work, shared_datasets, KEPT_SYSTEM, strict))
     assert str(err.value) == msg and "\n" not in msg
     assert not (work / "index" / "kept-strict").exists()
+
+
+def test_a_question_two_selections_share_is_encoded_once_per_unit(tmp_path, tiny_models):
+    """One unit with the unfiltered (12) and the kept (9) selections of DRAWS, 8 questions in both: the encoder
+    sees each of the 13 once (21 before), and the rows equal those of a unit per selection."""
+    from xqg_ray.config import EncoderConfig, StorageConfig
+    from xqg_ray.stages.encode_actor import EncodePartition, QueryMemo
+    from xqg_ray.stages.records import EncodePartitionUnit
+
+    storage, root = Storage(), str(tmp_path)
+    actor = EncodePartition(root, StorageConfig(), EncoderConfig(model=tiny_models["tiny-bert"], max_passage_length=24, dtype="float32"), 1)
+    seen: List[str] = []
+    encode = actor.encoder.encode
+    actor.encoder.encode = lambda texts, kind: (seen.extend(texts) if kind == "query" else None, encode(texts, kind))[1]
+    attempts = write_table_committed(storage, root, "in/attempts.parquet", DRAWS)
+    corpus = write_table_committed(storage, root, "in/corpus.parquet", pa.table(
+        {"id": pa.array([7, 8, 9], pa.int64()), "title": ["t"] * 3, "text": ["passage 7", "passage 8", "passage 9"], "content_hash": ["h7", "h8", "h9"]}))
+
+    def unit(tag: str, *which: str) -> pa.Table:
+        gens = {f"g@{w}": {"src": w, "key": tag, "select": {"generator": "g", "questions": w, "languages": LANGS, "n": 2}, **attempts} for w in which}
+        rec = actor.run_unit(EncodePartitionUnit(stage="embeddings", partition=0, unit="p-00000", key=tag, gens=gens, prior=None,
+                                                 out=f"embeddings/data/{tag}.parquet", corpus=corpus).to_json())
+        return pq.read_table(tmp_path / rec["file"])
+
+    both = unit("both", UNFILTERED, KEPT)
+    kept_texts = {d["text"] for d in DRAWS.to_pylist() if d["kept"]}
+    first_texts = {d["text"] for d in DRAWS.to_pylist() if d["unfiltered"]}
+    assert sorted(seen) == sorted(kept_texts | first_texts) and len(seen) == 13 and len(kept_texts & first_texts) == 8
+    alone = pa.concat_tables([unit("k", KEPT).filter(pc.equal(pc.field("kind"), "gen:g@kept")), unit("u", UNFILTERED)])
+    for kind in ("gen:g@kept", "gen:g@unfiltered", "passage"):
+        a, b = (t.filter(pc.equal(t["kind"], kind)) for t in (both, alone))
+        assert a["count"].to_pylist() == b["count"].to_pylist() and a.num_rows == 3
+        np.testing.assert_allclose(np.stack(a["vector"].to_numpy(zero_copy_only=False)), np.stack(b["vector"].to_numpy(zero_copy_only=False)), rtol=0, atol=1e-6)
+    # The memo itself: order kept, one call for the distinct texts it lacks, the oldest evicted past its capacity.
+    calls: List[List[str]] = []
+    memo = QueryMemo(3)
+
+    def fake(todo: List[str]) -> np.ndarray:
+        calls.append(list(todo))
+        return np.array([[float(ord(t[0])), float(len(t))] for t in todo], np.float32)
+
+    assert memo.encode(["ab", "c", "ab"], fake, 2).tolist() == [[97, 2], [99, 1], [97, 2]]
+    assert memo.encode(["c", "dd", "e"], fake, 2).tolist() == [[99, 1], [100, 2], [101, 1]]
+    assert memo.encode(["ab", "e"], fake, 2).tolist() == [[97, 2], [101, 1]]
+    assert calls == [["ab", "c"], ["dd", "e"], ["ab"]] and list(memo.vecs) == ["dd", "e", "ab"]
+    assert memo.encode([], fake, 2).shape == (0, 2) and len(calls) == 3

@@ -23,7 +23,7 @@ from corpus_versions import current
 from test_question_filter import GOOD_DE, LUTHER, OTHER, OTHER_DE, OTHER_ES, Scripted, _cfg, _summary
 from xqg_ray.config import load_config
 from xqg_ray.config.schema import ROUND_TRIP
-from xqg_ray.evaluation.question_filter import reject_reason, selection
+from xqg_ray.evaluation.question_filter import reject_reason, replay, selection
 from xqg_ray.evaluation.question_quality import filter_counts
 from xqg_ray.ids import seed_for
 from xqg_ray.schemas import KEPT, PASSAGE, PASSED
@@ -217,6 +217,9 @@ def judged_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
     cfg.generators = {"t5": cfg.generators["t5"], "human": GeneratorConfig(kind="provided", path="benchmark:provided")}
     cfg.systems = [SystemConfig(name="baseline"),
                    SystemConfig(name="xqg-kept", generator="t5", alpha=0.3, aggregation="mean", questions=KEPT),
+                   # The kept questions replayed with a round trip that rejects nothing (k = every passage) and one round.
+                   SystemConfig(name="xqg-kept-all", generator="t5", alpha=0.3, aggregation="mean", questions=KEPT,
+                                round_trip_top_k=16, max_attempts=1),
                    SystemConfig(name="human-mean", generator="human", alpha=0.3, aggregation="mean")]
     return out, cfg, run(cfg)
 
@@ -252,6 +255,9 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
         best = 1 + (scores > own + eps).sum(axis=1)
         worst = (scores > own - eps).sum(axis=1)  # the own passage counted: the rank if every near tie went against it
         assert np.all(best <= ranks) and np.all(ranks <= worst)
+        # The rank is stored with the draw (what a looser threshold is replayed from); a draw a cheaper reason rejected has none.
+        assert all(b <= d["round_trip"] <= w for d, b, w in zip(asked, best.tolist(), worst.tolist()))
+        assert all(d["round_trip"] is None for d in draws if d not in asked)
         for d, b, w in zip(asked, best.tolist(), worst.tolist()):
             if d["reason"] == ROUND_TRIP:
                 assert w > K, d
@@ -265,6 +271,26 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
     assert kept > 0 and rejected > 0 and counts[ROUND_TRIP] == rejected
     assert gen["filter"]["kept"] == kept
     assert result["indexes"]["xqg-kept"]["questions"] == KEPT
+    assert result["indexes"]["xqg-kept-all"]["questions"] == "kept@k16@r1"
+
+
+def test_a_replayed_selection_is_encoded_from_the_stored_draws(judged_run):
+    """xqg-kept-all (k 16 of 16 passages, one round): each passage's first-round draws that only the round trip
+    (or nothing) rejected, from the same generation; its own embedding rows beside the generator's kept ones."""
+    out, _, result = judged_run
+    gen, emb = current(out, "generated/t5"), current(out, "embeddings")
+    want: Dict[int, int] = {}
+    for u in gen["units"]:
+        for d in pq.read_table(out / u["attempts"]["file"]).to_pylist():
+            want[d["id"]] = want.get(d["id"], 0) + (d["round"] == 0 and d["reason"] in (None, ROUND_TRIP))
+    got: Dict[str, Dict[int, int]] = {}
+    for u in emb["units"]:
+        e = pq.read_table(out / u["file"], columns=["kind", "id", "count"]).to_pylist()
+        for r in e:
+            got.setdefault(r["kind"], {})[r["id"]] = r["count"]
+    assert got["gen:t5@kept@k16@r1"] == want
+    assert got["gen:t5@kept@k16@r1"] != got["gen:t5@kept"]  # the k 2 round trip rejected some first draws
+    assert result["systems"]["xqg-kept-all"] != result["systems"]["xqg-kept"]
     # The run's round-trip measure of the kept questions: every sampled one within k.
     rt = result["question_quality"]["t5"][KEPT]["overall"]["round_trip"]
     assert rt["n"] > 0 and rt["hits@5"] == rt["n"] and rt["median_rank"] <= K
@@ -364,3 +390,71 @@ def test_an_update_judges_new_passages_against_the_whole_new_partition_and_keeps
     assert fresh["filter"]["kept"] == 0 and fresh["filter"]["rejected"]["by_reason"][ROUND_TRIP] == 21
     draws = pq.read_table(tmp_path / fresh["attempts"]["file"])
     assert draws["text"].to_pylist() == d2["text"].to_pylist()  # the same draws: only the verdicts differ
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_replayed_verdicts_at_a_looser_k_or_fewer_rounds_equal_a_generation_there(fill):
+    """A system's own round-trip threshold and rounds (chosen on dev questions) come from the stored draws:
+    replaying them equals generating again with those settings, draw for draw, verdict for verdict."""
+    stored = _gen(round_trip_top_k=2, fill_empty=fill).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))
+    for k, rounds in [(2, 3), (3, 3), (7, 3), (2, 1), (2, 2), (3, 1)]:
+        again = _gen(round_trip_top_k=k, max_attempts=rounds, fill_empty=fill).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))
+        for mine, theirs in zip(stored, again):
+            assert replay(mine, ["de", "es"], 2, ON, k, rounds, 0.8, fill) == (theirs, 0), (k, rounds)
+    # At k 3 Luther's es slot is kept at once (ranks 3 and 2): its two later draws are not made.
+    luther = replay(stored[0], ["de", "es"], 2, ON, 3, 3, 0.8, fill)[0]
+    assert [(d["lang"], d["round"], d["reason"], d["kept"]) for d in luther] == [
+        ("de", 0, None, True), ("de", 0, ROUND_TRIP, fill), ("de", 1, "degenerate", False), ("de", 2, ROUND_TRIP, False),
+        ("es", 0, None, True), ("es", 0, None, True)]
+
+
+def test_a_duplicate_only_the_looser_verdicts_create_counts_the_draws_never_made():
+    """n 1: at k 1 the de question is rejected and redrawn, so the es question (the same words) is kept; at k 2
+    the de one is kept first, the es one becomes its duplicate, and es would need a draw round 1 never made."""
+    same = "Wann schrieb Luther die 95 Thesen?"
+    draws = [
+        {"lang": "de", "round": 0, "draw": 0, "text": same, "empty": False, "wrong_language": False, "exemplar": None, "degenerate": False, ROUND_TRIP: 2},
+        {"lang": "de", "round": 1, "draw": 0, "text": GOOD_DE, "empty": False, "wrong_language": False, "exemplar": None, "degenerate": False, ROUND_TRIP: 1},
+        {"lang": "es", "round": 0, "draw": 0, "text": same, "empty": False, "wrong_language": False, "exemplar": None, "degenerate": False, ROUND_TRIP: 1},
+    ]
+    strict, missing = replay(draws, ["de", "es"], 1, [ROUND_TRIP, "duplicate"], 1, 2, 0.8, False)
+    assert ([d["reason"] for d in strict], missing) == ([ROUND_TRIP, None, None], 0)
+    loose, missing = replay(draws, ["de", "es"], 1, [ROUND_TRIP, "duplicate"], 2, 2, 0.8, False)
+    assert ([(d["lang"], d["round"], d["reason"]) for d in loose], missing) == ([("de", 0, None), ("es", 0, "duplicate")], 1)
+
+
+@pytest.mark.parametrize("rows", [1, 100])
+def test_a_replayed_selection_read_from_the_attempts_file_equals_a_generation_at_its_thresholds(tmp_path, rows):
+    """The stored draws (ranks included) written and read back as the encode stage reads a selected source:
+    kept and passed at k 3 or one round equal those of a generation made there; the fingerprints differ."""
+    from xqg_ray.stages.generate import queries_table
+    from xqg_ray.stages.sources import selected_queries, selected_source
+    from xqg_ray.store.integrity import VerifiedParquet, write_table_committed
+    from xqg_ray.store.storage import Storage
+
+    langs = ["de", "es"]
+    stored = sort_draws(draws_table([11, 12], ["h11", "h12"], _gen(round_trip_top_k=2, fill_empty=True).generate_attempts(
+        [LUTHER, OTHER], judge=ScriptedJudge(RANKS))), langs)
+    assert stored["round_trip"].to_pylist()[:4] == [1, 7, None, 7]  # the ranks are stored; the degenerate draw was not judged
+    storage = Storage()
+    f = VerifiedParquet(storage, str(tmp_path), write_table_committed(storage, str(tmp_path), "attempts/p-00000.parquet", stored))
+    manifest = {"fingerprint": "F", "gen_fp": "G", "units": [{"partition": 0, "key": "K", "attempts": {"file": "x"}}],
+                "generator": {"languages": langs, "n_per_language": 2,
+                              "filters": {"enabled": ON, "round_trip_top_k": 2, "max_attempts": 3, "duplicate_jaccard": 0.8, "fill_empty": True}}}
+    prints = set()
+    for which in (KEPT, PASSED):
+        for k, rounds in [(0, 0), (3, 0), (0, 1), (7, 2)]:
+            source = selected_source("g", manifest, which, k, rounds)
+            prints.add(source["fingerprint"])
+            got = pa.concat_tables(list(selected_queries(f, source["select"], rows)))
+            again = _gen(round_trip_top_k=k or 2, max_attempts=rounds or 3, fill_empty=True).generate_attempts([LUTHER, OTHER], judge=ScriptedJudge(RANKS))
+            assert got.equals(queries_table(sort_draws(draws_table([11, 12], ["h11", "h12"], again), langs), langs, 2, which)), (which, k, rounds)
+    assert len(prints) == 8
+    # At k 3 the passed questions gain Luther's es draw of rank 3; Other's rank-4 es draw still gives way to its redraw.
+    k3 = pa.concat_tables(list(selected_queries(f, selected_source("g", manifest, PASSED, 3)["select"], rows)))
+    assert [[q["text"] for q in qs] for qs in k3["queries"].to_pylist()] == [
+        [GOOD_DE, OFF_TOPIC_ES, "¿Cuándo escribió Lutero las tesis?"], [OTHER_DE, OTHER_DE2, OTHER_ES, "¿Qué es el café?"]]
+    # With one round, Other's es slot has no redraw: passed leaves it empty.
+    r1 = pa.concat_tables(list(selected_queries(f, selected_source("g", manifest, PASSED, 0, 1)["select"], rows)))
+    assert ([[q["text"] for q in qs] for qs in r1["queries"].to_pylist()], r1["failed"].to_pylist()) == (
+        [[GOOD_DE, "¿Cuándo escribió Lutero las tesis?"], [OTHER_DE, OTHER_DE2, OTHER_ES]], [2, 1])

@@ -21,8 +21,12 @@ ATTEMPTS_SCHEMA = pa.schema(
     [("id", pa.int64()), ("content_hash", pa.string()), ("lang", pa.string()), ("round", pa.int32()), ("draw", pa.int32()),
      ("text", pa.string()), ("empty", pa.bool_()), ("wrong_language", pa.bool_()), ("exemplar", pa.string()),
      ("degenerate", pa.bool_()), ("duplicate", pa.bool_()), ("reason", pa.string()), ("kept", pa.bool_()),
-     ("unfiltered", pa.bool_())]
+     ("unfiltered", pa.bool_()), ("round_trip", pa.int32())]
 )
+# ATTEMPTS_SCHEMA's layout, in the key of a generator whose round trip fills ``round_trip`` (its own
+# passage's rank, null where not judged): draws stored before it lack the ranks a looser threshold
+# is replayed from (evaluation.question_filter.replay), so they are not reused.
+ATTEMPTS_VERSION = 2
 
 # The two selections of a passage's draws: ATTEMPTS_SCHEMA's boolean columns of those names ...
 UNFILTERED, KEPT = "unfiltered", "kept"

@@ -255,6 +255,12 @@ class SystemConfig:
     # selection may hold fewer questions (slots its filters left empty), which a `sum` system
     # refuses unless allow_unequal_counts.  Name `kept` to read the filtered questions.
     questions: str = UNFILTERED
+    # The kept or passed questions as a looser round trip (a larger top k than the generator's
+    # filters.round_trip_top_k) or fewer rounds (below its filters.max_attempts) would have kept them,
+    # replayed from the stored draws and their ranks: no draw is generated again, so these thresholds
+    # can be chosen on dev questions (eval.tune_groups) like alpha.  0 = the generator's own.
+    round_trip_top_k: int = 0
+    max_attempts: int = 0
     # Compared against this system (empty = eval.baseline, or the first baseline of its encoder).
     baseline: str = ""
     sweep: SweepConfig = field(default_factory=SweepConfig)

@@ -58,8 +58,17 @@ def queries_per_language(cfg: RunConfig, s: SystemConfig) -> int:
 def query_source(s: SystemConfig) -> str:
     """The queries ``s`` augments with, named as the embeddings name them: its generator's name for
     the unfiltered selection (the name before filters, so those outputs keep their keys),
-    ``GENERATOR@kept`` for the filtered questions, "" for a baseline."""
-    return s.generator if not s.generator or s.questions == UNFILTERED else f"{s.generator}@{s.questions}"
+    ``GENERATOR@kept`` (or ``@passed``) for the filtered questions, with ``@kK`` and ``@rR`` where the
+    system replays them at its own round-trip top k or rounds; "" for a baseline."""
+    if not s.generator or s.questions == UNFILTERED:
+        return s.generator
+    return f"{s.generator}@{selection_name(s)}"
+
+
+def selection_name(s: SystemConfig) -> str:
+    """Which of its generator's questions ``s`` reads, as the report names it: ``unfiltered``, ``kept``
+    or ``passed``, with ``@kK`` / ``@rR`` for its own round-trip top k / rounds (e.g. ``passed@k10``)."""
+    return s.questions + (f"@k{s.round_trip_top_k}" if s.round_trip_top_k else "") + (f"@r{s.max_attempts}" if s.max_attempts else "")
 
 
 def tune_candidates(cfg: RunConfig, members: List[str]) -> List[str]:

@@ -14,9 +14,9 @@ from typing import List, Optional
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, INDEX_METRICS, PASSED,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, INDEX_METRICS, KEPT, PASSED, ROUND_TRIP,
     LANGUAGE_NAMES, LLAMACPP_RUNTIME, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
-    TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, GeneratorConfig, PerturbationConfig,
+    TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, FilterConfig, GeneratorConfig, PerturbationConfig,
     RunConfig, SystemConfig, stage_pool,
 )
 from .choices import choice_problem, name_ok
@@ -238,6 +238,8 @@ def question_problems(cfg: RunConfig, s: SystemConfig, where: str) -> List[str]:
     """``questions``: one of QUESTION_SELECTIONS, and other than the default only where there is a
     filter to select by (a generating generator; provided queries are not filtered)."""
     bad = choice_problem(f"{where}: questions", s.questions, QUESTION_SELECTIONS)
+    if not bad and s.questions == SystemConfig.questions and (s.round_trip_top_k or s.max_attempts):
+        return [f"{where}: round_trip_top_k and max_attempts choose among the filtered questions: set questions: {KEPT} or {PASSED}"]
     if bad or s.questions == SystemConfig.questions:
         return _checks(bad)
     if not s.generator:
@@ -248,7 +250,28 @@ def question_problems(cfg: RunConfig, s: SystemConfig, where: str) -> List[str]:
     if g is not None and s.questions == PASSED and not g.filters.fill_empty:
         return [f"{where}: questions={PASSED!r} are the kept questions without filters.fill_empty's additions, and "
                 f"generators.{s.generator}.filters.fill_empty is off: set questions: kept"]
-    return []
+    return [] if g is None else replay_problems(g.filters, s, where)
+
+
+def replay_problems(f: FilterConfig, s: SystemConfig, where: str) -> List[str]:
+    """A system's own ``round_trip_top_k`` / ``max_attempts``: replayed from the generator's stored draws
+    (evaluation.question_filter.replay), so only looser than the generator's (a stricter k or more
+    rounds would need draws never made), and a round trip to loosen."""
+    errs: List[str] = []
+    gen = f"generators.{s.generator}.filters"
+    for key in ("round_trip_top_k", "max_attempts"):
+        if getattr(s, key) < 0:
+            return [f"{where}: {key}={getattr(s, key)} must be 0 (the generator's) or above"]
+    if s.round_trip_top_k:
+        if ROUND_TRIP not in f.enabled:
+            errs.append(f"{where}: round_trip_top_k={s.round_trip_top_k} needs the round trip: {gen}.enabled lacks {ROUND_TRIP!r}")
+        elif s.round_trip_top_k <= f.round_trip_top_k:
+            errs.append(f"{where}: round_trip_top_k={s.round_trip_top_k} must be above {gen}.round_trip_top_k "
+                        f"({f.round_trip_top_k}): the draws a stricter k would redraw were never made")
+    if s.max_attempts and not 1 <= s.max_attempts < f.max_attempts:
+        errs.append(f"{where}: max_attempts={s.max_attempts} must be from 1 to {gen}.max_attempts - 1 ({f.max_attempts - 1}): "
+                    f"the rounds replayed are the ones stored")
+    return errs
 
 
 def perturbation_problems(p: PerturbationConfig, where: str = "perturbation") -> List[str]:

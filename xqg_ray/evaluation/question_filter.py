@@ -87,6 +87,54 @@ def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled:
     return None
 
 
+def replay(draws: Sequence[Mapping[str, Any]], langs: Sequence[str], n: int, enabled: Iterable[str], round_trip_top_k: int,
+           rounds: int, jaccard: float, fill_empty: bool) -> Tuple[List[Dict[str, Any]], int]:
+    """One passage's stored draws judged as a generation with a looser round trip (``round_trip_top_k``
+    at least the generation's) or fewer ``rounds`` would have judged them: (the draws it would have
+    made, each a copy with ``duplicate``, ``reason`` and ``kept`` recomputed, in stored order; the
+    draws it would have needed that the generation never made).
+
+    Exact because draws are seeded per (passage, language, round, draw): such a generation makes a
+    prefix of the stored draws.  At a looser k a slot is filled no later than it was, so it needs no
+    draw the stored rounds lack; fewer rounds drop the later ones.  The one exception is a duplicate
+    that only the looser verdicts create (a question kept earlier now repeats across two languages),
+    which can leave a slot wanting a draw never made: counted in the second value, the slot left to
+    ``fill_empty`` like any other.  Draw dicts as :meth:`QueryGenerator.generate_attempts` stores
+    them (``round_trip``: the own passage's rank, None where not judged).
+    """
+    made: Dict[Tuple[str, int], List[Mapping[str, Any]]] = {}
+    for d in draws:
+        made.setdefault((d["lang"], d["round"]), []).append(d)
+    kept: Dict[str, List[str]] = {lang: [] for lang in langs}
+    by_passage: List[str] = []
+    out: Dict[Tuple[str, int, int], Dict[str, Any]] = {}
+    missing = 0
+    # The generation's order: round by round, languages in order, draws in order (the duplicate
+    # measure compares each draw with the questions kept before it).
+    for r in range(rounds):
+        for lang in langs:
+            need = n - len(kept[lang])
+            if need <= 0:
+                continue
+            these = sorted(made.get((lang, r), ()), key=lambda d: d["draw"])
+            missing += max(0, need - len(these))
+            for d in these[:need]:
+                t = d["text"]
+                dup = None if d["empty"] else repeats_kept(t, by_passage, jaccard)
+                reason = reject_reason(t, d, bool(dup), enabled, round_trip_top_k)
+                out[(lang, r, d["draw"])] = v = {**d, "duplicate": dup, "reason": reason, "kept": reason is None}
+                if reason is None:
+                    kept[lang].append(t)
+                    by_passage.append(t)
+    if fill_empty:  # as fill_slots: the best-ranked draws only the round trip rejected
+        for v in sorted((v for v in out.values() if v["reason"] == ROUND_TRIP), key=lambda v: (v[ROUND_TRIP], v["round"], v["draw"])):
+            if len(kept[v["lang"]]) < n and not repeats_kept(v["text"], by_passage, jaccard):
+                v["kept"] = True
+                kept[v["lang"]].append(v["text"])
+                by_passage.append(v["text"])
+    return [out[k] for k in ((d["lang"], d["round"], d["draw"]) for d in draws) if k in out], missing
+
+
 # Whether a stored draw is in each selection (``systems[].questions``).
 SELECTED = {UNFILTERED: lambda d: d[UNFILTERED], KEPT: lambda d: d[KEPT], PASSED: lambda d: d[KEPT] and d["reason"] is None}
 

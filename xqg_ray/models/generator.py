@@ -224,8 +224,9 @@ class QueryGenerator:
         among the ones made (the same seeds as before filters).
 
         ``judge`` (a :class:`~xqg_ray.models.judge.RoundTripJudge` holding the rows' partition): ranks
-        each round's draws that no cheaper reason rejects, for the ``round_trip`` filter (the rank is
-        not stored: the reason is).
+        each round's draws that no cheaper reason rejects, for the ``round_trip`` filter; the draw keeps
+        its rank (``round_trip``), so a looser threshold or fewer rounds can be replayed from the stored
+        draws (:func:`~xqg_ray.evaluation.question_filter.replay`).
         """
         n, f = self.cfg.n_per_language, self.cfg.filters
         if judge is None and ROUND_TRIP in f.enabled:

@@ -11,7 +11,8 @@ are in :mod:`.encode`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +52,7 @@ class EncodePartition(UnitRunner):
         # A trained encoder (model trained:NAME@KEY) loads its artifact's files, each sha256-checked.
         self.encoder = make_encoder(resolve_encoder(self.storage, root, cfg), threads)
         self.schema = embeddings_schema(self.encoder.dim)
+        self.memo = QueryMemo(cfg.window_rows)
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = encode_unit(plan)
@@ -113,6 +115,7 @@ class EncodePartition(UnitRunner):
             g = live_parquet(self.storage, self.root, u.gens[name], where=f"the generated/{sel['generator'] if sel else name} manifest")
             gens.append(Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel))
         passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
+        self.memo.clear()  # a unit's vectors never depend on the units this actor ran before it
         delta, dead = self._plan_delta(u, gens, passages, prior)
         # A delta segment needs of the reused rows only their counts (for the summaries), not their vectors.
         prior_columns = ["kind", "src", "id", "content_hash", "count"] if delta else None
@@ -186,7 +189,10 @@ class EncodePartition(UnitRunner):
         todo = [p.rows.filter(pa.array(~p.hit)) for p in window]
         inputs = [p.source.inputs(t, self.cfg.passage_template) for p, t in zip(window, todo)]
         texts = [x for xs, _ in inputs for x in xs]
-        vecs = self.encoder.encode(texts, kind) if texts else np.zeros((0, self.encoder.dim), np.float32)
+        if kind == "query":
+            vecs = self.memo.encode(texts, lambda todo: self.encoder.encode(todo, kind), self.encoder.dim)
+        else:
+            vecs = self.encoder.encode(texts, kind) if texts else np.zeros((0, self.encoder.dim), np.float32)
         start = 0
         for p, t, (xs, langs) in zip(window, todo, inputs):
             v, start = vecs[start : start + len(xs)], start + len(xs)
@@ -196,6 +202,40 @@ class EncodePartition(UnitRunner):
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
             yield p.source, rows, p.old, p.hit
+
+
+class QueryMemo:
+    """The vectors of the last ``capacity`` distinct questions a unit encoded, by text.
+
+    A generator's selections (its first draws, kept and passed questions, and any replayed at
+    another round-trip threshold) are separate sources of one partition that share most of their
+    questions; each is streamed whole before the next, so with one partition's questions in
+    memory each distinct question is encoded once (the demo: ~4,000 of 7,830).  Bounded by the
+    config like a window (``encoder.window_rows`` vectors, ~25 MB at 384-d); a partition larger
+    than that encodes again what it has evicted, as before.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.vecs: "OrderedDict[str, np.ndarray]" = OrderedDict()
+
+    def clear(self) -> None:
+        self.vecs.clear()
+
+    def encode(self, texts: List[str], encode: Callable[[List[str]], np.ndarray], dim: int) -> np.ndarray:
+        """Vectors of ``texts`` in order: ``encode`` (one call) runs on the distinct ones not held."""
+        if not texts:
+            return np.zeros((0, dim), np.float32)
+        held = {t: self.vecs[t] for t in dict.fromkeys(texts) if t in self.vecs}
+        todo = [t for t in dict.fromkeys(texts) if t not in held]
+        new = dict(zip(todo, encode(todo))) if todo else {}
+        for t in held:
+            self.vecs.move_to_end(t)
+        for t, v in new.items():
+            self.vecs[t] = v.copy()  # a row, not a view that would keep its whole window alive
+            if len(self.vecs) > self.capacity:
+                self.vecs.popitem(last=False)
+        return np.stack([held[t] if t in held else new[t] for t in texts])
 
 
 @dataclass

@@ -28,10 +28,10 @@ from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse, version_keys
 from ..config.schema import PROVIDED_KIND, ROUND_TRIP, TORCH_RUNTIME
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
-from ..evaluation.question_filter import selection
+from ..evaluation.question_filter import replay, selection
 from ..models.prompts import prompt_assets_sha256
 from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
-from ..schemas import ATTEMPTS_SCHEMA, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED
+from ..schemas import ATTEMPTS_SCHEMA, ATTEMPTS_VERSION, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED
 from ..store.storage import Storage
 from .context import PIPELINE_VERSION, Context
 from .provided import ProvidedQueries, provided_slices, provided_source
@@ -74,6 +74,7 @@ def generator_fingerprint(ctx: Context, name: str) -> str:
     judge = round_trip_judge(ctx, name)
     if judge:  # the kept questions depend on the encoder that judged them
         key["judge"] = {"encoder": section_dict(judge["encoder"]), "metric": judge["metric"]}
+        key["draws"] = ATTEMPTS_VERSION
     return fingerprint(key)
 
 
@@ -248,15 +249,20 @@ class GeneratePartition(UnitRunner):
         return queries_table(draws, self.cfg.languages, self.cfg.n_per_language, UNFILTERED), draws
 
 
-def queries_table(draws: pa.Table, langs: List[str], n: int, which: str) -> pa.Table:
+def queries_table(draws: pa.Table, langs: List[str], n: int, which: str, again: Optional[Dict[str, Any]] = None) -> pa.Table:
     """GENERATED_SCHEMA rows, one per passage of ``draws`` (ATTEMPTS_SCHEMA, in its order), sorted by id,
     holding the ``which`` selection (``UNFILTERED``: the data file's queries; ``KEPT``: the filtered ones)
     and its empty slots of ``n`` per language of ``langs``.  A system of filtered questions reads the
-    unit's attempts file through this."""
+    unit's attempts file through this; ``again`` (the ``replay`` of a selected source's spec): the
+    verdicts replayed at a system's own round-trip top k and rounds first."""
     by: Dict[int, Tuple[str, List[Dict[str, Any]]]] = {}
     for r in draws.to_pylist():
         by.setdefault(r["id"], (r["content_hash"], []))[1].append(r)
     ids = sorted(by)
+    if again is not None:
+        for i in ids:
+            by[i] = (by[i][0], replay(by[i][1], langs, n, again["enabled"], again["round_trip_top_k"], again["max_attempts"],
+                                      again["duplicate_jaccard"], again["fill_empty"])[0])
     chosen = [selection(by[i][1], langs, n, which) for i in ids]
     return pa.table(
         {"id": pa.array(ids, pa.int64()), "content_hash": pa.array([by[i][0] for i in ids], pa.string()),

@@ -44,7 +44,7 @@ from ..runtime.remote import release_freed_memory
 from ..runtime.tasks import run_tasks
 from ..schemas import PASSAGE, SHARD_IDS_SCHEMA, gen_kind
 from ..store.storage import Storage
-from ..config.systems import encoder_label, query_source
+from ..config.systems import encoder_label, query_source, selection_name
 from .context import PIPELINE_VERSION, Context
 
 
@@ -162,7 +162,7 @@ def run_index(ctx: Context, embs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[s
                 changes={k: sum(int(sh.get(k, 0)) for sh in shards if not is_resumed(sh)) for k in ("added", "removed")},
                 modes=sorted({sh.get("mode", "") for sh in shards}),
                 shards=entries(ShardEntry, shards),
-                questions=sysc.questions if sysc.generator and cfg.generators[sysc.generator].kind in GENERATING_KINDS else None,
+                questions=selection_name(sysc) if sysc.generator and cfg.generators[sysc.generator].kind in GENERATING_KINDS else None,
             ).to_json())
         st["rows"] = sum(sum(int(sh.get("added", 0)) for sh in p.shards.values() if not is_resumed(sh)) for p in pending.values())
         st["reused"] = not jobs

@@ -30,8 +30,9 @@ from ..store.integrity import VerifiedParquet
 from ..store.ledger import fingerprint
 from .generate import queries_table
 
-# What the selection reads of an attempts file (ATTEMPTS_SCHEMA).
+# What the selection reads of an attempts file (ATTEMPTS_SCHEMA), and what a replay adds: the flags.
 ATTEMPT_COLUMNS = ["id", "content_hash", "lang", "text", "reason", "kept", "unfiltered"]
+REPLAY_COLUMNS = ["round", "draw", "empty", "wrong_language", "exemplar", "degenerate", "round_trip"]
 
 
 def query_sources(cfg: RunConfig, gens: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -46,15 +47,17 @@ def query_sources(cfg: RunConfig, gens: Dict[str, Dict[str, Any]]) -> Dict[str, 
         name = query_source(s)
         if name in out or s.generator not in gens:
             continue
-        out[name] = selected_source(s.generator, gens[s.generator], s.questions)
+        out[name] = selected_source(s.generator, gens[s.generator], s.questions, s.round_trip_top_k, s.max_attempts)
     return out
 
 
-def selected_source(generator: str, m: Dict[str, Any], which: str) -> Dict[str, Any]:
-    """The manifest of generator ``generator``'s ``which`` selection, derived from its manifest ``m``.
+def selected_source(generator: str, m: Dict[str, Any], which: str, round_trip_top_k: int = 0, max_attempts: int = 0) -> Dict[str, Any]:
+    """The manifest of generator ``generator``'s ``which`` selection, derived from its manifest ``m``;
+    with a system's own ``round_trip_top_k`` or ``max_attempts`` (0: the generator's), the verdicts
+    replayed at those (:func:`~xqg_ray.evaluation.question_filter.replay`).
 
-    Fingerprints: the generator's with the selection, so its embedding rows (``src``) and the
-    stage's key differ from the unfiltered ones; unit keys: the generator's (the same draws).
+    Fingerprints: the generator's with the selection (and the replay), so its embedding rows (``src``)
+    and the stage's key differ from the unfiltered ones; unit keys: the generator's (the same draws).
     """
     g = m["generator"]
     units = []
@@ -62,9 +65,16 @@ def selected_source(generator: str, m: Dict[str, Any], which: str) -> Dict[str, 
         if not u.get("attempts"):
             raise RuntimeError(f"generated/{generator}: partition {u['partition']} has no stored draws (attempts) to select {which} questions from")
         units.append({"partition": u["partition"], "key": u["key"], **u["attempts"]})
-    return {"fingerprint": fingerprint({"gen": m["fingerprint"], "questions": which}),
-            "gen_fp": fingerprint({"gen": m["gen_fp"], "questions": which}), "units": units,
-            "select": {"generator": generator, "questions": which, "languages": list(g["languages"]), "n": int(g["n_per_language"])}}
+    select: Dict[str, Any] = {"generator": generator, "questions": which, "languages": list(g["languages"]), "n": int(g["n_per_language"])}
+    key: Dict[str, Any] = {"questions": which}
+    if round_trip_top_k or max_attempts:
+        f = g["filters"]
+        select["replay"] = key["replay"] = {
+            "enabled": list(f["enabled"]), "round_trip_top_k": int(round_trip_top_k or f.get("round_trip_top_k", 1)),
+            "max_attempts": int(max_attempts or f["max_attempts"]), "duplicate_jaccard": float(f["duplicate_jaccard"]),
+            "fill_empty": bool(f.get("fill_empty", False))}
+    return {"fingerprint": fingerprint({"gen": m["fingerprint"], **key}), "gen_fp": fingerprint({"gen": m["gen_fp"], **key}),
+            "units": units, "select": select}
 
 
 def selected_queries(f: VerifiedParquet, select: Dict[str, Any], batch_rows: int) -> Iterator[pa.Table]:
@@ -75,8 +85,9 @@ def selected_queries(f: VerifiedParquet, select: Dict[str, Any], batch_rows: int
     passage of a batch waits for the next one: one passage's draws are never split.
     """
     langs: List[str] = select["languages"]
+    again = select.get("replay")
     carry = None
-    for b in f.batches(ATTEMPT_COLUMNS, batch_rows):
+    for b in f.batches(ATTEMPT_COLUMNS + (REPLAY_COLUMNS if again else []), batch_rows):
         t = pa.Table.from_batches([b]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([b])])
         if not t.num_rows:
             continue
@@ -84,9 +95,9 @@ def selected_queries(f: VerifiedParquet, select: Dict[str, Any], batch_rows: int
         last = int((ids != ids[-1]).sum())  # rows before the last passage's draws (sorted by id)
         carry = t.slice(last)
         if last:
-            yield queries_table(t.slice(0, last), langs, select["n"], select["questions"])
+            yield queries_table(t.slice(0, last), langs, select["n"], select["questions"], again)
     if carry is not None and carry.num_rows:
-        yield queries_table(carry, langs, select["n"], select["questions"])
+        yield queries_table(carry, langs, select["n"], select["questions"], again)
 
 
 def select_entry(source: Dict[str, Any]) -> Dict[str, Any]:
