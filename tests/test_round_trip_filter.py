@@ -274,6 +274,29 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
     assert result["indexes"]["xqg-kept-all"]["questions"] == "kept@k16@r1"
 
 
+def test_the_run_encodes_each_passage_once_the_judges_vectors_are_its_embeddings(judged_run):
+    """The judge's E(p) of each partition is committed with its generate unit and the embeddings take them:
+    every passage row of the run comes from the judge, the same bits (no passage encoded twice)."""
+    import json
+
+    from xqg_ray.arrow_utils import arrow_to_vectors
+
+    out, _, _ = judged_run
+    gen, emb = current(out, "generated/t5"), current(out, "embeddings")
+    seeds = {u["partition"]: u["passage_vectors"] for u in gen["units"] if u.get("passage_vectors")}
+    assert sorted(seeds) == sorted(u["partition"] for u in emb["units"] if u["rows"])  # every partition with passages
+    for u in emb["units"]:
+        if u["partition"] not in seeds:
+            continue
+        rec = json.loads((out / u["commit"]).read_text())
+        e = pq.read_table(out / u["file"])
+        e = e.filter(pc.equal(e["kind"], PASSAGE))
+        s = pq.read_table(out / seeds[u["partition"]]["file"])
+        assert rec["passages_from_judge"] == e.num_rows == s.num_rows > 0
+        assert e["id"].to_pylist() == s["id"].to_pylist()
+        assert arrow_to_vectors(e["vector"]).tobytes() == arrow_to_vectors(s["vector"]).tobytes()
+
+
 def test_a_replayed_selection_is_encoded_from_the_stored_draws(judged_run):
     """xqg-kept-all (k 16 of 16 passages, one round): each passage's first-round draws that only the round trip
     (or nothing) rejected, from the same generation; its own embedding rows beside the generator's kept ones."""
@@ -338,12 +361,15 @@ class PartitionSizeJudge:
     """Ranks every question at the size of the reference set it was given: with k = 20 a partition of 20
     passages keeps everything, one of 21 nothing.  Records each reference set and each question asked."""
 
+    device = "cpu"
+
     def __init__(self):
         self.used, self.asked, self.size = [], [], 0
 
     def use(self, ids, titles, texts):  # noqa: ANN001
         self.used.append(list(ids))
         self.size = len(ids)
+        self.vecs = np.arange(2 * len(ids), dtype=np.float32).reshape(len(ids), 2)  # committed with the unit
 
     def ranks(self, passage_ids, questions):  # noqa: ANN001
         self.asked += list(passage_ids)
@@ -385,6 +411,10 @@ def test_an_update_judges_new_passages_against_the_whole_new_partition_and_keeps
     assert d2.filter(pc.less(d2["id"], 210)).equals(d1)
     assert d2.filter(pc.equal(d2["id"], 210))["reason"].to_pylist() == [ROUND_TRIP]
     assert (v2["computed"], v2["reused"], v2["filter"]["kept"]) == (1, 20, 20)
+    # Each unit commits its reference set's vectors: the whole partition as the judge held it.
+    pv = pq.read_table(tmp_path / v2["passage_vectors"]["file"])
+    assert pv["id"].to_pylist() == base + [210] and pv["vector"].to_pylist()[-1] == [40.0, 41.0]
+    assert v1["passage_vectors"]["file"] != v2["passage_vectors"]["file"] and v2["passage_vectors"]["device"] == "cpu"
     # A rebuild of the same 21 passages judges all of them against 21: the one result an update does not reproduce.
     fresh = actor.run_unit(gen_unit(root, base + [210], {}, "fresh"))
     assert fresh["filter"]["kept"] == 0 and fresh["filter"]["rejected"]["by_reason"][ROUND_TRIP] == 21
@@ -458,3 +488,65 @@ def test_a_replayed_selection_read_from_the_attempts_file_equals_a_generation_at
     r1 = pa.concat_tables(list(selected_queries(f, selected_source("g", manifest, PASSED, 0, 1)["select"], rows)))
     assert ([[q["text"] for q in qs] for qs in r1["queries"].to_pylist()], r1["failed"].to_pylist()) == (
         [[GOOD_DE, "¿Cuándo escribió Lutero las tesis?"], [OTHER_DE, OTHER_DE2, OTHER_ES]], [2, 1])
+
+
+def test_the_encode_stage_takes_the_judges_passage_vectors_bit_for_bit(tmp_path, tiny_models):
+    """The judge's E(p) of a partition, committed as the generate actor commits them, stand in for the encode
+    unit's own: the encoder is not called for those passages and the rows are the same bits as without them;
+    a passage the judge lacks is encoded; another device's vectors are not taken."""
+    from xqg_ray.arrow_utils import vectors_to_arrow
+    from xqg_ray.config import EncoderConfig, StorageConfig
+    from xqg_ray.models.judge import RoundTripJudge
+    from xqg_ray.schemas import passage_vectors_schema
+    from xqg_ray.stages.encode_actor import EncodePartition
+    from xqg_ray.stages.records import EncodePartitionUnit
+    from xqg_ray.store.integrity import write_table_committed
+    from xqg_ray.store.storage import Storage
+
+    storage, root = Storage(), str(tmp_path)
+    cfg = EncoderConfig(model=tiny_models["tiny-bert"], max_passage_length=24, dtype="float32")
+    ids, titles = [3, 7, 11, 15, 19], ["Luther", "Coffee", "Rome", "", "Bees"]
+    texts = ["Martin Luther wrote the ninety-five theses in 1517.", "Coffee is brewed.", "Rome has the Colosseum, built by Vespasian.",
+             "Bees make honey.", "A hive holds one queen and many workers."]
+    corpus = pa.table({"id": pa.array(ids, pa.int64()), "title": titles, "text": texts, "content_hash": [f"h{i}" for i in ids]})
+    judge = RoundTripJudge(cfg, "ip", 1)
+    judge.use(ids, titles, texts)
+    seed = pa.table({"id": corpus["id"], "content_hash": corpus["content_hash"], "vector": vectors_to_arrow(judge.vecs)},
+                    schema=passage_vectors_schema(judge.vecs.shape[1]))
+    actor = EncodePartition(root, StorageConfig(), cfg, 1)
+    passages: List[List[str]] = []
+    encode = actor.encoder.encode
+    actor.encoder.encode = lambda xs, kind: (passages.append(list(xs)) if kind == "passage" else None, encode(xs, kind))[1]
+    crec = write_table_committed(storage, root, "in/corpus.parquet", corpus)
+
+    def unit(tag: str, seed_table=None, device: str = "cpu") -> tuple:
+        pv = None if seed_table is None else {**write_table_committed(storage, root, f"in/seed-{tag}.parquet", seed_table), "encoder": "E",
+                                              "threads": 1, "device": device}
+        passages.clear()
+        rec = actor.run_unit(EncodePartitionUnit(stage="embeddings", partition=0, unit="p-00000", key=tag, gens={}, prior=None,
+                                                 out=f"embeddings/data/{tag}.parquet", corpus=crec, passage_vectors=pv).to_json())
+        t = pq.read_table(tmp_path / rec["file"])
+        return np.stack(t["vector"].to_numpy(zero_copy_only=False)), list(passages), rec.get("passages_from_judge")
+
+    own, calls, taken = unit("own")
+    assert len(calls) == 1 and len(calls[0]) == 5 and taken is None
+    got, calls, taken = unit("judged", seed)
+    assert calls == [] and taken == 5 and got.tobytes() == own.tobytes()  # the same bits
+    part, calls, taken = unit("part", seed.slice(0, 3))
+    assert [len(c) for c in calls] == [2] and taken == 3 and np.array_equal(part[:3], own[:3])
+    np.testing.assert_allclose(part[3:], own[3:], rtol=0, atol=1e-6)
+    _, calls, taken = unit("gpu", seed, device="cuda")
+    assert len(calls) == 1 and taken is None
+
+
+def test_the_encode_stage_takes_judged_passages_only_for_its_encoder_and_threads():
+    from xqg_ray.stages.encode import judged_passages
+
+    def gen(*units):
+        return {"units": [{"partition": p, **({"passage_vectors": pv} if pv else {})} for p, pv in units]}
+
+    a = {"file": "a", "encoder": "E", "threads": 1}
+    gens = {"b": gen((0, {**a, "file": "b0"}), (1, None), (2, {**a, "threads": 2})), "a": gen((0, a), (1, {**a, "encoder": "F"}), (2, None))}
+    assert judged_passages(gens, "E", 1) == {0: a}
+    assert judged_passages(gens, "E", 2) == {2: {**a, "threads": 2}}
+    assert judged_passages({}, "E", 1) == {}

@@ -70,6 +70,13 @@ def query_vectors_schema(dim: int) -> pa.Schema:
     return pa.schema([("qid", pa.string()), ("lang", pa.string()), ("text", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
 
 
+def passage_vectors_schema(dim: int) -> pa.Schema:
+    """generated/NAME/passages/p-*.parquet: E(p) of a partition's passages as the generator's round-trip
+    judge encoded them (the run's encoder), in the corpus file's order; the encode stage takes them
+    instead of encoding the passages again (stages.encode_actor)."""
+    return pa.schema([("id", pa.int64()), ("content_hash", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+
+
 # The unperturbed test questions' query set.
 CLEAN = "clean"
 

@@ -11,7 +11,10 @@ Ranking against the whole index would mean searching every draw over all shards
 (630M+ searches) before the index exists.
 
 The judgement is made when a passage's questions are drawn; an update reuses an
-unchanged passage's draws and their verdicts (see docs/configuration.md).
+unchanged passage's draws and their verdicts (see docs/configuration.md).  The
+generate actor commits :attr:`RoundTripJudge.vecs` with its unit, and the encode
+stage takes them for its passage rows (``stages.encode_actor.JudgedPassages``):
+the reference set costs no encoding of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class RoundTripJudge:
 
         self.cfg, self.metric = cfg, metric
         self.encoder = make_encoder(cfg, threads)
+        self.device = str(getattr(self.encoder, "device", "cpu"))  # where :attr:`vecs` were computed (mUSE: cpu)
         self.ids = np.zeros(0, np.int64)
         self.vecs = np.zeros((0, 0), np.float32)
         self.row_of: Dict[int, int] = {}

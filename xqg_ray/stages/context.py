@@ -5,12 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-from ..config import Pool, RunConfig, stage_pool
+from ..config import EncoderConfig, Pool, RunConfig, section_dict, stage_pool
 from ..progress import StageTimer
+from ..store.ledger import fingerprint
 from ..store.storage import Storage
 
 # Bump when a stage's output format or semantics change, so old outputs are not reused.
 PIPELINE_VERSION = 3
+
+
+def encoder_key(cfg: EncoderConfig) -> str:
+    """Everything an embedding depends on besides its text: the encoder's settings (a trained
+    encoder's model is pinned to ``trained:NAME@KEY`` by the train stage, so its artifact key too).
+    The embeddings' key, and what a round-trip judge's passage vectors must match to stand in for them."""
+    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(cfg)})
 
 
 def partition_label(p: int) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from ..config import EncoderConfig, section_dict
+from ..config import section_dict
 from ..config.schema import DEV_QUERY_SET
 from ..store.ledger import Ledger, file_record, fingerprint, is_resumed, row_counts
 from ..store.segments import segment_source
@@ -43,7 +43,7 @@ from .records import (
 from ..runtime.units import iter_progress, run_units
 from ..schemas import CLEAN, gen_kind
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
-from .context import PIPELINE_VERSION, Context, partition_label
+from .context import Context, encoder_key, partition_label
 from .encode_actor import EncodePartition, merge_counts
 
 EMB, QUERIES = "embeddings", "queries"
@@ -52,12 +52,6 @@ EMB, QUERIES = "embeddings", "queries"
 def ledger_names(enc: str) -> Tuple[str, str]:
     """(embeddings, queries) stage directories of encoder ``enc``; the default keeps the short names."""
     return (EMB, QUERIES) if enc == DEFAULT_ENCODER else (f"encoders/{enc}/{EMB}", f"encoders/{enc}/{QUERIES}")
-
-
-def encoder_key(cfg: EncoderConfig) -> str:
-    """Everything an embedding depends on besides its text: the encoder's settings (a trained
-    encoder's model is pinned to ``trained:NAME@KEY`` by the train stage, so its artifact key too)."""
-    return fingerprint({"v": PIPELINE_VERSION, "encoder": section_dict(cfg)})
 
 
 def encoder_fingerprint(ctx: Context, enc: str = DEFAULT_ENCODER) -> str:
@@ -93,6 +87,19 @@ def passage_units(led: Ledger, snapshot: Dict[str, Any], efp: str, gens: Dict[st
     return out
 
 
+def judged_passages(gens: Dict[str, Dict[str, Any]], efp: str, threads: int) -> Dict[int, Dict[str, Any]]:
+    """partition -> the E(p) a generator's round-trip judge committed for it (the first generator's, by
+    name) with this encoder (key ``efp``) and ``threads`` torch threads: the vectors an encode unit
+    would compute (``gens``: generator name -> its published manifest)."""
+    out: Dict[int, Dict[str, Any]] = {}
+    for name in sorted(gens):
+        for u in gens[name]["units"]:
+            pv = u.get("passage_vectors")
+            if pv and pv["encoder"] == efp and pv["threads"] == threads:
+                out.setdefault(u["partition"], pv)
+    return out
+
+
 @dataclass
 class EncodePlan:
     """What the encode stage of one encoder still has to do, for both of its ledgers."""
@@ -113,8 +120,9 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
     The public entry point of the stage's planning (``bench/encode.py`` uses it); ``gens``:
     generator name -> its published manifest.
     """
-    gens = query_sources(ctx.cfg, gens)
     efp = encoder_fingerprint(ctx, enc)
+    judged = judged_passages(gens, efp, ctx.pool("encode").torch_threads)
+    gens = query_sources(ctx.cfg, gens)
     emb_stage, q_stage = ledger_names(enc)
     led, qled = Ledger(ctx.storage, ctx.root, emb_stage), Ledger(ctx.storage, ctx.root, q_stage)
     fp = fingerprint({"enc": efp, "corpus": ctx.snapshot["corpus_hash"], "gens": {n: m["fingerprint"] for n, m in sorted(gens.items())}})
@@ -138,6 +146,7 @@ def encode_units(ctx: Context, gens: Dict[str, Dict[str, Any]], enc: str = DEFAU
             u.prior = segment_source(plan.prior[label]) if label in plan.prior else None
             u.prior_srcs = prior_srcs if label in plan.prior else None
             u.compact_fraction = ctx.cfg.corpus.compact_fraction
+            u.passage_vectors = judged.get(u.partition)
             units.append(u)
     if qplan.published is None:
         by_label = {_qlabel(n): n for n in qsets}

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow_utils import vectors_to_arrow
+from ..arrow_utils import arrow_to_vectors, vectors_to_arrow
 from ..retrieval.augment import check_counts, slot_positions, slot_sums
 from ..config import EncoderConfig, PerturbationConfig, StorageConfig
 from ..store.integrity import CommittedParquetWriter, read_table_verified, write_table_committed
@@ -53,6 +53,7 @@ class EncodePartition(UnitRunner):
         self.encoder = make_encoder(resolve_encoder(self.storage, root, cfg), threads)
         self.schema = embeddings_schema(self.encoder.dim)
         self.memo = QueryMemo(cfg.window_rows)
+        self.judged: Optional[JudgedPassages] = None
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = encode_unit(plan)
@@ -116,6 +117,7 @@ class EncodePartition(UnitRunner):
             gens.append(Source(gen_kind(name), u.gens[name]["src"], name, g, GEN_COLUMNS, sel))
         passages = Source(PASSAGE, "", None, corpus, PASSAGE_COLUMNS)
         self.memo.clear()  # a unit's vectors never depend on the units this actor ran before it
+        self.judged = JudgedPassages.read(self.storage, self.root, u.passage_vectors, str(getattr(self.encoder, "device", "cpu")))
         delta, dead = self._plan_delta(u, gens, passages, prior)
         # A delta segment needs of the reused rows only their counts (for the summaries), not their vectors.
         prior_columns = ["kind", "src", "id", "content_hash", "count"] if delta else None
@@ -138,6 +140,8 @@ class EncodePartition(UnitRunner):
             rec = append_segment(self.storage, self.root, u.prior, rec, dead, sum(computed.values()) + sum(reused.values()))
         rec.update(partition=u.partition, computed=sum(computed.values()), reused=sum(reused.values()),
                    computed_by_kind=computed, reused_by_kind=reused, counts={n: merge_counts(summaries[n]) for n in names})
+        if self.judged is not None:
+            rec["passages_from_judge"] = self.judged.taken
         return rec
 
     def _plan_delta(self, u: EncodePartitionUnit, gens: List["Source"], passages: "Source", prior: Optional[PriorOutput]
@@ -191,6 +195,9 @@ class EncodePartition(UnitRunner):
         texts = [x for xs, _ in inputs for x in xs]
         if kind == "query":
             vecs = self.memo.encode(texts, lambda todo: self.encoder.encode(todo, kind), self.encoder.dim)
+        elif self.judged is not None:
+            keys = [(i, h) for t in todo for i, h in zip(t["id"].to_pylist(), t["content_hash"].to_pylist())]
+            vecs = self.judged.encode(keys, texts, lambda rest: self.encoder.encode(rest, kind), self.encoder.dim)
         else:
             vecs = self.encoder.encode(texts, kind) if texts else np.zeros((0, self.encoder.dim), np.float32)
         start = 0
@@ -202,6 +209,44 @@ class EncodePartition(UnitRunner):
                 sums, c, slots, slot_counts = self._query_sums(langs, v, p.source.width)
                 rows = self._rows(p.source.kind, p.source.src, t["id"], t["content_hash"], sums, c, slots, slot_counts)
             yield p.source, rows, p.old, p.hit
+
+
+class JudgedPassages:
+    """E(p) of a partition's passages that a generator's round-trip judge computed and committed
+    (``GeneratedEntry.passage_vectors``): the generate stage encoded every passage to rank questions
+    against them, with this encoder, so the encode stage takes them instead of encoding again.
+
+    The planner passes them only for the same encoder key and torch threads, and :meth:`read` only
+    on the same device: the judge encoded the whole partition in file order in one call, as a
+    fresh unit encodes its passages, so the vectors are the same bits (tested), not near ones.
+    Held for one unit: a partition's ``n x dim`` float32, as the judge held them.
+    """
+
+    def __init__(self, table: pa.Table, dim: int):
+        self.row = {(i, h): k for k, (i, h) in enumerate(zip(table["id"].to_pylist(), table["content_hash"].to_pylist()))}
+        self.vecs = arrow_to_vectors(table["vector"], dim)
+        self.taken = 0
+
+    @classmethod
+    def read(cls, storage: Storage, root: str, rec: Optional[Dict[str, Any]], device: str) -> Optional["JudgedPassages"]:
+        if rec is None or rec.get("device") != device:
+            return None
+        t = read_table_verified(storage, root, rec, ["id", "content_hash", "vector"], where="the generated manifest's passage vectors")
+        return cls(t, int(t.schema.field("vector").type.list_size))
+
+    def encode(self, keys: List[Tuple[int, str]], texts: List[str], encode: Callable[[List[str]], np.ndarray], dim: int) -> np.ndarray:
+        """Vectors of the passages ``keys`` ((id, content hash), texts ``texts``): the judge's where it has
+        the passage, ``encode`` (one call) of the rest."""
+        out = np.zeros((len(texts), dim), np.float32)
+        rows = [self.row.get(k) for k in keys]
+        have = [j for j, r in enumerate(rows) if r is not None]
+        rest = [j for j, r in enumerate(rows) if r is None]
+        if have:
+            out[have] = self.vecs[[rows[j] for j in have]]
+        if rest:
+            out[rest] = encode([texts[j] for j in rest])
+        self.taken += len(have)
+        return out
 
 
 class QueryMemo:

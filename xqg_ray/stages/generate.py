@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrow_utils import vectors_to_arrow
 from ..config import GeneratorConfig, StorageConfig, section_dict
 from ..store.integrity import write_table_committed
 from ..store.ledger import Ledger, file_record, fingerprint, row_counts
@@ -31,9 +32,9 @@ from ..config.systems import DEFAULT_ENCODER, encoder_cfg
 from ..evaluation.question_filter import replay, selection
 from ..models.prompts import prompt_assets_sha256
 from ..evaluation.question_quality import filter_counts, sum_filter_counts, unit_quality
-from ..schemas import ATTEMPTS_SCHEMA, ATTEMPTS_VERSION, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED
+from ..schemas import ATTEMPTS_SCHEMA, ATTEMPTS_VERSION, GENERATED_SCHEMA, QUERY_LIST_TYPE, SET_ASIDE_SCHEMA, UNFILTERED, passage_vectors_schema
 from ..store.storage import Storage
-from .context import PIPELINE_VERSION, Context
+from .context import PIPELINE_VERSION, Context, encoder_key
 from .provided import ProvidedQueries, provided_slices, provided_source
 
 
@@ -58,7 +59,8 @@ def round_trip_judge(ctx: Context, name: str) -> Optional[Dict[str, Any]]:
     g = ctx.cfg.generators[name]
     if g.kind == PROVIDED_KIND or ROUND_TRIP not in g.filters.enabled:
         return None
-    return {"encoder": encoder_cfg(ctx.cfg, DEFAULT_ENCODER), "metric": ctx.cfg.index.metric}
+    enc = encoder_cfg(ctx.cfg, DEFAULT_ENCODER)
+    return {"encoder": enc, "metric": ctx.cfg.index.metric, "fp": encoder_key(enc)}
 
 
 def generator_fingerprint(ctx: Context, name: str) -> str:
@@ -74,7 +76,7 @@ def generator_fingerprint(ctx: Context, name: str) -> str:
     judge = round_trip_judge(ctx, name)
     if judge:  # the kept questions depend on the encoder that judged them
         key["judge"] = {"encoder": section_dict(judge["encoder"]), "metric": judge["metric"]}
-        key["draws"] = ATTEMPTS_VERSION
+        key["draws"] = ATTEMPTS_VERSION  # also: the unit stores the judge's passage vectors
     return fingerprint(key)
 
 
@@ -162,11 +164,11 @@ class GeneratePartition(UnitRunner):
             from ..models.generator import QueryGenerator
 
             self.gen = QueryGenerator(name, cfg, threads)
-        self.judge = None
+        self.judge, self.judge_fp, self.threads = None, None, threads
         if judge:
             from ..models.judge import RoundTripJudge
 
-            self.judge = RoundTripJudge(judge["encoder"], judge["metric"], threads)
+            self.judge, self.judge_fp = RoundTripJudge(judge["encoder"], judge["metric"], threads), judge["fp"]
 
     def run_unit(self, plan: Dict[str, Any]) -> Dict[str, Any]:
         u = GenerateUnit.from_json(plan)
@@ -195,6 +197,7 @@ class GeneratePartition(UnitRunner):
             if self.judge is not None and todo.num_rows:
                 # The reference set: every live passage of the partition, the reused ones too.
                 self.judge.use(corpus["id"].to_pylist(), corpus["title"].to_pylist(), corpus["text"].to_pylist())
+                record["passage_vectors"] = self.passage_vectors(u.out.replace("/data/", "/passages/"), corpus)
             computed, draws = self.generate_table(todo)
             todo_rows = todo.num_rows
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
@@ -217,6 +220,14 @@ class GeneratePartition(UnitRunner):
         record.update(written["data"], computed=todo_rows, reused=0 if reused is None else reused.num_rows, failed_slots=failed)
         committed = self.ledger.commit(u.unit, u.key, record)
         return {**record, "key": u.key, "commit": self.ledger.commit_rel(u.unit, u.key), "created": committed["created"]}
+
+    def passage_vectors(self, rel: str, corpus: pa.Table) -> Dict[str, Any]:
+        """Commit the judge's E(p) of the partition (``passage_vectors_schema``), with what the encode
+        stage checks before taking them for its own: the encoder's key, the torch threads and device."""
+        t = pa.table({"id": corpus["id"], "content_hash": corpus["content_hash"], "vector": vectors_to_arrow(self.judge.vecs)},
+                     schema=passage_vectors_schema(self.judge.vecs.shape[1]))
+        rec = write_table_committed(self.storage, self.root, rel, t)
+        return {**rec, "encoder": self.judge_fp, "threads": self.threads, "device": self.judge.device}
 
     def write(self, files: Dict[str, Tuple[str, Optional[Dict[str, Any]], pa.Table]], prior: Optional[pa.Table], out: pa.Table,
               can_delta: bool) -> Dict[str, Dict[str, Any]]:

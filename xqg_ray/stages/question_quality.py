@@ -182,7 +182,7 @@ def measure_round_trip(ctx: Any, quality: Dict[str, Any]) -> None:
     from ..store.ledger import Ledger, fingerprint
     from ..store.sealed import write_sealed
     from ..store.segments import live_table
-    from .encode import encoder_key
+    from .context import encoder_key
 
     emb = Ledger(ctx.storage, ctx.root, "embeddings").current()
     gens = [g for g in quality if KEPT in quality[g]]

@@ -75,7 +75,7 @@ class PartitionEntry(Record):
 class GeneratedEntry(PartitionEntry):
     """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
 
-    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit", "segments"})
+    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit", "segments", "passage_vectors"})
     failed_slots: int
     set_aside: Optional[int] = None
     quarantine: Optional[FileRec] = None
@@ -89,6 +89,9 @@ class GeneratedEntry(PartitionEntry):
     commit: Optional[str] = None
     # Kept as delta segments (store.segments; ``attempts`` then has its own): read with live_table.
     segments: Optional[List[Dict[str, Any]]] = None
+    # A round-trip judge's E(p) of the partition (schemas.passage_vectors_schema), with the encoder key,
+    # torch threads and device they were computed with: the encode stage's passages where those match.
+    passage_vectors: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -129,6 +132,9 @@ class EncodePartitionUnit(Record):
     # rewritten whole rather than given a delta segment (store.segments, corpus.compact_fraction).
     prior_srcs: Optional[Dict[str, str]] = None
     compact_fraction: float = 0.0
+    # A generator's round-trip judge's E(p) of this partition (GeneratedEntry.passage_vectors), computed as
+    # this unit would compute them: its passages of the same content take these vectors instead.
+    passage_vectors: Optional[Dict[str, Any]] = None
 
 
 @dataclass
