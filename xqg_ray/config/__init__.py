@@ -47,7 +47,6 @@ from .schema import (
     GeneratorConfig,
     IndexConfig,
     PerturbationConfig,
-    Pool,
     PoolConfig,
     RayConfig,
     RunConfig,
@@ -56,9 +55,9 @@ from .schema import (
     SweepConfig,
     SystemConfig,
     TrainConfig,
-    stage_pool,
     trained_name,
 )
+from .pools import Pool, stage_pool
 from .secrets import mask_secrets, redact
 from .systems import (
     DEFAULT_ENCODER,

@@ -17,8 +17,9 @@ from .schema import (
     FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, INDEX_METRICS, KEPT, PASSED, ROUND_TRIP,
     LANGUAGE_NAMES, LLAMACPP_RUNTIME, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
     TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, FilterConfig, GeneratorConfig, PerturbationConfig,
-    RunConfig, SystemConfig, stage_pool,
+    RunConfig, SystemConfig,
 )
+from .pools import stage_pool
 from .choices import choice_problem, name_ok
 from .systems import DEFAULT_ENCODER, all_encoders, baseline_of, encoder_key, queries_per_language
 from .validate_training import trained_encoder_problems, training_problems

@@ -29,7 +29,7 @@ def run_tasks(fn: Callable, args_list: List[tuple], num_cpus: float) -> List[Any
 
 
 def run_model_task(fn: Callable, args: tuple, pool: Any) -> Any:
-    """``fn(*args)`` for a function that loads a model; ``pool``: the :class:`~xqg_ray.config.schema.Pool`
+    """``fn(*args)`` for a function that loads a model; ``pool``: the :class:`~xqg_ray.config.pools.Pool`
     of the stage whose model it is.  On the local cluster it runs on a model host, whose torch is already
     imported; elsewhere as one task of ``pool.num_cpus`` CPUs (as :func:`run_tasks`)."""
     import ray
