@@ -87,6 +87,30 @@ def reject_reason(text: str, flags: Mapping[str, Any], duplicate: bool, enabled:
     return None
 
 
+def verdict(text: str, flags: Mapping[str, Any], kept: Sequence[str], enabled: Iterable[str], round_trip_top_k: int,
+            jaccard: float) -> Tuple[Optional[bool], Optional[str]]:
+    """(``duplicate``: whether ``text`` repeats a question ``kept`` so far for its passage, None for an
+    empty draw; the :func:`reject_reason`) of one draw, judged in its generation's order."""
+    dup = None if flags["empty"] else repeats_kept(text, kept, jaccard)
+    return dup, reject_reason(text, flags, bool(dup), enabled, round_trip_top_k)
+
+
+def fill_slots(draws: List[List[Dict[str, Any]]], kept: Dict[Tuple[int, str], List[str]], by_passage: Dict[int, List[str]],
+               n: int, jaccard: float) -> None:
+    """``filters.fill_empty``: each slot the rounds left empty takes its best draw that only the round trip
+    rejected (own passage ranked highest; then the earliest), marked kept with its reason left as the round
+    trip; in place.  Every passage then holds ``n`` questions per language where such a draw exists, so no
+    passage lacks a language's question that its neighbours have (a query in that language scores its
+    own language's questions higher: unequal coverage favours the passages that kept one)."""
+    for i, ds in enumerate(draws):
+        for d in sorted((d for d in ds if d["reason"] == ROUND_TRIP), key=lambda d: (d[ROUND_TRIP], d["round"], d["draw"])):
+            key = (i, d["lang"])
+            if len(kept[key]) < n and not repeats_kept(d["text"], by_passage[i], jaccard):
+                d["kept"] = True
+                kept[key].append(d["text"])
+                by_passage[i].append(d["text"])
+
+
 def replay(draws: Sequence[Mapping[str, Any]], langs: Sequence[str], n: int, enabled: Iterable[str], round_trip_top_k: int,
            rounds: int, jaccard: float, fill_empty: bool) -> Tuple[List[Dict[str, Any]], int]:
     """One passage's stored draws judged as a generation with a looser round trip (``round_trip_top_k``
@@ -119,19 +143,13 @@ def replay(draws: Sequence[Mapping[str, Any]], langs: Sequence[str], n: int, ena
             these = sorted(made.get((lang, r), ()), key=lambda d: d["draw"])
             missing += max(0, need - len(these))
             for d in these[:need]:
-                t = d["text"]
-                dup = None if d["empty"] else repeats_kept(t, by_passage, jaccard)
-                reason = reject_reason(t, d, bool(dup), enabled, round_trip_top_k)
-                out[(lang, r, d["draw"])] = v = {**d, "duplicate": dup, "reason": reason, "kept": reason is None}
+                dup, reason = verdict(d["text"], d, by_passage, enabled, round_trip_top_k, jaccard)
+                out[(lang, r, d["draw"])] = {**d, "duplicate": dup, "reason": reason, "kept": reason is None}
                 if reason is None:
-                    kept[lang].append(t)
-                    by_passage.append(t)
-    if fill_empty:  # as fill_slots: the best-ranked draws only the round trip rejected
-        for v in sorted((v for v in out.values() if v["reason"] == ROUND_TRIP), key=lambda v: (v[ROUND_TRIP], v["round"], v["draw"])):
-            if len(kept[v["lang"]]) < n and not repeats_kept(v["text"], by_passage, jaccard):
-                v["kept"] = True
-                kept[v["lang"]].append(v["text"])
-                by_passage.append(v["text"])
+                    kept[lang].append(d["text"])
+                    by_passage.append(d["text"])
+    if fill_empty:
+        fill_slots([list(out.values())], {(0, lang): kept[lang] for lang in langs}, {0: by_passage}, n, jaccard)
     return [out[k] for k in ((d["lang"], d["round"], d["draw"]) for d in draws) if k in out], missing
 
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 from ..config import LANGUAGE_NAMES, GeneratorConfig
 from ..config.schema import LLAMACPP_RUNTIME, ROUND_TRIP
 from ..ids import seed_for
-from ..evaluation.question_filter import cheap_reject, draw_flags, reject_reason, repeats_kept, selection
+from ..evaluation.question_filter import cheap_reject, draw_flags, fill_slots, selection, verdict
 from ..schemas import UNFILTERED
 from .bundled import ModelRef
 
@@ -50,22 +50,6 @@ class Prompt:
     prefix: Tuple[int, ...]
     suffix: List[int]
     seeds: List[int]  # one per sample wanted
-
-
-def fill_slots(draws: List[List[Dict[str, Any]]], kept: Dict[Tuple[int, str], List[str]], by_passage: Dict[int, List[str]],
-               n: int, jaccard: float) -> None:
-    """``filters.fill_empty``: each slot the rounds left empty takes its best draw that only the round trip
-    rejected (own passage ranked highest; then the earliest), marked kept with its reason left as the round
-    trip; in place.  Every passage then holds ``n`` questions per language where such a draw exists, so no
-    passage lacks a language's question that its neighbours have (a query in that language scores its
-    own language's questions higher: unequal coverage favours the passages that kept one)."""
-    for i, ds in enumerate(draws):
-        for d in sorted((d for d in ds if d["reason"] == ROUND_TRIP), key=lambda d: (d[ROUND_TRIP], d["round"], d["draw"])):
-            key = (i, d["lang"])
-            if len(kept[key]) < n and not repeats_kept(d["text"], by_passage[i], jaccard):
-                d["kept"] = True
-                kept[key].append(d["text"])
-                by_passage[i].append(d["text"])
 
 
 class QueryGenerator:
@@ -262,8 +246,7 @@ class QueryGenerator:
             room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p in todo}  # the unfiltered need at the round's start
             for (p, j, t), fl in zip(flat, flags):
                 key = (p.row, p.lang)
-                dup = None if fl["empty"] else repeats_kept(t, by_passage[p.row], f.duplicate_jaccard)
-                reason = reject_reason(t, fl, bool(dup), f.enabled, f.round_trip_top_k)
+                dup, reason = verdict(t, fl, by_passage[p.row], f.enabled, f.round_trip_top_k, f.duplicate_jaccard)
                 # The rule before filters: any text at all ("?" too, which the quality measures call empty).
                 unfiltered = j < room[key] and bool(t)
                 chosen[key] += unfiltered

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import RunConfig
+from ..config.schema import FilterConfig
 from ..config.systems import query_source
 from ..store.integrity import VerifiedParquet
 from ..store.ledger import fingerprint
@@ -70,9 +71,10 @@ def selected_source(generator: str, m: Dict[str, Any], which: str, round_trip_to
     if round_trip_top_k or max_attempts:
         f = g["filters"]
         select["replay"] = key["replay"] = {
-            "enabled": list(f["enabled"]), "round_trip_top_k": int(round_trip_top_k or f.get("round_trip_top_k", 1)),
+            # A generator without the round trip keeps neither of its settings in its manifest (its key from before it).
+            "enabled": list(f["enabled"]), "round_trip_top_k": int(round_trip_top_k or f.get("round_trip_top_k", FilterConfig.round_trip_top_k)),
             "max_attempts": int(max_attempts or f["max_attempts"]), "duplicate_jaccard": float(f["duplicate_jaccard"]),
-            "fill_empty": bool(f.get("fill_empty", False))}
+            "fill_empty": bool(f.get("fill_empty", FilterConfig.fill_empty))}
     return {"fingerprint": fingerprint({"gen": m["fingerprint"], **key}), "gen_fp": fingerprint({"gen": m["gen_fp"], **key}),
             "units": units, "select": select}
 
