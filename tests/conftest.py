@@ -11,6 +11,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Each pytest worker keeps one Ray cluster for the whole session and runs dozens of pipelines on it.  Ray
+# ends an idle worker after 1 s once more than num_cpus workers exist (the model hosts count), so every
+# run's small tasks (hashing, reducing partitions, building shards) started fresh workers, ~1 CPU-s each:
+# kept instead, tests/test_recovery.py + test_integrity.py used 68.4 CPU-s instead of 75.9 (6 worker
+# starts instead of 12).  A single `xqg-ray run` gains nothing from it (31.5 CPU-s either way), so the
+# job itself does not set it.
+os.environ.setdefault("RAY_num_workers_soft_limit", "12")
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,14 @@ next time someone measures.  The scripts run as subprocesses, two at a
 time: each starts a local Ray cluster, and with three at once beside the
 kill-point test's drivers a Ray start on this 2-core machine passed Ray's
 fixed 30 s node-startup timeout in CI ("Ray timed out during startup").
+
+The scripts in SHARED_PROCESS run one after another in one subprocess
+(``runpy``, each with its own argv and captured output): they neither stop Ray
+nor start it other than through ``init_ray``, so they share one local cluster
+and its warm model hosts, where a process each started a cluster and imported
+torch again (~15 CPU-s a script).  The others measure their own processes
+(``scale``, ``encode_memory``, ``fixed_cost``) or start and stop Ray around
+their arms (``encode``, ``ingest``, ``train``), and keep a process each.
 """
 
 from __future__ import annotations
@@ -56,21 +64,70 @@ def scripts() -> list:
     return sorted(p.name for p in BENCH.glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
 
 
+# Run in one process, in this order: the first to start Ray sizes the cluster (search.py: 2 logical CPUs,
+# what incremental.py's two search actors and generate.py's one actor need).
+SHARED_PROCESS = ("search.py", "incremental.py", "generate.py", "prompting.py", "index_update.py")
+
+# Runs [(script, argv)] (argv[1]) with runpy, writing {script: {returncode, stdout, stderr}} to argv[2].
+GROUP_RUNNER = r"""
+import contextlib, io, json, runpy, sys, traceback
+jobs, dest = json.loads(sys.argv[1]), sys.argv[2]
+out = {}
+for path, args in jobs:
+    o, e, rc = io.StringIO(), io.StringIO(), 0
+    sys.argv = [path, *args]
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as x:
+            rc = x.code if isinstance(x.code, int) else (0 if x.code is None else 1)
+            if x.code is not None and not isinstance(x.code, int):
+                print(x.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+    out[path] = {"returncode": rc, "stdout": o.getvalue(), "stderr": e.getvalue()}
+with open(dest, "w") as f:
+    json.dump(out, f)
+"""
+
+ENV = {"PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def run_script(name: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, str(BENCH / name), *TINY[name][0]], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    return subprocess.run([sys.executable, str(BENCH / name), *TINY[name][0]], cwd=REPO, env={**os.environ, **ENV}, capture_output=True,
+                          text=True, timeout=400)
+
+
+def run_shared(names: list, dest: Path) -> dict:
+    """name -> finished process (its own return code and output) of ``names`` run in turn in one process."""
+    jobs = [(str(BENCH / n), TINY[n][0]) for n in names]
+    r = subprocess.run([sys.executable, "-c", GROUP_RUNNER, json.dumps(jobs), str(dest)], cwd=REPO, env={**os.environ, **ENV},
+                       capture_output=True, text=True, timeout=600)
+    if not dest.is_file():  # the runner itself died: every script fails with its output
+        return {n: subprocess.CompletedProcess(n, r.returncode or 1, r.stdout, r.stderr) for n in names}
+    done = json.loads(dest.read_text())
+    return {n: subprocess.CompletedProcess(n, d["returncode"], d["stdout"], d["stderr"]) for n, d in zip(names, done.values())}
 
 
 @pytest.fixture(scope="module")
-def results(request, tiny_models, shared_datasets):
-    """name -> finished process of every script the selected tests ask for, run two at a time."""
+def results(request, tiny_models, shared_datasets, tmp_path_factory):
+    """name -> finished process of every script the selected tests ask for, two processes at a time."""
     wanted = {item.callspec.params["name"] for item in request.session.items if hasattr(item, "callspec") and "name" in item.callspec.params}
     if any(item.name == "test_incremental_full_build_line_is_json" for item in request.session.items):
         wanted.add("incremental.py")
-    # The slowest first (TINY lists them last), so the two workers finish together.
-    order = [n for n in reversed(list(TINY)) if n in wanted]
+    shared = [n for n in SHARED_PROCESS if n in wanted]
+    # The slowest first (TINY lists them last; the shared process is the longest), so the two workers finish together.
+    order = [n for n in reversed(list(TINY)) if n in wanted and n not in shared]
+    dest = tmp_path_factory.mktemp("bench") / "shared.json"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(order, pool.map(run_script, order)))
+        together = pool.submit(run_shared, shared, dest) if shared else None
+        alone = dict(zip(order, pool.map(run_script, order)))
+        return {**alone, **(together.result() if together else {})}
+
+
+def test_shared_process_scripts_are_bench_scripts():
+    assert set(SHARED_PROCESS) <= set(TINY)
 
 
 def test_every_bench_script_has_a_tiny_mode():

@@ -371,3 +371,11 @@ def test_release_freed_memory_hands_the_heap_back():
     start, freed, released = map(int, r.stdout.split())
     assert freed > start - 20, (start, freed, released)  # free() alone returned (almost) nothing
     assert released < start - 180, (start, freed, released)  # the 200 MB went back
+
+
+def test_the_local_cluster_starts_no_preemption_watcher(ray_local):
+    """A private single-node cluster is never drained: Ray Train's per-run watcher actor is switched off before
+    Ray starts (its processes inherit the driver's environment)."""
+    import os
+
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
