@@ -33,6 +33,9 @@ from xqg_ray.pipeline import run
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "conf" / "smoke.yaml")
 SYSTEMS = ["baseline", "xqg", "xqg-a0.3", "causal-mean"]
+# The killed drivers' clusters have 2 logical CPUs where the uninterrupted runs had 4: fewer task workers to
+# start in each of the eight (~1 CPU-s each), and the outputs must not depend on the cluster's size.
+DRIVER_ARGS = ["ray.num_cpus=2"]
 
 
 def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[tuple] = None, timeout: float = 240.0) -> str:
@@ -40,7 +43,7 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
     file matching ``path_glob`` (dir, pattern) appears.  Returns what triggered the kill."""
     ray_tmp = tempfile.mkdtemp(prefix="xp", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "XQG_PROGRESS": "json"}
-    proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args], cwd=REPO, start_new_session=True, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args, *DRIVER_ARGS], cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     hit, t0 = "", time.time()
     tail: deque = deque(maxlen=15)  # the driver's last lines, for the message when it ends before the point
