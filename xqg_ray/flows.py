@@ -21,6 +21,7 @@ from .config.preflight import preflight, preflight_index
 from .progress import StageTimer
 from .runtime.capacity import check_schedulable
 from .runtime.cluster import init_ray
+from .runtime.devices import resolve_generator_dtypes
 from .runtime.units import threads_for
 from .stages.context import Context
 from .stages.encode import run_encode
@@ -38,28 +39,33 @@ from .config.schema import DEV_QUERY_SET
 
 
 @contextmanager
-def _context(cfg: RunConfig, whole_job: bool) -> Iterator[Context]:
+def job_context(cfg: RunConfig, whole_job: bool) -> Iterator[Context]:
+    """The context stages run in, held for the run: the config checked, the output directory locked,
+    the cluster up and (``whole_job``) sized for every pool, generators' ``dtype: auto`` resolved
+    for it, and the config as resolved saved as ``config.yaml``."""
     preflight(cfg)  # every value that can fail late, before any work
     storage = Storage(cfg.storage)
     check_writable(storage, cfg.output_dir)  # the bucket exists, the directory can be written
     with hold_output(storage, cfg.output_dir):  # one writer per output directory, until the run ends
-        storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))
         init_ray(cfg.ray)
         if whole_job:  # `prepare` starts no actor pool and no search actor
             check_schedulable(cfg)  # every pool and the search actors fit the cluster, before any work
+            cfg = resolve_generator_dtypes(cfg)  # dtype auto: bfloat16 where the generate pool's CPU computes it fast
+        storage.write_text(join(cfg.output_dir, "config.yaml"), to_yaml(cfg))  # as resolved: what the run computes in
         yield Context(cfg=cfg, storage=storage, root=cfg.output_dir, timer=StageTimer(), threads=threads_for(cfg.ray))
 
 
 def prepare(cfg: RunConfig) -> Dict[str, Any]:
     """Only the benchmark stage (questions + corpus snapshot); returns the benchmark manifest."""
-    with _context(cfg, whole_job=False) as ctx:
+    with job_context(cfg, whole_job=False) as ctx:
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
         return ctx.bench
 
 
 def run(cfg: RunConfig) -> Dict[str, Any]:
     """Run (or resume, or update) the whole job for ``cfg``; returns the contents of metrics.json."""
-    with _context(cfg, whole_job=True) as ctx:
+    with job_context(cfg, whole_job=True) as ctx:
+        cfg = ctx.cfg  # as resolved for this cluster (generators' dtype auto)
         ctx.bench, ctx.snapshot = run_benchmark(ctx)
         preflight_index(ctx)  # the index factory can train on the smallest shard, before generation
         gens = {name: run_generate(ctx, name) for name in dict.fromkeys(s.generator for s in cfg.systems if s.generator)}
@@ -117,4 +123,4 @@ def search_or_reuse(ctx: Context, indexes: Dict[str, Dict[str, Any]], qms: Dict[
     return results, store
 
 
-__all__ = ["run", "prepare"]
+__all__ = ["run", "prepare", "job_context"]

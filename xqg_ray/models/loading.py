@@ -9,6 +9,8 @@ stage that loads it resolves it first (``training.artifact.resolve_encoder``).
 
 from __future__ import annotations
 
+from typing import FrozenSet
+
 from .bundled import ModelRef, cache_root
 from .bundled import resolve as resolve_bundled
 
@@ -27,6 +29,39 @@ def resolve_model(spec: str) -> ModelRef:
     return resolve_bundled(spec)
 
 
+# A CPU with either runs bfloat16 matmuls in hardware (oneDNN's AMX / AVX512-BF16 kernels); without
+# them torch converts and computes in float32, slower than float32 itself (Gemma 3 270M's generate
+# stage on an AVX2-only EPYC: 8 units of the demo not one done in 28 min, against 11-13 min in all
+# where the CPU had them).
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """This machine's CPU feature flags (the first ``flags`` line of ``/proc/cpuinfo``); empty where
+    there is no such file (not Linux), which :func:`generator_dtype` reads as "no bfloat16 units"."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def generator_dtype(name: str, device: str, flags: FrozenSet[str]) -> str:
+    """What a generator's ``dtype`` runs as on ``device`` of a CPU with ``flags``.
+
+    ``auto`` is bfloat16 on CUDA, and on a CPU with bfloat16 units (:data:`BF16_CPU_FLAGS`: Gemma 3
+    270M's generate stage 1.35x float32's questions/s at the same quality within noise,
+    docs/benchmarks.md); float32 on any other CPU.  An explicit dtype is itself.
+    """
+    if name != "auto":
+        return name
+    return "bfloat16" if device == "cuda" or flags & BF16_CPU_FLAGS else "float32"
+
+
 def torch_dtype(name: str, device: str):
     """The torch dtype for a config's ``dtype`` on ``device``.
 
@@ -35,6 +70,8 @@ def torch_dtype(name: str, device: str):
     missing.  An explicit ``bfloat16`` is honoured on CPU too: CPUs with AMX or
     AVX512-BF16 run its matmuls several times faster than float32 (Gemma 3 270M's
     prefill 5x here, its generate stage 1.35x: docs/benchmarks.md), others slower.
+    A run gives its generators a concrete dtype where ``auto`` means bfloat16 on
+    a CPU (:func:`generator_dtype`, ``runtime.devices``).
     """
     import torch
 

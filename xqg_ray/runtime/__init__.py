@@ -7,4 +7,5 @@
   (the transport itself is :mod:`xqg_ray.errors`).
 - :mod:`.capacity`: what a run asks of the cluster versus what it has (:func:`~.capacity.check_schedulable`).
 - :mod:`.units`: units of work on an actor pool (:func:`~.units.run_units`); :mod:`.tasks`: :func:`~.tasks.run_tasks`.
+- :mod:`.devices`: what the generate pool's hardware makes of a generator's ``dtype: auto``.
 """
