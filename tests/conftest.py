@@ -132,7 +132,7 @@ def smoke_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
 # Test files whose session fixtures build the same runs (ref_v1, scratch_v2; smoke_run: a smoke run each) run
 # in one xdist worker together, so that each run is built once; every other file is a unit of its own
 # (`make test`: --dist loadfile, whole files per worker, so a module fixture is never built twice).
-SHARED_FILES = {**{name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py")},
+SHARED_FILES = {**{name: "corpus_versions" for name in ("test_kill_points.py", "test_incremental.py", "test_s3.py", "test_delta_segments.py")},
                 **{name: "smoke_run" for name in ("test_pipeline.py", "test_recovery.py")}}
 
 
@@ -141,13 +141,13 @@ SHARED_FILES = {**{name: "corpus_versions" for name in ("test_kill_points.py", "
 # ran them alone while the other sat idle; handed out first (longest processing time first), the short files
 # fill in around them and both workers finish together.
 HEAVY_FIRST = (
-    "test_kill_points.py", "test_incremental.py", "test_s3.py",  # one unit (SHARED_FILES): ~500 s
+    "test_kill_points.py", "test_incremental.py", "test_s3.py", "test_delta_segments.py",  # one unit (SHARED_FILES): ~550 s
     # The autoscaling test mostly waits (nodes added, then released after their idle timeout): first on the
     # other worker, so that the bench scripts (two processes at a time) fill the cores after it, beside the
     # corpus_versions unit.  A measured run: 669.5 -> 649.9 s (tests/test_bench_scripts.py right after it).
     "test_autoscaling.py",
     "test_bench_scripts.py",  # ~150 s, two scripts at a time
-    "test_job_submit.py", "test_training.py", "test_delta_segments.py", "test_train_stage.py",
+    "test_job_submit.py", "test_training.py", "test_train_stage.py",
     "test_kept_systems.py", "test_dev_split.py", "test_bundled_models.py", "test_integrity.py", "test_proportional.py",
     "test_experiments.py",
 )
