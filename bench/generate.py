@@ -30,6 +30,9 @@ newline (causal) or EOS in every arm.  Arms:
   reuse and batching contribute.
 
 Rate = question slots (prompts x n) / seconds; empty outputs are counted per arm.
+``--split``: the ``new`` arm's seconds by kind of forward call (a causal model): the
+few-shot prefixes' prefill, the batches' suffix prefill (each prompt's passage
+and label) and the decode steps.
 ``--quality``: per stage arm, on the same passages and seeds, the first draws'
 target-language rate (``question_quality``'s flags) and round trip (rank of a
 question's passage among the bench's passages under ``--encoder``), as a run's
@@ -210,6 +213,40 @@ def interleaved(gen, gcfg, rows, langs: List[str], chunk: int, threads: int) -> 
                                                    for k, v in total.items()), flush=True)
 
 
+class ForwardSplit:
+    """Seconds of a model's forward calls by kind while installed: a prefix's prefill (one row, the few-shot
+    lead whose KV cache is reused), a batch's suffix prefill (the passage and label of each prompt) and the
+    decode steps (one token a row).  Says where a generation's time goes (``--split``)."""
+
+    KINDS = ("prefix prefill", "suffix prefill", "decode steps")
+
+    def __init__(self, model) -> None:  # noqa: ANN001 - an HF model
+        import functools
+
+        self.model, self.orig = model, model.forward
+        self.seconds = dict.fromkeys(self.KINDS, 0.0)
+        self.tokens = dict.fromkeys(self.KINDS, 0)
+
+        @functools.wraps(self.orig)  # the decoder reads forward's signature (its cache argument)
+        def timed(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+            ids = kw.get("input_ids")
+            kind = "decode steps" if ids.shape[1] == 1 else ("prefix prefill" if ids.shape[0] == 1 else "suffix prefill")
+            t = time.perf_counter()
+            out = self.orig(*args, **kw)
+            self.seconds[kind] += time.perf_counter() - t
+            self.tokens[kind] += int(ids.numel())
+            return out
+
+        model.forward = timed
+
+    def close(self) -> None:
+        self.model.forward = self.orig
+
+    def line(self, total: float) -> str:
+        parts = [f"{k} {self.seconds[k]:.1f} s ({100 * self.seconds[k] / total:.0f}%, {self.tokens[k]} tokens)" for k in self.KINDS]
+        return f"      new, split: {', '.join(parts)}, the rest {total - sum(self.seconds.values()):.1f} s of {total:.1f} s"
+
+
 def stage_quality(attempts, rows, langs: List[str], enc, pvecs, pids) -> Dict[str, object]:  # noqa: ANN001
     """Target-language rate and round trip of a stage arm's first draws (ATTEMPTS_SCHEMA rows)."""
     import numpy as np
@@ -252,6 +289,8 @@ def main() -> None:
     ap.add_argument("--interleave", type=int, default=0,
                     help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
     ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
+    ap.add_argument("--split", action="store_true",
+                    help="the new arm's seconds split into prefix prefill, suffix (passage) prefill and decode steps")
     ap.add_argument("--encoder", default="bundled:multilingual-e5-small", help="the round trip's encoder (--quality)")
     a = ap.parse_args()
     arms = a.arms.split(",")
@@ -337,9 +376,13 @@ def main() -> None:
                                     ("no-reuse", False, True, a.batch_size), ("bs1", True, True, 1)):
             if arm in arms:
                 gen.prefix_reuse, gen.mix_prefixes, gen.cfg.batch_size = reuse, mix, bs
+                split = ForwardSplit(gen.model) if a.split and arm == "new" and a.kind == "causal" and gen.model is not None else None
                 t = time.perf_counter()
                 res = gen.generate_many(rows)
                 report(arm, slots, sum(f for _, f in res), time.perf_counter() - t)
+                if split is not None:
+                    split.close()
+                    print(split.line(time.perf_counter() - t), flush=True)
         gen.prefix_reuse, gen.mix_prefixes, gen.cfg.batch_size = True, True, a.batch_size
         if a.interleave:
             interleaved(gen, gcfg, rows, langs, a.interleave, a.threads)
