@@ -127,3 +127,14 @@ def test_the_run_saves_the_config_as_resolved(ray_local, shared_datasets, tmp_pa
         assert {n: g.dtype for n, g in ctx.cfg.generators.items()} == {"t5": "auto", "gpt2": "auto"}
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert {n: g["dtype"] for n, g in saved["generators"].items()} == {"t5": "auto", "gpt2": "auto"}
+
+
+@pytest.mark.parametrize("dtype,computed", [("auto", "float32"), ("float32", "float32"), ("bfloat16", "bfloat16")])
+def test_the_generator_says_what_it_computes_in(tiny_models, dtype, computed):
+    """What each unit's commit record holds (``computed_in``): auto does not say it, the model does."""
+    from xqg_ray.config import GeneratorConfig
+    from xqg_ray.models.generator import QueryGenerator
+
+    gen = QueryGenerator("g", GeneratorConfig(kind="causal", model=tiny_models["tiny-gpt2"], languages=["de"], n_per_language=1,
+                                              max_new_tokens=4, few_shot=1, dtype=dtype))
+    assert gen.computed_in == {"dtype": computed, "device": "cpu"}

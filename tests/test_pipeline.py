@@ -95,6 +95,11 @@ def test_output_contract(smoke):
     assert {c["lang"] for c in saved["comparisons"]} == {"de", "zh", "all"}
     assert [k for k, v in saved["stages"].items() if v["reused"]] == []
     assert saved["stages"]["generated/t5"]["rows"] == 40 and saved["stages"]["queries"]["rows"] == 24
+    # dtype auto on this CPU-only run: every unit that generated says float32 on cpu.
+    for gen in ("t5", "gpt2"):
+        units = current(out, f"generated/{gen}")["units"]
+        commits = [out / f"generated/{gen}/commits/p-{u['partition']:05d}-{u['key'][:16]}.json" for u in units]
+        assert [json.loads(c.read_text())["computed_in"] for c in commits] == [{"dtype": "float32", "device": "cpu"}] * len(units) and units, gen
     assert "R@2kt" in (out / "report.md").read_text()
     assert (out / "plots" / "R_at_2kt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -45,9 +45,9 @@ SHIPPED = shipped()
 
 def test_the_discovery_finds_the_tasks_and_actors():
     for name in ("xqg_ray.stages.index:build_shard", "xqg_ray.ingest.lookup:partition_rows", "xqg_ray.stages.search:ShardSearcher",
-                 "xqg_ray.ingest.snapshot:reduce_partition", *MODELS):
+                 "xqg_ray.ingest.snapshot:reduce_partition", "xqg_ray.runtime.devices:cpu_flags", *MODELS):
         assert name in SHIPPED, name
-    assert len(SHIPPED) == 12
+    assert len(SHIPPED) == 13
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -120,6 +120,15 @@ class QueryGenerator:
         self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
         self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
 
+    @property
+    def computed_in(self) -> Dict[str, str]:
+        """What this generator's forward passes run in, for each unit's commit record: ``dtype`` (the
+        model's torch dtype, or the GGUF for llama.cpp) and ``device``.  A config's ``dtype: auto`` does
+        not say it: float32 or bfloat16 by device (``loading.torch_dtype``)."""
+        if self.model is None:
+            return {"dtype": "gguf", "device": "cpu"}
+        return {"dtype": str(self.model.dtype).replace("torch.", ""), "device": self.device}
+
     def _load_llamacpp(self, threads: int):  # noqa: ANN202 - llamacpp.LlamaCppModel
         """The GGUF model in llama.cpp, sized for a batch: ``batch_size`` prompts x ``n_per_language`` rows."""
         from .llamacpp import LlamaCppModel, gguf_path

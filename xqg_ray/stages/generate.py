@@ -200,6 +200,8 @@ class GeneratePartition(UnitRunner):
                 record["passage_vectors"] = self.passage_vectors(u.out.replace("/data/", "/passages/"), corpus)
             computed, draws = self.generate_table(todo)
             todo_rows = todo.num_rows
+            if todo_rows:  # what the questions were computed in (dtype auto resolves by device)
+                record["computed_in"] = self.gen.computed_in
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
             if reused is not None and prior_draws is not None:
                 old = prior_draws.filter(pc.is_in(prior_draws["id"], value_set=reused["id"])).select(ATTEMPTS_SCHEMA.names).cast(ATTEMPTS_SCHEMA)
