@@ -21,6 +21,9 @@ newline (causal) or EOS in every arm.  Arms:
 - ``stage-rt``: the stage with the demo's filters, the round trip judged under
   ``--encoder`` (``generators.gemma.filters`` of conf/demo.yaml): the shipped path; its
   seconds include the judge's encoding of the passages and of every draw;
+- ``stage-shared``: the stage with ``prompt_layout: shared_passage`` (``--shared-few-shot``
+  exemplars of every language, then the passage, then the language's label: one
+  prefill of the passage serves every language), to compare with ``stage``;
 - ``bare``: ``model.generate`` on batches of ``--batch-size`` prompts of one
   language (left padding, ``num_return_sequences=n``), no prefix reuse, no retries;
 - ``new``: ``generate_many`` in this process (the stage without Ray);
@@ -63,7 +66,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 
 
-STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt")
+STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt", "stage-shared")
 DEMO = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"  # its generator's filters and its encoder: stage-rt, --quality
 
 
@@ -285,10 +288,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="the generator config dtype of every arm (the demo: bfloat16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
     ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1",
-                    help="of today,stage,stage-bf16,stage-llamacpp,bare,new,grouped,no-reuse,bs1")
+                    help="of today,stage,stage-bf16,stage-llamacpp,stage-rt,stage-shared,bare,new,grouped,no-reuse,bs1")
     ap.add_argument("--interleave", type=int, default=0,
                     help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
     ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
+    ap.add_argument("--shared-few-shot", type=int, default=1, help="few_shot per language of the stage-shared arm")
     ap.add_argument("--split", action="store_true",
                     help="the new arm's seconds split into prefix prefill, suffix (passage) prefill and decode steps")
     ap.add_argument("--encoder", default="bundled:multilingual-e5-small", help="the round trip's encoder (--quality)")
@@ -346,6 +350,8 @@ def main() -> None:
             root = Path(d) / arm
             shutil.copytree(out, root)
             arm_g = dataclasses.replace(gcfg, runtime="llamacpp") if arm == "stage-llamacpp" else gcfg
+            if arm == "stage-shared":
+                arm_g = dataclasses.replace(gcfg, prompt_layout="shared_passage", few_shot=a.shared_few_shot)
             arm_enc = cfg.encoder
             if arm == "stage-rt":
                 arm_g = dataclasses.replace(gcfg, filters=demo_filters())
@@ -403,7 +409,7 @@ def main() -> None:
                 print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
                       f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
                       f"per language target/top-1: {per}", flush=True)
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-shared", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
     print(f"load average at the end {load_average()}")

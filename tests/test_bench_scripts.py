@@ -43,7 +43,7 @@ TINY = {
                   r"stage .* run_units EncodePartition, 2 partitions, 1 actor\(s\) x 1 threads; max \|diff\| vs direct 0\.0e\+00"),
     # The shipped path's arm (the demo's filters, the round trip under a tiny encoder): its line, with its draws.
     "generate.py": (["--model", "tiny:tiny-gpt2", "--passages", "4", "--languages", "de", "--max-new-tokens", "4", "--batch-size", "4", "--threads", "1",
-                     "--arms", "today,stage,stage-rt,bare,new,no-reuse,bs1", "--encoder", "tiny:tiny-bert", "--split"],
+                     "--arms", "today,stage,stage-rt,stage-shared,bare,new,no-reuse,bs1", "--encoder", "tiny:tiny-bert", "--split"],
                     r" +stage-rt: +[0-9.]+ questions/s \(4 slots, [0-4] empty, [0-9.]+ s\); [4-8] draws; wall with actor start \+ model load [0-9.]+ s"),
     "prompting.py": (["--tiny"], r"arms today/drawn/target: round-trip top-1 [0-9.]+/[0-9.]+/[0-9.]+, target language "
                                  r"[0-9.]+/[0-9.]+/[0-9.]+, exemplar copies [0-9]+/[0-9]+/[0-9]+ of 8 slots"),

@@ -66,6 +66,11 @@ HUMAN_PAIRS = "human"
 TRAINED_PREFIX = "trained:"
 # causal prompts: header line and question label in English or in the target language.
 HEADER_LANGUAGES = ("english", "target")
+# causal prompts: "per_language" shows the target language's exemplars before the passage (a passage is
+# prefilled once per language); "shared_passage" shows every language's exemplars, then the passage, and
+# only the question label names the language, so one prefill of the passage serves every language.
+PER_LANGUAGE_LAYOUT, SHARED_PASSAGE_LAYOUT = "per_language", "shared_passage"
+PROMPT_LAYOUTS = (PER_LANGUAGE_LAYOUT, SHARED_PASSAGE_LAYOUT)
 # Why a generator's filter may reject a sampled question (see evaluation/question_filter.py);
 # "empty" is a text with no letter or digit ("?"); a sample with no text at all is always rejected.
 # "round_trip": the question's own passage ranks below ``round_trip_top_k`` among its partition's

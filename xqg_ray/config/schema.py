@@ -18,6 +18,7 @@ from .choices import (  # noqa: F401 - the choice lists, re-exported: importers 
     LANGUAGE_NAMES, BENCHMARK_KINDS, FILE_BENCHMARK_KINDS, CORPUS_FORMATS, POOLINGS, HF_ENCODER, USE_ENCODER, ENCODER_KINDS,
     USE_MODEL, DTYPES, GENERATING_KINDS, PROVIDED_KIND, GENERATOR_KINDS, TORCH_RUNTIME, LLAMACPP_RUNTIME,
     GENERATOR_RUNTIMES, AGGREGATIONS, HUMAN_PAIRS, TRAINED_PREFIX, HEADER_LANGUAGES, ROUND_TRIP, FILTER_REASONS,
+    PER_LANGUAGE_LAYOUT, SHARED_PASSAGE_LAYOUT, PROMPT_LAYOUTS,
     DEFAULT_FILTERS, QUESTION_SELECTIONS, INDEX_METRICS, CHAR_KINDS, WORD_KINDS, PERTURBATION_KINDS, PAIR_KINDS,
     CLEAN_QUERY_SET, DEV_QUERY_SET, TUNE_ON, SECRET_KEYS, SWEEP_PARAMS, POOL_STAGES, trained_name,
 )
@@ -212,6 +213,9 @@ class GeneratorConfig:
     few_shot: int = 2
     # causal: the prompt's header and "<Language> question:" label in English or the target language.
     header_language: str = "english"  # one of HEADER_LANGUAGES
+    # causal: one of PROMPT_LAYOUTS.  per_language (the default: a config without the key keeps its
+    # stored outputs); shared_passage shows few_shot exemplars of each of the generator's languages.
+    prompt_layout: str = PER_LANGUAGE_LAYOUT
     # provided: a table (Parquet/JSONL) with docid, lang, text.  "benchmark:provided"
     # means the held-out human questions written by the benchmark stage.
     path: str = ""

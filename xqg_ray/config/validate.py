@@ -14,9 +14,10 @@ from typing import List, Optional
 
 from .schema import (
     AGGREGATIONS, BENCHMARK_KINDS, CLEAN_QUERY_SET, CORPUS_FORMATS, DEV_QUERY_SET, DTYPES, ENCODER_KINDS, FILE_BENCHMARK_KINDS,
-    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, INDEX_METRICS, KEPT, PASSED, ROUND_TRIP,
+    FILTER_REASONS, GENERATING_KINDS, GENERATOR_KINDS, GENERATOR_RUNTIMES, HEADER_LANGUAGES, INDEX_METRICS, PROMPT_LAYOUTS,
+    SHARED_PASSAGE_LAYOUT, KEPT, PASSED, ROUND_TRIP,
     LANGUAGE_NAMES, LLAMACPP_RUNTIME, PAIR_KINDS, PERTURBATION_KINDS, POOL_STAGES, POOLINGS, PROVIDED_KIND, QUESTION_SELECTIONS, SWEEP_PARAMS,
-    TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, FilterConfig, GeneratorConfig, PerturbationConfig,
+    TORCH_RUNTIME, TUNE_ON, USE_ENCODER, USE_MODEL, ConfigError, EncoderConfig, FilterConfig, GeneratorConfig, PerturbationConfig,
     RunConfig, SystemConfig,
 )
 from .pools import stage_pool
@@ -122,7 +123,10 @@ def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
     errs = _checks(choice_problem(f"{where}.kind", g.kind, GENERATOR_KINDS),
                    choice_problem(f"{where}.dtype", g.dtype, DTYPES),
                    choice_problem(f"{where}.header_language", g.header_language, HEADER_LANGUAGES),
-                   choice_problem(f"{where}.runtime", g.runtime, GENERATOR_RUNTIMES))
+                   choice_problem(f"{where}.runtime", g.runtime, GENERATOR_RUNTIMES),
+                   choice_problem(f"{where}.prompt_layout", g.prompt_layout, PROMPT_LAYOUTS))
+    if g.prompt_layout == SHARED_PASSAGE_LAYOUT:
+        errs += layout_problems(where, g)
     if g.runtime == LLAMACPP_RUNTIME:
         errs += runtime_problems(where, g)
     if g.kind in GENERATING_KINDS and not g.model:
@@ -141,6 +145,19 @@ def one_generator_problems(where: str, g: GeneratorConfig) -> List[str]:
             errs.append(f"{where}: top_k and max_new_tokens must be >= 1")
         errs += filter_problems(f"{where}.filters", g)
     return errs + _checks(_at_least_one(f"{where}.batch_size", g.batch_size))
+
+
+def layout_problems(where: str, g: GeneratorConfig) -> List[str]:
+    """Why a ``prompt_layout: shared_passage`` generator cannot run: its one prompt names the language in the label only."""
+    errs = []
+    if g.kind != "causal":
+        errs.append(f"{where}.prompt_layout={g.prompt_layout!r}: only causal prompts have a layout; drop it (kind {g.kind})")
+    if g.header_language != "english":
+        errs.append(f"{where}.prompt_layout={g.prompt_layout!r}: one header serves every language, so it is English; "
+                    f"set header_language: english")
+    if g.runtime != TORCH_RUNTIME:
+        errs.append(f"{where}.prompt_layout={g.prompt_layout!r}: the torch runtime only; set runtime: torch")
+    return errs
 
 
 def runtime_problems(where: str, g: GeneratorConfig) -> List[str]:

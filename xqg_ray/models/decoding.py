@@ -41,12 +41,20 @@ def cache_kwargs(model, cache) -> Dict[str, Any]:  # noqa: ANN001 - HF model / C
     raise TypeError(f"{type(model).__name__}.forward takes neither cache= nor past_key_values=: no KV cache decoding")
 
 
-def prefill_prefix(model, ids: Sequence[int]):  # noqa: ANN001, ANN201 - HF model / DynamicCache
-    """The KV cache of ``ids`` (batch 1), to be copied into batches by :func:`causal_sample`."""
+def prefill_prefix(model, ids: Sequence[int], base: Optional[Tuple[Any, int]] = None):  # noqa: ANN001, ANN201 - HF model / DynamicCache
+    """The KV cache of ``ids`` (batch 1), to be copied into batches by :func:`causal_sample`.
+
+    ``base``: (the cache of ``ids[:n]``, n), extended by a copy (the base is read, never modified):
+    a passage's prefix prefilled on its exemplar part's cache, the same keys and values as from the
+    start up to float rounding.
+    """
+    import copy
+
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
-    x = torch.tensor([list(ids)], dtype=torch.long, device=model.device)
+    cache = DynamicCache(config=model.config) if base is None else copy.deepcopy(base[0])
+    rest = list(ids) if base is None else list(ids)[base[1]:]
+    x = torch.tensor([rest], dtype=torch.long, device=model.device)
     model(input_ids=x, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1)
     return cache
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
-from ..config.schema import LLAMACPP_RUNTIME, ROUND_TRIP
+from ..config.schema import LLAMACPP_RUNTIME, ROUND_TRIP, SHARED_PASSAGE_LAYOUT
 from ..ids import seed_for
 from ..evaluation.question_filter import cheap_reject, draw_flags, fill_slots, selection, verdict
 from ..schemas import UNFILTERED
@@ -118,7 +118,16 @@ class QueryGenerator:
             eos = self.tokenizer.eos_token_id if eos is None else eos
             self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
+        # shared_passage: a prefix's leading exemplar part, which passages with the same exemplar draw share
+        # (prefix ids -> its length), and that part's KV cache, which each passage's prefix is prefilled on.
+        self._bases: Dict[Tuple[int, ...], int] = {}
+        self._base_kv: Dict[Tuple[int, ...], object] = {}
         self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
+
+    @property
+    def shared(self) -> bool:
+        """Whether prompts use the shared-passage layout (``prompts.shared_prompt_parts``)."""
+        return self.cfg.kind == "causal" and self.cfg.prompt_layout == SHARED_PASSAGE_LAYOUT
 
     @property
     def computed_in(self) -> Dict[str, str]:
@@ -146,10 +155,15 @@ class QueryGenerator:
         return "".join(self._causal_parts(pid, title, text, lang))
 
     def exemplars_for(self, pid: int, lang: str) -> List[dict]:
-        """The few-shot exemplars shown in passage ``pid``'s ``lang`` prompt (none for seq2seq)."""
+        """The few-shot exemplars shown in passage ``pid``'s ``lang`` prompt (none for seq2seq); a
+        shared-passage prompt shows every language's, so a copy of any of them is a copy."""
         if self.cfg.kind != "causal":
             return []
-        from .prompts import draw_exemplars
+        from .prompts import draw_exemplars, draw_shared_exemplars
+
+        if self.shared:
+            shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
+            return [ex for lang in self.cfg.languages for ex in shown[lang]]
 
         pool = self.fewshot.get(lang, [])
         if not self.draw_exemplars:
@@ -157,8 +171,12 @@ class QueryGenerator:
         return draw_exemplars(pool, self.cfg.few_shot, self.cfg.seed, pid, lang)
 
     def _causal_parts(self, pid: int, title: str, text: str, lang: str) -> Tuple[str, str]:
-        from .prompts import causal_prompt_parts
+        from .prompts import causal_prompt_parts, draw_shared_exemplars, prompt_words, shared_prompt_parts
 
+        if self.shared:  # (exemplars + passage, label): only the label depends on the language
+            shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
+            exemplars, passage = shared_prompt_parts(title, text, self.cfg.languages, LANGUAGE_NAMES, shown)
+            return exemplars + passage, prompt_words(lang, LANGUAGE_NAMES[lang])[1]
         return causal_prompt_parts(title, text, lang, LANGUAGE_NAMES[lang], self.exemplars_for(pid, lang),
                                    header_language=self.cfg.header_language)
 
@@ -175,7 +193,16 @@ class QueryGenerator:
             ids = tok(self.prompt(pid, title, text, lang), truncation=True, max_length=self.cfg.max_input_length)["input_ids"]
             return (), list(ids)
         pre, suf = self._causal_parts(pid, title, text, lang)
-        p = tok(pre, add_special_tokens=False)["input_ids"]
+        base: List[int] = []
+        if self.shared:  # the exemplar part and the passage tokenized apart: the first is shared across passages
+            from .prompts import draw_shared_exemplars, shared_prompt_parts
+
+            shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
+            exemplars, passage = shared_prompt_parts(title, text, self.cfg.languages, LANGUAGE_NAMES, shown)
+            base = tok(exemplars, add_special_tokens=False)["input_ids"]
+            p = base + tok(passage, add_special_tokens=False)["input_ids"]
+        else:
+            p = tok(pre, add_special_tokens=False)["input_ids"]
         s = tok(suf, add_special_tokens=False)["input_ids"]
         room = self.cfg.max_input_length - len(self.lead)
         if len(p) + len(s) > room:
@@ -185,6 +212,8 @@ class QueryGenerator:
         window = getattr(getattr(self.model, "config", None), "sliding_window", None)
         if not self.prefix_reuse or (window and len(self.lead) + len(p) > window - 1):
             return (), self.lead + p + s
+        if base:
+            self._bases[tuple(self.lead + p)] = len(self.lead) + len(base)
         return tuple(self.lead + p), list(s)
 
     def generate(self, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:
@@ -225,6 +254,7 @@ class QueryGenerator:
         if judge is None and ROUND_TRIP in f.enabled:
             raise ValueError(f"generator {self.name}: filters.enabled names {ROUND_TRIP!r}: pass a RoundTripJudge holding the rows' partition")
         langs = list(self.cfg.languages)
+        self._bases = {}  # this call's prompts only (prompt_ids fills it)
         base = {(i, lang): self.prompt_ids(pid, title, text, lang) for i, (pid, title, text) in enumerate(rows) for lang in langs}
         kept: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
         chosen = {key: 0 for key in base}  # unfiltered selection sizes
@@ -303,6 +333,11 @@ class QueryGenerator:
         group by prefix.
         """
         bs = max(1, self.cfg.batch_size)
+        if self.llama is None and self.mix_prefixes and self.shared:
+            # A passage's prompts share its prefix and differ only in a label of a few tokens: kept together,
+            # each prefix is stacked into one batch (and prefilled once) instead of one per label length.
+            order = sorted(range(len(prompts)), key=lambda k: (prompts[k].prefix, len(prompts[k].suffix)))
+            return [order[i : i + bs] for i in range(0, len(order), bs)]
         if self.llama is None and self.mix_prefixes:
             order = sorted(range(len(prompts)), key=lambda k: (len(prompts[k].suffix), prompts[k].prefix))
             return [order[i : i + bs] for i in range(0, len(order), bs)]
@@ -348,14 +383,26 @@ class QueryGenerator:
         return out
 
     def _prefix_cache(self, ids: Tuple[int, ...]):
-        """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept."""
+        """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept.  A
+        shared-passage prefix is prefilled on its exemplar part's cache (kept alike), not from its start."""
         if ids not in self._prefix_kv:
             from . import decoding
 
             while len(self._prefix_kv) >= self.prefix_cache_entries:
                 self._prefix_kv.pop(next(iter(self._prefix_kv)))  # the oldest
-            self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
+            n = self._bases.get(ids, 0)
+            base = (self._base_cache(ids[:n]), n) if n else None
+            self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids), base)
         return self._prefix_kv[ids]
+
+    def _base_cache(self, ids: Tuple[int, ...]):
+        if ids not in self._base_kv:
+            from . import decoding
+
+            while len(self._base_kv) >= self.prefix_cache_entries:
+                self._base_kv.pop(next(iter(self._base_kv)))
+            self._base_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
+        return self._base_kv[ids]
 
     def _decode_texts(self, toks: List[List[int]]) -> List[str]:
         texts = self.tokenizer.batch_decode(toks, skip_special_tokens=True)

@@ -27,7 +27,7 @@ from .plan import Plan, plan_stage
 from .records import GeneratedEntry, GeneratedManifest, GenerateUnit, entries
 from ..runtime.units import UnitRunner, iter_progress, run_units
 from .reuse import split_reuse, version_keys
-from ..config.schema import PROVIDED_KIND, ROUND_TRIP, TORCH_RUNTIME
+from ..config.schema import PER_LANGUAGE_LAYOUT, PROVIDED_KIND, ROUND_TRIP, TORCH_RUNTIME
 from ..config.systems import DEFAULT_ENCODER, encoder_cfg
 from ..evaluation.question_filter import replay, selection
 from ..models.prompts import prompt_assets_sha256
@@ -47,6 +47,8 @@ def generator_settings(g: GeneratorConfig) -> Dict[str, Any]:
     gen = section_dict(g)
     if gen["runtime"] == TORCH_RUNTIME:
         del gen["runtime"]
+    if gen["prompt_layout"] == PER_LANGUAGE_LAYOUT:  # as runtime: configs from before layouts keep their keys
+        del gen["prompt_layout"]
     if ROUND_TRIP not in g.filters.enabled:  # its settings change nothing: keys from before the round trip stay
         gen["filters"].pop("round_trip_top_k", None)
         gen["filters"].pop("fill_empty", None)
