@@ -35,17 +35,33 @@ def test_the_prompt_merges_one_passages_exemplars_and_ends_before_the_label():
     assert passage == "Title: River\nPassage: The Rhine flows north.\n"
 
 
-def test_the_exemplar_draw_is_one_group_number_in_every_language():
+def test_the_draw_shows_passages_every_language_has_a_question_for():
     fs, langs = load_fewshot(), ["de", "zh", "ar"]
+    common = set.intersection(*[{ex["title"] for ex in fs[lang]} for lang in langs])
+    assert len(common) == 6  # the bundled pools: 6 passages with a question in each of the three
+    seen = set()
     for pid in range(40):
         shown = draw_shared_exemplars(fs, langs, 2, 0, pid)
-        picks = {tuple(sorted(fs[lang].index(ex) for ex in shown[lang])) for lang in langs}
-        numbers = {[tuple(g) for g in exemplar_groups(fs[lang], 2, 0, lang)].index(tuple(sorted(fs[lang].index(ex) for ex in shown[lang])))
-                   for lang in langs}
-        assert len(numbers) == 1 and all(len(shown[lang]) == 2 for lang in langs), (pid, picks)
+        titles = [[ex["title"] for ex in shown[lang]] for lang in langs]
+        assert titles[0] == titles[1] == titles[2] and len(titles[0]) == 2 and set(titles[0]) <= common, pid
         assert draw_shared_exemplars(fs, langs, 2, 0, pid) == shown  # a pure function of (seed, passage id)
-    # 5 groups of 2 in 10 exemplars: passages see all of them.
-    assert len({tuple(ex["title"] for ex in draw_shared_exemplars(fs, langs, 2, 0, pid)["de"]) for pid in range(40)}) == 5
+        seen.add(tuple(titles[0]))
+    assert len(seen) == 3 and len({t for pair in seen for t in pair}) == 6  # 3 disjoint pairs of the 6: every one is shown
+    # Fewer common passages than few_shot: each language's own groups, one group number in every language.
+    pools = {"de": fs["de"], "zh": [{**ex, "title": f"zh {ex['title']}"} for ex in fs["zh"]]}
+    for pid in range(10):
+        shown = draw_shared_exemplars(pools, ["de", "zh"], 2, 0, pid)
+        number = {lang: [tuple(g) for g in exemplar_groups(pools[lang], 2, 0, lang)].index(
+            tuple(sorted(pools[lang].index(ex) for ex in shown[lang]))) for lang in ("de", "zh")}
+        assert number["de"] == number["zh"], pid
+
+
+def test_a_parallel_block_lists_its_questions_starting_at_a_new_language_each_block():
+    two = {lang: [{"title": t, "passage": f"{t} text.", "question": f"{lang} {t}?"} for t in ("A", "B")] for lang in ("de", "zh", "ar")}
+    ex_part, _ = shared_prompt_parts("C", "c", ["de", "zh", "ar"], LANGUAGE_NAMES, two)
+    assert ex_part == (f"{SHARED_HEADER}\n\n"
+                       "Title: A\nPassage: A text.\nGerman question: de A?\nChinese question: zh A?\nArabic question: ar A?\n\n"
+                       "Title: B\nPassage: B text.\nChinese question: zh B?\nArabic question: ar B?\nGerman question: de B?\n\n")
 
 
 def generator(tiny_models, **kw):

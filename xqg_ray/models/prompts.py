@@ -127,6 +127,17 @@ def draw_shared_exemplars(fewshot: Dict[str, List[dict]], languages: Sequence[st
     ``seed_for(seed, "fewshot", pid, "shared")`` of each language's :func:`exemplar_groups` (the same
     number in every language), so the prompts' exemplar parts take as few distinct values as a
     language has groups, and their KV caches are shared across passages like the per-language prefixes."""
+    # Exemplar passages that every language has a question for, in groups of k: each block then shows
+    # one passage with a question per language (a parallel block), the clearest sign that the label
+    # alone names the language.  Too few such passages: each language's own groups.
+    common = set.intersection(*[{ex["title"] for ex in fewshot.get(lang, [])} for lang in languages]) if languages else set()
+    if len(common) >= k > 0:
+        first = fewshot[languages[0]]
+        topics = [{"title": ex["title"], "topic": _topic(ex)} for ex in first if ex["title"] in common]
+        found = exemplar_groups(topics, k, seed, "shared")
+        full = [g for g in found if len(g) == k]
+        titles = [topics[i]["title"] for i in full[seed_for(seed, "fewshot", pid, "shared") % len(full)]]
+        return {lang: [next(ex for ex in fewshot[lang] if ex["title"] == t) for t in titles] for lang in languages}
     groups = {}
     for lang in languages:
         pool = fewshot.get(lang, [])
@@ -201,7 +212,8 @@ def shared_prompt_parts(title: str, text: str, languages: Sequence[str], languag
 
     blocks: Dict[Tuple[str, str], List[str]] = {}  # (title, passage) -> its question lines, in turn order
     for j in range(max((len(v) for v in exemplars.values()), default=0)):
-        for lang in languages:
+        # Block j's questions start at language j: in a parallel block each language comes first once in turn.
+        for lang in [*languages[j % len(languages):], *languages[: j % len(languages)]]:
             if j < len(exemplars.get(lang, [])):
                 ex = exemplars[lang][j]
                 label = prompt_words(lang, language_names.get(lang, lang))[1]
