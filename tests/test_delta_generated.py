@@ -26,6 +26,8 @@ from xqg_ray.store.storage import Storage
 class FakeGenerator:
     """Draws that depend on a passage alone: 1 + (id // 10) % 2 rounds per language, the last one kept."""
 
+    computed_in = {"dtype": "scripted", "device": "cpu"}  # no model: what a unit's commit record says
+
     def generate_attempts(self, passages, judge=None):
         out = []
         for pid, _title, text in passages:

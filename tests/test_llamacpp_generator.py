@@ -36,9 +36,9 @@ def test_runtime_enters_the_key_only_when_not_torch():
     torch_llama = load_config(SMOKE, ["generators.gpt2.model=bundled:gemma3-270m-gguf"])
     g = torch_cfg.generators["gpt2"]
     assert g.runtime == "torch"
-    # torch: the key of the section without the field, as every config had before runtimes (and the
+    # torch: the key of the section without the field, as every config had before runtimes and layouts (and the
     # filters' section as it was before the round trip, whose settings enter only when it is on)
-    old = {k: v for k, v in section_dict(g).items() if k != "runtime"}
+    old = {k: v for k, v in section_dict(g).items() if k not in ("runtime", "prompt_layout")}  # prompt_layout: as runtime
     old["filters"] = {"enabled": ["empty", "wrong_language", "exemplar_copy", "duplicate", "degenerate"], "exemplar_overlap": 0.7,
                       "duplicate_jaccard": 0.8, "max_attempts": 3}
     assert generator_fingerprint(SimpleNamespace(cfg=torch_cfg), "gpt2") == fingerprint(

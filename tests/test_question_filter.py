@@ -46,6 +46,8 @@ SCRIPT: Dict[Tuple[int, str, int], List[str]] = {
 class Scripted(QueryGenerator):
     """A QueryGenerator without a model: each round's draws come from SCRIPT; every seed asked is recorded."""
 
+    computed_in = {"dtype": "scripted", "device": "cpu"}  # no model: what a unit's commit record says
+
     def __init__(self, cfg: GeneratorConfig):  # noqa: D107 - no model to load
         self.name, self.cfg = "g", cfg
         self.fewshot = load_fewshot()

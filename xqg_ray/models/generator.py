@@ -170,13 +170,18 @@ class QueryGenerator:
             return pool[: self.cfg.few_shot]
         return draw_exemplars(pool, self.cfg.few_shot, self.cfg.seed, pid, lang)
 
+    def _shared_parts(self, pid: int, title: str, text: str) -> Tuple[str, str]:
+        """(exemplar part, passage part) of passage ``pid``'s shared-passage prompts (every language's)."""
+        from .prompts import draw_shared_exemplars, shared_prompt_parts
+
+        shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
+        return shared_prompt_parts(title, text, self.cfg.languages, LANGUAGE_NAMES, shown)
+
     def _causal_parts(self, pid: int, title: str, text: str, lang: str) -> Tuple[str, str]:
-        from .prompts import causal_prompt_parts, draw_shared_exemplars, prompt_words, shared_prompt_parts
+        from .prompts import causal_prompt_parts, prompt_words
 
         if self.shared:  # (exemplars + passage, label): only the label depends on the language
-            shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
-            exemplars, passage = shared_prompt_parts(title, text, self.cfg.languages, LANGUAGE_NAMES, shown)
-            return exemplars + passage, prompt_words(lang, LANGUAGE_NAMES[lang])[1]
+            return "".join(self._shared_parts(pid, title, text)), prompt_words(lang, LANGUAGE_NAMES[lang])[1]
         return causal_prompt_parts(title, text, lang, LANGUAGE_NAMES[lang], self.exemplars_for(pid, lang),
                                    header_language=self.cfg.header_language)
 
@@ -195,10 +200,7 @@ class QueryGenerator:
         pre, suf = self._causal_parts(pid, title, text, lang)
         base: List[int] = []
         if self.shared:  # the exemplar part and the passage tokenized apart: the first is shared across passages
-            from .prompts import draw_shared_exemplars, shared_prompt_parts
-
-            shown = draw_shared_exemplars(self.fewshot, self.cfg.languages, self.cfg.few_shot, self.cfg.seed, pid)
-            exemplars, passage = shared_prompt_parts(title, text, self.cfg.languages, LANGUAGE_NAMES, shown)
+            exemplars, passage = self._shared_parts(pid, title, text)
             base = tok(exemplars, add_special_tokens=False)["input_ids"]
             p = base + tok(passage, add_special_tokens=False)["input_ids"]
         else:
@@ -385,24 +387,18 @@ class QueryGenerator:
     def _prefix_cache(self, ids: Tuple[int, ...]):
         """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept.  A
         shared-passage prefix is prefilled on its exemplar part's cache (kept alike), not from its start."""
-        if ids not in self._prefix_kv:
+        n = self._bases.get(ids, 0)
+        return self._kv(self._prefix_kv, ids, lambda: (self._kv(self._base_kv, ids[:n]), n) if n else None)
+
+    def _kv(self, store: Dict[Tuple[int, ...], object], ids: Tuple[int, ...], base: Any = lambda: None):  # noqa: ANN202
+        """``store``'s KV cache of ``ids``, prefilled (on ``base()``, if any) when missing; the oldest dropped past the bound."""
+        if ids not in store:
             from . import decoding
 
-            while len(self._prefix_kv) >= self.prefix_cache_entries:
-                self._prefix_kv.pop(next(iter(self._prefix_kv)))  # the oldest
-            n = self._bases.get(ids, 0)
-            base = (self._base_cache(ids[:n]), n) if n else None
-            self._prefix_kv[ids] = decoding.prefill_prefix(self.model, list(ids), base)
-        return self._prefix_kv[ids]
-
-    def _base_cache(self, ids: Tuple[int, ...]):
-        if ids not in self._base_kv:
-            from . import decoding
-
-            while len(self._base_kv) >= self.prefix_cache_entries:
-                self._base_kv.pop(next(iter(self._base_kv)))
-            self._base_kv[ids] = decoding.prefill_prefix(self.model, list(ids))
-        return self._base_kv[ids]
+            while len(store) >= self.prefix_cache_entries:
+                store.pop(next(iter(store)))  # the oldest
+            store[ids] = decoding.prefill_prefix(self.model, list(ids), base())
+        return store[ids]
 
     def _decode_texts(self, toks: List[List[int]]) -> List[str]:
         texts = self.tokenizer.batch_decode(toks, skip_special_tokens=True)
