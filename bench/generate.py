@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # forward_split
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -216,40 +217,6 @@ def interleaved(gen, gcfg, rows, langs: List[str], chunk: int, threads: int) -> 
                                                    for k, v in total.items()), flush=True)
 
 
-class ForwardSplit:
-    """Seconds of a model's forward calls by kind while installed: a prefix's prefill (one row, the few-shot
-    lead whose KV cache is reused), a batch's suffix prefill (the passage and label of each prompt) and the
-    decode steps (one token a row).  Says where a generation's time goes (``--split``)."""
-
-    KINDS = ("prefix prefill", "suffix prefill", "decode steps")
-
-    def __init__(self, model) -> None:  # noqa: ANN001 - an HF model
-        import functools
-
-        self.model, self.orig = model, model.forward
-        self.seconds = dict.fromkeys(self.KINDS, 0.0)
-        self.tokens = dict.fromkeys(self.KINDS, 0)
-
-        @functools.wraps(self.orig)  # the decoder reads forward's signature (its cache argument)
-        def timed(*args, **kw):  # noqa: ANN002, ANN003, ANN202
-            ids = kw.get("input_ids")
-            kind = "decode steps" if ids.shape[1] == 1 else ("prefix prefill" if ids.shape[0] == 1 else "suffix prefill")
-            t = time.perf_counter()
-            out = self.orig(*args, **kw)
-            self.seconds[kind] += time.perf_counter() - t
-            self.tokens[kind] += int(ids.numel())
-            return out
-
-        model.forward = timed
-
-    def close(self) -> None:
-        self.model.forward = self.orig
-
-    def line(self, total: float) -> str:
-        parts = [f"{k} {self.seconds[k]:.1f} s ({100 * self.seconds[k] / total:.0f}%, {self.tokens[k]} tokens)" for k in self.KINDS]
-        return f"      new, split: {', '.join(parts)}, the rest {total - sum(self.seconds.values()):.1f} s of {total:.1f} s"
-
-
 def stage_quality(attempts, rows, langs: List[str], enc, pvecs, pids) -> Dict[str, object]:  # noqa: ANN001
     """Target-language rate and round trip of a stage arm's first draws (ATTEMPTS_SCHEMA rows)."""
     import numpy as np
@@ -382,6 +349,8 @@ def main() -> None:
                                     ("no-reuse", False, True, a.batch_size), ("bs1", True, True, 1)):
             if arm in arms:
                 gen.prefix_reuse, gen.mix_prefixes, gen.cfg.batch_size = reuse, mix, bs
+                from forward_split import ForwardSplit
+
                 split = ForwardSplit(gen.model) if a.split and arm == "new" and a.kind == "causal" and gen.model is not None else None
                 t = time.perf_counter()
                 res = gen.generate_many(rows)

@@ -136,7 +136,7 @@ def main() -> None:
     pids = np.asarray([r["id"] for r in corpus], np.int64)
     row_of = {int(p): k for k, p in enumerate(pids)}
     gen = QueryGenerator("g", gcfg, a.threads)
-    gen.prefix_cache_entries = 128  # every arm's prefixes stay cached across chunks, as one prompt kind's do in a run
+    gen.prefixes.entries = 128  # every arm's prefixes stay cached across chunks, as one prompt kind's do in a run
     gen.generate_attempts(rows[:1])  # warm-up
     pool = {lang: load_fewshot()[lang] for lang in langs}
     # Chunks of passages, every arm per chunk: stopped by --max-minutes, the arms still cover the same passages.

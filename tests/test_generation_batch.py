@@ -122,7 +122,7 @@ def _tokens(gen, rows, lang, reuse):
     with torch.inference_mode():
         if reuse:
             assert len(set(pres)) == 1 and len(pres[0]) > 0
-            prefix = gen._prefix_cache(pres[0])
+            prefix = gen.prefixes.get(gen.model, pres[0])
             return decoding.causal_sample(gen.model, [(prefix, len(pres[0]))], [0] * len(rows), list(sufs), counts, seeds, gen.tokenizer.pad_token_id, **kw)
         full = [list(p) + s for p, s in zip(pres, sufs)]
         return decoding.causal_sample(gen.model, [], [None] * len(rows), full, counts, seeds, gen.tokenizer.pad_token_id, **kw)
@@ -173,7 +173,7 @@ def test_a_batch_of_mixed_prefixes_equals_each_prompt_alone(tiny_models, arch):
     parts = [gen.prompt_ids(pid, t, x, lang) for pid, t, x in ROWS[:3] for lang in ("de", "zh")]
     distinct = list(dict.fromkeys(pre for pre, _ in parts))
     assert len(distinct) >= 3 and len({len(p) for p in distinct}) >= 2  # different prefixes, different lengths
-    pres = [(gen._prefix_cache(p), len(p)) for p in distinct]
+    pres = [(gen.prefixes.get(gen.model, p), len(p)) for p in distinct]
     of = [distinct.index(pre) for pre, _ in parts] + [None]
     sufs = [suf for _, suf in parts] + [list(parts[0][0]) + parts[0][1]]  # the last row: a whole prompt, no prefix
     counts = [2, 1, 2, 1, 2, 1, 2]

@@ -94,7 +94,7 @@ def test_decoding_on_the_exemplar_cache_equals_whole_prompts_and_each_passage_al
     many = g.generate_many(ROWS)
     # Each passage's prefix was prefilled on its exemplar part's cache: one per distinct exemplar draw.
     draws = {tuple(ex["title"] for ex in g.exemplars_for(pid, "de")) for pid, _, _ in ROWS}
-    assert len(g._base_kv) == len(draws) >= 2 and len(g._bases) == len(ROWS)
+    assert len(g.prefixes.base_kv) == len(draws) >= 2 and len(g.prefixes.bases) == len(ROWS)
     assert [g.generate(*r) for r in ROWS] == many  # each passage alone (other batches)
     g.prefix_reuse = False  # every prompt prefilled whole, from its first token
     assert g.generate_many(ROWS) == many

@@ -59,6 +59,32 @@ def prefill_prefix(model, ids: Sequence[int], base: Optional[Tuple[Any, int]] = 
     return cache
 
 
+class PrefixCaches:
+    """A generator's prefix KV caches (batch 1, :func:`prefill_prefix`), the last ``entries`` kept.
+
+    ``bases``: for a shared-passage prefix, the length of its leading exemplar part, which passages
+    with the same exemplar draw share: that part's cache is kept alike, and the passage's prefix is
+    prefilled on a copy of it rather than from its first token.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.bases: Dict[Tuple[int, ...], int] = {}
+        self.kv: Dict[Tuple[int, ...], Any] = {}
+        self.base_kv: Dict[Tuple[int, ...], Any] = {}
+
+    def get(self, model, ids: Tuple[int, ...]):  # noqa: ANN001, ANN201 - HF model / DynamicCache
+        n = self.bases.get(ids, 0)
+        return self._cached(model, self.kv, ids, lambda: (self._cached(model, self.base_kv, ids[:n]), n) if n else None)
+
+    def _cached(self, model, store: Dict[Tuple[int, ...], Any], ids: Tuple[int, ...], base: Any = lambda: None):  # noqa: ANN001, ANN202
+        if ids not in store:
+            while len(store) >= self.entries:
+                store.pop(next(iter(store)))  # the oldest
+            store[ids] = prefill_prefix(model, list(ids), base())
+        return store[ids]
+
+
 def _repeat_index(counts: Sequence[int], device: torch.device) -> Optional[torch.Tensor]:
     """Row index that repeats prompt ``i`` ``counts[i]`` times (None when every count is 1)."""
     if all(c == 1 for c in counts):

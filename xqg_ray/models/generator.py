@@ -117,12 +117,10 @@ class QueryGenerator:
             eos = self.model.generation_config.eos_token_id
             eos = self.tokenizer.eos_token_id if eos is None else eos
             self.stop_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-        self._prefix_kv: Dict[Tuple[int, ...], object] = {}  # causal: prefix ids -> its KV cache (batch 1)
-        # shared_passage: a prefix's leading exemplar part, which passages with the same exemplar draw share
-        # (prefix ids -> its length), and that part's KV cache, which each passage's prefix is prefilled on.
-        self._bases: Dict[Tuple[int, ...], int] = {}
-        self._base_kv: Dict[Tuple[int, ...], object] = {}
-        self.prefix_cache_entries = PREFIX_CACHE_ENTRIES  # raised only by a bench that alternates prompt kinds
+        from .decoding import PrefixCaches
+
+        # causal: prefix ids -> its KV cache (batch 1); the bound is raised only by a bench that alternates prompt kinds
+        self.prefixes = PrefixCaches(PREFIX_CACHE_ENTRIES)
 
     @property
     def shared(self) -> bool:
@@ -197,13 +195,15 @@ class QueryGenerator:
         if self.cfg.kind == "seq2seq":
             ids = tok(self.prompt(pid, title, text, lang), truncation=True, max_length=self.cfg.max_input_length)["input_ids"]
             return (), list(ids)
-        pre, suf = self._causal_parts(pid, title, text, lang)
         base: List[int] = []
         if self.shared:  # the exemplar part and the passage tokenized apart: the first is shared across passages
+            from .prompts import prompt_words
+
             exemplars, passage = self._shared_parts(pid, title, text)
             base = tok(exemplars, add_special_tokens=False)["input_ids"]
-            p = base + tok(passage, add_special_tokens=False)["input_ids"]
+            p, suf = base + tok(passage, add_special_tokens=False)["input_ids"], prompt_words(lang, LANGUAGE_NAMES[lang])[1]
         else:
+            pre, suf = self._causal_parts(pid, title, text, lang)
             p = tok(pre, add_special_tokens=False)["input_ids"]
         s = tok(suf, add_special_tokens=False)["input_ids"]
         room = self.cfg.max_input_length - len(self.lead)
@@ -215,7 +215,7 @@ class QueryGenerator:
         if not self.prefix_reuse or (window and len(self.lead) + len(p) > window - 1):
             return (), self.lead + p + s
         if base:
-            self._bases[tuple(self.lead + p)] = len(self.lead) + len(base)
+            self.prefixes.bases[tuple(self.lead + p)] = len(self.lead) + len(base)
         return tuple(self.lead + p), list(s)
 
     def generate(self, pid: int, title: str, text: str) -> Tuple[List[Dict[str, str]], int]:
@@ -256,7 +256,8 @@ class QueryGenerator:
         if judge is None and ROUND_TRIP in f.enabled:
             raise ValueError(f"generator {self.name}: filters.enabled names {ROUND_TRIP!r}: pass a RoundTripJudge holding the rows' partition")
         langs = list(self.cfg.languages)
-        self._bases = {}  # this call's prompts only (prompt_ids fills it)
+        if self.shared:
+            self.prefixes.bases = {}  # this call's prompts only (prompt_ids fills it)
         base = {(i, lang): self.prompt_ids(pid, title, text, lang) for i, (pid, title, text) in enumerate(rows) for lang in langs}
         kept: Dict[Tuple[int, str], List[str]] = {key: [] for key in base}
         chosen = {key: 0 for key in base}  # unfiltered selection sizes
@@ -370,7 +371,7 @@ class QueryGenerator:
             else:
                 distinct = list(dict.fromkeys(p.prefix for p in batch if p.prefix))
                 where = {ids: j for j, ids in enumerate(distinct)}
-                prefixes = [(self._prefix_cache(ids), len(ids)) for ids in distinct]
+                prefixes = [(self.prefixes.get(self.model, ids), len(ids)) for ids in distinct]
                 prefix_of = [where[p.prefix] if p.prefix else None for p in batch]
                 flat = decoding.causal_sample(self.model, prefixes, prefix_of, [p.suffix for p in batch], counts, seeds, pad, **kw)
         return self._split(flat, counts)
@@ -383,22 +384,6 @@ class QueryGenerator:
             out.append(flat[k : k + c])
             k += c
         return out
-
-    def _prefix_cache(self, ids: Tuple[int, ...]):
-        """The KV cache of a shared prefix (batch 1); the last ``prefix_cache_entries`` are kept.  A
-        shared-passage prefix is prefilled on its exemplar part's cache (kept alike), not from its start."""
-        n = self._bases.get(ids, 0)
-        return self._kv(self._prefix_kv, ids, lambda: (self._kv(self._base_kv, ids[:n]), n) if n else None)
-
-    def _kv(self, store: Dict[Tuple[int, ...], object], ids: Tuple[int, ...], base: Any = lambda: None):  # noqa: ANN202
-        """``store``'s KV cache of ``ids``, prefilled (on ``base()``, if any) when missing; the oldest dropped past the bound."""
-        if ids not in store:
-            from . import decoding
-
-            while len(store) >= self.prefix_cache_entries:
-                store.pop(next(iter(store)))  # the oldest
-            store[ids] = decoding.prefill_prefix(self.model, list(ids), base())
-        return store[ids]
 
     def _decode_texts(self, toks: List[List[int]]) -> List[str]:
         texts = self.tokenizer.batch_decode(toks, skip_special_tokens=True)
