@@ -1,13 +1,15 @@
 """A driver SIGKILLed at any of eight points resumes to outputs identical to an uninterrupted run.
 
-The points: ingest (the benchmark stage), generation, encoding, index build,
-search, evaluate, the report (its first chart on disk) and an index *update*
-(version 2 of the corpus over version 1's outputs).  One output directory is
-killed once at each point in turn, each kill landing after the previous
-attempt's committed work, so every rerun resumes a half-done run; then the
-same command finishes and every run file, per-query table and metric equals
-the uninterrupted build's.  The driver's JSON progress events say when a stage
-has started; a kill lands right after that line (or after a file appears).
+The points: ingest (the benchmark stage), generation and encoding each after
+its first unit committed (a half-done stage: some units resumed, the others
+computed), index build, search, evaluate, the report (its first chart on disk)
+and an index *update* (version 2 of the corpus over version 1's outputs).  One
+output directory is killed once at each point in turn, each kill landing after
+the previous attempt's committed work, so every rerun resumes a half-done run;
+then the same command finishes and every run file, per-query table, generated
+question and metric equals the uninterrupted build's.  The driver's JSON
+progress events say when a stage has started; a kill lands right after that
+line (or after a file appears: a unit's commit record, a chart).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SYSTEMS = ["baseline", "xqg", "xqg-a0.3", "causal-mean"]
 # The killed drivers' clusters have 2 logical CPUs where the uninterrupted runs had 4: fewer task workers to
 # start in each of the eight (~1 CPU-s each), and the outputs must not depend on the cluster's size.
 DRIVER_ARGS = ["ray.num_cpus=2"]
+P = 4  # conf/smoke.yaml's corpus.num_partitions: the units of the generation and encoding stages
 
 
 def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[tuple] = None, timeout: float = 240.0) -> str:
@@ -81,13 +84,26 @@ def test_kill_at_eight_points_then_resume(versions, ray_local, ref_v1, scratch_v
     ref, ref_metrics = ref_v1  # the same command uninterrupted (conftest)
     out = tmp_path / "killed"
     v1 = files_overrides(versions["v1"], versions["queries"], out)
-    hits = [_kill_at(v1, stage=s) for s in ("benchmark", "generated/t5", "embeddings", "index", "search", "evaluate")]
+    hits = [_kill_at(v1, stage="benchmark")]
+    # Mid-stage: the first unit's commit record is the trigger, so the stage has units done and units to do.
+    # Two model hosts work at once, so a second unit may commit before the kill lands; never all four.
+    done = {}
+    for stage in ("generated/t5", "embeddings"):
+        hits.append(_kill_at(v1, path_glob=(out / stage / "commits", "*.json")))
+        done[stage] = len(list((out / stage / "commits").glob("*.json")))
+        assert 1 <= done[stage] < P, (stage, done[stage])
+        assert not (out / stage / "current.json").exists(), stage
+    hits += [_kill_at(v1, stage=s) for s in ("index", "search", "evaluate")]
     hits.append(_kill_at(v1, path_glob=(out / "plots", "*.png")))
-    assert hits == ["stage benchmark", "stage generated/t5", "stage embeddings", "stage index", "stage search",
-                    "stage evaluate", "file *.png"]
+    assert hits == ["stage benchmark", "file *.json", "file *.json", "stage index", "stage search", "stage evaluate", "file *.png"]
     assert not (out / "metrics.json").exists()  # every kill landed before the run finished
     final = run(load_config(SMOKE, v1))
     _same(out, ref, ref_metrics, final)
+    # The half-done stages were resumed, not recomputed: the units committed before each kill are kept as they were.
+    for stage, n in done.items():
+        assert current(out, stage)["unit_counts"] == {"total": P, "computed": P - n, "resumed": n}, stage
+    gen = pq.read_table(str(out / "generated" / "t5" / "data")).sort_by("id")
+    assert gen.num_rows == 60 and gen.equals(pq.read_table(str(ref / "generated" / "t5" / "data")).sort_by("id"))
     # The eighth point: an index update (corpus version 2 over version 1's outputs), killed as the index stage starts.
     v2 = files_overrides(versions["v2"], versions["queries"], out)
     assert _kill_at(v2, stage="index") == "stage index"
