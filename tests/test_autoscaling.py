@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 GPU_WORKERS = 2  # max_workers of the GPU type, and the pools' min = max actors
-IDLE_S = 30  # idle_timeout for the GPU workers (margin for the gap between the two pools)
+IDLE_S = 15  # idle_timeout for the GPU workers (margin for the second or so between the two pools)
 SYSTEMS = ["baseline", "xqg"]
 
 
