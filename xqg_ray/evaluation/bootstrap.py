@@ -76,9 +76,12 @@ def bca_ci(values: np.ndarray, distribution: np.ndarray, statistic: Callable[...
         jack.append(statistic(values[np.broadcast_to(np.arange(n), keep.shape)[keep].reshape(keep.shape[0], n - 1)], axis=-1))
     theta = np.concatenate(jack)
     u = (float(n) - 1) * (np.mean(theta, axis=-1, keepdims=True) - theta)
-    accel = 1 / 6 * (np.sum(u ** 3, axis=-1) / float(n) ** 3) / (np.sum(u ** 2, axis=-1) / float(n) ** 2) ** (3 / 2)
     z = float(ndtri((1.0 - level) / 2.0))
-    levels = [ndtr(z0 + (z0 + zz) / (1 - accel * (z0 + zz))) for zz in (z, -z)]
+    # Equal jackknife values (0/0) or no resample on one side of the observed value (an infinite
+    # bias) leave the interval undefined: NaN bounds below, so numpy's warning says nothing more.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accel = 1 / 6 * (np.sum(u ** 3, axis=-1) / float(n) ** 3) / (np.sum(u ** 2, axis=-1) / float(n) ** 2) ** (3 / 2)
+        levels = [ndtr(z0 + (z0 + zz) / (1 - accel * (z0 + zz))) for zz in (z, -z)]
     if any(np.isnan(v) for v in levels):
         return math.nan, math.nan
     lo, hi = np.quantile(distribution, levels)
