@@ -165,6 +165,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _passage_block(title: str, passage: str, max_passage_words: int) -> str:
+    """A passage as every causal prompt layout shows it: its title and passage lines."""
+    return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n"
+
+
 def causal_prompt_parts(
     title: str,
     text: str,
@@ -185,7 +190,7 @@ def causal_prompt_parts(
     parts = [f"{header}\n"]
 
     def block(title: str, passage: str) -> str:
-        return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n{label}"
+        return _passage_block(title, passage, max_passage_words) + label
 
     parts += [f"{block(ex['title'], ex['passage'])} {_one_line(ex['question'])}\n" for ex in exemplars]
     return "\n".join(parts) + "\n", block(title, text)
@@ -207,9 +212,6 @@ def shared_prompt_parts(title: str, text: str, languages: Sequence[str], languag
     language (61% of float32 generation time on 3 languages, docs/benchmarks.md).  Each part ends
     with a newline, a boundary where tokenizers start a new token.
     """
-    def block(title: str, passage: str) -> str:
-        return f"Title: {_one_line(title)}\nPassage: {_truncate_words(_one_line(passage), max_passage_words)}\n"
-
     blocks: Dict[Tuple[str, str], List[str]] = {}  # (title, passage) -> its question lines, in turn order
     for j in range(max((len(v) for v in exemplars.values()), default=0)):
         # Block j's questions start at language j: in a parallel block each language comes first once in turn.
@@ -218,8 +220,8 @@ def shared_prompt_parts(title: str, text: str, languages: Sequence[str], languag
                 ex = exemplars[lang][j]
                 label = prompt_words(lang, language_names.get(lang, lang))[1]
                 blocks.setdefault((ex["title"], ex["passage"]), []).append(f"{label} {_one_line(ex['question'])}\n")
-    parts = [f"{SHARED_HEADER}\n", *(block(t, p) + "".join(lines) for (t, p), lines in blocks.items())]
-    return "\n".join(parts) + "\n", block(title, text)
+    parts = [f"{SHARED_HEADER}\n", *(_passage_block(t, p, max_passage_words) + "".join(lines) for (t, p), lines in blocks.items())]
+    return "\n".join(parts) + "\n", _passage_block(title, text, max_passage_words)
 
 
 def causal_prompt(
