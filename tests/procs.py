@@ -94,3 +94,37 @@ def end_driver(proc: "subprocess.Popen", ray_tmp: str) -> None:
     kill_all_using(ray_tmp)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
+
+
+def wait_for_other_jobs(timeout: float = 60.0) -> None:
+    """Block until every other driver's job on this process's Ray cluster is dead and its actors' processes are gone
+    (but detached ones, which outlive their job by design).
+
+    A driver SIGKILLed while joined to a cluster leaves its workers to the cluster,
+    which ends them once the GCS has marked its job dead, a moment later; until
+    then an actor could still write (a unit's output, a commit).  A test that
+    starts the next driver on the same output, or counts what the killed one
+    committed, waits here first.  (Through ``ray._private.state``: Ray is pinned,
+    and the public state API needs the dashboard, which the local cluster does not run.)
+    """
+    import psutil
+    import ray
+    from ray._private import state
+
+    me = ray.get_runtime_context().get_job_id()
+    deadline = time.time() + timeout
+    while True:
+        jobs = [j["JobID"] for j in state.jobs() if j["JobID"] != me and not j["IsDead"]]
+        pids = []
+        for a in state.actors().values():
+            if a["JobID"] != me and a["Pid"] and not a["IsDetached"]:  # Ray Data's detached helpers serve every job
+                try:
+                    if psutil.Process(a["Pid"]).status() != psutil.STATUS_ZOMBIE:
+                        pids.append(a["Pid"])
+                except psutil.NoSuchProcess:
+                    pass
+        if not jobs and not pids:
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"jobs {jobs} and actor processes {pids} outlived their killed driver by {timeout:g} s")
+        time.sleep(0.1)

@@ -10,6 +10,11 @@ then the same command finishes and every run file, per-query table, generated
 question and metric equals the uninterrupted build's.  The driver's JSON
 progress events say when a stage has started; a kill lands right after that
 line (or after a file appears: a unit's commit record, a chart).
+
+The drivers killed in a model stage start their own local cluster (model
+hosts), the others join the test's own cluster, as a job on a shared cluster
+does (Ray Data actor pools and search actors): both paths must resume to the
+same outputs, and a joined driver starts no cluster (~6 s and ~7 CPU-s a kill).
 """
 
 from __future__ import annotations
@@ -28,25 +33,29 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_versions import assert_same_runs, current, files_overrides
-from procs import end_driver
+from procs import end_driver, wait_for_other_jobs
 from xqg_ray.config import load_config
 from xqg_ray.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "conf" / "smoke.yaml")
 SYSTEMS = ["baseline", "xqg", "xqg-a0.3", "causal-mean"]
-# The killed drivers' clusters have 2 logical CPUs where the uninterrupted runs had 4: fewer task workers to
-# start in each of the eight (~1 CPU-s each), and the outputs must not depend on the cluster's size.
-DRIVER_ARGS = ["ray.num_cpus=2"]
+# The killed drivers' own clusters have 2 logical CPUs where the uninterrupted runs had 4: fewer task workers
+# to start (~1 CPU-s each), and the outputs must not depend on the cluster's size.
+OWN_CLUSTER = ["ray.num_cpus=2"]
 P = 4  # conf/smoke.yaml's corpus.num_partitions: the units of the generation and encoding stages
 
 
-def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[tuple] = None, timeout: float = 240.0) -> str:
+def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[tuple] = None, join: Optional[str] = None,
+             timeout: float = 240.0) -> str:
     """Run the CLI; SIGKILL its driver (then every process of its session) right after ``stage`` starts or a
-    file matching ``path_glob`` (dir, pattern) appears.  Returns what triggered the kill."""
+    file matching ``path_glob`` (dir, pattern) appears.  ``join``: the address of this process's cluster, which
+    the driver joins (then this waits until the cluster has ended the killed job's actors), else the driver
+    starts its own.  Returns what triggered the kill."""
     ray_tmp = tempfile.mkdtemp(prefix="xp", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "XQG_PROGRESS": "json"}
-    proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args, *DRIVER_ARGS], cwd=REPO, start_new_session=True, env=env,
+    env = {**os.environ, "XQG_PROGRESS": "json", **({} if join else {"RAY_TMPDIR": ray_tmp})}
+    cluster = [f"ray.address={join}"] if join else OWN_CLUSTER
+    proc = subprocess.Popen([sys.executable, "-m", "xqg_ray", "run", SMOKE, *args, *cluster], cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     hit, t0 = "", time.time()
     tail: deque = deque(maxlen=15)  # the driver's last lines, for the message when it ends before the point
@@ -66,7 +75,9 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
             elif proc.poll() is not None:
                 break
     finally:
-        end_driver(proc, ray_tmp)  # SIGKILL the driver, then raylet, GCS and workers
+        end_driver(proc, ray_tmp)  # SIGKILL the driver, then (its own cluster) raylet, GCS and workers
+        if join:
+            wait_for_other_jobs()
     if not hit:
         pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached; its last lines:\n" + "\n".join(tail))
     return hit
@@ -84,7 +95,8 @@ def test_kill_at_eight_points_then_resume(versions, ray_local, ref_v1, scratch_v
     ref, ref_metrics = ref_v1  # the same command uninterrupted (conftest)
     out = tmp_path / "killed"
     v1 = files_overrides(versions["v1"], versions["queries"], out)
-    hits = [_kill_at(v1, stage="benchmark")]
+    here = ray_local.get_runtime_context().gcs_address
+    hits = [_kill_at(v1, stage="benchmark", join=here)]
     # Mid-stage: the first unit's commit record is the trigger, so the stage has units done and units to do.
     # Two model hosts work at once, so a second unit may commit before the kill lands; never all four.
     done = {}
@@ -93,8 +105,8 @@ def test_kill_at_eight_points_then_resume(versions, ray_local, ref_v1, scratch_v
         done[stage] = len(list((out / stage / "commits").glob("*.json")))
         assert 1 <= done[stage] < P, (stage, done[stage])
         assert not (out / stage / "current.json").exists(), stage
-    hits += [_kill_at(v1, stage=s) for s in ("index", "search", "evaluate")]
-    hits.append(_kill_at(v1, path_glob=(out / "plots", "*.png")))
+    hits += [_kill_at(v1, stage=s, join=here) for s in ("index", "search", "evaluate")]
+    hits.append(_kill_at(v1, path_glob=(out / "plots", "*.png"), join=here))
     assert hits == ["stage benchmark", "file *.json", "file *.json", "stage index", "stage search", "stage evaluate", "file *.png"]
     assert not (out / "metrics.json").exists()  # every kill landed before the run finished
     final = run(load_config(SMOKE, v1))
