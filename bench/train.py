@@ -101,8 +101,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each arm")
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
     a = ap.parse_args()
-    import ray
-
+    from xqg_ray.config import RayConfig
+    from xqg_ray.runtime.cluster import init_ray
     from xqg_ray.training.trainer import train_encoder
 
     if a.tiny:
@@ -116,10 +116,11 @@ def main() -> None:
     s = TrainSettings(epochs=1, global_batch=a.batch, lr=2e-5, checkpoint_every=total, torch_threads=a.threads, cpus_per_worker=1)
     trained = total * a.batch
     t_bare, cpu_bare = bare(pairs, enc, s)
-    ray.init(num_cpus=max(2, a.threads), include_dashboard=False, log_to_driver=False)
+    # The pipeline's local cluster, started after the bare arm (stopped at exit); a no-op where this process
+    # runs one already (tests/test_bench_scripts.py runs this script after others in one process).
+    init_ray(RayConfig(num_cpus=max(2, a.threads), progress=False))
     with tempfile.TemporaryDirectory() as tmp:
         out = train_encoder(pairs, enc, s, os.path.join(tmp, "ck"), "bench", os.path.join(tmp, "model"))
-    ray.shutdown()
     r_bare, r_ray = trained / t_bare, out.pairs_per_s
     print(f"model {enc.model}, {trained} pairs, {total} steps of {a.batch}, {a.threads} torch threads")
     print(f"bare loop:     {t_bare:8.2f} s  {r_bare:8.1f} pairs/s")
