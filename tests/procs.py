@@ -95,7 +95,6 @@ def end_driver(proc: "subprocess.Popen", ray_tmp: str) -> None:
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-
 def wait_for_other_jobs(timeout: float = 60.0) -> None:
     """Block until every other driver's job on this process's Ray cluster is dead and its actors' processes are gone
     (but detached ones, which outlive their job by design).
