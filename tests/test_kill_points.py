@@ -77,12 +77,24 @@ def _kill_at(args: List[str], stage: Optional[str] = None, path_glob: Optional[t
             elif proc.poll() is not None:
                 break
     finally:
+        ended = proc.poll()  # None: still running, so this kills it at the timeout
+        logs = "" if hit or join else _ray_log_tails(ray_tmp)  # read before end_driver removes the dir
         end_driver(proc, ray_tmp)  # SIGKILL the driver, then (its own cluster) raylet, GCS and workers
         if join:
             wait_for_other_jobs()
     if not hit:
-        pytest.fail(f"the run ended (rc {proc.returncode}) before {stage or path_glob} was reached; its last lines:\n" + "\n".join(tail))
+        how = f"ended (rc {ended})" if ended is not None else f"was still running after {timeout:g} s"
+        pytest.fail(f"the run {how} before {stage or path_glob} was reached; its last lines:\n" + "\n".join(tail) + logs)
     return hit
+
+
+def _ray_log_tails(ray_tmp: str, lines: int = 5) -> str:
+    """The last lines of the driver's own Ray cluster's main logs: what a run that never got going was waiting for."""
+    out = []
+    for f in sorted(Path(ray_tmp).glob("session_*/logs/*")):
+        if f.name.startswith(("raylet.", "gcs_server.", "python-core-driver", "monitor.")) and f.is_file():
+            out += [f"-- {f.name}", *f.read_text(errors="replace").splitlines()[-lines:]]
+    return "\n" + "\n".join(out) if out else f"\n(no Ray logs under {ray_tmp})"
 
 
 def _same(out: Path, ref: Path, ref_metrics: dict, final: dict) -> None:
