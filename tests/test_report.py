@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
+import json
 
 import pytest
 
@@ -13,7 +16,7 @@ from xqg_ray.evaluation.significance import compare
 from xqg_ray.report.experiments import experiment_charts, plotted_metrics, shown_metrics
 from xqg_ray.report.markdown import render_markdown
 from xqg_ray.report.plots import bar_chart_figure, bar_chart_png, bar_values
-from xqg_ray.report.write import write_report
+from xqg_ray.report.write import charts_key, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -176,14 +179,30 @@ def test_system_definitions_section():
 
 
 class FakeStorage:
+    """In memory, with the order of every write (``writes``)."""
+
     def __init__(self):
         self.files = {}
+        self.writes = []
+
+    def exists(self, uri):
+        return uri in self.files
+
+    def read_bytes(self, uri):
+        return self.files[uri]
+
+    def read_json(self, uri):
+        return json.loads(self.files[uri])
 
     def write_bytes(self, uri, data):
         self.files[uri] = data
+        self.writes.append(uri)
 
     def write_text(self, uri, text):
-        self.files[uri] = text
+        self.write_bytes(uri, text)
+
+    def write_json(self, uri, obj):
+        self.write_bytes(uri, json.dumps(obj))
 
 
 def mrr20_result():
@@ -231,11 +250,57 @@ def test_write_report_writes_charts_and_report():
     keys = {"forest": ["plots/forest_R_at_2kt.png", "plots/forest_MRR_at_20.png"],
             "languages": ["plots/languages_R_at_2kt.png", "plots/languages_MRR_at_20.png"]}
     assert result["plots"] == {"charts": expected_charts, "experiments": keys}
-    assert list(storage.files) == ["/runs/r1/" + f for f in list(expected_charts.values()) + [
-        "plots/forest_R_at_2kt.png", "plots/languages_R_at_2kt.png", "plots/forest_MRR_at_20.png",
-        "plots/languages_MRR_at_20.png"]] + ["/runs/r1/report.md"]
+    pngs = list(expected_charts.values()) + ["plots/forest_R_at_2kt.png", "plots/languages_R_at_2kt.png", "plots/forest_MRR_at_20.png",
+                                             "plots/languages_MRR_at_20.png"]
+    # The PNGs, then the record of what they show, then report.md.
+    assert storage.writes == ["/runs/r1/" + f for f in pngs + ["plots/charts.json", "report.md"]]
+    record = json.loads(storage.files["/runs/r1/plots/charts.json"])
+    assert record == {"key": charts_key(result), "plots": {"charts": expected_charts, "experiments": keys},
+                      "sha256": {f: hashlib.sha256(storage.files["/runs/r1/" + f]).hexdigest() for f in pngs}}
     for metric, fname in expected_charts.items():
         assert storage.files[f"/runs/r1/{fname}"] == bar_chart_png(result, metric)
     assert storage.files["/runs/r1/plots/forest_MRR_at_20.png"] == experiment_charts(result)["files"]["plots/forest_MRR_at_20.png"]
     assert storage.files["/runs/r1/report.md"] == render_markdown(result, expected_charts, keys)
     assert "![MRR@20](plots/MRR_at_20.png)" in storage.files["/runs/r1/report.md"]
+
+
+def test_a_rerun_with_the_same_results_keeps_the_charts():
+    """Only the stage timings changed: the charts are kept (not one PNG written), report.md is written again and
+    names them, result["plots"] is the first run's."""
+    first = mrr20_result()
+    first["stages"] = {"search": {"rows": 4, "seconds": 1.5}}
+    storage = FakeStorage()
+    write_report(storage, "/runs/r1", first)
+    drawn = dict(storage.files)
+    storage.writes.clear()
+    again = copy.deepcopy({k: v for k, v in first.items() if k != "plots"})
+    again["stages"] = {"search": {"rows": 4, "seconds": 9.25}}
+    write_report(storage, "/runs/r1", again)
+    assert storage.writes == ["/runs/r1/report.md"]
+    assert again["plots"] == first["plots"]
+    assert {f: b for f, b in storage.files.items() if f != "/runs/r1/report.md"} == {f: b for f, b in drawn.items() if f != "/runs/r1/report.md"}
+    assert "| search | 4 | 9.2 |" in storage.files["/runs/r1/report.md"] and "| search | 4 | 1.5 |" in drawn["/runs/r1/report.md"]
+
+
+def test_changed_results_or_a_damaged_chart_draw_every_chart_again():
+    result = mrr20_result()
+    storage = FakeStorage()
+    write_report(storage, "/runs/r1", result)
+    pngs = sorted(f for f in storage.files if f.endswith(".png"))
+    assert len(pngs) == 7
+    # One value changed: every chart is drawn again, and the bar chart of that metric differs.
+    changed = copy.deepcopy({k: v for k, v in result.items() if k != "plots"})
+    changed["systems"]["xqg"]["macro"]["MRR@20"] = 0.9
+    before = storage.files["/runs/r1/plots/MRR_at_20.png"]
+    storage.writes.clear()
+    write_report(storage, "/runs/r1", changed)
+    assert sorted(storage.writes) == sorted(pngs + ["/runs/r1/plots/charts.json", "/runs/r1/report.md"])
+    assert storage.files["/runs/r1/plots/MRR_at_20.png"] != before
+    assert json.loads(storage.files["/runs/r1/plots/charts.json"])["key"] == charts_key(changed) != charts_key(result)
+    # The same results again, but one PNG damaged (or deleted): its sha256 no longer matches, so all are drawn.
+    for damage in (lambda f: storage.files.__setitem__(f, b"x"), storage.files.pop):
+        damage("/runs/r1/plots/languages_R_at_2kt.png")
+        storage.writes.clear()
+        write_report(storage, "/runs/r1", copy.deepcopy({k: v for k, v in changed.items() if k != "plots"}))
+        assert sorted(storage.writes) == sorted(pngs + ["/runs/r1/plots/charts.json", "/runs/r1/report.md"])
+        assert storage.files["/runs/r1/plots/languages_R_at_2kt.png"] == experiment_charts(changed)["files"]["plots/languages_R_at_2kt.png"]
