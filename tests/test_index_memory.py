@@ -50,12 +50,16 @@ def test_search_actor_maps_its_shard_file(tmp_path, factory):
     index, rec, x = _committed_index(tmp_path, factory=factory)
     path = os.path.join(str(tmp_path), rec["file"])
     assert not mapped(path)
-    s = ShardSearcher(str(tmp_path), StorageConfig(), {0: {"a": rec}})
-    assert s.error is None and mapped(path)
+    s = ShardSearcher()
+    s.load(str(tmp_path), StorageConfig(), {0: {"a": rec}})
+    assert mapped(path)
     got = s.search("a", 0, x[:20], 0, 20, 5)
     want = index.search(x[:20], 5)
     assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
-    assert not hasattr(s, "data") and set(vars(s)) == {"error", "indexes", "load_seconds", "work_seconds"}  # no bytes kept
+    assert not hasattr(s, "data") and set(vars(s)) == {"indexes", "load_seconds", "work_seconds"}  # no bytes kept
+    # Released after its search stage (the local cluster keeps the actor for the next run), it maps nothing.
+    s.release()
+    assert not mapped(path) and s.indexes == {}
     del s
     # Read without mmap (an update's read), the file is not kept mapped.
     read_index_file(path)

@@ -152,3 +152,27 @@ def test_merge_heap_path_equals_sort_path():
         assert int((hi >= 0).sum()) == 200 * min(k, 18)
     _, mi = merge_topk([np.array([[2.0, 1.0]]), np.array([[2.0, 2.0]])], [np.array([[9, 4]]), np.array([[7, 8]])], 3)
     assert mi.tolist() == [[7, 8, 9]]  # a tie at 2.0 across shards and at the k-th place: id ascending
+
+
+def test_the_local_clusters_search_actors_serve_the_next_run_with_its_own_shards(tmp_path, ray_local):
+    """Two searches of different indexes, one after the other, on the local cluster: the same actor processes
+    answer both, each time from the shards it loaded for that search (exact against each index), holding none
+    between them."""
+    import os
+
+    rng = np.random.default_rng(11)
+    ids = rng.choice(10**12, size=80, replace=False).astype(np.int64)
+    q = rng.normal(size=(9, 8)).astype(np.float32)
+    pids = []
+    for run in ("first", "second"):
+        x = rng.normal(size=(80, 8)).astype(np.float32)
+        root = tmp_path / run
+        searchers = start_searchers(str(root), StorageConfig(), _shards(root, {"a": x}, ids, 2), 2, POOL)
+        try:
+            actors = searcher_actors(searchers)
+            pids.append(ray_local.get([a.__ray_call__.remote(lambda self: os.getpid()) for a in actors]))
+            _assert_as_exact(search_shards(searchers, ["a"], q, 10, 4)["a"], q, x, ids, 10)
+        finally:
+            stop_searchers(searchers)
+        assert ray_local.get([a.__ray_call__.remote(lambda self: len(self.indexes)) for a in actors]) == [0, 0]
+    assert len(set(pids[0])) == 2 and pids[1] == pids[0]

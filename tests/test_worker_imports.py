@@ -21,7 +21,8 @@ import ray.cloudpickle as cloudpickle
 import xqg_ray
 from xqg_ray.runtime.remote import by_value, carrying_class
 
-SHIPPERS = {"run_tasks", "run_model_task", "remote_function", "remote_class"}
+# Functions and methods (Cluster.kept_actors) that hand their first argument to Ray.
+SHIPPERS = {"run_tasks", "run_model_task", "remote_function", "remote_class", "kept_actors"}
 # What no task or actor of the package needs, unless it runs a model (below).
 HEAVY = ("nltk", "scipy.stats", "matplotlib", "torch", "transformers")
 MODELS = {"xqg_ray.runtime.cluster:ModelHost", "xqg_ray.stages.question_quality:round_trip_task"}
@@ -33,7 +34,8 @@ def shipped():
     for m in pkgutil.walk_packages(xqg_ray.__path__, "xqg_ray."):
         path = Path(importlib.util.find_spec(m.name).origin)
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in SHIPPERS and node.args and isinstance(node.args[0], ast.Name):
+            called = getattr(node.func, "id", None) or getattr(node.func, "attr", None) if isinstance(node, ast.Call) else None
+            if called in SHIPPERS and node.args and isinstance(node.args[0], ast.Name):
                 mod = importlib.import_module(m.name)
                 if hasattr(mod, node.args[0].id):  # run_tasks(fn, ...) inside run_tasks itself names its parameter
                     out[f"{m.name}:{node.args[0].id}"] = getattr(mod, node.args[0].id)

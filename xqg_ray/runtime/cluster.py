@@ -103,7 +103,8 @@ class Cluster:
         self.local = local
         self.node_id = node_id  # the local cluster's node (None when joined)
         self.wait_timeout_s = wait_timeout_s
-        self.hosts: List[Any] = []
+        # Long-lived actors per class (model hosts, search actors): see kept_actors.
+        self.kept: Dict[type, List[Any]] = {}
 
     @classmethod
     def start(cls, rc: RayConfig) -> "Cluster":
@@ -138,19 +139,42 @@ class Cluster:
         """Whether a pool asking ``num_gpus`` runs on the model hosts: CPU pools on the local cluster."""
         return num_gpus == 0 and self.fixed()
 
+    def kept_actors(self, cls: type, n: int) -> Tuple[List[Any], List[Any]]:
+        """The first ``n`` of this cluster's long-lived actors of ``cls``, and those of them started by this call.
+
+        They live as long as the local cluster and serve one stage after another (a
+        fresh actor per stage and run costs a process start and its imports), so they
+        take no logical CPUs: the driver gives them one stage's work at a time and never
+        uses more than that stage's pool allows, so idle they hold no CPUs that other
+        stages' tasks wait for.
+        """
+        have = self.kept.setdefault(cls, [])
+        new: List[Any] = []
+        if len(have) < n:
+            remote = remote_class(cls, num_cpus=0)
+            new = [remote.remote() for _ in range(n - len(have))]
+            have += new
+        return have[:n], new
+
+    def forget(self, cls: type) -> None:
+        """An actor of ``cls`` died (e.g. out of memory): later stages start fresh ones."""
+        self.kept.pop(cls, None)
+
+    @property
+    def hosts(self) -> List[Any]:
+        """The model hosts started so far."""
+        return self.kept.get(ModelHost, [])
+
     def model_hosts(self, n: int) -> List[Any]:
         """The first ``n`` model hosts, starting (and warming) any missing."""
-        if len(self.hosts) < n:
-            cls = remote_class(ModelHost, num_cpus=0)
-            for _ in range(n - len(self.hosts)):
-                h = cls.remote()
-                h.warm.remote()  # queued: runs while the driver goes on
-                self.hosts.append(h)
-        return self.hosts[:n]
+        hosts, new = self.kept_actors(ModelHost, n)
+        for h in new:
+            h.warm.remote()  # queued: runs while the driver goes on
+        return hosts
 
     def forget_hosts(self) -> None:
         """A host died (e.g. out of memory): later stages start fresh ones."""
-        self.hosts = []
+        self.forget(ModelHost)
 
     def release_hosts(self) -> None:
         """Every host drops its stage's model (not awaited)."""
@@ -206,7 +230,7 @@ class Cluster:
         except Exception:  # an attribute moved or the process is gone: nothing lost but a second
             pass
         ray.shutdown()
-        self.hosts = []
+        self.kept = {}
 
 
 # The one registry: the cluster of this process (None before init_ray), and whether

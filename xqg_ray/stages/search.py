@@ -3,8 +3,9 @@
 One actor per shard position (holding that shard of every system) keeps actor
 start-up, the expensive part on small runs, at ``num_shards`` per run, or at
 ``ray.search.max_actors`` where that is set (each actor then holds every
-n-th shard position).  Each actor checks every shard file against its
-manifest's sha256 before use.
+n-th shard position); the local cluster's actors serve every run of the
+process, each loading that run's shards.  Each actor checks every shard file
+against its manifest's sha256 before use.
 
 The fan-out costs little beyond the search itself: the questions go into the
 object store once; every (system, query batch) call to every actor is in
@@ -37,15 +38,25 @@ RESERVOIR_MIN_K = 32  # per-shard k from which FAISS selects with a reservoir (s
 
 class ShardSearcher:
     """A Ray actor holding one or more shards of several systems, each memory-mapped from its file where the index
-    type allows.  ``shards``: shard number -> system -> that shard's record in the system's index manifest."""
+    type allows: loaded by :meth:`load` for one search stage, dropped by :meth:`release` after it.  On the local
+    cluster the same actors serve every run of the process (see :func:`start_searchers`)."""
 
-    def __init__(self, root: str, storage_cfg: StorageConfig, shards: Dict[int, Dict[str, Dict[str, Any]]], threads: int = 1):
+    def __init__(self) -> None:
+        self.indexes: Dict[Tuple[str, int], Any] = {}
+        self.load_seconds = 0.0
+        self.work_seconds = 0.0
+
+    def load(self, root: str, storage_cfg: StorageConfig, shards: Dict[int, Dict[str, Dict[str, Any]]], threads: int = 1) -> None:
+        """Hold ``shards`` (shard number -> system -> that shard's record in the system's index manifest), each
+        file checked against its sha256; a damaged or missing one is a :class:`~xqg_ray.errors.UserError`, which
+        reaches the driver with its message (raised in a constructor it would arrive as ActorDiedError without it)."""
         t0 = time.perf_counter()
         import faiss
 
         from ..retrieval.index import read_index_file
         from .index import index_cache_dir
 
+        self.release()
         # As many FAISS threads as the actor has CPUs: more would oversubscribe the node.
         faiss.omp_set_num_threads(max(1, threads))
         # FAISS keeps each query's top k in a heap below k=100 and in a reservoir from
@@ -54,19 +65,17 @@ class ShardSearcher:
         # k=71: 0.26 s heap, 0.21 s reservoir; at k <= 20 the heap wins by 5-10%.
         faiss.cvar.distance_compute_min_k_reservoir = RESERVOIR_MIN_K
         storage = Storage(storage_cfg)
-        self.error: UserError | None = None
-        try:
-            # One copy of each shard, memory-mapped from the committed file (a local copy of an
-            # s3:// one): the page cache holds the vectors, shared by every actor on the node.
-            self.indexes = {(name, shard): read_index_file(verified_local_file(storage, root, rec, index_cache_dir(),
-                                                                               where=f"the index/{name} manifest"), mmap=True)
-                            for shard, recs in shards.items() for name, rec in recs.items()}
-        except UserError as e:
-            # An error in an actor's constructor reaches the driver as ActorDiedError,
-            # without the message; raised from a method call it arrives intact.
-            self.error = e
+        # One copy of each shard, memory-mapped from the committed file (a local copy of an
+        # s3:// one): the page cache holds the vectors, shared by every actor on the node.
+        self.indexes = {(name, shard): read_index_file(verified_local_file(storage, root, rec, index_cache_dir(),
+                                                                           where=f"the index/{name} manifest"), mmap=True)
+                        for shard, recs in shards.items() for name, rec in recs.items()}
         self.load_seconds = time.perf_counter() - t0
         self.work_seconds = 0.0
+
+    def release(self) -> None:
+        """Drop the shards (their files are unmapped) until the next :meth:`load`."""
+        self.indexes = {}
 
     def search(self, system: str, shard: int, queries: np.ndarray, start: int, stop: int, k: int,
                rows: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -74,8 +83,6 @@ class ShardSearcher:
 
         ``queries`` arrives zero-copy from the object store; a row slice of it stays contiguous.
         """
-        if self.error is not None:
-            raise self.error
         t0 = time.perf_counter()
         q = queries[start:stop] if rows is None else queries[rows]
         out = self.indexes[(system, shard)].search(np.ascontiguousarray(q, dtype=np.float32), k)
@@ -83,7 +90,7 @@ class ShardSearcher:
         return out
 
     def timings(self) -> Tuple[float, float]:
-        """(seconds loading the shards, seconds searching) of this actor so far."""
+        """(seconds loading the shards, seconds searching) of this actor since its last :meth:`load`."""
         return self.load_seconds, self.work_seconds
 
     def cpu_seconds(self) -> float:
@@ -94,18 +101,32 @@ class ShardSearcher:
 def start_searchers(root: str, storage_cfg: StorageConfig, manifests: Dict[str, Dict[str, Any]], num_shards: int, pool: Pool,
                     max_actors: Optional[int] = None) -> List[Tuple[Any, int]]:
     """Per shard position, (the :class:`ShardSearcher` actor holding it, its number): one actor per shard, or
-    ``max_actors`` of them each holding every ``max_actors``-th shard of every system.
+    ``max_actors`` of them each holding every ``max_actors``-th shard of every system; returns once every
+    actor has loaded its shards.
 
     Fewer actors than shards trade an actor's start (about 1.2 CPU-s: a Ray worker, its imports,
     each shard file hashed; most of a small search) for shards searched one after another in it.
     All must run at once: refused (one line) where the cluster cannot hold them, rather than waiting forever.
+    On the local cluster (CPU pools) the actors are the cluster's own and serve the next run of this
+    process too (a sweep run from a notebook, a test session): a Ray worker's start and imports, about
+    0.9 CPU-s an actor, once per process instead of once per run.
     """
     n = search_actors(num_shards, max_actors)
     require([search_demand(num_shards, pool, max_actors)])
-    cls = remote_class(ShardSearcher, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)
-    actors = [cls.remote(root, storage_cfg, {s: {name: m["shards"][s] for name, m in manifests.items()} for s in range(a, num_shards, n)},
-                         pool.torch_threads) for a in range(n)]
-    return [(actors[s % n], s) for s in range(num_shards)]
+    cluster = current()
+    if cluster.serves_on_hosts(pool.num_gpus):
+        actors, _ = cluster.kept_actors(ShardSearcher, n)
+    else:
+        cls = remote_class(ShardSearcher, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus)
+        actors = [cls.remote() for _ in range(n)]
+    searchers = [(actors[s % n], s) for s in range(num_shards)]
+    try:
+        cluster.get([a.load.remote(root, storage_cfg, {s: {name: m["shards"][s] for name, m in manifests.items()} for s in range(i, num_shards, n)},
+                                   pool.torch_threads) for i, a in enumerate(actors)], f"{n} search actors to load their shards")
+    except BaseException:
+        stop_searchers(searchers)
+        raise
+    return searchers
 
 
 def searcher_actors(searchers: Sequence[Tuple[Any, int]]) -> List[Any]:
@@ -114,11 +135,15 @@ def searcher_actors(searchers: Sequence[Tuple[Any, int]]) -> List[Any]:
 
 
 def stop_searchers(searchers: Sequence[Tuple[Any, int]]) -> None:
-    """Kill the actors of :func:`start_searchers` (each once)."""
+    """The actors of :func:`start_searchers` drop their shards (the local cluster's own, kept for its next run) or are killed."""
     import ray
 
+    kept = {id(a) for a in current().kept.get(ShardSearcher, [])}
     for a in searcher_actors(searchers):
-        ray.kill(a)
+        if id(a) in kept:
+            a.release.remote()  # not awaited: the actor's next call queues behind it
+        else:
+            ray.kill(a)
 
 
 SHARD_K_SD = 3.0  # binomial standard deviations above k/S asked of each shard (see shard_k)
@@ -208,10 +233,13 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
     each encoder's systems are searched with that encoder's vectors).  The shard
     actors start once for all of them.
     """
+    import ray
+
     S, k = ctx.cfg.index.num_shards, ctx.cfg.search.top_k
-    searchers = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"), ctx.cfg.ray.search.max_actors)
-    actors = searcher_actors(searchers)
+    searchers: List[Tuple[Any, int]] = []
     try:
+        searchers = start_searchers(ctx.root, ctx.cfg.storage, manifests, S, ctx.pool("search"), ctx.cfg.ray.search.max_actors)
+        actors = searcher_actors(searchers)
         out: Dict[str, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
         for qset, parts in jobs.items():
             for systems, qvecs in parts:
@@ -221,6 +249,8 @@ def run_search(ctx: Context, manifests: Dict[str, Dict[str, Any]],
             ctx.timer.event("search", "unit", load_seconds=round(load, 4), work_seconds=round(work, 4))
         return out
     except Exception as e:
+        if isinstance(e, ray.exceptions.RayActorError):
+            current().forget(ShardSearcher)  # one died (e.g. out of memory): the next run starts fresh ones
         reraise_user_error(e)
         raise
     finally:
