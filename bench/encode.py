@@ -7,7 +7,8 @@ Data: the first ``--limit`` (0 = all) SQuAD v1.1 dev paragraphs, ingested
 with ``xqg_ray.ingest.ingest_corpus`` into ``--partitions`` committed
 partitions; every arm encodes the same passage strings ("passage: " + the
 stage's ``{title} {text}`` template), multilingual-e5-small, mean pooling,
-L2-normalised, float32 on CPU.  Arms, one after the other:
+L2-normalised, float32 on CPU.  Arms, one after the other (Ray starts, and the
+ingest runs, only for the last):
 
 1. peak: the best float32 ``torch.matmul`` rate over the model's own GEMM
    shapes (4096 tokens x 384 -> 1536 and back) with ``--threads`` threads;
@@ -132,6 +133,7 @@ def main() -> None:
 
     from xqg_ray.arrow_utils import arrow_to_vectors
     from xqg_ray.config import EncoderConfig, Pool, RayConfig, StorageConfig
+    from xqg_ray.ids import passage_ids
     from xqg_ray.ingest import ingest_corpus
     from xqg_ray.models.encoder import Encoder, format_passage, length_order, plan_batches
     from xqg_ray.models.loading import resolve_model
@@ -146,15 +148,9 @@ def main() -> None:
     cfg = EncoderConfig(model=a.model, pooling="mean", normalize=True, query_prefix="query: ", passage_prefix="passage: ",
                         max_passage_length=a.max_len, batch_size=a.batch_size, dtype="float32")
     with tempfile.TemporaryDirectory() as d:
-        jsonl = Path(d) / "passages.jsonl"
-        jsonl.write_text("".join(json.dumps(p) + "\n" for p in read_passages(a.source, a.limit)))
-        root = str(Path(d) / "out")
-        init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
-        snap = ingest_corpus(StorageConfig(), root, [str(jsonl)], num_partitions=a.partitions)
-        ray.shutdown()  # the in-process arms run with no Ray processes beside them
-        corpus = pa.concat_tables([pq.read_table(Path(root) / p["file"], columns=["id", "title", "text"]) for p in snap["partitions"]])
-        ids = corpus["id"].to_numpy()
-        texts = [format_passage(cfg.passage_template, t, x) for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist())]
+        passages = read_passages(a.source, a.limit)
+        ids = passage_ids(p["docid"] for p in passages)  # the ids the ingest gives them
+        texts = [format_passage(cfg.passage_template, p["title"], p["text"]) for p in passages]
         n = len(texts)
 
         t = time.perf_counter()
@@ -185,7 +181,15 @@ def main() -> None:
                                  f"max |diff| vs bare {np.abs(v_direct - v_bare).max():.1e}")
         del enc
 
+        # Ray starts after the in-process arms, which run with no Ray processes beside them.  Where this
+        # process already runs Ray (tests/test_bench_scripts.py runs the tiny mode beside other scripts),
+        # init_ray does nothing, and the cluster is left running.
+        started = not ray.is_initialized()
         init_ray(RayConfig(address="local", num_cpus=a.num_cpus, progress=False))
+        jsonl = Path(d) / "passages.jsonl"
+        jsonl.write_text("".join(json.dumps(p) + "\n" for p in passages))
+        root = str(Path(d) / "out")
+        snap = ingest_corpus(StorageConfig(), root, [str(jsonl)], num_partitions=a.partitions)
         units = stage_units(root, snap, cfg)
         pool = Pool(num_cpus=1.0, num_gpus=0.0, min_actors=a.actors, max_actors=a.actors, torch_threads=a.threads)
         ctor = {"root": root, "storage_cfg": StorageConfig(), "cfg": cfg, "threads": a.threads}
@@ -197,7 +201,8 @@ def main() -> None:
         v_stage = np.stack([got[i] for i in ids.tolist()])
         line("stage", t_stage, f"  run_units EncodePartition, {len(units)} partitions, {a.actors} actor(s) x {a.threads} threads; "
                                f"max |diff| vs direct {np.abs(v_stage - v_direct).max():.1e}")
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     print(f"ratio stage/bare {t_bare / t_stage:.2f}x, direct/bare {t_bare / t_direct:.2f}x "
           f"(stage time includes Ray start-up and one model load of {t_load:.1f} s per actor)")
 
