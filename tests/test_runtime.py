@@ -247,6 +247,35 @@ def test_a_model_task_runs_in_the_model_host_process_on_the_local_cluster(ray_lo
     assert run_model_task(_pid_and_torch, (21,), pool) == (host_pid, True, 42)
 
 
+def _hold_a_cycle(host):
+    """Give the host a runner that is a reference cycle (as a model can be), and keep a weak reference to it."""
+    import weakref
+
+    class Cycle:
+        pass
+
+    c = Cycle()
+    c.me = c
+    host.runner, host.probe = c, weakref.ref(c)
+
+
+def test_a_warm_host_keeps_its_imports_out_of_the_collector_and_still_frees_a_released_cycle(ray_local):
+    """After warming, what torch and transformers made at import is frozen (a release's gc.collect() skips it),
+    and a runner in a reference cycle is still freed by the release."""
+    import ray
+
+    from xqg_ray.runtime.cluster import current
+    from xqg_ray.runtime.remote import by_value
+
+    [host] = current().model_hosts(1)
+    current().wait_for_hosts()
+    assert ray.get(host.__ray_call__.remote(lambda self: __import__("gc").get_freeze_count())) > 100_000
+    ray.get(host.__ray_call__.remote(by_value(_hold_a_cycle)))
+    assert ray.get(host.__ray_call__.remote(lambda self: self.probe() is not None))
+    ray.get(host.release.remote())
+    assert ray.get(host.__ray_call__.remote(lambda self: self.probe() is None))
+
+
 def test_a_user_error_in_an_actor_constructor_arrives_as_itself(ray_local):
     from xqg_ray.evaluation.perturb import PerturbError
     from xqg_ray.runtime.remote import remote_class
