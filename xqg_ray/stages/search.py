@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import Pool, StorageConfig
-from ..errors import UserError, reraise_user_error
+from ..errors import reraise_user_error
 from ..store.integrity import verified_local_file
 from ..store.storage import Storage
 from ..retrieval.topk import faiss_threads, merge_topk
