@@ -41,8 +41,14 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(min(width, 24.0), min(height, 40.0)), dpi=100)
 
 
-def _png(fig: Any, version_stamp: bool = False) -> bytes:
-    fig.tight_layout()
+def figure_png(fig: Any, version_stamp: bool = False, rect: Optional[Sequence[float]] = None) -> bytes:
+    """PNG bytes of ``fig``, laid out tight (within ``rect``, figure fractions, when given): every chart's one
+    way to a file."""
+    fig.tight_layout(**({} if rect is None else {"rect": tuple(rect)}))
+    # tight_layout leaves a placeholder layout engine behind, and savefig draws a figure that has a layout
+    # engine twice (once without rendering, to lay it out again): the layout is final, so drop the engine.
+    # Same bytes, 9% less CPU for a smoke run's 8 charts (1.525 -> 1.386 s, /tmp metrics, 2026-12-06).
+    fig.set_layout_engine(None)
     buf = io.BytesIO()
     # No "Software" entry: it names the matplotlib version, and bytes should not
     # change with it; Agg output is otherwise a pure function of the input.
@@ -171,7 +177,7 @@ def bar_chart_png(metrics: Mapping[str, Any], metric: str = METRIC_NAMES[0]) -> 
     written to disk.  Missing values leave a gap.  Unlike the other figures the
     PNG keeps matplotlib's "Software" entry: that is what every run so far wrote.
     """
-    return _png(bar_chart_figure(metrics, metric), version_stamp=True)
+    return figure_png(bar_chart_figure(metrics, metric), version_stamp=True)
 
 
 def forest_plot(
@@ -236,7 +242,7 @@ def forest_plot(
            Line2D([], [], color="0.3", marker="o", mfc="white", linestyle="none", label="not significant"),
            Line2D([], [], color="0.3", marker="D", mfc="white", linestyle="none", label="pooled (all languages)")]
     ax.legend(handles=key, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def sweep_plot(
@@ -296,7 +302,7 @@ def sweep_plot(
     ax.set_title(title or f"{ylabel} against {xlabel}")
     ax.grid(alpha=0.3)
     _legend(ax)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def robustness_plot(
@@ -326,7 +332,7 @@ def robustness_plot(
     ax.set_title(title or f"{metric} under query perturbations")
     ax.grid(axis="y", alpha=0.3)
     _legend(ax)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def per_language_plot(
@@ -351,4 +357,4 @@ def per_language_plot(
     ax.set_title(title or f"{metric} per language")
     ax.grid(axis="y", alpha=0.3)
     _legend(ax)
-    return _png(fig)
+    return figure_png(fig)

@@ -10,11 +10,11 @@ figures are the reference a generator should reach).
 
 from __future__ import annotations
 
-import io
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..evaluation.question_quality import SELECTIONS
 from .cells import MISSING, integer, number, pct, table
+from .plots import figure_png
 
 # The flags drawn and tabulated, in order, with their column titles.
 FLAG_COLUMNS = (("wrong_language", "wrong language"), ("exemplar_exact", "exemplar exact"),
@@ -114,7 +114,4 @@ def quality_chart_png(quality: Mapping[str, Any]) -> bytes:
             ax.set_ylabel("% of questions")
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=max(1, len(names)), fontsize="small")
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.9))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return figure_png(fig, rect=(0.0, 0.0, 1.0, 0.9))
