@@ -304,3 +304,24 @@ def test_changed_results_or_a_damaged_chart_draw_every_chart_again():
         write_report(storage, "/runs/r1", copy.deepcopy({k: v for k, v in changed.items() if k != "plots"}))
         assert sorted(storage.writes) == sorted(pngs + ["/runs/r1/plots/charts.json", "/runs/r1/report.md"])
         assert storage.files["/runs/r1/plots/languages_R_at_2kt.png"] == experiment_charts(changed)["files"]["plots/languages_R_at_2kt.png"]
+
+
+def test_each_chart_is_written_as_soon_as_it_is_drawn(monkeypatch):
+    """A run killed while the report is drawn leaves the charts drawn so far (the kill-point test stops a driver at
+    the first PNG and needs the run unfinished then): the bar charts are on disk before the experiment charts are
+    drawn, and the record comes after every PNG."""
+    import xqg_ray.report.write as write_module
+
+    storage = FakeStorage()
+    seen = []
+
+    def experiment_charts(result):
+        seen.append(sorted(storage.files))
+        return real(result)
+
+    real = write_module.experiment_charts
+    monkeypatch.setattr(write_module, "experiment_charts", experiment_charts)
+    write_report(storage, "/runs/r1", mrr20_result())
+    assert seen == [["/runs/r1/plots/MRR_at_20.png", "/runs/r1/plots/R_at_2kt.png", "/runs/r1/plots/R_at_5kt.png"]]
+    pngs = [w for w in storage.writes if w.endswith(".png")]
+    assert len(pngs) == 7 and storage.writes[:8] == pngs + ["/runs/r1/plots/charts.json"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..evaluation.metrics import headline_metrics
 from ..store.storage import join, sha256_bytes
@@ -42,18 +42,27 @@ def charts_key(result: Dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def draw_charts(result: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
-    """(metrics.json's ``plots`` entry, relative PNG path -> bytes) of every chart of ``result``."""
-    charts, files = {}, {}
+def draw_charts(result: Dict[str, Any], emit: Optional[Callable[[str, bytes], None]] = None) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
+    """(metrics.json's ``plots`` entry, relative PNG path -> bytes) of every chart of ``result``.  ``emit(path,
+    png)``, when given, gets each chart as soon as it is drawn (the experiment charts as their group is)."""
+    charts: Dict[str, str] = {}
+    files: Dict[str, bytes] = {}
+
+    def add(fname: str, png: bytes) -> None:
+        files[fname] = png
+        if emit is not None:
+            emit(fname, png)
+
     for metric in headline_metrics(result["metric_names"]):
         fname = f"plots/{metric.replace('@', '_at_')}.png"
-        files[fname] = bar_chart_png(result, metric)
+        add(fname, bar_chart_png(result, metric))
         charts[metric] = fname
     extra = experiment_charts(result)
-    files.update(extra["files"])
+    for fname, png in extra["files"].items():
+        add(fname, png)
     plots: Dict[str, Any] = {"charts": charts, "experiments": extra["keys"]}
     if result.get("question_quality"):
-        files[CHART] = quality_chart_png(result["question_quality"])
+        add(CHART, quality_chart_png(result["question_quality"]))
         plots["question_quality"] = CHART
     return plots, files
 
@@ -93,11 +102,17 @@ def write_report(storage: Any, root: str, result: Dict[str, Any]) -> None:
     key = charts_key(result)
     plots = kept_charts(storage, root, key)
     if plots is None:
-        plots, files = draw_charts(result)
-        for fname, png in files.items():
+        sha256: Dict[str, str] = {}
+
+        def write(fname: str, png: bytes) -> None:
+            # Each chart as it is drawn, not all at the end: a run killed in the report leaves the ones drawn so
+            # far (the kill-point test stops a driver at the first PNG, and the run must not finish before it).
             storage.write_bytes(join(root, fname), png)
+            sha256[fname] = sha256_bytes(png)
+
+        plots, _ = draw_charts(result, write)
         # After the PNGs: a run killed between them leaves the old record, whose key or hashes no longer match.
-        storage.write_json(join(root, CHARTS_RECORD), {"key": key, "plots": plots, "sha256": {f: sha256_bytes(p) for f, p in files.items()}})
+        storage.write_json(join(root, CHARTS_RECORD), {"key": key, "plots": plots, "sha256": sha256})
     result["plots"] = plots
     text = render_markdown(result, plots["charts"], plots["experiments"])
     quality = result.get("question_quality") or {}
