@@ -14,11 +14,19 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Each pytest worker keeps one Ray cluster for the whole session and runs dozens of pipelines on it.  Ray
 # ends an idle worker after 1 s once more than num_cpus workers exist (the model hosts count), so every
 # run's small tasks (hashing, reducing partitions, building shards) started fresh workers, ~1 CPU-s each:
-# kept instead, tests/test_recovery.py + test_integrity.py used 68.4 CPU-s instead of 75.9 (6 worker
-# starts instead of 12).  A single `xqg-ray run` gains nothing from it (31.5 CPU-s either way), so the
-# job itself does not set it.
-os.environ.setdefault("RAY_num_workers_soft_limit", "12")
-os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
+# kept for a minute instead, the runs of one test file reuse them (tests/test_recovery.py +
+# test_integrity.py: 68.4 CPU-s instead of 75.9, 6 worker starts instead of 12).  Not for longer: an idle
+# worker still costs ~0.6% of a core (its main thread wakes every 10 ms to check for signals), and a
+# session cluster kept 7-9 of them through the files that never use Ray.  A single `xqg-ray run` gains
+# nothing from it (31.5 CPU-s either way), so the job itself does not set it.
+os.environ.setdefault("RAY_num_workers_soft_limit", "1")
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "60000")
+# Ray's own pollers, in every test cluster: the log monitor lists the logs directory ten times a second
+# (once per 0.5 s with this), and the dashboard agent gathers every process's stats every 5 s (once a
+# minute with this; nothing in the tests reads them).  An idle session cluster after two smoke runs,
+# 40 s: log monitor 1.40 -> 0.87% of a core, dashboard agent 1.20 -> 0.80%.
+os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
+os.environ.setdefault("REPORTER_UPDATE_INTERVAL_MS", "60000")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +75,14 @@ def s3_endpoint():
     import socket
 
     boto3 = pytest.importorskip("boto3")
+    from moto import backends
     from moto.server import ThreadedMotoServer
+
+    # moto's server lists its own package directory (~170 stat calls) on every request to find the service
+    # by host name: a third of its CPU in the whole suite (py-spy: 474 of ~1,100 samples of the moto app,
+    # about 9 CPU-s).  The listing cannot change while the server runs, so read it once.
+    names = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: names
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
