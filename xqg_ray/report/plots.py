@@ -47,7 +47,7 @@ def figure_png(fig: Any, version_stamp: bool = False, rect: Optional[Sequence[fl
     fig.tight_layout(**({} if rect is None else {"rect": tuple(rect)}))
     # tight_layout leaves a placeholder layout engine behind, and savefig draws a figure that has a layout
     # engine twice (once without rendering, to lay it out again): the layout is final, so drop the engine.
-    # Same bytes, 9% less CPU for a smoke run's 8 charts (1.525 -> 1.386 s, /tmp metrics, 2026-12-06).
+    # Same bytes; a smoke run's 8 charts: Figure.draw 16 -> 8 calls, 1.85 and 1.78 -> 1.35 and 1.50 CPU-s (2026-12-06).
     fig.set_layout_engine(None)
     buf = io.BytesIO()
     # No "Software" entry: it names the matplotlib version, and bytes should not
