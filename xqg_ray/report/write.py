@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from ..evaluation.metrics import headline_metrics
 from ..store.storage import join, sha256_bytes
@@ -42,29 +42,22 @@ def charts_key(result: Dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def draw_charts(result: Dict[str, Any], emit: Optional[Callable[[str, bytes], None]] = None) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
-    """(metrics.json's ``plots`` entry, relative PNG path -> bytes) of every chart of ``result``.  ``emit(path,
-    png)``, when given, gets each chart as soon as it is drawn (the experiment charts as their group is)."""
+def draw_charts(result: Dict[str, Any], emit: Callable[[str, bytes], None]) -> Dict[str, Any]:
+    """Draw every chart of ``result``, handing each to ``emit(relative PNG path, bytes)`` as soon as it is drawn
+    (the experiment charts as their group is); returns metrics.json's ``plots`` entry."""
     charts: Dict[str, str] = {}
-    files: Dict[str, bytes] = {}
-
-    def add(fname: str, png: bytes) -> None:
-        files[fname] = png
-        if emit is not None:
-            emit(fname, png)
-
     for metric in headline_metrics(result["metric_names"]):
         fname = f"plots/{metric.replace('@', '_at_')}.png"
-        add(fname, bar_chart_png(result, metric))
+        emit(fname, bar_chart_png(result, metric))
         charts[metric] = fname
     extra = experiment_charts(result)
     for fname, png in extra["files"].items():
-        add(fname, png)
+        emit(fname, png)
     plots: Dict[str, Any] = {"charts": charts, "experiments": extra["keys"]}
     if result.get("question_quality"):
-        add(CHART, quality_chart_png(result["question_quality"]))
+        emit(CHART, quality_chart_png(result["question_quality"]))
         plots["question_quality"] = CHART
-    return plots, files
+    return plots
 
 
 def kept_charts(storage: Any, root: str, key: str) -> Optional[Dict[str, Any]]:
@@ -110,7 +103,7 @@ def write_report(storage: Any, root: str, result: Dict[str, Any]) -> None:
             storage.write_bytes(join(root, fname), png)
             sha256[fname] = sha256_bytes(png)
 
-        plots, _ = draw_charts(result, write)
+        plots = draw_charts(result, write)
         # After the PNGs: a run killed between them leaves the old record, whose key or hashes no longer match.
         storage.write_json(join(root, CHARTS_RECORD), {"key": key, "plots": plots, "sha256": sha256})
     result["plots"] = plots
