@@ -297,6 +297,22 @@ def test_resolve_is_idempotent(e5_ref: ModelRef, cache_dir: str) -> None:
     assert leftovers == [], leftovers  # no temporary build directories
 
 
+def _resolve_counting_builds(spec: str, cache: str) -> Tuple[ModelRef, int]:
+    """``resolve(spec, cache)`` in a pool worker, and how many times this process built the e5 directory."""
+    builds = []
+    convert = e5_quant.convert_to_bert_dir
+
+    def counted(*args):
+        builds.append(1)
+        return convert(*args)
+
+    e5_quant.convert_to_bert_dir = counted  # _resolve_e5 looks it up on the module at build time
+    try:
+        return resolve(spec, cache), len(builds)
+    finally:
+        e5_quant.convert_to_bert_dir = convert
+
+
 def test_concurrent_materialisation(tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     ctx = mp.get_context("spawn")  # fresh interpreters, like separate Ray actors
@@ -304,8 +320,12 @@ def test_concurrent_materialisation(tmp_path: Path) -> None:
     # resolve() calls start together and really race (a build takes seconds).
     barrier = ctx.Barrier(2)
     with ctx.Pool(2, initializer=barrier.wait, initargs=(120,)) as pool:
-        refs = pool.starmap(resolve, [("bundled:multilingual-e5-small", cache)] * 2, chunksize=1)
+        done = pool.starmap(_resolve_counting_builds, [("bundled:multilingual-e5-small", cache)] * 2, chunksize=1)
+    refs = [ref for ref, _ in done]
     assert refs[0] == refs[1]
+    # One build: the other process waited for the lock and found the finished directory (before the lock,
+    # both dequantised the weights and the loser threw its copy away).
+    assert sorted(n for _, n in done) == [0, 1]
     target = Path(refs[0].path)
     models = target.parent
     assert [p.name for p in models.iterdir()] == [target.name], "temp dirs left behind"

@@ -16,16 +16,24 @@ Bundled models are written once ("materialised") into a cache directory,
 KEY hashes the packaged source files (and converter version), so an upgraded
 package or converter gets a new directory instead of a stale one.
 
-Several processes (Ray actors) may resolve the same model at once: each
-builds in its own temporary directory beside the target and ``os.rename``\\ s
-it into place; rename of a directory is atomic and fails if the target
-already exists, so a finished target is always complete and the loser simply
-discards its copy.  This module imports no torch/transformers, so resolving
-is cheap in processes that only pass paths around.
+Several processes (Ray actors) may resolve the same model at once.  On one
+host they take turns: a builder holds an advisory lock
+(``CACHE/locks/NAME-KEY.lock``, ``flock``, released by the kernel if the
+builder dies), and whoever waited finds the finished target and builds
+nothing (two fresh processes resolving e5 at once: one dequantisation, not
+two; Gemma's conversion takes a minute of both cores).  The build itself is
+what keeps the target whole wherever the lock does not reach (a cache on a
+network file system shared by hosts): each builder writes its own temporary
+directory beside the target and ``os.rename``\\ s it into place; rename of a
+directory is atomic and fails if the target already exists, so a finished
+target is always complete and a loser simply discards its copy.  This module
+imports no torch/transformers, so resolving is cheap in processes that only
+pass paths around.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -165,10 +173,23 @@ def _clean_stale_tmp(parent: Path, name: str) -> None:
             pass
 
 
-def _materialise(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build ``target`` once, atomically, even with concurrent callers."""
+def materialise(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build ``target`` once, atomically, even with concurrent callers (who wait for a build on this host)."""
     if _complete(target):
         return target
+    # The lock file lives outside ``models/`` and is never deleted: deleting a lock file that another process
+    # waits on would let a third lock a new file while the second holds the old one.
+    locks = target.parent.parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, and by the kernel if this process dies
+        if _complete(target):  # built while this process waited
+            return target
+        return _build(target, build)
+
+
+def _build(target: Path, build: Callable[[Path], None]) -> Path:
+    """``build`` into a temporary directory beside ``target``, then rename it into place (atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(target.parent, target.name)
     # Same parent directory => same filesystem => rename is atomic.
@@ -203,7 +224,7 @@ def _resolve_e5(models: Path) -> ModelRef:
         f"{_sha256(bin_path)}:{_sha256(tok)}:{e5_quant.CONVERTER_VERSION}".encode()
     ).hexdigest()[:12]
     target = models / f"multilingual-e5-small-{key}"
-    _materialise(target, lambda d: e5_quant.convert_to_bert_dir(bin_path, tok, d))
+    materialise(target, lambda d: e5_quant.convert_to_bert_dir(bin_path, tok, d))
     return ModelRef(path=str(target), bundled="multilingual-e5-small")
 
 
@@ -234,7 +255,7 @@ def _resolve_gemma(models: Path) -> ModelRef:
             if (data / extra).is_file():
                 shutil.copyfile(data / extra, d / extra)
 
-    _materialise(target, build)
+    materialise(target, build)
     return ModelRef(path=str(target), gguf_file=pkg.MODEL_NAME, bundled="gemma3-270m-gguf")
 
 
@@ -264,5 +285,5 @@ def _resolve_gemma_hf(models: Path) -> ModelRef:
             if (Path(gguf.path) / extra).is_file():
                 shutil.copyfile(Path(gguf.path) / extra, d / extra)
 
-    _materialise(target, build)
+    materialise(target, build)
     return ModelRef(path=str(target), bundled="gemma3-270m")

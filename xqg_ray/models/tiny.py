@@ -8,12 +8,11 @@ Weights are seeded: the same directory contents on every machine.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
+from pathlib import Path
 
 TINY = ("tiny-bert", "tiny-t5", "tiny-gpt2")
-VERSION = "1"
+# 2: built through bundled.materialise (a marker file says the build is complete); a v1 directory has none.
+VERSION = "2"
 
 _CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -72,15 +71,7 @@ def build(name: str, path: str) -> str:
 
 
 def materialize(name: str, cache_dir: str) -> str:
-    """Build once into ``cache_dir``; concurrent callers race safely via rename."""
-    target = os.path.join(cache_dir, f"{name}-v{VERSION}")
-    if os.path.exists(os.path.join(target, "config.json")):
-        return target
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-    build(name, tmp)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another process won the race; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """Build once into ``cache_dir`` (bundled models' way: concurrent callers wait for one build)."""
+    from .bundled import materialise
+
+    return str(materialise(Path(cache_dir) / f"{name}-v{VERSION}", lambda d: build(name, str(d))))
