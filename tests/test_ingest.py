@@ -237,8 +237,23 @@ def test_fingerprint_sources(base) -> None:
     d, _, _ = base
     files = [str(d / "c.tsv"), str(d / "b.jsonl.gz"), str(d / "a.jsonl")]
     got = fingerprint_sources(CFG, files)
-    assert got == [{"uri": f, "bytes": Path(f).stat().st_size, "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()}
-                   for f in files]
+    expected = [{"uri": f, "bytes": Path(f).stat().st_size, "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()}
+                for f in files]
+    assert got == expected
+    # The same records, in input order, when the (stated) sizes put each file in a task of its own.
+    from xqg_ray.ingest.snapshot import HASH_GROUP_BYTES
+
+    assert fingerprint_sources(CFG, files, sizes=[HASH_GROUP_BYTES, 1, HASH_GROUP_BYTES]) == expected
+
+
+def test_small_files_share_a_hashing_task_large_ones_get_their_own() -> None:
+    from xqg_ray.ingest.snapshot import hash_groups
+
+    files = ["a", "b", "c", "big", "d", "e", "huge", "f"]
+    sizes = [10, 20, 30, 95, 50, 50, 300, 1]
+    assert hash_groups(files, sizes, group_bytes=100) == [["a", "b", "c"], ["big"], ["d", "e"], ["huge"], ["f"]]
+    assert hash_groups(files, sizes, group_bytes=1000) == [files]
+    assert hash_groups([], [], group_bytes=100) == []
 
 
 def test_s3_inputs_and_root(base, s3_endpoint) -> None:

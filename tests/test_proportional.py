@@ -114,9 +114,9 @@ def hashed_files(monkeypatch):
     seen: list = []
     real = snapshot.fingerprint_sources
 
-    def counting(storage_cfg, files, num_cpus=0.5):
+    def counting(storage_cfg, files, num_cpus=0.5, sizes=None):
         seen.extend(files)
-        return real(storage_cfg, files, num_cpus)
+        return real(storage_cfg, files, num_cpus, sizes)
 
     monkeypatch.setattr(snapshot, "fingerprint_sources", counting)
     return seen

@@ -26,7 +26,7 @@ import hashlib
 import heapq
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..config import StorageConfig
 from ..config.secrets import redact
@@ -72,16 +72,47 @@ def _get_all(refs: list, what: str) -> list:
     return current().get(refs, what) if refs else []
 
 
-def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: float = 0.5) -> List[Dict[str, Any]]:
-    """``[{"uri", "bytes", "sha256"}]`` of ``files``, one Ray task per file, in input order."""
+# Bytes one hashing task reads at most (unless one file is larger): the ingest's own chunk size.  A task per
+# file started a worker process per small file (~1 CPU-s each for a few kB); grouped, a corpus of many
+# small files is hashed by a few tasks, and one of large files still by a task per file, in parallel.
+HASH_GROUP_BYTES = 64 << 20
+
+
+def hash_groups(files: Sequence[str], sizes: Sequence[int], group_bytes: int = HASH_GROUP_BYTES) -> List[List[str]]:
+    """``files`` cut, in order, into runs of at most ``group_bytes`` together (a larger file is a run alone)."""
+    groups: List[List[str]] = []
+    total = 0
+    for f, size in zip(files, sizes):
+        if not groups or total + size > group_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(f)
+        total += size
+    return groups
+
+
+def _sha256_files(storage_cfg: StorageConfig, uris: List[str]) -> List[Dict[str, Any]]:
+    return [_sha256_file(storage_cfg, u) for u in uris]
+
+
+def fingerprint_sources(storage_cfg: StorageConfig, files: List[str], num_cpus: float = 0.5,
+                        sizes: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """``[{"uri", "bytes", "sha256"}]`` of ``files``, in input order: one Ray task per run of files of at most
+    :data:`HASH_GROUP_BYTES` (:func:`hash_groups`).  ``sizes``: the files' sizes when the caller has them
+    (else one stat each)."""
     if not files:
         return []
-    task = remote_function(_sha256_file, num_cpus=num_cpus)
+    if sizes is None:
+        storage = Storage(storage_cfg)
+        client = storage.s3_client() if any(f.startswith("s3://") for f in files) else None
+        sizes = [file_stamp(storage, f, client)[0] for f in files]
+    task = remote_function(_sha256_files, num_cpus=num_cpus)
     try:
-        return current().get([task.remote(storage_cfg, f) for f in files], "the sha256 of the input files")
+        done = current().get([task.remote(storage_cfg, g) for g in hash_groups(files, sizes)], "the sha256 of the input files")
     except Exception as e:
         reraise_user_error(e)
         raise
+    return [r for group in done for r in group]
 
 
 def file_stamp(storage: Storage, uri: str, s3_client: Any = None) -> List[Any]:
@@ -126,7 +157,7 @@ def fingerprint_sources_cached(storage_cfg: StorageConfig, files: List[str], cac
     stamps = {f: file_stamp(storage, f, client) for f in files}
     keys = {f: hashlib.sha256(f.encode()).hexdigest() for f in files}
     todo = [f for f in files if (cache.get(keys[f]) or {}).get("stamp") != stamps[f]]
-    fresh = {r["uri"]: r for r in fingerprint_sources(storage_cfg, todo, num_cpus)}
+    fresh = {r["uri"]: r for r in fingerprint_sources(storage_cfg, todo, num_cpus, sizes=[stamps[f][0] for f in todo])}
     sources, new_cache = [], {}
     for f in files:
         old = cache.get(keys[f]) or {}
