@@ -5,8 +5,10 @@
     .venv/bin/python bench/scale.py --tiny          # 200 and 2k (tests/test_bench_scripts.py)
 
 Each size runs in its own process (a fresh driver and a fresh local Ray
-cluster; one after the other, except in ``--tiny``, a smoke test of this
-script, where both run at once) on a synthetic files-kind corpus (``bench/synth.py``) with the tiny
+cluster), one after the other; ``--tiny``, a smoke test of this script whose
+figures mean nothing, runs both sizes one after the other in a single such
+process (one cluster and model host instead of two: about 15 CPU-s of the
+test suite) on a synthetic files-kind corpus (``bench/synth.py``) with the tiny
 encoder, the baseline and one xQG system whose queries come from a provided
 query table (one query per passage).  It prints, per stage, the seconds and
 rows/s of ``metrics.json`` and the CPU-seconds of the driver's whole process
@@ -255,35 +257,39 @@ def main() -> None:
     ap.add_argument("--rows-per-shard", type=int, default=125_000,
                     help="with --shards 0: index.num_shards = passages / this, at least 2, at most --partitions")
     ap.add_argument("--tiny", action="store_true", help="200 and 2,000 passages, 2 partitions (the test's mode)")
-    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # the sizes this process builds, comma-separated
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.tiny:
         a.n, a.partitions = 200, 2
     if a.one:
-        print("RESULT " + json.dumps(one(a.one, Path(a.work), a.partitions, a.shards or shards_for(a.one, a.rows_per_shard, a.partitions))), flush=True)
+        for n in map(int, a.one.split(",")):
+            work = Path(a.work) / str(n)
+            work.mkdir()
+            shards = a.shards or shards_for(n, a.rows_per_shard, a.partitions)
+            print("RESULT " + json.dumps(one(n, work, a.partitions, shards)), flush=True)
         return
+    sizes = [a.n, a.n * a.factor]
     rows = []
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        procs = []
-        for n in (a.n, a.n * a.factor):
-            work = Path(d) / str(n)
+        # A process per size, one after the other; --tiny: one process for both.
+        for group in ([sizes] if a.tiny else [[n] for n in sizes]):
+            work = Path(d) / "-".join(map(str, group))
             work.mkdir()
-            args = [sys.executable, __file__, "--one", str(n), "--work", str(work), "--partitions", str(a.partitions),
-                    "--shards", str(a.shards or shards_for(n, a.rows_per_shard, a.partitions))]
-            # Output to files, not pipes: a child never blocks on a full pipe while another is waited for.
+            args = [sys.executable, __file__, "--one", ",".join(map(str, group)), "--work", str(work), "--partitions", str(a.partitions)]
+            if a.shards:
+                args += ["--shards", str(a.shards)]
+            args += ["--rows-per-shard", str(a.rows_per_shard)]
+            # Output to files, not pipes: the child never blocks on a full pipe.
             with (work / "stdout").open("w") as out, (work / "stderr").open("w") as err:
-                procs.append((work, subprocess.Popen(args, env=env, stdout=out, stderr=err, text=True, cwd=REPO)))
-            if not a.tiny:
-                procs[-1][1].wait()  # measured one at a time; --tiny (a smoke test of this script) runs both at once
-        for work, p in procs:
-            if p.wait():
-                sys.exit((work / "stderr").read_text()[-3000:])
-            stdout = (work / "stdout").read_text()
-            rows.append(json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:]))
-            print_size(rows[-1])
-            sys.stdout.flush()
+                if subprocess.run(args, env=env, stdout=out, stderr=err, text=True, cwd=REPO).returncode:
+                    sys.exit((work / "stderr").read_text()[-3000:])
+            for line in (work / "stdout").read_text().splitlines():
+                if line.startswith("RESULT "):
+                    rows.append(json.loads(line[7:]))
+                    print_size(rows[-1])
+                    sys.stdout.flush()
     small, big = rows
     timed = [s for s, st in big["stages"].items() if s in small["stages"] and small["stages"][s]["seconds"] > 0]
     t_ratio = max(big["stages"][s]["seconds"] / small["stages"][s]["seconds"] for s in timed)
