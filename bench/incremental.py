@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--steps", default="0.001,0.01,0.1")
     ap.add_argument("--languages", default="de,zh", help="generated languages (2 queries each, 6 new tokens)")
+    ap.add_argument("--max-actors", type=int, default=2, help="ray.max_actors: the model hosts that generate and encode at once")
     a = ap.parse_args()
     from synth import write_corpus, write_queries
 
@@ -43,7 +44,7 @@ def main() -> None:
         cfg = load_config(str(REPO / "conf" / "smoke.yaml"), [
             f"output_dir={work / 'out'}", "benchmark.kind=files", f"benchmark.corpus={work / 'corpus'}", f"benchmark.queries={queries}",
             "benchmark.corpus_limit=0", "benchmark.max_queries_per_language=0", "benchmark.languages=[]",
-            f"corpus.num_partitions={a.partitions}", f"index.factory={a.factory}", "ray.progress=false", "ray.max_actors=2",
+            f"corpus.num_partitions={a.partitions}", f"index.factory={a.factory}", "ray.progress=false", f"ray.max_actors={a.max_actors}",
             f"generators.t5.languages=[{a.languages}]", "generators.t5.n_per_language=2", "generators.t5.max_new_tokens=6",
         ])
         cfg.systems = [s for s in cfg.systems if s.name in ("baseline", "xqg")]

@@ -51,7 +51,8 @@ TINY = {
     "prompting.py": (["--tiny"], r"arms today/drawn/target: round-trip top-1 [0-9.]+/[0-9.]+/[0-9.]+, target language "
                                  r"[0-9.]+/[0-9.]+/[0-9.]+, exemplar copies [0-9]+/[0-9]+/[0-9]+ of 8 slots"),
     "fixed_cost.py": ([], r"run 1: wall [0-9.]+ s; model work [0-9.]+ s \+ loading [0-9.]+ s = [0-9.]+ s; ratio wall/model [0-9.]+x \(goal <= 2\)"),
-    "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de"],
+    # One model host: the shared process's cluster started two for 60 passages (~6 CPU-s each).
+    "incremental.py": (["--n", "60", "--partitions", "2", "--factory", "Flat", "--steps", "0.1", "--languages", "de", "--max-actors", "1"],
                        r'\{"run": "\+10\.0% \(6 passages\)", .*"index_modes": \["updated"\], "added": 6\}'),
     "encode_memory.py": (["--n", "200", "--factor", "2"],
                          r"peak RSS at 2x N / at N: [0-9.]+x \(goal <= 1\.5x\); added by the partition: [0-9.]+x"),
