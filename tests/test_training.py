@@ -16,17 +16,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from procs import kill_all_using, kill_session
+from procs import wait_for_other_jobs
 from xqg_ray.config import EncoderConfig
 from xqg_ray.schemas import GENERATED_SCHEMA
 from xqg_ray.store.integrity import IntegrityError
@@ -253,16 +253,16 @@ def test_two_workers_equal_one(trained_one, tiny_models, tmp_path):
     assert max_diff(weights(out.model_dir), one) < ONE_VS_TWO_ATOL
 
 
+# The killed driver: the test's pairs (a Parquet file) and SETTINGS (as JSON), not this module, which imports torch.
 KILLED = """
-import sys, ray
-sys.path.insert(0, {tests!r})
-from test_training import SETTINGS, corpus_and_pairs
+import json, ray, pyarrow.parquet as pq
 from xqg_ray.config import EncoderConfig
 from xqg_ray.store.storage import Storage
 from xqg_ray.training.run import train_or_reuse
-ray.init(num_cpus=2, include_dashboard=False)
+from xqg_ray.training.settings import TrainSettings
+ray.init(address={address!r}, logging_level="WARNING")
 enc = EncoderConfig(model={model!r}, pooling="mean", query_prefix="query: ", passage_prefix="passage: ")
-train_or_reuse(Storage(), {root!r}, "t", corpus_and_pairs()[1], enc, SETTINGS)
+train_or_reuse(Storage(), {root!r}, "t", pq.read_table({pairs!r}), enc, TrainSettings(**json.loads({settings!r})))
 """
 
 
@@ -289,16 +289,20 @@ def test_a_damaged_checkpoint_snapshot_is_dropped(tmp_path):
     assert drop_damaged_snapshot(Storage(), str(run)) is False and (run / SNAPSHOT).read_text() == '{"checkpoints": []}'
 
 
-def test_kill_and_resume_from_a_checkpoint(trained_one, tiny_models, tmp_path):
+def test_kill_and_resume_from_a_checkpoint(trained_one, ray_local, tiny_models, tmp_path):
+    # The killed driver joins this process's cluster, as a job on a shared cluster does (no cluster of its own to
+    # start); its trainer's actors end with its job, which the resumed run waits for.
     ref_root, pairs, ref = trained_one
     root = str(tmp_path / "killed")
     run_dir = Path(checkpoints_path(root, "t")) / ref.manifest["key"][:16]
-    ray_tmp = tempfile.mkdtemp(prefix="xt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    code = KILLED.format(tests=str(REPO / "tests"), model=tiny_models["tiny-bert"], root=root)
+    address = ray_local.get_runtime_context().gcs_address
+    pairs_file = tmp_path / "pairs.parquet"
+    pq.write_table(pairs, pairs_file)
+    code = KILLED.format(model=tiny_models["tiny-bert"], root=root, address=address, pairs=str(pairs_file),
+                         settings=json.dumps(asdict(SETTINGS)))
     log = tmp_path / "killed.log"  # the run's output: why it ended, if it ends before the kill
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True, env={**os.environ, "RAY_TMPDIR": ray_tmp},
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         while time.time() - t0 < 180:
@@ -309,11 +313,9 @@ def test_kill_and_resume_from_a_checkpoint(trained_one, tiny_models, tmp_path):
                             + log.read_text(errors="replace")[-3000:])
             time.sleep(0.02)
     finally:
-        proc.kill()  # SIGKILL the driver, then every Ray process of its session
+        proc.kill()  # SIGKILL the driver; the cluster ends its job's actors (the trainer's controller and worker)
         proc.wait()
-        kill_session(proc.pid)
-        kill_all_using(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        wait_for_other_jobs()
     assert not (Path(root) / "trained" / "t" / "current.json").exists()  # it did not finish
     resumed = train_or_reuse(Storage(), root, "t", pairs, encoder(tiny_models), SETTINGS)
     cost = resumed.manifest["cost"]
