@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "cpu_by_process.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("xqg_cpu_by_process", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_kinds_of_hand_made_processes():
-    kind_of = load_tool().kind_of
+    kind_of = load_tool("cpu_by_process.py").kind_of
     py = "/v/bin/python"
     assert kind_of({"ray::IDLE", "ray::ModelHost", "ray::ModelHost."}, f"{py} default_worker.py") == "ray::ModelHost"
     assert kind_of({"ray::IDLE", "ray::ShardSearc"}, f"{py} default_worker.py") == "ray::ShardSearc"

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "cpu_by_test_file.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("xqg_cpu_by_test_file", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tests_are_summed_per_file_and_the_costliest_comes_first():
-    tool = load_tool()
+    tool = load_tool("cpu_by_test_file.py")
     tests = [("tests/a.py::x", 1.0, 2.0), ("tests/b.py::y[1]", 0.5, 6.0), ("tests/a.py::z", 2.0, 1.0), ("tests/b.py::y[2]", 0.5, 1.0)]
     assert tool.by_file(tests) == {"tests/a.py": (3.0, 3.0, 2), "tests/b.py": (1.0, 7.0, 2)}
     assert tool.report(tests).splitlines() == [

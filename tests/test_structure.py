@@ -8,27 +8,18 @@ finding in the real one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Dict
 
 import pytest
 
+from tool_modules import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL_LIMIT = 14
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("xqg_structure_tool", REPO / "tools" / "structure.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-structure = load_tool()
+structure = load_tool("structure.py")
 
 
 @pytest.fixture(scope="module")
