@@ -379,3 +379,22 @@ def test_gemma_generates_questions_through_the_generator_class() -> None:
         assert failed == 0 and [q["lang"] for q in qs] == ["de", "de", "es", "es"]
         assert all(q["text"].strip() and "\n" not in q["text"] for q in qs)
     assert gen.generate(0, *paras[0]) == outs[0]  # seeded by passage id: a rerun is identical
+
+def test_a_cache_without_file_locks_still_builds_once_whole(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(bundled.fcntl, "flock", no_locks)
+    target = tmp_path / "cache" / "models" / "m-1"
+    built = []
+
+    def build(d: Path) -> None:
+        built.append(d.name)
+        (d / "weights.bin").write_bytes(b"w")
+
+    assert bundled.materialise(target, build) == target
+    assert bundled.materialise(target, build) == target  # complete: not built again
+    assert len(built) == 1 and (target / "weights.bin").read_bytes() == b"w"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m-1"]  # no temporary directory left

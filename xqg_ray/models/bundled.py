@@ -182,7 +182,12 @@ def materialise(target: Path, build: Callable[[Path], None]) -> Path:
     locks = target.parent.parent / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"{target.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, and by the kernel if this process dies
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, and by the kernel if this process dies
+        except OSError:
+            # A file system without locks (some network mounts: ENOLCK): build unlocked; the rename in _build
+            # still keeps the target whole, a concurrent caller only builds a copy for nothing.
+            return _build(target, build)
         if _complete(target):  # built while this process waited
             return target
         return _build(target, build)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bundled import materialise
+
 TINY = ("tiny-bert", "tiny-t5", "tiny-gpt2")
 # 2: built through bundled.materialise (a marker file says the build is complete); a v1 directory has none.
 VERSION = "2"
@@ -72,6 +74,4 @@ def build(name: str, path: str) -> str:
 
 def materialize(name: str, cache_dir: str) -> str:
     """Build once into ``cache_dir`` (bundled models' way: concurrent callers wait for one build)."""
-    from .bundled import materialise
-
     return str(materialise(Path(cache_dir) / f"{name}-v{VERSION}", lambda d: build(name, str(d))))
