@@ -21,6 +21,8 @@ newline (causal) or EOS in every arm.  Arms:
 - ``stage-rt``: the stage with the demo's filters, the round trip judged under
   ``--encoder`` (``generators.gemma.filters`` of conf/demo.yaml): the shipped path; its
   seconds include the judge's encoding of the passages and of every draw;
+- ``stage-rt-ahead``: ``stage-rt`` with ``filters.draw_ahead: 1`` (the demo's): round 0 samples
+  each prompt's round-1 draws from its prefill; prints how many of its draws equal stage-rt's;
 - ``stage-shared``: the stage with ``prompt_layout: shared_passage`` (``--shared-few-shot``
   exemplars of every language, then the passage, then the language's label: one
   prefill of the passage serves every language), to compare with ``stage``;
@@ -67,7 +69,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from xqg_ray.stages.generate import GeneratePartition  # noqa: E402
 
 
-STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt", "stage-shared")
+STAGE_ARMS = ("stage", "stage-bf16", "stage-llamacpp", "stage-rt", "stage-rt-ahead", "stage-shared")
 DEMO = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"  # its generator's filters and its encoder: stage-rt, --quality
 
 
@@ -255,7 +257,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto", help="the generator config dtype of every arm (the demo: bfloat16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (the stage's actor too)")
     ap.add_argument("--arms", default="today,stage,bare,new,no-reuse,bs1",
-                    help="of today,stage,stage-bf16,stage-llamacpp,stage-rt,stage-shared,bare,new,grouped,no-reuse,bs1")
+                    help="of today,stage,stage-bf16,stage-llamacpp,stage-rt,stage-rt-ahead,stage-shared,bare,new,grouped,no-reuse,bs1")
     ap.add_argument("--interleave", type=int, default=0,
                     help="also: torch float32, bfloat16 and llama.cpp in this process, alternating per chunk of this many passages")
     ap.add_argument("--quality", action="store_true", help="target-language rate and round trip of every stage arm")
@@ -320,8 +322,8 @@ def main() -> None:
             if arm == "stage-shared":
                 arm_g = dataclasses.replace(gcfg, prompt_layout="shared_passage", few_shot=a.shared_few_shot)
             arm_enc = cfg.encoder
-            if arm == "stage-rt":
-                arm_g = dataclasses.replace(gcfg, filters=demo_filters())
+            if arm.startswith("stage-rt"):  # the demo's filters, without and with its draws ahead
+                arm_g = dataclasses.replace(gcfg, filters=dataclasses.replace(demo_filters(), draw_ahead=int(arm == "stage-rt-ahead")))
                 arm_enc = demo_encoder(a.encoder)
             if arm == "stage-llamacpp":
                 from xqg_ray.models.llamacpp import gguf_problem, load_problem
@@ -339,8 +341,13 @@ def main() -> None:
             wall = time.perf_counter() - t
             gen_s = sum(float(x) for x in (root / "gen_seconds.txt").read_text().split())
             draws = sum(s["filter"]["draws"] for s in summaries)
-            report(arm, slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; {draws} draws; wall with actor start + model load {wall:.1f} s")
+            ahead = [sum(s["drawn_ahead"][k] for s in summaries if "drawn_ahead" in s) for k in ("made", "unused")]
+            report(arm, slots, sum(s["failed_slots"] for s in summaries), gen_s, f"; {draws} draws" + (
+                f" ({ahead[0]} sampled ahead, {ahead[1]} of them unused)" if ahead[0] else "") + f"; wall with actor start + model load {wall:.1f} s")
             attempts[arm] = pa.concat_tables([pq.read_table(root / s["attempts"]["file"]) for s in summaries])
+        if {"stage-rt", "stage-rt-ahead"} <= set(attempts):  # the same seeds: the same draws up to float rounding
+            same = [set(zip(*(attempts[x][c].to_pylist() for c in ("id", "lang", "round", "draw", "text")))) for x in ("stage-rt", "stage-rt-ahead")]
+            print(f"stage-rt-ahead: {len(same[0] & same[1])} of its {len(same[1])} draws are stage-rt's ({len(same[0])})", flush=True)
         if "bare" in arms:
             t = time.perf_counter()
             n_slots, empty = bare_batched(gen, rows, a.batch_size)
@@ -378,7 +385,7 @@ def main() -> None:
                 print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
                       f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
                       f"per language target/top-1: {per}", flush=True)
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-shared", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-rt-ahead", "stage-rt"), ("stage-shared", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
     print(f"load average at the end {load_average()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List
 
@@ -112,6 +113,19 @@ def test_queries_do_not_depend_on_the_batch(tiny_models, kind):
     again = _gen(tiny_models, kind, batch_size=2)  # a fresh actor: deterministic across reruns
     assert again.generate_many(ROWS) == alone
     assert again.generate(12, *ROWS[0][1:]) != alone[0]  # the seed depends on the passage id
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_draws_ahead_equal_each_round_sampled_alone(tiny_models, kind):
+    """filters.draw_ahead: the later rounds' draws sampled beside round 0, from its prefill, are the draws
+    each round samples on its own (a random model's text is wrong-language noise: every slot is redrawn)."""
+    rounds = FilterConfig(enabled=["empty", "wrong_language"], max_attempts=3)
+    plain = _gen(tiny_models, kind, filters=rounds).generate_attempts(ROWS)
+    assert {d["round"] for ds in plain for d in ds} == {0, 1, 2}
+    for ahead, made in ((1, 1 * 10 * 2), (2, 2 * 10 * 2)):  # rounds ahead x 10 prompts x 2 draws
+        gen = _gen(tiny_models, kind, filters=dataclasses.replace(rounds, draw_ahead=ahead))
+        assert gen.generate_attempts(ROWS) == plain
+        assert gen.plan.made == made and gen.plan.used == sum(d["round"] in range(1, 1 + ahead) for ds in plain for d in ds)
 
 
 def _tokens(gen, rows, lang, reuse):

@@ -16,6 +16,7 @@ from xqg_ray.evaluation.question_quality import filter_counts, run_quality, unit
 from xqg_ray.ids import seed_for
 from xqg_ray.models.generator import QueryGenerator
 from xqg_ray.models.prompts import load_fewshot
+from xqg_ray.models.rounds import round_tag
 from xqg_ray.schemas import ATTEMPTS_SCHEMA, KEPT, PASSED, UNFILTERED
 from xqg_ray.stages.generate import draws_table, queries_table, sort_draws
 
@@ -145,6 +146,29 @@ def test_max_attempts_bounds_the_resampling():
     assert len(gen.calls) == 1 and selection(luther, ["de", "es"], 2, KEPT)[1] == 3  # de 1, es 2
 
 
+class Seeded(Scripted):
+    """SCRIPT's texts by seed: a draw's text depends on its seed alone, whichever round samples it ("" if unscripted)."""
+
+    BY_SEED = {seed_for(5, "g", pid, lang, *round_tag(r), j): t for (pid, lang, r), ts in SCRIPT.items() for j, t in enumerate(ts)}
+
+    def _run(self, prompts):  # noqa: ANN001
+        self.calls.append([(self.rows[p.row][0], p.lang, tuple(p.seeds)) for p in prompts])
+        return [[self.BY_SEED.get(s, "") for s in p.seeds] for p in prompts]
+
+
+@pytest.mark.parametrize("ahead, calls, made, used", [(1, [16, 1], 8, 4), (2, [24], 16, 5)])
+def test_draws_ahead_are_the_same_draws_from_fewer_prefills(ahead, calls, made, used):
+    plain = Seeded(_cfg()).generate_attempts([LUTHER, OTHER])
+    assert plain == Scripted(_cfg()).generate_attempts([LUTHER, OTHER])  # the seeded script is SCRIPT
+    gen = Seeded(_cfg(draw_ahead=ahead))
+    assert gen.generate_attempts([LUTHER, OTHER]) == plain
+    # Round 0 samples each prompt's next rounds too (as many draws as round 0 needs); with 1 ahead,
+    # round 1 reads them and only Luther's de is sampled again, in round 2 (3 rounds in all).
+    assert [sum(len(s) for _, _, s in call) for call in gen.calls] == calls
+    assert gen.calls[0][0][2][:4] == tuple(seed_for(5, "g", 11, "de", *tag, j) for tag in (("sample",), ("retry", 0)) for j in range(2))
+    assert (gen.plan.made, gen.plan.used, gen.plan.unused) == (made, used, made - used)
+
+
 def _unit_draws() -> pa.Table:
     gen = Scripted(_cfg())
     draws = draws_table([11, 12], ["h11", "h12"], gen.generate_attempts([LUTHER, OTHER]))
@@ -187,7 +211,8 @@ def test_question_quality_in_metrics_from_the_units_records():
     assert unf == quality_report(rows, ex, ["de", "es", "en"])
 
 
-@pytest.mark.parametrize("bad", [{"enabled": ["nope"]}, {"max_attempts": 0}, {"exemplar_overlap": 0.0}, {"enabled": ["duplicate", "duplicate"]}])
+@pytest.mark.parametrize("bad", [{"enabled": ["nope"]}, {"max_attempts": 0}, {"exemplar_overlap": 0.0}, {"enabled": ["duplicate", "duplicate"]},
+                                 {"draw_ahead": 3}, {"draw_ahead": -1}, {"max_attempts": 1, "draw_ahead": 1}])
 def test_filter_config_is_validated(bad):
     from xqg_ray.config.validate import one_generator_problems
 

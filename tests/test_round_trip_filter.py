@@ -171,6 +171,8 @@ def test_key_holds_the_judge_only_when_it_is_on(tmp_path):
     # Off: the settings (and so the stored outputs' keys) are those from before the round trip existed.
     assert "round_trip_top_k" not in generator_settings(base.generators["t5"])["filters"]
     assert "fill_empty" not in generator_settings(base.generators["t5"])["filters"]
+    assert "draw_ahead" not in generator_settings(base.generators["t5"])["filters"]
+    assert key() != key("generators.t5.filters.draw_ahead=1")  # the same seeds, other batches: other float rounding
     assert key() == key("generators.t5.filters.round_trip_top_k=4") == key("encoder.max_passage_length=64")
     on = f"generators.t5.filters.enabled={ON}"
     assert len({key(), key(on), key(on, "generators.t5.filters.round_trip_top_k=4"), key(on, "encoder.max_passage_length=64"),
@@ -190,7 +192,7 @@ def judged_run(tmp_path_factory, ray_local, shared_datasets, tiny_models):
     cfg = load_config(str(REPO / "conf" / "smoke.yaml"), [
         f"output_dir={out}", f"benchmark.source={shared_datasets}", "ray.progress=false", "benchmark.max_queries_per_language=6",
         "benchmark.corpus_limit=16", f"generators.t5.filters.enabled={ON}", f"generators.t5.filters.round_trip_top_k={K}",
-        "generators.t5.filters.max_attempts=2", "eval.bootstrap_samples=50", "eval.permutation_samples=50",
+        "generators.t5.filters.max_attempts=2", "generators.t5.filters.draw_ahead=1", "eval.bootstrap_samples=50", "eval.permutation_samples=50",
         "benchmark.heldout_fraction=0.5"])
     from xqg_ray.config import GeneratorConfig, SystemConfig
 
@@ -220,8 +222,11 @@ def test_every_verdict_matches_the_rank_recomputed_from_the_stored_vectors(judge
         e = e.filter(pc.equal(e["kind"], PASSAGE))
         ids = e["id"].to_pylist()
         if not ids:  # a partition the corpus left empty (16 passages hashed over 4): nothing drawn there
-            assert draws == []
+            assert draws == [] and "drawn_ahead" not in u
             continue
+        # draw_ahead 1: each round-0 prompt sampled its round-1 draws too; round 1 read as many as it needed.
+        by_round = [sum(d["round"] == r for d in draws) for r in (0, 1)]
+        assert u["drawn_ahead"] == {"made": by_round[0], "unused": by_round[0] - by_round[1]}
         pv = np.asarray(e["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(ids), -1)
         assert all(i % nparts == u["partition"] for i in ids)
         asked = [d for d in draws if d["reason"] in (None, ROUND_TRIP, "duplicate")]

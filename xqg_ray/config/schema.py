@@ -193,6 +193,10 @@ class FilterConfig:
     # round_trip: a slot still empty after max_attempts rounds keeps its draw whose own passage ranked
     # best among those only the round trip rejected (so every passage keeps a question per language).
     fill_empty: bool = False
+    # Later rounds' draws sampled with a round, from its prefill (models/rounds.py): a slot that needs
+    # another round reads them instead of prefilling its passage again; a slot that passes wastes their
+    # decode.  0 to max_attempts - 1; the same seeds either way.  Memory: rows per batch x (1 + draw_ahead).
+    draw_ahead: int = 0
 
 
 @dataclass

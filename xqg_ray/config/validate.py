@@ -186,6 +186,9 @@ def filter_problems(where: str, g: GeneratorConfig) -> List[str]:
             errs.append(f"{where}.{key}={v}: must be in (0, 1]")
     if f.fill_empty and "round_trip" not in f.enabled:
         errs.append(f"{where}.fill_empty=true fills slots the round trip left empty: add round_trip to {where}.enabled or drop fill_empty")
+    if not 0 <= f.draw_ahead < max(1, f.max_attempts):
+        errs.append(f"{where}.draw_ahead={f.draw_ahead}: must be from 0 to max_attempts - 1 ({max(1, f.max_attempts) - 1}), "
+                    "the later rounds there are")
     return errs + _checks(_at_least_one(f"{where}.max_attempts", f.max_attempts),
                           _at_least_one(f"{where}.round_trip_top_k", f.round_trip_top_k))
 

@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import LANGUAGE_NAMES, GeneratorConfig
 from ..config.schema import LLAMACPP_RUNTIME, ROUND_TRIP, SHARED_PASSAGE_LAYOUT
-from ..ids import seed_for
 from ..evaluation.question_filter import cheap_reject, draw_flags, fill_slots, selection, verdict
 from ..schemas import UNFILTERED
 from .bundled import ModelRef
+from .rounds import RoundPlan
 
 # Resampling rounds of an empty draw before filters existed (bench/generate.py's old path);
 # filters.max_attempts (default 1 + RETRY_ROUNDS) now bounds the rounds of empty and rejected draws alike.
@@ -137,12 +137,13 @@ class QueryGenerator:
         return {"dtype": str(self.model.dtype).replace("torch.", ""), "device": self.device}
 
     def _load_llamacpp(self, threads: int):  # noqa: ANN202 - llamacpp.LlamaCppModel
-        """The GGUF model in llama.cpp, sized for a batch: ``batch_size`` prompts x ``n_per_language`` rows."""
+        """The GGUF model in llama.cpp, sized for a batch: ``batch_size`` prompts x ``n_per_language`` rows
+        x the rounds a prompt samples at once (``filters.draw_ahead``)."""
         from .llamacpp import LlamaCppModel, gguf_path
 
         if self.cfg.kind != "causal":
             raise ValueError(f"generator {self.name}: runtime {LLAMACPP_RUNTIME} runs causal generators only")
-        rows = max(1, self.cfg.batch_size) * self.cfg.n_per_language
+        rows = max(1, self.cfg.batch_size) * self.cfg.n_per_language * (1 + self.cfg.filters.draw_ahead)
         return LlamaCppModel(gguf_path(self.cfg.model, self.cfg.gguf_file), threads, rows,
                              self.cfg.max_input_length + self.cfg.max_new_tokens)
 
@@ -251,6 +252,9 @@ class QueryGenerator:
         each round's draws that no cheaper reason rejects, for the ``round_trip`` filter; the draw keeps
         its rank (``round_trip``), so a looser threshold or fewer rounds can be replayed from the stored
         draws (:func:`~xqg_ray.evaluation.question_filter.replay`).
+
+        ``filters.draw_ahead``: later rounds' draws sampled from a round's prefill (:mod:`.rounds`); the
+        same draws, made in fewer forward passes.  ``self.plan`` counts the ones made and read.
         """
         n, f = self.cfg.n_per_language, self.cfg.filters
         if judge is None and ROUND_TRIP in f.enabled:
@@ -266,26 +270,28 @@ class QueryGenerator:
         # Per passage, language -> the exemplars its prompt shows: the ones a copy is measured against.
         shown = {i: {lang: self.exemplars_for(row[0], lang) for lang in langs} for i, row in enumerate(rows)}
         allowed = set(langs) | {"en"}
-        for r in range(max(1, f.max_attempts)):
-            todo = []
+        self.plan = plan = RoundPlan(self.cfg.seed, self.name, f.max_attempts, f.draw_ahead)
+        for r in range(plan.rounds):
+            slots: List[Tuple[Prompt, Any]] = []  # in base order (duplicates are judged in it); texts None: sample now
             for (i, lang), (pre, suf) in base.items():
                 need = n - len(kept[(i, lang)])
                 if need <= 0:
                     continue
-                # Round 0 and the retries keep the seeds they had before filters.
-                tag = ("sample",) if r == 0 else ("retry", r - 1)
-                seeds = [seed_for(self.cfg.seed, self.name, rows[i][0], lang, *tag, j) for j in range(need)]
-                todo.append(Prompt(i, lang, pre, suf, seeds))
-            if not todo:
+                texts = plan.take((i, lang), r, need)
+                seeds = [] if texts is not None else plan.seeds((i, lang), rows[i][0], r, need)
+                slots.append((Prompt(i, lang, pre, suf, seeds), texts))
+            if not slots:
                 break
-            outs = self._run(todo)
-            flat = [(p, j, t) for p, texts in zip(todo, outs) for j, t in enumerate(texts)]
+            now = [p for p, texts in slots if texts is None]
+            sampled = iter(self._run(now) if now else [])
+            slots = [(p, plan.split((p.row, p.lang), r, next(sampled)) if texts is None else texts) for p, texts in slots]
+            flat = [(p, j, t) for p, texts in slots for j, t in enumerate(texts)]
             flags = self._flags(flat, rows, shown, allowed)
             if judge is not None and ROUND_TRIP in f.enabled:
                 ask = [k for k, ((_, _, t), fl) in enumerate(zip(flat, flags)) if t and not cheap_reject(t, fl, f.enabled)]
                 for k, rank in zip(ask, judge.ranks([rows[flat[k][0].row][0] for k in ask], [flat[k][2] for k in ask])):
                     flags[k][ROUND_TRIP] = rank
-            room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p in todo}  # the unfiltered need at the round's start
+            room = {(p.row, p.lang): n - chosen[(p.row, p.lang)] for p, _ in slots}  # the unfiltered need at the round's start
             for (p, j, t), fl in zip(flat, flags):
                 key = (p.row, p.lang)
                 dup, reason = verdict(t, fl, by_passage[p.row], f.enabled, f.round_trip_top_k, f.duplicate_jaccard)

@@ -52,6 +52,8 @@ def generator_settings(g: GeneratorConfig) -> Dict[str, Any]:
     if ROUND_TRIP not in g.filters.enabled:  # its settings change nothing: keys from before the round trip stay
         gen["filters"].pop("round_trip_top_k", None)
         gen["filters"].pop("fill_empty", None)
+    if not g.filters.draw_ahead:  # as runtime: keys from before draws ahead stay
+        gen["filters"].pop("draw_ahead", None)
     return gen
 
 
@@ -204,6 +206,8 @@ class GeneratePartition(UnitRunner):
             todo_rows = todo.num_rows
             if todo_rows:  # what the questions were computed in (dtype auto resolves by device)
                 record["computed_in"] = self.gen.computed_in
+            if todo_rows and self.cfg.filters.draw_ahead:  # their cost: draws sampled ahead and never read
+                record["drawn_ahead"] = {"made": self.gen.plan.made, "unused": self.gen.plan.unused}
             reused = reused.select(GENERATED_SCHEMA.names).cast(GENERATED_SCHEMA) if reused is not None else None
             if reused is not None and prior_draws is not None:
                 old = prior_draws.filter(pc.is_in(prior_draws["id"], value_set=reused["id"])).select(ATTEMPTS_SCHEMA.names).cast(ATTEMPTS_SCHEMA)

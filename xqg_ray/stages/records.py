@@ -75,7 +75,7 @@ class PartitionEntry(Record):
 class GeneratedEntry(PartitionEntry):
     """One partition of a ``generated/NAME`` manifest (and the summary a generate unit returns)."""
 
-    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit", "segments", "passage_vectors"})
+    OPTIONAL = frozenset({"set_aside", "quarantine", "attempts", "filter", "quality", "commit", "segments", "passage_vectors", "drawn_ahead"})
     failed_slots: int
     set_aside: Optional[int] = None
     quarantine: Optional[FileRec] = None
@@ -92,6 +92,9 @@ class GeneratedEntry(PartitionEntry):
     # A round-trip judge's E(p) of the partition (schemas.passage_vectors_schema), with the encoder key,
     # torch threads and device they were computed with: the encode stage's passages where those match.
     passage_vectors: Optional[Dict[str, Any]] = None
+    # filters.draw_ahead > 0: the draws sampled ahead for later rounds (``made``) and those no round read
+    # (``unused``): the decode rows the option spent for nothing (models.rounds).
+    drawn_ahead: Optional[Dict[str, int]] = None
 
 
 @dataclass
