@@ -385,7 +385,7 @@ def main() -> None:
                 print(f"{arm:>14}: target language {pct(q['all']['target_language'])}, round-trip top-1 {pct(q['all']['round_trip_top1'])}, "
                       f"MRR {q['all']['mrr'] or 0:.3f} ({q['all']['n']} questions; kept by the filters {q['all']['kept']}); "
                       f"per language target/top-1: {per}", flush=True)
-    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-rt-ahead", "stage-rt"), ("stage-shared", "stage"), ("stage-rt", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
+    ratios = [f"{x}/{y} {rates[x] / rates[y]:.2f}x" for x, y in (("stage-bf16", "stage"), ("stage-llamacpp", "stage"), ("stage-rt", "stage"), ("stage-rt-ahead", "stage-rt"), ("stage-shared", "stage"), ("stage-rt", "bare"), ("stage-rt-ahead", "bare"), ("stage", "bare"), ("stage", "today"), ("stage", "new"), ("new", "bare"), ("new", "grouped"), ("new", "no-reuse"), ("new", "bs1"), ("bare", "today"))
               if x in rates and y in rates]
     print("ratios: " + ", ".join(ratios))
     print(f"load average at the end {load_average()}")
