@@ -284,8 +284,8 @@ class QueryGenerator:
                 break
             now = [p for p, texts in slots if texts is None]
             sampled = iter(self._run(now) if now else [])
-            slots = [(p, plan.split((p.row, p.lang), r, next(sampled)) if texts is None else texts) for p, texts in slots]
-            flat = [(p, j, t) for p, texts in slots for j, t in enumerate(texts)]
+            drawn = [(p, plan.split((p.row, p.lang), r, next(sampled)) if texts is None else texts) for p, texts in slots]
+            flat = [(p, j, t) for p, texts in drawn for j, t in enumerate(texts)]
             flags = self._flags(flat, rows, shown, allowed)
             if judge is not None and ROUND_TRIP in f.enabled:
                 ask = [k for k, ((_, _, t), fl) in enumerate(zip(flat, flags)) if t and not cheap_reject(t, fl, f.enabled)]
